@@ -1,0 +1,142 @@
+// Configuration: parsed once from an optional JSON file (SLUICE_CONFIG, default ./sluice.config.json)
+// and the environment (which wins), validated, frozen and passed in. Nothing else reads process.env.
+import { existsSync, readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { SluiceError } from './core/errors.ts';
+
+const tierSchema = z.object({
+  requestsPerDay: z.number().int().nonnegative(),
+  tokensPerDay: z.number().int().nonnegative(),
+  requestsPerMonth: z.number().int().nonnegative(),
+  tokensPerMonth: z.number().int().nonnegative(),
+  maxTokens: z.number().int().positive(),
+  concurrentStreams: z.number().int().positive(),
+  priority: z.number().int().min(0).max(9),
+});
+export type Tier = z.infer<typeof tierSchema>;
+
+const DEFAULT_TIERS: Record<string, Tier> = {
+  free: { requestsPerDay: 200, tokensPerDay: 100_000, requestsPerMonth: 3_000, tokensPerMonth: 1_000_000, maxTokens: 1024, concurrentStreams: 2, priority: 1 },
+  pro: { requestsPerDay: 10_000, tokensPerDay: 5_000_000, requestsPerMonth: 200_000, tokensPerMonth: 100_000_000, maxTokens: 4096, concurrentStreams: 10, priority: 5 },
+  enterprise: { requestsPerDay: 1_000_000, tokensPerDay: 500_000_000, requestsPerMonth: 20_000_000, tokensPerMonth: 10_000_000_000, maxTokens: 16384, concurrentStreams: 100, priority: 9 },
+};
+
+const int = (min = 0) => z.coerce.number().int().min(min);
+
+export const configSchema = z.object({
+  role: z.enum(['all', 'gateway', 'worker', 'ledger']).default('all'),
+  host: z.string().default('127.0.0.1'),
+  port: int().max(65535).default(8080),
+  dataDir: z.string().default('./.sluice'),
+  databaseUrl: z.string().default('pglite://./.sluice/db'),
+  limiterUrl: z.string().default('memory://'),
+  queueUrl: z.string().default('memory://'),
+  busUrl: z.string().default('memory://'),
+  modelUrl: z.string().default('sim://'),
+  /** Model ids accepted when the backend cannot list them; empty = ask the backend. */
+  models: z.array(z.string()).default([]),
+  masterKey: z.string().min(16).optional(),
+  deliveryMode: z.enum(['queued', 'direct']).default('queued'),
+  bodyLimitBytes: int(1024).default(1024 * 1024),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  sim: z.object({ ttftMs: int().default(20), itlMs: int().default(5), promptTokensOverhead: int().default(0) }).default({ ttftMs: 20, itlMs: 5, promptTokensOverhead: 0 }),
+  worker: z.object({
+    concurrency: int(1).default(16),
+    claimMs: int(100).default(15_000),
+    maxAttempts: int(1).default(3),
+    retryBaseMs: int(1).default(500),
+    requestTimeoutMs: int(1000).default(600_000),
+  }).default({ concurrency: 16, claimMs: 15_000, maxAttempts: 3, retryBaseMs: 500, requestTimeoutMs: 600_000 }),
+  eventLog: z.object({ ttlSeconds: int(1).default(3600), maxLen: int(100).default(100_000) }).default({ ttlSeconds: 3600, maxLen: 100_000 }),
+  sse: z.object({ pingMs: int(10).default(15_000), retryMs: int(0).default(3000), maxBufferedBytes: int(1024).default(1024 * 1024) })
+    .default({ pingMs: 15_000, retryMs: 3000, maxBufferedBytes: 1024 * 1024 }),
+  tiers: z.record(z.string(), tierSchema).default(DEFAULT_TIERS),
+  defaultTier: z.string().default('free'),
+  /** IANA time zone whose midnight (and first of month) resets the daily (monthly) windows. */
+  timeZone: z.string().default('UTC'),
+  limiterFailure: z.enum(['fallback', 'refuse']).default('fallback'),
+  statusRateLimit: z.object({ limit: int(1).default(600), windowMs: int(100).default(60_000) }).default({ limit: 600, windowMs: 60_000 }),
+  leaseTtlMs: int(1000).default(30_000),
+  sweepIntervalMs: int(100).default(5_000),
+  /** Grace after a request's own deadline before its reservation is reclaimed. */
+  reservationGraceMs: int(0).default(60_000),
+  queueMaxDepth: int(1).default(100_000),
+  degrade: z.object({ queueDepth: int(1).default(10_000), maxTokens: int(1).default(256) }).default({ queueDepth: 10_000, maxTokens: 256 }),
+  /** Test-only: exit abruptly at a named point ('after-insert' = between store insert and queue publish). */
+  crashPoint: z.enum(['after-insert']).optional(),
+});
+
+export type Config = Readonly<z.infer<typeof configSchema>>;
+
+const ENV: Record<string, (v: string) => Record<string, unknown>> = {
+  SLUICE_ROLE: (v) => ({ role: v }),
+  HOST: (v) => ({ host: v }),
+  PORT: (v) => ({ port: v }),
+  SLUICE_DATA_DIR: (v) => ({ dataDir: v }),
+  DATABASE_URL: (v) => ({ databaseUrl: v }),
+  LIMITER_URL: (v) => ({ limiterUrl: v }),
+  QUEUE_URL: (v) => ({ queueUrl: v }),
+  BUS_URL: (v) => ({ busUrl: v }),
+  MODEL_URL: (v) => ({ modelUrl: v }),
+  MODEL_NAMES: (v) => ({ models: v.split(',').map((s) => s.trim()).filter(Boolean) }),
+  SLUICE_MASTER_KEY: (v) => ({ masterKey: v }),
+  SLUICE_DELIVERY_MODE: (v) => ({ deliveryMode: v }),
+  SLUICE_BODY_LIMIT: (v) => ({ bodyLimitBytes: v }),
+  LOG_LEVEL: (v) => ({ logLevel: v }),
+  SLUICE_TIME_ZONE: (v) => ({ timeZone: v }),
+  SLUICE_LIMITER_FAILURE: (v) => ({ limiterFailure: v }),
+  SLUICE_DEFAULT_TIER: (v) => ({ defaultTier: v }),
+  SLUICE_CRASH_POINT: (v) => ({ crashPoint: v }),
+};
+const NESTED_ENV: Record<string, [string, string]> = {
+  SIM_TTFT_MS: ['sim', 'ttftMs'], SIM_ITL_MS: ['sim', 'itlMs'],
+  WORKER_CONCURRENCY: ['worker', 'concurrency'], WORKER_CLAIM_MS: ['worker', 'claimMs'],
+  WORKER_MAX_ATTEMPTS: ['worker', 'maxAttempts'], WORKER_RETRY_BASE_MS: ['worker', 'retryBaseMs'],
+  EVENT_LOG_TTL_SECONDS: ['eventLog', 'ttlSeconds'], SSE_PING_MS: ['sse', 'pingMs'],
+};
+
+function isObject(v: unknown): v is Record<string, unknown> { return typeof v === 'object' && v !== null && !Array.isArray(v); }
+
+function merge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const cur = out[k];
+    out[k] = isObject(cur) && isObject(v) ? merge(cur, v) : v;
+  }
+  return out;
+}
+
+function deepFreeze<T>(o: T): T {
+  if (isObject(o) || Array.isArray(o)) { for (const v of Object.values(o as object)) deepFreeze(v); Object.freeze(o); }
+  return o;
+}
+
+/** Builds the configuration from file + environment + explicit overrides (tests, CLI flags). */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Record<string, unknown> = {}): Config {
+  let raw: Record<string, unknown> = {};
+  const file = env.SLUICE_CONFIG ?? './sluice.config.json';
+  if (existsSync(file)) {
+    try { raw = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>; } catch (e) {
+      throw new SluiceError('SLUICE_ERR_CONFIG', `${file}: ${(e as Error).message}`);
+    }
+  } else if (env.SLUICE_CONFIG) {
+    throw new SluiceError('SLUICE_ERR_CONFIG', `config file ${file} does not exist`);
+  }
+  for (const [name, set] of Object.entries(ENV)) { const v = env[name]; if (v !== undefined && v !== '') raw = merge(raw, set(v)); }
+  for (const [name, [group, key]] of Object.entries(NESTED_ENV)) { const v = env[name]; if (v !== undefined && v !== '') raw = merge(raw, { [group]: { [key]: v } }); }
+  return parseConfig(merge(raw, overrides));
+}
+
+export function parseConfig(raw: unknown): Config {
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    throw new SluiceError('SLUICE_ERR_CONFIG', `invalid configuration: ${issues}`);
+  }
+  const cfg = parsed.data;
+  if (!cfg.tiers[cfg.defaultTier]) throw new SluiceError('SLUICE_ERR_CONFIG', `defaultTier "${cfg.defaultTier}" is not among the configured tiers`);
+  try { new Intl.DateTimeFormat('en-US', { timeZone: cfg.timeZone }); } catch {
+    throw new SluiceError('SLUICE_ERR_CONFIG', `timeZone "${cfg.timeZone}" is not a valid IANA time zone`);
+  }
+  return deepFreeze(cfg);
+}

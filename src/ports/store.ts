@@ -1,0 +1,130 @@
+// Store port: the durable record of users, API keys, quota overrides, requests and the usage
+// ledger. One SQL schema for every engine (PostgreSQL and embedded PGlite).
+
+import type { ChatMessage, FinishReason } from './model.ts';
+import type { Usage } from './bus.ts';
+
+export type RequestStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
+export type TerminalStatus = 'completed' | 'failed' | 'cancelled';
+export const TERMINAL: readonly RequestStatus[] = ['completed', 'failed', 'cancelled'];
+export type DeliveryMode = 'queued' | 'direct';
+
+export interface UserRecord {
+  id: string; name: string | null; email: string | null; tier: string; active: boolean; createdAt: Date;
+}
+export interface ApiKeyRecord {
+  id: string; userId: string; prefix: string; name: string | null; admin: boolean;
+  createdAt: Date; revokedAt: Date | null;
+}
+/** Per-user limits; a null field inherits the tier's value. */
+export interface QuotaOverride {
+  userId: string;
+  requestsPerDay: number | null; tokensPerDay: number | null;
+  requestsPerMonth: number | null; tokensPerMonth: number | null;
+  maxTokens: number | null; concurrentStreams: number | null; priority: number | null;
+}
+
+/** The body a worker needs to run the request again (validated at admission). */
+export interface RequestPayload {
+  messages: ChatMessage[]; maxTokens: number; temperature?: number; topP?: number; stop?: string[]; seed?: number;
+}
+
+export interface NewRequest {
+  id: string; userId: string; keyId: string | null; model: string; mode: DeliveryMode;
+  payload: RequestPayload; priority: number; idempotencyKey: string | null;
+  /** Fingerprint of the body, so a reused Idempotency-Key with another body can be refused. */
+  bodyHash: string;
+  estimatedTokens: number; promptTokens: number;
+}
+
+export interface RequestError { code: string; message: string }
+
+export interface RequestRecord extends NewRequest {
+  status: RequestStatus;
+  attempt: number;
+  result: string | null;
+  finishReason: FinishReason | null;
+  completionTokens: number | null;
+  error: RequestError | null;
+  cancelRequested: boolean;
+  createdAt: Date; startedAt: Date | null; completedAt: Date | null;
+}
+
+/** How a request ended and what it is charged; written once, with its ledger row. */
+export interface Outcome {
+  status: TerminalStatus;
+  /** The attempt that produced the outcome; a stale attempt cannot finish a request. null = any. */
+  attempt: number | null;
+  result: string;
+  finishReason: FinishReason;
+  usage: Usage;
+  error: RequestError | null;
+  /** Charged to quota and billed: 0 tokens and 0 requests for a refund. */
+  chargedTokens: number;
+  chargedRequests: 0 | 1;
+}
+
+export type ClaimResult =
+  | { state: 'claimed'; record: RequestRecord }
+  /** Another live worker holds the request until `until` (ms since epoch). */
+  | { state: 'busy'; record: RequestRecord; until: number }
+  | { state: 'terminal'; record: RequestRecord }
+  | { state: 'missing' };
+
+export interface UsageRow {
+  requestId: string; userId: string; keyId: string | null; model: string; status: TerminalStatus;
+  promptTokens: number; completionTokens: number; chargedTokens: number; chargedRequests: number;
+  createdAt: Date; settledAt: Date;
+}
+
+export interface UsageTotals { requests: number; tokens: number }
+
+export interface Store {
+  /** Applies pending SQL migrations (idempotent). */
+  migrate(): Promise<void>;
+
+  createUser(u: { id: string; name?: string | null; email?: string | null; tier: string }): Promise<UserRecord>;
+  getUser(id: string): Promise<UserRecord | null>;
+  listUsers(): Promise<UserRecord[]>;
+  updateUser(id: string, patch: { tier?: string; active?: boolean; name?: string | null; email?: string | null }): Promise<UserRecord | null>;
+
+  /** Stores a key by its hash only; the plaintext never reaches the store. */
+  createApiKey(k: { id: string; userId: string; hash: string; prefix: string; name?: string | null; admin: boolean }): Promise<ApiKeyRecord>;
+  findApiKey(hash: string): Promise<{ key: ApiKeyRecord; user: UserRecord } | null>;
+  listApiKeys(userId?: string): Promise<ApiKeyRecord[]>;
+  revokeApiKey(id: string): Promise<ApiKeyRecord | null>;
+
+  getQuotaOverride(userId: string): Promise<QuotaOverride | null>;
+  setQuotaOverride(q: QuotaOverride): Promise<QuotaOverride>;
+  deleteQuotaOverride(userId: string): Promise<boolean>;
+
+  /** Inserts a queued request; with an idempotency key already used by this user, returns the existing row and created=false. */
+  insertRequest(r: NewRequest): Promise<{ record: RequestRecord; created: boolean }>;
+  getRequest(id: string): Promise<RequestRecord | null>;
+  /**
+   * Takes the request for one attempt: from `queued`, or from `running` whose claim expired
+   * (its worker died). Increments `attempt`, sets `running`, holds the claim for `claimMs`.
+   */
+  claimRequest(id: string, workerId: string, claimMs: number): Promise<ClaimResult>;
+  /** Extends the claim; false if this worker/attempt no longer holds it (stop working). */
+  renewClaim(id: string, workerId: string, attempt: number, claimMs: number): Promise<boolean>;
+  /** Expires every claim now (embedded start-up: the previous process is dead). */
+  releaseAllClaims(): Promise<number>;
+  /** Records that a cancel was asked for; null if the request does not exist. */
+  requestCancel(id: string): Promise<RequestRecord | null>;
+  /**
+   * Ends the request and appends its ledger row in one transaction, once: true iff this call did
+   * it (the request was not terminal and, if outcome.attempt is set, is still on that attempt).
+   */
+  finishRequest(id: string, outcome: Outcome): Promise<boolean>;
+  /** Requests not yet terminal, oldest first (recovery and the sweeper). */
+  listUnfinished(opts: { createdBefore?: Date; limit: number }): Promise<RequestRecord[]>;
+  listRequests(opts: { userId?: string; status?: RequestStatus; limit: number }): Promise<RequestRecord[]>;
+
+  /** Sum of charged requests and tokens settled for the user with settledAt in [from, to). */
+  usageTotals(userId: string, from: Date, to: Date): Promise<UsageTotals>;
+  /** Ledger rows with settledAt in [from, to), oldest first, optionally for one user. */
+  usageRows(opts: { from: Date; to: Date; userId?: string; limit?: number }): Promise<UsageRow[]>;
+
+  close(): Promise<void>;
+}

@@ -1,0 +1,44 @@
+// Real services for adapter tests. A test that needs one runs against it when it is reachable;
+// on a newcomer's machine without it the suite is skipped with a visible message, and in CI
+// (CI=true) a missing service is a failure, never a skip.
+import net from 'node:net';
+
+export const SERVICES = {
+  postgres: process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test',
+  redis: process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379',
+  rabbitmq: process.env.TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
+  nats: process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222',
+} as const;
+export type ServiceName = keyof typeof SERVICES;
+
+const cache = new Map<ServiceName, Promise<boolean>>();
+
+function reachable(url: string): Promise<boolean> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: u.hostname, port: Number(u.port) });
+    const done = (ok: boolean) => { socket.destroy(); resolve(ok); };
+    socket.setTimeout(1000, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+/**
+ * Options for `describe(name, await serviceSuite('redis'), …)`: `{}` when the service answers,
+ * `{ skip: reason }` (printed by the runner) when it does not; throws under CI=true.
+ */
+export async function serviceSuite(name: ServiceName): Promise<{ skip?: string }> {
+  let probe = cache.get(name);
+  if (!probe) { probe = reachable(SERVICES[name]); cache.set(name, probe); }
+  if (await probe) return {};
+  const reason = `${name} is not reachable at ${SERVICES[name]}`;
+  if (process.env.CI === 'true') throw new Error(`${reason} (CI=true: a missing service fails the run)`);
+  console.warn(`SKIP: ${reason}; start it to run these tests`);
+  return { skip: reason };
+}
+
+/** A name unique to this test run, for databases, key prefixes, queues and subjects. */
+export function uniqueName(prefix: string): string {
+  return `${prefix}_${process.pid}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 6)}`;
+}
