@@ -47,6 +47,8 @@ export interface RequestRecord extends NewRequest {
   completionTokens: number | null;
   error: RequestError | null;
   cancelRequested: boolean;
+  /** Until when the current worker's claim holds (running requests); null when never claimed. */
+  claimExpiresAt: Date | null;
   createdAt: Date; startedAt: Date | null; completedAt: Date | null;
 }
 
