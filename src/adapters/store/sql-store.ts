@@ -1,0 +1,427 @@
+// The Store over SQL: one implementation and one schema for every engine (PostgreSQL, PGlite).
+// Engines are reached through `SqlClient`, the structural subset this store needs, so a driver
+// stays swappable and easy to fake. Every state change that must happen once (claim, finish,
+// idempotent insert) is a single conditional statement, so it is atomic on any engine.
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { SluiceError, isSluiceError } from '../../core/errors.ts';
+import type { ErrorCode } from '../../core/errors.ts';
+import type { FinishReason } from '../../ports/model.ts';
+import type {
+  ApiKeyRecord, ClaimResult, DeliveryMode, NewRequest, Outcome, QuotaOverride, RequestError,
+  RequestPayload, RequestRecord, RequestStatus, Store, TerminalStatus, UsageRow, UsageTotals, UserRecord,
+} from '../../ports/store.ts';
+
+export type Row = Record<string, unknown>;
+
+/** What a statement runs on: a pool, a single connection, or an open transaction. */
+export interface SqlExecutor {
+  /** Runs one parameterised statement ($1, $2, ...) and returns its rows. */
+  query(sql: string, params?: readonly unknown[]): Promise<Row[]>;
+  /** Runs a script of several statements without parameters (migrations). */
+  exec(sql: string): Promise<void>;
+}
+
+/** A database handle a driver produces. */
+export interface SqlClient extends SqlExecutor {
+  /** Runs fn on one connection inside BEGIN/COMMIT; rolls back and rethrows if fn throws. */
+  transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;
+  /** Releases every connection. */
+  close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Migrations
+
+interface Migration { version: string; sql: string }
+
+let migrationFiles: Migration[] | undefined;
+
+/** The numbered .sql files beside this module, read once per process. */
+function loadMigrations(): Migration[] {
+  if (migrationFiles) return migrationFiles;
+  const dir = fileURLToPath(new URL('./migrations/', import.meta.url));
+  migrationFiles = readdirSync(dir)
+    .filter((f) => /^\d+_[\w-]+\.sql$/.test(f))
+    .sort()
+    .map((f) => ({ version: f.replace(/\.sql$/, ''), sql: readFileSync(`${dir}${f}`, 'utf8') }));
+  return migrationFiles;
+}
+
+/**
+ * Applies pending migrations in one transaction. The advisory lock is taken before anything else
+ * so two processes starting at once against one PostgreSQL serialize here instead of racing on
+ * CREATE TABLE; the second one then sees the first one's versions and applies nothing.
+ */
+export async function runMigrations(db: SqlClient): Promise<string[]> {
+  const migrations = loadMigrations();
+  return db.transaction(async (tx) => {
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtext('sluice.schema_migrations'))`);
+    await tx.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
+    const done = new Set((await tx.query('SELECT version FROM schema_migrations')).map((r) => String(r.version)));
+    const applied: string[] = [];
+    for (const m of migrations) {
+      if (done.has(m.version)) continue;
+      await tx.exec(m.sql);
+      await tx.query('INSERT INTO schema_migrations (version) VALUES ($1)', [m.version]);
+      applied.push(m.version);
+    }
+    return applied;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Native failures -> error catalogue, in one place
+
+/** SQLSTATE classes and socket errors that mean the database cannot be reached right now. */
+function isUnavailable(code: string): boolean {
+  return code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03'
+    || code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT' || code === 'ENOTFOUND';
+}
+
+function toSluiceError(e: unknown): SluiceError {
+  if (isSluiceError(e)) return e;
+  const native = (typeof e === 'object' && e !== null ? e : {}) as { code?: unknown; constraint?: unknown };
+  const code = typeof native.code === 'string' ? native.code : '';
+  const constraint = typeof native.constraint === 'string' ? native.constraint : '';
+  let mapped: ErrorCode = 'SLUICE_ERR_INTERNAL';
+  if (code === '23505' && constraint === 'users_pkey') mapped = 'SLUICE_ERR_USER_EXISTS';
+  else if (code === '23503') mapped = 'SLUICE_ERR_UNKNOWN_USER';
+  else if (isUnavailable(code)) mapped = 'SLUICE_ERR_UNAVAILABLE';
+  return new SluiceError(mapped, undefined, undefined, { cause: e });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row mapping (drivers differ on bigint and timestamp parsing; normalise here)
+
+const num = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
+const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : num(v));
+const str = (v: unknown): string => String(v);
+const strOrNull = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+const date = (v: unknown): Date => (v instanceof Date ? v : new Date(String(v)));
+const dateOrNull = (v: unknown): Date | null => (v === null || v === undefined ? null : date(v));
+/** jsonb arrives parsed from both drivers; a string means a driver that did not parse it. */
+const json = <T>(v: unknown): T => (typeof v === 'string' ? JSON.parse(v) as T : v as T);
+
+function toUser(r: Row, prefix = ''): UserRecord {
+  return {
+    id: str(r[`${prefix}user_id`]), name: strOrNull(r[`${prefix}name`]), email: strOrNull(r[`${prefix}email`]),
+    tier: str(r[`${prefix}tier`]), active: r[`${prefix}active`] === true, createdAt: date(r[`${prefix}created_at`]),
+  };
+}
+
+function toApiKey(r: Row): ApiKeyRecord {
+  return {
+    id: str(r.key_id), userId: str(r.user_id), prefix: str(r.prefix), name: strOrNull(r.name),
+    admin: r.admin === true, createdAt: date(r.created_at), revokedAt: dateOrNull(r.revoked_at),
+  };
+}
+
+function toQuota(r: Row): QuotaOverride {
+  return {
+    userId: str(r.user_id),
+    requestsPerDay: numOrNull(r.requests_per_day), tokensPerDay: numOrNull(r.tokens_per_day),
+    requestsPerMonth: numOrNull(r.requests_per_month), tokensPerMonth: numOrNull(r.tokens_per_month),
+    maxTokens: numOrNull(r.max_tokens), concurrentStreams: numOrNull(r.concurrent_streams), priority: numOrNull(r.priority),
+  };
+}
+
+function toRequest(r: Row): RequestRecord {
+  return {
+    id: str(r.request_id), userId: str(r.user_id), keyId: strOrNull(r.key_id), model: str(r.model),
+    mode: str(r.mode) as DeliveryMode, payload: json<RequestPayload>(r.payload), priority: num(r.priority),
+    idempotencyKey: strOrNull(r.idempotency_key), bodyHash: str(r.body_hash),
+    estimatedTokens: num(r.estimated_tokens), promptTokens: num(r.prompt_tokens),
+    status: str(r.status) as RequestStatus, attempt: num(r.attempt), result: strOrNull(r.result),
+    finishReason: strOrNull(r.finish_reason) as FinishReason | null, completionTokens: numOrNull(r.completion_tokens),
+    error: r.error === null || r.error === undefined ? null : json<RequestError>(r.error),
+    cancelRequested: r.cancel_requested === true, claimExpiresAt: dateOrNull(r.claim_expires_at),
+    createdAt: date(r.created_at), startedAt: dateOrNull(r.started_at), completedAt: dateOrNull(r.completed_at),
+  };
+}
+
+function toUsageRow(r: Row): UsageRow {
+  return {
+    requestId: str(r.request_id), userId: str(r.user_id), keyId: strOrNull(r.key_id), model: str(r.model),
+    status: str(r.status) as TerminalStatus, promptTokens: num(r.prompt_tokens), completionTokens: num(r.completion_tokens),
+    chargedTokens: num(r.charged_tokens), chargedRequests: num(r.charged_requests),
+    createdAt: date(r.created_at), settledAt: date(r.settled_at),
+  };
+}
+
+const UNFINISHED = `status IN ('queued', 'running')`;
+const MS = `($MS::double precision * interval '1 millisecond')`;
+const interval = (param: number): string => MS.replace('$MS', `$${param}`);
+
+// ---------------------------------------------------------------------------------------------
+
+export class SqlStore implements Store {
+  constructor(private readonly db: SqlClient) {}
+
+  private async q(sql: string, params: readonly unknown[] = []): Promise<Row[]> {
+    try {
+      return await this.db.query(sql, params);
+    } catch (e) {
+      throw toSluiceError(e);
+    }
+  }
+
+  private async one(sql: string, params: readonly unknown[] = []): Promise<Row | null> {
+    return (await this.q(sql, params))[0] ?? null;
+  }
+
+  async migrate(): Promise<void> {
+    try {
+      await runMigrations(this.db);
+    } catch (e) {
+      throw toSluiceError(e);
+    }
+  }
+
+  // -- users ------------------------------------------------------------------------------------
+
+  async createUser(u: { id: string; name?: string | null; email?: string | null; tier: string }): Promise<UserRecord> {
+    const row = await this.one(
+      'INSERT INTO users (user_id, name, email, tier) VALUES ($1, $2, $3, $4) RETURNING *',
+      [u.id, u.name ?? null, u.email ?? null, u.tier],
+    );
+    return toUser(row as Row);
+  }
+
+  async getUser(id: string): Promise<UserRecord | null> {
+    const row = await this.one('SELECT * FROM users WHERE user_id = $1', [id]);
+    return row ? toUser(row) : null;
+  }
+
+  async listUsers(): Promise<UserRecord[]> {
+    return (await this.q('SELECT * FROM users ORDER BY created_at, user_id')).map((r) => toUser(r));
+  }
+
+  async updateUser(id: string, patch: { tier?: string; active?: boolean; name?: string | null; email?: string | null }): Promise<UserRecord | null> {
+    // Column names come from this fixed list, never from the caller.
+    const columns = { tier: 'tier', active: 'active', name: 'name', email: 'email' } as const;
+    const sets: string[] = [];
+    const params: unknown[] = [id];
+    for (const field of Object.keys(columns) as (keyof typeof columns)[]) {
+      if (patch[field] === undefined) continue;
+      params.push(patch[field]);
+      sets.push(`${columns[field]} = $${params.length}`);
+    }
+    const row = sets.length === 0
+      ? await this.one('SELECT * FROM users WHERE user_id = $1', params)
+      : await this.one(`UPDATE users SET ${sets.join(', ')} WHERE user_id = $1 RETURNING *`, params);
+    return row ? toUser(row) : null;
+  }
+
+  // -- api keys ---------------------------------------------------------------------------------
+
+  async createApiKey(k: { id: string; userId: string; hash: string; prefix: string; name?: string | null; admin: boolean }): Promise<ApiKeyRecord> {
+    const row = await this.one(
+      `INSERT INTO api_keys (key_id, user_id, key_hash, prefix, name, admin)
+       VALUES ($1, $2, $3, $4, $5, $6) RETURNING *`,
+      [k.id, k.userId, k.hash, k.prefix, k.name ?? null, k.admin],
+    );
+    return toApiKey(row as Row);
+  }
+
+  /** Revoked keys are returned too (revokedAt set), so the caller can tell 'revoked' from 'unknown'. */
+  async findApiKey(hash: string): Promise<{ key: ApiKeyRecord; user: UserRecord } | null> {
+    const row = await this.one(
+      `SELECT k.*, u.user_id AS u_user_id, u.name AS u_name, u.email AS u_email, u.tier AS u_tier,
+              u.active AS u_active, u.created_at AS u_created_at
+       FROM api_keys k JOIN users u ON u.user_id = k.user_id WHERE k.key_hash = $1`,
+      [hash],
+    );
+    return row ? { key: toApiKey(row), user: toUser(row, 'u_') } : null;
+  }
+
+  async listApiKeys(userId?: string): Promise<ApiKeyRecord[]> {
+    const rows = await this.q(
+      'SELECT * FROM api_keys WHERE ($1::text IS NULL OR user_id = $1) ORDER BY created_at, key_id',
+      [userId ?? null],
+    );
+    return rows.map(toApiKey);
+  }
+
+  async revokeApiKey(id: string): Promise<ApiKeyRecord | null> {
+    // COALESCE keeps the first revocation time when a key is revoked twice.
+    const row = await this.one(
+      'UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE key_id = $1 RETURNING *',
+      [id],
+    );
+    return row ? toApiKey(row) : null;
+  }
+
+  // -- quota overrides --------------------------------------------------------------------------
+
+  async getQuotaOverride(userId: string): Promise<QuotaOverride | null> {
+    const row = await this.one('SELECT * FROM quotas WHERE user_id = $1', [userId]);
+    return row ? toQuota(row) : null;
+  }
+
+  async setQuotaOverride(q: QuotaOverride): Promise<QuotaOverride> {
+    const row = await this.one(
+      `INSERT INTO quotas (user_id, requests_per_day, tokens_per_day, requests_per_month, tokens_per_month,
+                           max_tokens, concurrent_streams, priority)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+       ON CONFLICT (user_id) DO UPDATE SET
+         requests_per_day = EXCLUDED.requests_per_day, tokens_per_day = EXCLUDED.tokens_per_day,
+         requests_per_month = EXCLUDED.requests_per_month, tokens_per_month = EXCLUDED.tokens_per_month,
+         max_tokens = EXCLUDED.max_tokens, concurrent_streams = EXCLUDED.concurrent_streams,
+         priority = EXCLUDED.priority
+       RETURNING *`,
+      [q.userId, q.requestsPerDay, q.tokensPerDay, q.requestsPerMonth, q.tokensPerMonth,
+        q.maxTokens, q.concurrentStreams, q.priority],
+    );
+    return toQuota(row as Row);
+  }
+
+  async deleteQuotaOverride(userId: string): Promise<boolean> {
+    return (await this.q('DELETE FROM quotas WHERE user_id = $1 RETURNING user_id', [userId])).length > 0;
+  }
+
+  // -- requests ---------------------------------------------------------------------------------
+
+  async insertRequest(r: NewRequest): Promise<{ record: RequestRecord; created: boolean }> {
+    // ON CONFLICT DO NOTHING then SELECT: a concurrent twin waits for the first insert to commit,
+    // does nothing, and then reads the committed row, so both callers see the same request.
+    const inserted = await this.one(
+      `INSERT INTO requests (request_id, user_id, key_id, model, mode, payload, priority, idempotency_key,
+                             body_hash, estimated_tokens, prompt_tokens)
+       VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11)
+       ON CONFLICT DO NOTHING RETURNING *`,
+      [r.id, r.userId, r.keyId, r.model, r.mode, JSON.stringify(r.payload), r.priority, r.idempotencyKey,
+        r.bodyHash, r.estimatedTokens, r.promptTokens],
+    );
+    if (inserted) return { record: toRequest(inserted), created: true };
+    // The idempotency twin wins over a request-id twin: that is the row the caller meant.
+    const existing = await this.one(
+      `SELECT * FROM requests
+       WHERE (user_id = $2 AND idempotency_key = $3) OR request_id = $1
+       ORDER BY (user_id = $2 AND idempotency_key IS NOT DISTINCT FROM $3) DESC LIMIT 1`,
+      [r.id, r.userId, r.idempotencyKey],
+    );
+    if (!existing) throw new SluiceError('SLUICE_ERR_INTERNAL', 'request insert conflicted with a row that no longer exists');
+    return { record: toRequest(existing), created: false };
+  }
+
+  async getRequest(id: string): Promise<RequestRecord | null> {
+    const row = await this.one('SELECT * FROM requests WHERE request_id = $1', [id]);
+    return row ? toRequest(row) : null;
+  }
+
+  async claimRequest(id: string, workerId: string, claimMs: number): Promise<ClaimResult> {
+    // One conditional UPDATE: concurrent claimers queue on the row lock and re-check the WHERE
+    // against the winner's version, so exactly one of them gets it.
+    for (;;) {
+      const claimed = await this.one(
+        `UPDATE requests
+         SET status = 'running', attempt = attempt + 1, started_at = now(), claimed_by = $2,
+             claim_expires_at = now() + ${interval(3)}
+         WHERE request_id = $1
+           AND (status = 'queued' OR (status = 'running' AND (claim_expires_at IS NULL OR claim_expires_at <= now())))
+         RETURNING *`,
+        [id, workerId, claimMs],
+      );
+      if (claimed) return { state: 'claimed', record: toRequest(claimed) };
+      const row = await this.one(`SELECT *, claim_expires_at > now() AS claim_live FROM requests WHERE request_id = $1`, [id]);
+      if (!row) return { state: 'missing' };
+      const record = toRequest(row);
+      if (record.status !== 'queued' && record.status !== 'running') return { state: 'terminal', record };
+      // The claim expired between the UPDATE and this read: try to take it again.
+      if (row.claim_live !== true) continue;
+      return { state: 'busy', record, until: date(row.claim_expires_at).getTime() };
+    }
+  }
+
+  async renewClaim(id: string, workerId: string, attempt: number, claimMs: number): Promise<boolean> {
+    const rows = await this.q(
+      `UPDATE requests SET claim_expires_at = now() + ${interval(4)}
+       WHERE request_id = $1 AND status = 'running' AND claimed_by = $2 AND attempt = $3
+       RETURNING request_id`,
+      [id, workerId, attempt, claimMs],
+    );
+    return rows.length > 0;
+  }
+
+  async releaseAllClaims(): Promise<number> {
+    return (await this.q(`UPDATE requests SET claim_expires_at = now() WHERE status = 'running' RETURNING request_id`)).length;
+  }
+
+  async requestCancel(id: string): Promise<RequestRecord | null> {
+    const row = await this.one('UPDATE requests SET cancel_requested = true WHERE request_id = $1 RETURNING *', [id]);
+    return row ? toRequest(row) : null;
+  }
+
+  async finishRequest(id: string, o: Outcome): Promise<boolean> {
+    // One statement is one transaction: the terminal update and the ledger row commit together or
+    // not at all. The WHERE admits only the first finisher (and only the current attempt); a
+    // second ledger row for the request would violate the primary key and roll back both.
+    const rows = await this.q(
+      `WITH done AS (
+         UPDATE requests
+         SET status = $2, result = $3, finish_reason = $4, completion_tokens = $5::int,
+             prompt_tokens = CASE WHEN $6::int > 0 THEN $6::int ELSE prompt_tokens END,
+             error = $7::jsonb, completed_at = now()
+         WHERE request_id = $1 AND ${UNFINISHED} AND ($8::int IS NULL OR attempt = $8::int)
+         RETURNING request_id, user_id, key_id, model, created_at
+       )
+       INSERT INTO usage_ledger (request_id, user_id, key_id, model, status, prompt_tokens, completion_tokens,
+                                 charged_tokens, charged_requests, created_at, settled_at)
+       SELECT request_id, user_id, key_id, model, $2, $6::int, $5::int, $9::bigint, $10::int, created_at, now()
+       FROM done
+       RETURNING request_id`,
+      [id, o.status, o.result, o.finishReason, o.usage.completionTokens, o.usage.promptTokens,
+        o.error === null ? null : JSON.stringify(o.error), o.attempt, o.chargedTokens, o.chargedRequests],
+    );
+    return rows.length > 0;
+  }
+
+  async listUnfinished(opts: { createdBefore?: Date; limit: number }): Promise<RequestRecord[]> {
+    const rows = await this.q(
+      `SELECT * FROM requests
+       WHERE ${UNFINISHED} AND ($1::timestamptz IS NULL OR created_at < $1::timestamptz)
+       ORDER BY created_at, request_id LIMIT $2::int`,
+      [opts.createdBefore?.toISOString() ?? null, opts.limit],
+    );
+    return rows.map(toRequest);
+  }
+
+  /** Newest first: this is the admin's view of recent traffic. */
+  async listRequests(opts: { userId?: string; status?: RequestStatus; limit: number }): Promise<RequestRecord[]> {
+    const rows = await this.q(
+      `SELECT * FROM requests
+       WHERE ($1::text IS NULL OR user_id = $1::text) AND ($2::text IS NULL OR status = $2::text)
+       ORDER BY created_at DESC, request_id DESC LIMIT $3::int`,
+      [opts.userId ?? null, opts.status ?? null, opts.limit],
+    );
+    return rows.map(toRequest);
+  }
+
+  // -- usage ledger -----------------------------------------------------------------------------
+
+  async usageTotals(userId: string, from: Date, to: Date): Promise<UsageTotals> {
+    const row = await this.one(
+      `SELECT COALESCE(SUM(charged_requests), 0)::bigint AS requests, COALESCE(SUM(charged_tokens), 0)::bigint AS tokens
+       FROM usage_ledger WHERE user_id = $1 AND settled_at >= $2::timestamptz AND settled_at < $3::timestamptz`,
+      [userId, from.toISOString(), to.toISOString()],
+    );
+    return { requests: num(row?.requests ?? 0), tokens: num(row?.tokens ?? 0) };
+  }
+
+  async usageRows(opts: { from: Date; to: Date; userId?: string; limit?: number }): Promise<UsageRow[]> {
+    // LIMIT NULL means no limit in PostgreSQL.
+    const rows = await this.q(
+      `SELECT * FROM usage_ledger
+       WHERE settled_at >= $1::timestamptz AND settled_at < $2::timestamptz AND ($3::text IS NULL OR user_id = $3::text)
+       ORDER BY settled_at, request_id LIMIT $4::int`,
+      [opts.from.toISOString(), opts.to.toISOString(), opts.userId ?? null, opts.limit ?? null],
+    );
+    return rows.map(toUsageRow);
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}
