@@ -1,0 +1,190 @@
+// In-process queue for the embedded mode and tests. Same semantics as the brokers: asynchronous
+// delivery, higher priority first (FIFO within a priority), at most `concurrency` unsettled
+// deliveries per consumer, unsettled work returned to the queue when its consumer closes.
+// Nothing survives the process: the embedded mode re-enqueues unfinished requests from the store.
+import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
+import { SluiceError } from '../../core/errors.ts';
+
+interface Entry { job: Job; deliveryCount: number; seq: number }
+
+export interface MemoryQueueOptions {
+  retryBaseMs: number;
+  maxRetryDelayMs?: number;
+}
+
+type Handler = (d: Delivery) => Promise<void>;
+
+class MemoryConsumer implements Consumer {
+  readonly inFlight = new Set<MemoryDelivery>();
+  closed = false;
+  constructor(readonly queue: MemoryQueue, readonly handler: Handler, readonly concurrency: number) {}
+
+  get hasRoom(): boolean { return !this.closed && this.inFlight.size < this.concurrency; }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.queue.detach(this);
+    // Unsettled jobs go back for another consumer; their late settle calls become no-ops.
+    for (const d of this.inFlight) {
+      d.settled = true;
+      this.queue.enqueue({ job: d.job, deliveryCount: d.deliveryCount + 1, seq: 0 });
+    }
+    this.inFlight.clear();
+  }
+}
+
+class MemoryDelivery implements Delivery {
+  settled = false;
+  constructor(readonly job: Job, readonly deliveryCount: number, private readonly consumer: MemoryConsumer) {}
+
+  /** Marks the delivery settled exactly once; false when it already was (or its consumer closed). */
+  private settle(): boolean {
+    if (this.settled) return false;
+    this.settled = true;
+    this.consumer.inFlight.delete(this);
+    this.consumer.queue.pump();
+    return true;
+  }
+
+  async ack(): Promise<void> { this.settle(); }
+
+  async retry(delayMs?: number): Promise<void> {
+    if (!this.settle()) return;
+    const queue = this.consumer.queue;
+    const delay = delayMs ?? queue.backoff(this.deliveryCount);
+    queue.later(delay, { job: this.job, deliveryCount: this.deliveryCount + 1, seq: 0 });
+  }
+
+  async deadLetter(reason: string): Promise<void> {
+    if (!this.settle()) return;
+    this.consumer.queue.bury(this.job, reason, this.deliveryCount);
+  }
+
+  async heartbeat(): Promise<void> { /* no ack deadline in memory */ }
+}
+
+export interface DeadLetter { job: Job; reason: string; deliveryCount: number; at: number }
+
+export class MemoryQueue implements Queue {
+  private readonly waiting: Entry[] = [];
+  private readonly consumers: MemoryConsumer[] = [];
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly dead: DeadLetter[] = [];
+  private seq = 0;
+  private nextConsumer = 0;
+  private pumpScheduled = false;
+  private closed = false;
+
+  constructor(private readonly opts: MemoryQueueOptions) {}
+
+  async publish(job: Job): Promise<void> {
+    if (this.closed) throw new SluiceError('SLUICE_ERR_UNAVAILABLE', 'queue is closed');
+    this.enqueue({ job: { requestId: job.requestId, priority: clampPriority(job.priority) }, deliveryCount: 1, seq: 0 });
+  }
+
+  async consume(handler: Handler, opts: ConsumeOptions): Promise<Consumer> {
+    if (this.closed) throw new SluiceError('SLUICE_ERR_UNAVAILABLE', 'queue is closed');
+    const consumer = new MemoryConsumer(this, handler, Math.max(1, Math.floor(opts.concurrency)));
+    this.consumers.push(consumer);
+    this.pump();
+    return consumer;
+  }
+
+  async depth(): Promise<number> { return this.waiting.length; }
+
+  /** Jobs given up on, oldest first (for tests and operators). */
+  deadLettered(): Job[] { return this.dead.map((d) => d.job); }
+
+  /** Dead letters with their reasons. */
+  deadLetters(): readonly DeadLetter[] { return this.dead; }
+
+  async deadLetterDepth(): Promise<number> { return this.dead.length; }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    for (const c of [...this.consumers]) await c.close();
+  }
+
+  // ---- internals shared with consumers and deliveries ----
+
+  backoff(deliveryCount: number): number {
+    return backoffDelay(deliveryCount, this.opts.retryBaseMs, this.opts.maxRetryDelayMs);
+  }
+
+  enqueue(entry: Entry): void {
+    if (this.closed) return;
+    entry.seq = ++this.seq;
+    // Insert after the last entry of the same or higher priority: FIFO within a priority.
+    let i = this.waiting.length;
+    while (i > 0 && this.waiting[i - 1]!.job.priority < entry.job.priority) i--;
+    this.waiting.splice(i, 0, entry);
+    this.pump();
+  }
+
+  later(delayMs: number, entry: Entry): void {
+    const timer = setTimeout(() => { this.timers.delete(timer); this.enqueue(entry); }, Math.max(0, delayMs));
+    timer.unref();
+    this.timers.add(timer);
+  }
+
+  bury(job: Job, reason: string, deliveryCount: number): void {
+    this.dead.push({ job, reason, deliveryCount, at: Date.now() });
+  }
+
+  detach(consumer: MemoryConsumer): void {
+    const i = this.consumers.indexOf(consumer);
+    if (i >= 0) this.consumers.splice(i, 1);
+  }
+
+  /** Schedules delivery on a later turn, so handlers never run re-entrantly inside publish/ack. */
+  pump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => { this.pumpScheduled = false; this.deliver(); });
+  }
+
+  private deliver(): void {
+    while (this.waiting.length > 0) {
+      const consumer = this.pickConsumer();
+      if (!consumer) return;
+      const entry = this.waiting.shift()!;
+      const delivery = new MemoryDelivery(entry.job, entry.deliveryCount, consumer);
+      consumer.inFlight.add(delivery);
+      void this.run(consumer, delivery);
+    }
+  }
+
+  /** Round-robin among consumers with a free slot, so work spreads across them. */
+  private pickConsumer(): MemoryConsumer | undefined {
+    for (let n = 0; n < this.consumers.length; n++) {
+      const c = this.consumers[(this.nextConsumer + n) % this.consumers.length]!;
+      if (c.hasRoom) { this.nextConsumer = (this.nextConsumer + n + 1) % this.consumers.length; return c; }
+    }
+    return undefined;
+  }
+
+  private async run(consumer: MemoryConsumer, delivery: MemoryDelivery): Promise<void> {
+    try {
+      await consumer.handler(delivery);
+    } catch {
+      // A handler that throws without settling gets the queue's backoff, as a broker would redeliver.
+      if (!delivery.settled) await delivery.retry();
+    }
+  }
+}
+
+// Shared by every queue adapter (they import it from here; memory.ts loads no driver).
+
+/** Default retry delay before delivery `deliveryCount + 1`: base * 2^(deliveryCount-1), capped. */
+export function backoffDelay(deliveryCount: number, baseMs: number, maxMs = 60_000): number {
+  const exp = Math.max(0, deliveryCount - 1);
+  return Math.min(maxMs, baseMs * 2 ** Math.min(exp, 30));
+}
+
+/** Priorities are integers 0..9; anything else is clamped rather than refused. */
+export function clampPriority(p: number): number {
+  return Number.isFinite(p) ? Math.min(9, Math.max(0, Math.round(p))) : 0;
+}
