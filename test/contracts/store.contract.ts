@@ -1,0 +1,480 @@
+// The Store contract: every Store adapter must pass these. One store per suite; every test uses
+// its own ids (and users where totals matter), so tests do not depend on each other.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { isSluiceError } from '../../src/core/errors.ts';
+import type { NewRequest, Outcome, Store } from '../../src/ports/store.ts';
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const id = (prefix: string) => `${prefix}-${randomUUID()}`;
+
+function newRequest(over: Partial<NewRequest> = {}): NewRequest {
+  return {
+    id: randomUUID(), userId: 'contract-user', keyId: 'key-1', model: 'sim-1', mode: 'queued',
+    payload: { messages: [{ role: 'user', content: 'héllo "world"' }], maxTokens: 32, temperature: 0.5, stop: ['\n'] },
+    priority: 3, idempotencyKey: null, bodyHash: 'hash-1', estimatedTokens: 40, promptTokens: 8,
+    ...over,
+  };
+}
+
+function outcome(over: Partial<Outcome> = {}): Outcome {
+  return {
+    status: 'completed', attempt: null, result: 'Hello there', finishReason: 'stop',
+    usage: { promptTokens: 8, completionTokens: 5, totalTokens: 13 }, error: null,
+    chargedTokens: 13, chargedRequests: 1, ...over,
+  };
+}
+
+export function storeContract(name: string, factory: () => Promise<Store>): void {
+  describe(`Store contract: ${name}`, () => {
+    let store: Store;
+    before(async () => { store = await factory(); });
+    after(async () => { await store?.close(); });
+
+    /** A fresh queued request. */
+    const queued = async (over: Partial<NewRequest> = {}) => (await store.insertRequest(newRequest(over))).record;
+
+    it('migrate is idempotent, also when called concurrently', async () => {
+      await Promise.all([store.migrate(), store.migrate()]);
+      await store.migrate();
+      assert.equal(await store.getUser(id('nobody')), null);
+    });
+
+    describe('users', () => {
+      it('creates, reads, lists and updates a user', async () => {
+        const uid = id('u');
+        const created = await store.createUser({ id: uid, name: 'Ada', email: 'ada@example.com', tier: 'pro' });
+        assert.equal(created.id, uid);
+        assert.equal(created.name, 'Ada');
+        assert.equal(created.email, 'ada@example.com');
+        assert.equal(created.tier, 'pro');
+        assert.equal(created.active, true);
+        assert.ok(created.createdAt instanceof Date);
+        assert.deepEqual(await store.getUser(uid), created);
+        assert.ok((await store.listUsers()).some((u) => u.id === uid));
+
+        const updated = await store.updateUser(uid, { tier: 'enterprise', active: false, email: null });
+        assert.deepEqual(updated, { ...created, tier: 'enterprise', active: false, email: null });
+        assert.deepEqual(await store.getUser(uid), updated);
+        assert.deepEqual(await store.updateUser(uid, {}), updated);
+      });
+
+      it('defaults name and email to null', async () => {
+        const u = await store.createUser({ id: id('u'), tier: 'free' });
+        assert.equal(u.name, null);
+        assert.equal(u.email, null);
+      });
+
+      it('refuses a duplicate id with SLUICE_ERR_USER_EXISTS', async () => {
+        const uid = id('u');
+        await store.createUser({ id: uid, tier: 'free' });
+        await assert.rejects(store.createUser({ id: uid, tier: 'pro' }), (e) => isSluiceError(e, 'SLUICE_ERR_USER_EXISTS'));
+        assert.equal((await store.getUser(uid))?.tier, 'free');
+      });
+
+      it('returns null for unknown users', async () => {
+        assert.equal(await store.getUser(id('missing')), null);
+        assert.equal(await store.updateUser(id('missing'), { tier: 'pro' }), null);
+      });
+    });
+
+    describe('api keys', () => {
+      it('finds a key by its hash with its user', async () => {
+        const uid = id('u');
+        const user = await store.createUser({ id: uid, name: 'Key Owner', tier: 'free' });
+        const hash = id('hash');
+        const key = await store.createApiKey({ id: id('k'), userId: uid, hash, prefix: 'sk-abc', name: 'laptop', admin: true });
+        assert.equal(key.userId, uid);
+        assert.equal(key.prefix, 'sk-abc');
+        assert.equal(key.name, 'laptop');
+        assert.equal(key.admin, true);
+        assert.equal(key.revokedAt, null);
+        assert.ok(key.createdAt instanceof Date);
+        assert.deepEqual(await store.findApiKey(hash), { key, user });
+        assert.equal(await store.findApiKey(id('other-hash')), null);
+      });
+
+      it('still finds a revoked key, with revokedAt set', async () => {
+        const uid = id('u');
+        await store.createUser({ id: uid, tier: 'free' });
+        const hash = id('hash');
+        const key = await store.createApiKey({ id: id('k'), userId: uid, hash, prefix: 'sk-r', admin: false });
+        const revoked = await store.revokeApiKey(key.id);
+        assert.ok(revoked?.revokedAt instanceof Date);
+        const found = await store.findApiKey(hash);
+        assert.equal(found?.key.id, key.id);
+        assert.deepEqual(found?.key.revokedAt, revoked.revokedAt);
+        assert.equal(await store.revokeApiKey(id('missing')), null);
+      });
+
+      it('lists keys, all or for one user', async () => {
+        const a = id('u');
+        const b = id('u');
+        await store.createUser({ id: a, tier: 'free' });
+        await store.createUser({ id: b, tier: 'free' });
+        const ka1 = await store.createApiKey({ id: id('k'), userId: a, hash: id('h'), prefix: 'p', admin: false });
+        const ka2 = await store.createApiKey({ id: id('k'), userId: a, hash: id('h'), prefix: 'p', admin: false });
+        const kb = await store.createApiKey({ id: id('k'), userId: b, hash: id('h'), prefix: 'p', admin: false });
+        assert.deepEqual((await store.listApiKeys(a)).map((k) => k.id), [ka1.id, ka2.id]);
+        const all = (await store.listApiKeys()).map((k) => k.id);
+        for (const k of [ka1, ka2, kb]) assert.ok(all.includes(k.id));
+      });
+
+      it('refuses a key for an unknown user with SLUICE_ERR_UNKNOWN_USER', async () => {
+        await assert.rejects(
+          store.createApiKey({ id: id('k'), userId: id('ghost'), hash: id('h'), prefix: 'p', admin: false }),
+          (e) => isSluiceError(e, 'SLUICE_ERR_UNKNOWN_USER'),
+        );
+      });
+    });
+
+    describe('quota overrides', () => {
+      it('upserts, reads and deletes an override', async () => {
+        const uid = id('u');
+        await store.createUser({ id: uid, tier: 'free' });
+        assert.equal(await store.getQuotaOverride(uid), null);
+        const first = {
+          userId: uid, requestsPerDay: 10, tokensPerDay: 5_000_000_000, requestsPerMonth: null, tokensPerMonth: null,
+          maxTokens: 256, concurrentStreams: 1, priority: 7,
+        };
+        assert.deepEqual(await store.setQuotaOverride(first), first);
+        assert.deepEqual(await store.getQuotaOverride(uid), first);
+
+        const second = { ...first, requestsPerDay: null, requestsPerMonth: 99, priority: null };
+        assert.deepEqual(await store.setQuotaOverride(second), second);
+        assert.deepEqual(await store.getQuotaOverride(uid), second);
+
+        assert.equal(await store.deleteQuotaOverride(uid), true);
+        assert.equal(await store.getQuotaOverride(uid), null);
+        assert.equal(await store.deleteQuotaOverride(uid), false);
+      });
+    });
+
+    describe('requests', () => {
+      it('inserts a queued request and reads it back unchanged', async () => {
+        const input = newRequest({ idempotencyKey: id('idem') });
+        const { record, created } = await store.insertRequest(input);
+        assert.equal(created, true);
+        const { id: rid, userId, keyId, model, mode, payload, priority, idempotencyKey, bodyHash, estimatedTokens, promptTokens } = record;
+        assert.deepEqual(
+          { id: rid, userId, keyId, model, mode, payload, priority, idempotencyKey, bodyHash, estimatedTokens, promptTokens },
+          input,
+        );
+        assert.equal(record.status, 'queued');
+        assert.equal(record.attempt, 0);
+        assert.equal(record.result, null);
+        assert.equal(record.finishReason, null);
+        assert.equal(record.completionTokens, null);
+        assert.equal(record.error, null);
+        assert.equal(record.cancelRequested, false);
+        assert.equal(record.claimExpiresAt, null);
+        assert.ok(record.createdAt instanceof Date);
+        assert.equal(record.startedAt, null);
+        assert.equal(record.completedAt, null);
+        assert.deepEqual(await store.getRequest(input.id), record);
+        assert.equal(await store.getRequest(randomUUID()), null);
+      });
+
+      it('returns the first request for a reused idempotency key of the same user', async () => {
+        const key = id('idem');
+        const first = await store.insertRequest(newRequest({ idempotencyKey: key, bodyHash: 'body-a' }));
+        const again = await store.insertRequest(newRequest({ idempotencyKey: key, bodyHash: 'body-b' }));
+        assert.equal(again.created, false);
+        assert.deepEqual(again.record, first.record);
+        assert.equal(again.record.bodyHash, 'body-a');
+      });
+
+      it('lets different users use the same idempotency key', async () => {
+        const key = id('idem');
+        const a = await store.insertRequest(newRequest({ userId: id('ua'), idempotencyKey: key }));
+        const b = await store.insertRequest(newRequest({ userId: id('ub'), idempotencyKey: key }));
+        assert.equal(a.created, true);
+        assert.equal(b.created, true);
+        assert.notEqual(a.record.id, b.record.id);
+      });
+
+      it('never collides on null idempotency keys', async () => {
+        const userId = id('u');
+        const a = await store.insertRequest(newRequest({ userId }));
+        const b = await store.insertRequest(newRequest({ userId }));
+        assert.equal(a.created && b.created, true);
+        assert.notEqual(a.record.id, b.record.id);
+      });
+
+      it('creates exactly one request for concurrent inserts with one idempotency key', async () => {
+        const key = id('idem');
+        const userId = id('u');
+        const results = await Promise.all(
+          Array.from({ length: 10 }, () => store.insertRequest(newRequest({ userId, idempotencyKey: key }))),
+        );
+        assert.equal(results.filter((r) => r.created).length, 1);
+        assert.equal(new Set(results.map((r) => r.record.id)).size, 1);
+      });
+
+      it('returns the existing row when the same request id is inserted twice', async () => {
+        const input = newRequest();
+        await store.insertRequest(input);
+        const again = await store.insertRequest({ ...input, model: 'other' });
+        assert.equal(again.created, false);
+        assert.equal(again.record.model, input.model);
+      });
+
+      it('records a cancel request', async () => {
+        const r = await queued();
+        const cancelled = await store.requestCancel(r.id);
+        assert.equal(cancelled?.cancelRequested, true);
+        assert.equal(cancelled?.status, 'queued');
+        assert.equal((await store.getRequest(r.id))?.cancelRequested, true);
+        assert.equal(await store.requestCancel(randomUUID()), null);
+      });
+
+      it('lists requests by user and status, newest first', async () => {
+        const userId = id('u');
+        const a = await queued({ userId });
+        const b = await queued({ userId });
+        await queued();
+        assert.deepEqual((await store.listRequests({ userId, limit: 10 })).map((r) => r.id), [b.id, a.id]);
+        assert.deepEqual((await store.listRequests({ userId, limit: 1 })).map((r) => r.id), [b.id]);
+        await store.claimRequest(a.id, 'w', 60_000);
+        assert.deepEqual((await store.listRequests({ userId, status: 'running', limit: 10 })).map((r) => r.id), [a.id]);
+        assert.deepEqual((await store.listRequests({ userId, status: 'queued', limit: 10 })).map((r) => r.id), [b.id]);
+      });
+    });
+
+    describe('claims', () => {
+      it('claims a queued request: running, attempt 1, claim held for claimMs', async () => {
+        const r = await queued();
+        const before = Date.now();
+        const res = await store.claimRequest(r.id, 'worker-a', 60_000);
+        assert.equal(res.state, 'claimed');
+        assert.ok(res.state === 'claimed');
+        assert.equal(res.record.status, 'running');
+        assert.equal(res.record.attempt, 1);
+        assert.ok(res.record.startedAt instanceof Date);
+        const expires = res.record.claimExpiresAt?.getTime() ?? 0;
+        // Generous bounds: the database clock may differ slightly from this process's.
+        assert.ok(expires > before + 50_000 && expires < before + 70_000, `claim expires at ${expires}`);
+      });
+
+      it('reports busy with `until` while another worker holds a live claim', async () => {
+        const r = await queued();
+        const first = await store.claimRequest(r.id, 'worker-a', 60_000);
+        assert.ok(first.state === 'claimed');
+        const second = await store.claimRequest(r.id, 'worker-b', 60_000);
+        assert.equal(second.state, 'busy');
+        assert.ok(second.state === 'busy');
+        assert.equal(second.until, first.record.claimExpiresAt?.getTime());
+        assert.equal(second.record.attempt, 1);
+      });
+
+      it('lets another worker take an expired claim, with the next attempt', async () => {
+        const r = await queued();
+        const first = await store.claimRequest(r.id, 'worker-a', 40);
+        assert.ok(first.state === 'claimed');
+        await sleep(80);
+        const second = await store.claimRequest(r.id, 'worker-b', 60_000);
+        assert.equal(second.state, 'claimed');
+        assert.ok(second.state === 'claimed');
+        assert.equal(second.record.attempt, 2);
+        assert.equal(await store.renewClaim(r.id, 'worker-a', 1, 60_000), false);
+        assert.equal(await store.renewClaim(r.id, 'worker-b', 2, 60_000), true);
+      });
+
+      it('reports terminal for a finished request and missing for an unknown one', async () => {
+        const r = await queued();
+        assert.equal(await store.finishRequest(r.id, outcome({ status: 'cancelled', finishReason: 'cancelled' })), true);
+        const res = await store.claimRequest(r.id, 'worker-a', 60_000);
+        assert.equal(res.state, 'terminal');
+        assert.ok(res.state === 'terminal');
+        assert.equal(res.record.status, 'cancelled');
+        assert.deepEqual(await store.claimRequest(randomUUID(), 'worker-a', 60_000), { state: 'missing' });
+      });
+
+      it('gives a request to exactly one of 20 concurrent claimers', async () => {
+        const r = await queued();
+        const results = await Promise.all(
+          Array.from({ length: 20 }, (_, i) => store.claimRequest(r.id, `worker-${i}`, 60_000)),
+        );
+        const claimed = results.filter((x) => x.state === 'claimed');
+        assert.equal(claimed.length, 1);
+        assert.equal(results.filter((x) => x.state === 'busy').length, 19);
+        const after = await store.getRequest(r.id);
+        assert.equal(after?.attempt, 1);
+      });
+
+      it('renews only for the current worker and attempt of a running request', async () => {
+        const r = await queued();
+        assert.equal(await store.renewClaim(r.id, 'worker-a', 0, 60_000), false, 'queued: nothing to renew');
+        const res = await store.claimRequest(r.id, 'worker-a', 1_000);
+        assert.ok(res.state === 'claimed');
+        const oldExpiry = res.record.claimExpiresAt?.getTime() ?? 0;
+        assert.equal(await store.renewClaim(r.id, 'worker-a', 1, 60_000), true);
+        assert.ok(((await store.getRequest(r.id))?.claimExpiresAt?.getTime() ?? 0) > oldExpiry + 30_000);
+        assert.equal(await store.renewClaim(r.id, 'worker-b', 1, 60_000), false, 'other worker');
+        assert.equal(await store.renewClaim(r.id, 'worker-a', 2, 60_000), false, 'other attempt');
+        assert.equal(await store.renewClaim(randomUUID(), 'worker-a', 1, 60_000), false, 'unknown request');
+        await store.finishRequest(r.id, outcome());
+        assert.equal(await store.renewClaim(r.id, 'worker-a', 1, 60_000), false, 'finished');
+      });
+
+      it('releaseAllClaims expires every running claim so it can be claimed again', async () => {
+        const a = await queued();
+        const b = await queued();
+        await store.claimRequest(a.id, 'dead-worker', 600_000);
+        await store.claimRequest(b.id, 'dead-worker', 600_000);
+        const released = await store.releaseAllClaims();
+        assert.ok(released >= 2, `released ${released}`);
+        const again = await store.claimRequest(a.id, 'new-worker', 60_000);
+        assert.equal(again.state, 'claimed');
+        assert.ok(again.state === 'claimed');
+        assert.equal(again.record.attempt, 2);
+        assert.equal((await store.claimRequest(b.id, 'new-worker', 60_000)).state, 'claimed');
+      });
+    });
+
+    describe('finishing and the usage ledger', () => {
+      it('finishes once: sets the outcome and appends one ledger row', async () => {
+        const userId = id('u');
+        const r = await queued({ userId });
+        const claim = await store.claimRequest(r.id, 'w', 60_000);
+        assert.ok(claim.state === 'claimed');
+        const o = outcome({ attempt: 1, usage: { promptTokens: 9, completionTokens: 5, totalTokens: 14 }, chargedTokens: 14 });
+        assert.equal(await store.finishRequest(r.id, o), true);
+
+        const done = await store.getRequest(r.id);
+        assert.equal(done?.status, 'completed');
+        assert.equal(done?.result, 'Hello there');
+        assert.equal(done?.finishReason, 'stop');
+        assert.equal(done?.completionTokens, 5);
+        assert.equal(done?.promptTokens, 9);
+        assert.equal(done?.error, null);
+        assert.ok(done?.completedAt instanceof Date);
+
+        const failed = outcome({ status: 'failed', finishReason: 'error', error: { code: 'X', message: 'late' }, chargedTokens: 0, chargedRequests: 0 });
+        assert.equal(await store.finishRequest(r.id, failed), false, 'second finish');
+        assert.deepEqual(await store.getRequest(r.id), done, 'second finish changes nothing');
+
+        const rows = await store.usageRows({ from: new Date(0), to: new Date(Date.now() + 3_600_000), userId });
+        assert.equal(rows.length, 1);
+        const row = rows[0];
+        assert.ok(row);
+        assert.equal(row.requestId, r.id);
+        assert.equal(row.userId, userId);
+        assert.equal(row.keyId, 'key-1');
+        assert.equal(row.model, 'sim-1');
+        assert.equal(row.status, 'completed');
+        assert.equal(row.promptTokens, 9);
+        assert.equal(row.completionTokens, 5);
+        assert.equal(row.chargedTokens, 14);
+        assert.equal(row.chargedRequests, 1);
+        assert.deepEqual(row.createdAt, r.createdAt);
+        assert.ok(row.settledAt instanceof Date);
+      });
+
+      it('records an error outcome', async () => {
+        const r = await queued();
+        const o = outcome({
+          status: 'failed', finishReason: 'error', result: '', error: { code: 'SLUICE_ERR_MODEL_PERMANENT', message: 'no' },
+          usage: { promptTokens: 0, completionTokens: 0, totalTokens: 0 }, chargedTokens: 0, chargedRequests: 0,
+        });
+        assert.equal(await store.finishRequest(r.id, o), true);
+        const done = await store.getRequest(r.id);
+        assert.equal(done?.status, 'failed');
+        assert.deepEqual(done?.error, { code: 'SLUICE_ERR_MODEL_PERMANENT', message: 'no' });
+        assert.equal(done?.promptTokens, r.promptTokens, 'no usage keeps the admitted prompt count');
+      });
+
+      it('refuses a stale attempt and changes nothing', async () => {
+        const userId = id('u');
+        const r = await queued({ userId });
+        await store.claimRequest(r.id, 'w1', 30);
+        await sleep(60);
+        const second = await store.claimRequest(r.id, 'w2', 60_000);
+        assert.ok(second.state === 'claimed');
+        assert.equal(await store.finishRequest(r.id, outcome({ attempt: 1 })), false);
+        assert.deepEqual(await store.getRequest(r.id), second.record);
+        assert.deepEqual(await store.usageRows({ from: new Date(0), to: new Date(Date.now() + 3_600_000), userId }), []);
+        assert.equal(await store.finishRequest(r.id, outcome({ attempt: 2 })), true);
+      });
+
+      it('returns false for an unknown request', async () => {
+        assert.equal(await store.finishRequest(randomUUID(), outcome()), false);
+      });
+
+      it('lets exactly one of 20 concurrent finishers win, with one ledger row', async () => {
+        const userId = id('u');
+        const r = await queued({ userId });
+        await store.claimRequest(r.id, 'w', 60_000);
+        const results = await Promise.all(
+          Array.from({ length: 20 }, (_, i) => store.finishRequest(r.id, outcome({ attempt: 1, chargedTokens: 100 + i }))),
+        );
+        assert.equal(results.filter(Boolean).length, 1);
+        const rows = await store.usageRows({ from: new Date(0), to: new Date(Date.now() + 3_600_000), userId });
+        assert.equal(rows.length, 1);
+        assert.equal(rows[0]?.chargedTokens, 100 + results.indexOf(true));
+      });
+
+      it('lists unfinished requests oldest first, honouring createdBefore and limit', async () => {
+        // Dates carry milliseconds and the database microseconds: keep creations apart.
+        const a = await queued();
+        await sleep(3);
+        const b = await queued();
+        await sleep(3);
+        const c = await queued();
+        const d = await queued();
+        await store.claimRequest(b.id, 'w', 60_000);
+        await store.finishRequest(c.id, outcome());
+        const mine = new Set([a.id, b.id, c.id, d.id]);
+        const all = await store.listUnfinished({ limit: 100_000 });
+        assert.deepEqual(all.filter((r) => mine.has(r.id)).map((r) => r.id), [a.id, b.id, d.id]);
+        assert.ok(all.every((r) => r.status === 'queued' || r.status === 'running'));
+        for (let i = 1; i < all.length; i++) {
+          assert.ok((all[i]?.createdAt.getTime() ?? 0) >= (all[i - 1]?.createdAt.getTime() ?? 0), 'oldest first');
+        }
+        const beforeB = await store.listUnfinished({ createdBefore: b.createdAt, limit: 100_000 });
+        assert.deepEqual(beforeB.filter((r) => mine.has(r.id)).map((r) => r.id), [a.id]);
+        const two = await store.listUnfinished({ limit: 2 });
+        assert.deepEqual(two.map((r) => r.id), all.slice(0, 2).map((r) => r.id));
+      });
+
+      it('sums charged usage settled in [from, to) and lists those rows in order', async () => {
+        const userId = id('u');
+        const start = new Date(Date.now() - 60_000);
+        const finish = async (tokens: number, requests: 0 | 1) => {
+          // Dates carry milliseconds and the database microseconds: keep settlements apart.
+          await sleep(3);
+          const r = await queued({ userId });
+          assert.equal(await store.finishRequest(r.id, outcome({ chargedTokens: tokens, chargedRequests: requests })), true);
+          return r.id;
+        };
+        const ids = [await finish(10, 1), await finish(20, 1), await finish(0, 0), await finish(7, 1)];
+        // Another user's usage must not count.
+        const other = await queued({ userId: id('other') });
+        await store.finishRequest(other.id, outcome({ chargedTokens: 1000 }));
+
+        const end = new Date(Date.now() + 60_000);
+        const rows = await store.usageRows({ from: start, to: end, userId });
+        assert.equal(rows.length, 4);
+        assert.deepEqual(rows.map((r) => r.requestId), ids);
+        for (let i = 1; i < rows.length; i++) {
+          assert.ok((rows[i]?.settledAt.getTime() ?? 0) >= (rows[i - 1]?.settledAt.getTime() ?? 0));
+        }
+        assert.deepEqual(await store.usageTotals(userId, start, end), { requests: 3, tokens: 37 });
+
+        const secondSettled = rows[1]?.settledAt;
+        assert.ok(secondSettled);
+        // `to` is exclusive: a window ending at the second settlement holds only the first.
+        assert.deepEqual(await store.usageTotals(userId, start, secondSettled), { requests: 1, tokens: 10 });
+        assert.deepEqual((await store.usageRows({ from: start, to: secondSettled, userId })).map((r) => r.requestId), [ids[0]]);
+        // `from` is inclusive.
+        assert.deepEqual(await store.usageTotals(userId, secondSettled, end), { requests: 2, tokens: 27 });
+        assert.deepEqual(await store.usageTotals(userId, end, new Date(end.getTime() + 60_000)), { requests: 0, tokens: 0 });
+
+        assert.deepEqual((await store.usageRows({ from: start, to: end, userId, limit: 2 })).map((r) => r.requestId), ids.slice(0, 2));
+        const everyone = await store.usageRows({ from: start, to: end });
+        assert.ok(everyone.some((r) => r.requestId === other.id));
+      });
+    });
+  });
+}

@@ -1,0 +1,111 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { createStore } from '../../src/adapters/store/factory.ts';
+import { isSluiceError } from '../../src/core/errors.ts';
+import { SERVICES, serviceSuite, uniqueName } from '../helpers/services.ts';
+import { storeContract } from './store.contract.ts';
+
+storeContract('pglite://memory', () => createStore('pglite://memory'));
+
+describe('Store factory', () => {
+  it('refuses an unknown scheme with SLUICE_ERR_CONFIG', async () => {
+    await assert.rejects(createStore('mysql://localhost/db'), (e) => isSluiceError(e, 'SLUICE_ERR_CONFIG'));
+    await assert.rejects(createStore('pglite://'), (e) => isSluiceError(e, 'SLUICE_ERR_CONFIG'));
+  });
+
+  it('maps an unreachable server to SLUICE_ERR_UNAVAILABLE', async () => {
+    await assert.rejects(
+      createStore('postgres://postgres@127.0.0.1:1/none'),
+      (e) => isSluiceError(e, 'SLUICE_ERR_UNAVAILABLE'),
+    );
+  });
+});
+
+describe('Store on PGlite on disk', () => {
+  let base: string;
+  before(async () => { base = await mkdtemp(join(tmpdir(), 'sluice-store-')); });
+  after(async () => { await rm(base, { recursive: true, force: true }); });
+
+  it('keeps data across close and reopen, creating parent directories', async () => {
+    const url = `pglite://${join(base, 'nested', 'deeper', 'db')}`;
+    const first = await createStore(url);
+    await first.createUser({ id: 'persisted', name: 'Disk', tier: 'pro' });
+    const { record } = await first.insertRequest({
+      id: 'req-disk', userId: 'persisted', keyId: null, model: 'm', mode: 'queued',
+      payload: { messages: [{ role: 'user', content: 'hi' }], maxTokens: 4 }, priority: 1,
+      idempotencyKey: 'idem', bodyHash: 'h', estimatedTokens: 6, promptTokens: 2,
+    });
+    await first.close();
+
+    // Reopening runs the migrations again: they must find nothing to do.
+    const second = await createStore(url);
+    try {
+      assert.equal((await second.getUser('persisted'))?.name, 'Disk');
+      assert.deepEqual(await second.getRequest('req-disk'), record);
+    } finally {
+      await second.close();
+    }
+  });
+});
+
+/** A database URL on the test server with `name` as its database. */
+function databaseUrl(name: string): string {
+  const u = new URL(SERVICES.postgres);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+describe('Store on PostgreSQL', await serviceSuite('postgres'), () => {
+  const created: string[] = [];
+  const admin = () => new pg.Client({ connectionString: SERVICES.postgres });
+
+  async function freshDatabase(): Promise<string> {
+    const name = uniqueName('sluice_store');
+    const client = admin();
+    await client.connect();
+    try {
+      await client.query(`CREATE DATABASE "${name}"`);
+    } finally {
+      await client.end();
+    }
+    created.push(name);
+    return databaseUrl(name);
+  }
+
+  let url = '';
+  before(async () => { url = await freshDatabase(); });
+  after(async () => {
+    const client = admin();
+    await client.connect();
+    try {
+      for (const name of created) await client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+    } finally {
+      await client.end();
+    }
+  });
+
+  storeContract('postgres', () => createStore(url));
+
+  it('migrates once when two processes start at once on an empty database', async () => {
+    const target = await freshDatabase();
+    const stores = await Promise.all([createStore(target), createStore(target), createStore(target)]);
+    try {
+      await stores[0]?.createUser({ id: 'race', tier: 'free' });
+      assert.equal((await stores[2]?.getUser('race'))?.tier, 'free');
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+    }
+    const client = new pg.Client({ connectionString: target });
+    await client.connect();
+    try {
+      const { rows } = await client.query<{ version: string }>('SELECT version FROM schema_migrations ORDER BY version');
+      assert.deepEqual(rows.map((r) => r.version), ['001_init']);
+    } finally {
+      await client.end();
+    }
+  });
+});
