@@ -1,0 +1,123 @@
+// Redis Bus: one stream per request (replay by XRANGE), a counter for the sequence, and pub/sub for
+// live fan-out, all written by one Lua script so sequence, log, TTL and publish never disagree.
+import { readFileSync } from 'node:fs';
+import type { Redis } from 'ioredis';
+import { SluiceError, isSluiceError } from '../../core/errors.ts';
+import type { Bus, ControlSignal, EventBody, LogEvent, Subscription } from '../../ports/bus.ts';
+import { InterestFanout } from './memory.ts';
+
+const APPEND_LUA = readFileSync(new URL('./lua/append.lua', import.meta.url), 'utf8');
+
+export interface RedisBusOptions { ttlSeconds: number; maxLen: number; prefix: string }
+
+/** The script registered with `defineCommand`; ioredis runs it by EVALSHA with an EVAL fallback. */
+interface AppendCommand {
+  sluiceBusAppend(stream: string, seqKey: string, channel: string, body: string, ttl: number, maxLen: number): Promise<number>;
+}
+
+export class RedisBus implements Bus {
+  private readonly deliverers = new Map<string, (message: string) => void>();
+  private readonly fanout: InterestFanout<string>;
+  private subscriber: Redis | undefined;
+
+  constructor(private readonly redis: Redis, private readonly opts: RedisBusOptions) {
+    redis.defineCommand('sluiceBusAppend', { numberOfKeys: 2, lua: APPEND_LUA });
+    this.fanout = new InterestFanout<string>((channel, deliver) => this.listen(channel, deliver));
+  }
+
+  async append(requestId: string, event: EventBody): Promise<LogEvent> {
+    const ts = Date.now();
+    const body = { ...event, ts };
+    const stream = this.streamKey(requestId);
+    const seq = await guard(() => (this.redis as unknown as AppendCommand).sluiceBusAppend(
+      stream, `${stream}:seq`, this.liveChannel(requestId), JSON.stringify(body), this.opts.ttlSeconds, this.opts.maxLen,
+    ));
+    return { ...body, seq: Number(seq) } as LogEvent;
+  }
+
+  async read(requestId: string, afterSeq: number, limit?: number): Promise<LogEvent[]> {
+    if (limit !== undefined && limit <= 0) return [];
+    const start = `${Math.max(0, Math.floor(afterSeq)) + 1}-0`;
+    const key = this.streamKey(requestId);
+    const entries = await guard(() => (limit === undefined
+      ? this.redis.xrange(key, start, '+')
+      : this.redis.xrange(key, start, '+', 'COUNT', limit)));
+    return entries.map(([, fields]) => JSON.parse(fieldValue(fields, 'e')) as LogEvent);
+  }
+
+  async subscribe(requestId: string, onEvent: (e: LogEvent) => void): Promise<Subscription> {
+    return this.fanout.add(this.liveChannel(requestId), (m) => onEvent(JSON.parse(m) as LogEvent));
+  }
+
+  async publishControl(requestId: string, signal: ControlSignal): Promise<void> {
+    await guard(() => this.redis.publish(this.controlChannel(requestId), signal));
+  }
+
+  async onControl(requestId: string, onSignal: (signal: ControlSignal) => void): Promise<Subscription> {
+    return this.fanout.add(this.controlChannel(requestId), (m) => { if (m === 'cancel') onSignal(m); });
+  }
+
+  async close(): Promise<void> {
+    await this.fanout.closeAll();
+    this.subscriber?.disconnect();
+    this.subscriber = undefined;
+    await this.redis.quit().catch(() => this.redis.disconnect());
+  }
+
+  /** SUBSCRIBEs on this instance's one subscriber connection; resolves to the UNSUBSCRIBE. */
+  private async listen(channel: string, deliver: (message: string) => void): Promise<() => Promise<void>> {
+    const sub = this.subscriberConnection();
+    this.deliverers.set(channel, deliver);
+    try {
+      await guard(() => sub.subscribe(channel));
+    } catch (err) {
+      if (this.deliverers.get(channel) === deliver) this.deliverers.delete(channel);
+      throw err;
+    }
+    return async () => {
+      if (this.deliverers.get(channel) !== deliver) return;
+      this.deliverers.delete(channel);
+      // Commands on one connection run in order, so a re-SUBSCRIBE sent later still wins.
+      await sub.unsubscribe(channel).catch(() => undefined);
+    };
+  }
+
+  private subscriberConnection(): Redis {
+    if (!this.subscriber) {
+      const sub = this.redis.duplicate();
+      sub.on('message', (channel: string, message: string) => this.deliverers.get(channel)?.(message));
+      // Reconnects re-subscribe on their own; a listener's gap is repaired from the log by its reader.
+      sub.on('error', () => undefined);
+      this.subscriber = sub;
+    }
+    return this.subscriber;
+  }
+
+  private streamKey(requestId: string): string { return `${this.opts.prefix}:events:{${requestId}}`; }
+  private liveChannel(requestId: string): string { return `${this.opts.prefix}:live:{${requestId}}`; }
+  private controlChannel(requestId: string): string { return `${this.opts.prefix}:control:{${requestId}}`; }
+}
+
+function fieldValue(fields: string[], name: string): string {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1] as string;
+  throw new SluiceError('SLUICE_ERR_INTERNAL', `Event log entry has no "${name}" field`);
+}
+
+/** The one place Redis failures become catalogue errors. */
+async function guard<T>(op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    if (isSluiceError(err)) throw err;
+    throw new SluiceError('SLUICE_ERR_UNAVAILABLE', 'Event bus (Redis) is unavailable', undefined, { cause: err });
+  }
+}
+
+/** Connects (failing fast if Redis is unreachable) and returns a Bus over it. */
+export async function createRedisBus(url: string, opts: RedisBusOptions): Promise<RedisBus> {
+  const { Redis } = await import('ioredis');
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 3 });
+  redis.on('error', () => undefined);
+  await guard(() => redis.connect());
+  return new RedisBus(redis, opts);
+}

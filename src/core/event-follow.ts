@@ -1,0 +1,111 @@
+// The one resume runtime behind every delivery path (SSE, OpenAI SSE, WebSocket, blocking wait):
+// history from the log, then live, merged by sequence so that each seq is delivered exactly once,
+// in order, with no gap, whatever the bus's live channel duplicates, reorders or drops.
+import { isTerminal, type Bus, type LogEvent } from '../ports/bus.ts';
+
+export type FollowOutcome = 'terminal' | 'aborted';
+
+const PAGE = 500;
+/** Backoff while the log cannot yet fill a gap the live channel revealed (e.g. a lagging replica). */
+const GAP_RETRY_MS = [10, 25, 50, 100, 250, 500, 1000] as const;
+
+/** Every event with seq > afterSeq, paging through `read` so no single call is unbounded. */
+export async function readAll(bus: Bus, requestId: string, afterSeq: number, pageSize = PAGE): Promise<LogEvent[]> {
+  const out: LogEvent[] = [];
+  let after = afterSeq;
+  for (;;) {
+    const page = await bus.read(requestId, after, pageSize);
+    for (const e of page) if (e.seq > after) { out.push(e); after = e.seq; }
+    if (page.length < pageSize) return out;
+  }
+}
+
+/**
+ * Delivers the events of `requestId` after `afterSeq` to `onEvent`, awaiting it before the next,
+ * until a terminal event was delivered ('terminal') or `signal` aborts ('aborted').
+ */
+export async function followEventLog(
+  bus: Bus,
+  requestId: string,
+  afterSeq: number,
+  onEvent: (e: LogEvent) => void | Promise<void>,
+  opts: { signal: AbortSignal },
+): Promise<FollowOutcome> {
+  const { signal } = opts;
+  if (signal.aborted) return 'aborted';
+  let last = afterSeq;
+  const pending = new Map<number, LogEvent>();
+  let wake: (() => void) | undefined;
+  const notify = (): void => { const w = wake; wake = undefined; w?.(); };
+
+  // Live first, so nothing appended while history is being read can fall between the two.
+  const subscription = await bus.subscribe(requestId, (e) => {
+    if (e.seq > last && !pending.has(e.seq)) { pending.set(e.seq, e); notify(); }
+  });
+  signal.addEventListener('abort', notify);
+  try {
+    let catchUp = true;
+    let gapRetries = 0;
+    while (!signal.aborted) {
+      if (catchUp) {
+        catchUp = false;
+        const before = last;
+        if (await deliverHistory()) return 'terminal';
+        if (signal.aborted) break;
+        gapRetries = last > before ? 0 : gapRetries + 1;
+      }
+      const next = takeNext();
+      if (next) {
+        gapRetries = 0;
+        if (await deliver(next)) return 'terminal';
+        continue;
+      }
+      for (const seq of pending.keys()) if (seq <= last) pending.delete(seq);
+      // A live event beyond last+1 means the live channel skipped something: the log has it.
+      if (pending.size > 0) {
+        catchUp = true;
+        if (gapRetries > 0) await sleepOrWake(GAP_RETRY_MS[Math.min(gapRetries, GAP_RETRY_MS.length) - 1] ?? 1000);
+        continue;
+      }
+      await new Promise<void>((resolve) => { wake = resolve; });
+    }
+    return 'aborted';
+  } finally {
+    signal.removeEventListener('abort', notify);
+    await subscription.close();
+  }
+
+  /** Reads the log after `last` and delivers it; true once a terminal event was delivered. */
+  async function deliverHistory(): Promise<boolean> {
+    for (;;) {
+      const page = await bus.read(requestId, last, PAGE);
+      for (const e of page) {
+        if (signal.aborted) return false;
+        // The log is the authority: a hole in it (trimmed by maxLen) cannot be filled by anyone.
+        if (e.seq > last && (await deliver(e))) return true;
+      }
+      if (page.length < PAGE) return false;
+    }
+  }
+
+  function takeNext(): LogEvent | undefined {
+    const e = pending.get(last + 1);
+    if (e) pending.delete(e.seq);
+    return e;
+  }
+
+  async function deliver(e: LogEvent): Promise<boolean> {
+    if (signal.aborted) return false;
+    await onEvent(e);
+    last = e.seq;
+    pending.delete(e.seq);
+    return isTerminal(e);
+  }
+
+  function sleepOrWake(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => { wake = undefined; resolve(); }, ms);
+      wake = () => { clearTimeout(timer); resolve(); };
+    });
+  }
+}
