@@ -4,7 +4,10 @@ import assert from 'node:assert/strict';
 import { queueContract, type QueueHarness } from './queue.contract.ts';
 import { MemoryQueue } from '../../src/adapters/queue/memory.ts';
 import { createQueue } from '../../src/adapters/queue/factory.ts';
+import { AmqpQueue } from '../../src/adapters/queue/amqp.ts';
 import { isSluiceError } from '../../src/core/errors.ts';
+import type { Queue } from '../../src/ports/queue.ts';
+import { SERVICES, serviceSuite, uniqueName } from '../helpers/services.ts';
 
 queueContract('memory', async (): Promise<QueueHarness> => {
   // One process: every open() returns the same in-memory queue.
@@ -35,3 +38,24 @@ describe('queue factory', () => {
     await q.close();
   });
 });
+
+const RABBIT = SERVICES.rabbitmq;
+queueContract('amqp (RabbitMQ)', async (): Promise<QueueHarness> => {
+  const name = uniqueName('sluice_q');
+  const opened: Queue[] = [];
+  const open = async () => { const q = await AmqpQueue.connect(RABBIT, { name, retryBaseMs: 20, reconnectMaxMs: 500 }); opened.push(q); return q; };
+  const admin = await open();
+  return {
+    open,
+    deadLetterDepth: () => admin.deadLetterDepth(),
+    crash: (q) => q.close(), // closing the connection without acking is what a crash looks like to the broker
+    async cleanup() {
+      for (const q of opened) await q.close();
+      const amqp = await import('amqplib');
+      const conn = await amqp.connect(RABBIT);
+      const ch = await conn.createChannel();
+      for (const queue of [name, `${name}.dlq`, `${name}.wait.50`, `${name}.wait.20`]) await ch.deleteQueue(queue);
+      await conn.close();
+    },
+  };
+}, await serviceSuite('rabbitmq'));
