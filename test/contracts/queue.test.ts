@@ -1,5 +1,7 @@
 // Runs the Queue contract against every adapter: memory always, RabbitMQ and NATS where they run.
 import { describe, it } from 'node:test';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import assert from 'node:assert/strict';
 import { queueContract, type QueueHarness } from './queue.contract.ts';
 import { MemoryQueue } from '../../src/adapters/queue/memory.ts';
@@ -59,3 +61,52 @@ queueContract('amqp (RabbitMQ)', async (): Promise<QueueHarness> => {
     },
   };
 }, await serviceSuite('rabbitmq'));
+
+describe('amqp (RabbitMQ) recovery', await serviceSuite('rabbitmq'), () => {
+  it('reconnects after the broker drops the connection, and consuming resumes', async (t) => {
+    const name = uniqueName('sluice_q');
+    const connectionName = uniqueName('sluice_conn');
+    const q = await AmqpQueue.connect(RABBIT, { name, retryBaseMs: 20, reconnectMinMs: 50, reconnectMaxMs: 200, connectionName });
+    t.after(async () => {
+      await q.close();
+      const amqp = await import('amqplib');
+      const conn = await amqp.connect(RABBIT);
+      const ch = await conn.createChannel();
+      for (const queue of [name, `${name}.dlq`]) await ch.deleteQueue(queue);
+      await conn.close();
+    });
+    const seen: string[] = [];
+    await q.consume(async (d) => { seen.push(d.job.requestId); await d.ack(); }, { concurrency: 1 });
+    await q.publish({ requestId: 'before', priority: 0 });
+    await waitFor(() => seen.length === 1);
+
+    const pidBefore = await connectionPid(connectionName);
+    assert.ok(pidBefore, 'the adapter connection is listed by the broker');
+    await run('rabbitmqctl', ['close_connection', pidBefore, 'queue recovery test']);
+
+    // publish() waits for the reconnect instead of failing.
+    await q.publish({ requestId: 'after', priority: 0 });
+    await waitFor(() => seen.length === 2);
+    assert.deepEqual(seen, ['before', 'after']);
+    const pidAfter = await connectionPid(connectionName);
+    assert.ok(pidAfter && pidAfter !== pidBefore, 'a new connection replaced the closed one');
+  });
+
+  it('fails publish with SLUICE_ERR_UNAVAILABLE when the broker stays away', async () => {
+    await assert.rejects(AmqpQueue.connect('amqp://guest:guest@127.0.0.1:1', { name: 'x', retryBaseMs: 10 }),
+      (e) => isSluiceError(e, 'SLUICE_ERR_UNAVAILABLE'));
+  });
+});
+
+const run = promisify(execFile);
+async function connectionPid(connectionName: string): Promise<string | undefined> {
+  const { stdout } = await run('rabbitmqctl', ['list_connections', '-q', 'pid', 'client_properties']);
+  return stdout.split('\n').find((l) => l.includes(connectionName))?.split('\t')[0];
+}
+async function waitFor(check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > until) assert.fail('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -26,6 +26,8 @@ export interface AmqpQueueOptions {
   /** First and largest pause between reconnect attempts; default 100 ms and 5 s. */
   reconnectMinMs?: number;
   reconnectMaxMs?: number;
+  /** Shown by the broker (management UI, rabbitmqctl list_connections); default 'sluice'. */
+  connectionName?: string;
 }
 
 type ConnectFn = (url: string) => Promise<ChannelModel>;
@@ -55,7 +57,8 @@ export class AmqpQueue implements Queue {
   /** Connects and declares the topology; fails with SLUICE_ERR_UNAVAILABLE if the broker is unreachable. */
   static async connect(url: string, opts: AmqpQueueOptions): Promise<AmqpQueue> {
     const amqp = await import('amqplib');
-    const queue = new AmqpQueue(withHeartbeat(url), opts, (u) => amqp.connect(u));
+    const clientProperties = { connection_name: opts.connectionName ?? 'sluice' };
+    const queue = new AmqpQueue(withHeartbeat(url), opts, (u) => amqp.connect(u, { clientProperties }));
     try { await queue.establish(); } catch (e) { throw unavailable(`cannot connect to ${redact(url)}`, e); }
     return queue;
   }
