@@ -1,0 +1,226 @@
+// NATS Bus: one JetStream stream holds every request's log (one subject per request, replayed by
+// direct get), core subscriptions on the same subjects carry live events (a JetStream publish is
+// also delivered to core subscribers), and core subjects carry control signals.
+//
+// The sequence is assigned optimistically: read the subject's last event, publish seq+1 expecting
+// that event's stream sequence as the subject's last (Nats-Expected-Last-Subject-Sequence), and
+// re-read on a wrong-last-sequence refusal. Appends from one instance to one request are
+// serialised locally, so only writers on other instances ever collide.
+//
+// TTL differs slightly from Redis: the stream's max_age ages each event on its own, so a log
+// expires event by event rather than all at once ttl seconds after its last append.
+import { randomUUID } from 'node:crypto';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { JetStreamClient, JetStreamManager, StreamConfig } from '@nats-io/jetstream';
+import { SluiceError, isSluiceError } from '../../core/errors.ts';
+import type { Bus, ControlSignal, EventBody, LogEvent, Subscription } from '../../ports/bus.ts';
+import { InterestFanout } from './memory.ts';
+
+export interface NatsBusOptions { ttlSeconds: number; maxLen: number; prefix: string; stream: string }
+
+/** The JetStream API error codes this adapter reacts to (nats-server's stable err_code values). */
+const WRONG_LAST_SEQUENCE = 10071;
+const STREAM_NOT_FOUND = 10059;
+const MAX_APPEND_TRIES = 200;
+const NANOS_PER_SECOND = 1_000_000_000;
+const MAX_TIP_CACHE = 10_000;
+
+/** Last known event of a request's subject: its sequence and its JetStream stream sequence. */
+interface Tip { seq: number; streamSeq: number }
+
+/** The parts of @nats-io/jetstream used here; the module is loaded only when a nats: URL is chosen. */
+interface JetStreamModule { JetStreamApiError: new (...args: never[]) => Error & { code: number } }
+
+export class NatsBus implements Bus {
+  private readonly fanout: InterestFanout<Uint8Array>;
+  private readonly tips = new Map<string, Tip>();
+  private readonly appending = new Map<string, Promise<unknown>>();
+  private readonly decoder = new TextDecoder();
+  private readonly encoder = new TextEncoder();
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly mod: JetStreamModule,
+    private readonly opts: NatsBusOptions,
+  ) {
+    this.fanout = new InterestFanout<Uint8Array>(async (subject, deliver) => {
+      const sub = this.nc.subscribe(subject, { callback: (err, msg) => { if (!err) deliver(msg.data); } });
+      // Resolve only once the server has the interest, so later publishes reach this listener.
+      await guard(() => this.nc.flush());
+      return async () => { sub.unsubscribe(); };
+    });
+  }
+
+  async append(requestId: string, event: EventBody): Promise<LogEvent> {
+    const previous = this.appending.get(requestId) ?? Promise.resolve();
+    const result = previous.catch(() => undefined).then(() => this.appendNow(requestId, event));
+    this.appending.set(requestId, result);
+    try {
+      return await result;
+    } finally {
+      if (this.appending.get(requestId) === result) this.appending.delete(requestId);
+    }
+  }
+
+  async read(requestId: string, afterSeq: number, limit = Number.POSITIVE_INFINITY): Promise<LogEvent[]> {
+    const subject = this.eventSubject(requestId);
+    const out: LogEvent[] = [];
+    if (limit <= 0) return out;
+    const tip = await this.lastOf(subject);
+    if (!tip || tip.seq <= afterSeq) return out;
+    let from = 0;
+    while (out.length < limit) {
+      const m = await guard(() => this.jsm.direct.getMessage(this.opts.stream, { seq: from, next_by_subj: subject }));
+      if (!m) break;
+      const e = this.decode(m.data);
+      if (e.seq > afterSeq) out.push(e);
+      if (m.seq >= tip.streamSeq) break;
+      from = m.seq + 1;
+    }
+    return out;
+  }
+
+  async subscribe(requestId: string, onEvent: (e: LogEvent) => void): Promise<Subscription> {
+    return this.fanout.add(this.eventSubject(requestId), (data) => onEvent(this.decode(data)));
+  }
+
+  async publishControl(requestId: string, signal: ControlSignal): Promise<void> {
+    await guard(async () => {
+      this.nc.publish(this.controlSubject(requestId), this.encoder.encode(signal));
+      await this.nc.flush();
+    });
+  }
+
+  async onControl(requestId: string, onSignal: (signal: ControlSignal) => void): Promise<Subscription> {
+    return this.fanout.add(this.controlSubject(requestId), (data) => {
+      if (this.decoder.decode(data) === 'cancel') onSignal('cancel');
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.fanout.closeAll();
+    if (!this.nc.isClosed()) await this.nc.close();
+  }
+
+  private async appendNow(requestId: string, event: EventBody): Promise<LogEvent> {
+    const subject = this.eventSubject(requestId);
+    // Stays the same across retries of this append, so a duplicate ack can only mean our own write.
+    const nonce = randomUUID();
+    for (let tries = 0; tries < MAX_APPEND_TRIES; tries++) {
+      const tip = this.tips.get(requestId) ?? (await this.lastOf(subject)) ?? { seq: 0, streamSeq: 0 };
+      const stored: LogEvent = { ...event, seq: tip.seq + 1, ts: Date.now() };
+      try {
+        const ack = await this.js.publish(subject, this.encoder.encode(JSON.stringify(stored)), {
+          msgID: `${requestId}:${event.attempt}:${stored.seq}:${nonce}`,
+          expect: { lastSubjectSequence: tip.streamSeq },
+        });
+        this.remember(requestId, { seq: stored.seq, streamSeq: ack.seq });
+        return stored;
+      } catch (err) {
+        this.tips.delete(requestId);
+        if (!this.isWrongLastSequence(err)) throw toSluiceError(err);
+        // Another instance appended first: back off a little so two writers do not keep colliding.
+        if (tries > 2) await new Promise((r) => setTimeout(r, Math.random() * Math.min(tries, 20)));
+      }
+    }
+    throw new SluiceError('SLUICE_ERR_UNAVAILABLE', `Could not append to the event log of ${requestId}: too much contention`);
+  }
+
+  private async lastOf(subject: string): Promise<Tip | undefined> {
+    const m = await guard(() => this.jsm.direct.getMessage(this.opts.stream, { last_by_subj: subject }));
+    return m ? { seq: this.decode(m.data).seq, streamSeq: m.seq } : undefined;
+  }
+
+  private remember(requestId: string, tip: Tip): void {
+    this.tips.delete(requestId);
+    this.tips.set(requestId, tip);
+    if (this.tips.size > MAX_TIP_CACHE) {
+      const oldest = this.tips.keys().next().value;
+      if (oldest !== undefined) this.tips.delete(oldest);
+    }
+  }
+
+  private isWrongLastSequence(err: unknown): boolean {
+    return err instanceof this.mod.JetStreamApiError && err.code === WRONG_LAST_SEQUENCE;
+  }
+
+  private decode(data: Uint8Array): LogEvent {
+    return JSON.parse(this.decoder.decode(data)) as LogEvent;
+  }
+
+  private eventSubject(requestId: string): string { return `${this.opts.prefix}.events.${subjectToken(requestId)}`; }
+  private controlSubject(requestId: string): string { return `${this.opts.prefix}.control.${subjectToken(requestId)}`; }
+}
+
+/** Request ids become one subject token; ids with characters NATS reserves are encoded. */
+function subjectToken(requestId: string): string {
+  return /^[A-Za-z0-9_-]+$/.test(requestId) ? requestId : `~${Buffer.from(requestId).toString('base64url')}`;
+}
+
+/** The one place NATS failures become catalogue errors. */
+function toSluiceError(err: unknown): SluiceError {
+  if (isSluiceError(err)) return err;
+  return new SluiceError('SLUICE_ERR_UNAVAILABLE', 'Event bus (NATS) is unavailable', undefined, { cause: err });
+}
+
+async function guard<T>(op: () => Promise<T>): Promise<T> {
+  try { return await op(); } catch (err) { throw toSluiceError(err); }
+}
+
+function streamConfig(opts: NatsBusOptions): Partial<StreamConfig> & { name: string } {
+  return {
+    name: opts.stream,
+    subjects: [`${opts.prefix}.events.>`],
+    max_age: opts.ttlSeconds * NANOS_PER_SECOND,
+    max_msgs_per_subject: opts.maxLen,
+    // The server refuses a duplicate window longer than max_age.
+    duplicate_window: Math.min(opts.ttlSeconds, 120) * NANOS_PER_SECOND,
+    allow_direct: true,
+  };
+}
+
+/** Creates the stream, or brings an existing one to this configuration. */
+async function ensureStream(jsm: JetStreamManager, mod: JetStreamModule, opts: NatsBusOptions): Promise<void> {
+  const cfg = streamConfig(opts);
+  try {
+    await jsm.streams.info(opts.stream);
+  } catch (err) {
+    if (!(err instanceof mod.JetStreamApiError && err.code === STREAM_NOT_FOUND)) throw toSluiceError(err);
+    try {
+      await jsm.streams.add(cfg);
+      return;
+    } catch (addErr) {
+      // Another instance may have created it meanwhile; the update below reconciles either way.
+      if (!(addErr instanceof mod.JetStreamApiError)) throw toSluiceError(addErr);
+    }
+  }
+  try {
+    await jsm.streams.update(opts.stream, cfg);
+  } catch (err) {
+    throw new SluiceError('SLUICE_ERR_CONFIG', `Cannot configure JetStream stream ${opts.stream} for the event bus`, undefined, { cause: err });
+  }
+}
+
+/** Connects, ensures the stream and returns a Bus over it. `?stream=NAME` in the URL overrides the stream name. */
+export async function createNatsBus(url: string, opts: Omit<NatsBusOptions, 'stream'> & { stream?: string }): Promise<NatsBus> {
+  const parsed = new URL(url);
+  const stream = opts.stream ?? parsed.searchParams.get('stream') ?? `${opts.prefix.toUpperCase()}_EVENTS`.replace(/[^A-Za-z0-9_-]/g, '_');
+  const full: NatsBusOptions = { ...opts, stream };
+  const [{ connect }, mod] = await Promise.all([import('@nats-io/transport-node'), import('@nats-io/jetstream')]);
+  const nc = await guard(() => connect({ servers: `${parsed.hostname}:${parsed.port || '4222'}`, ...credentials(parsed) }));
+  try {
+    const jsm = await guard(() => mod.jetstreamManager(nc));
+    await ensureStream(jsm, mod, full);
+    return new NatsBus(nc, mod.jetstream(nc), jsm, mod, full);
+  } catch (err) {
+    await nc.close();
+    throw err;
+  }
+}
+
+function credentials(u: URL): { user?: string; pass?: string } {
+  if (!u.username) return {};
+  return { user: decodeURIComponent(u.username), pass: decodeURIComponent(u.password) };
+}
