@@ -1,0 +1,48 @@
+-- Reserves 1 request and the estimated tokens in every quota window of one user, all or none.
+-- Every counter is checked before any is incremented, so a refusal changes nothing.
+--
+-- KEYS[1]     reservation hash      user:{<userId>}:reservation:<requestId>
+-- KEYS[2]     settled marker        user:{<userId>}:settled:<requestId>
+-- KEYS[3]     reservation index     sluice:reservation:<requestId>  (-> userId)
+-- KEYS[4]     deadline sorted set   sluice:reservations
+-- KEYS[5..]   one counter per window user:{<userId>}:quota:<window>:<metric>:used:<period>
+-- ARGV[1]     request id
+-- ARGV[2]     user id
+-- ARGV[3]     reserved tokens
+-- ARGV[4]     deadline (ms since epoch)
+-- ARGV[5]     windows as JSON (returned by expired())
+-- ARGV[6]     counters as JSON [[key, metric], ...] (read back by settle.lua)
+-- ARGV[7..]   per window, three values: amount, limit, expire-at (ms since epoch)
+--
+-- Returns {code, failedWindow, used_1, ..., used_n}:
+--   0 OK         reserved; used_i are the counters afterwards
+--   1 DUPLICATE  this request id was already reserved or settled; nothing changed
+--   2 REFUSED    window failedWindow (1-based) would exceed its limit; nothing changed
+local n = #KEYS - 4
+local used = {}
+for i = 1, n do
+  used[i] = tonumber(redis.call('GET', KEYS[4 + i]) or '0')
+end
+
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
+  return {1, 0, unpack(used)}
+end
+
+for i = 1, n do
+  local base = 7 + (i - 1) * 3
+  if used[i] + tonumber(ARGV[base]) > tonumber(ARGV[base + 1]) then
+    return {2, i, unpack(used)}
+  end
+end
+
+for i = 1, n do
+  local base = 7 + (i - 1) * 3
+  used[i] = redis.call('INCRBY', KEYS[4 + i], ARGV[base])
+  redis.call('PEXPIREAT', KEYS[4 + i], ARGV[base + 2])
+end
+
+redis.call('HSET', KEYS[1], 'userId', ARGV[2], 'tokens', ARGV[3], 'deadline', ARGV[4],
+  'windows', ARGV[5], 'counters', ARGV[6])
+redis.call('SET', KEYS[3], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+return {0, 0, unpack(used)}
