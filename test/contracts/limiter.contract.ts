@@ -80,6 +80,11 @@ export function limiterContract(name: string, factory: () => Promise<LimiterPair
       const dup = await b.reserve(req);
       assert.equal(dup.ok && dup.duplicate, true);
       assert.deepEqual(await used(a, u, ws), [1, 50, 1, 50]);
+      // The id is global: another user cannot reserve under it either.
+      const other = user();
+      const stolen = await a.reserve({ ...req, userId: other });
+      assert.equal(stolen.ok && stolen.duplicate, true);
+      assert.deepEqual(await used(a, other, ws), [0, 0, 0, 0]);
       assert.equal(await a.settle(req.requestId, { tokens: 20, requests: 1 }), 'settled');
       const late = await a.reserve(req);
       assert.equal(late.ok && late.duplicate, true);

@@ -179,13 +179,15 @@ export class RedisLimiter implements Limiter {
     const ids = await this.call(() => this.client.zrangebyscore(this.keys.deadlines, '-inf', `(${now}`, 'LIMIT', 0, limit));
     if (ids.length === 0) return [];
     const users = await this.call(() => this.client.mget(ids.map((id) => this.keys.reservationIndex(id))));
+    const pipeline = this.client.pipeline();
+    for (const [i, requestId] of ids.entries()) pipeline.hgetall(this.keys.reservation(users[i] ?? '', requestId));
+    const hashes = (await this.call(() => pipeline.exec())) ?? [];
     const found: Reservation[] = [];
     for (const [i, requestId] of ids.entries()) {
       const userId = users[i];
-      if (!userId) continue;
-      const h = await this.call(() => this.client.hgetall(this.keys.reservation(userId, requestId)));
-      // Settled between the two reads: no longer outstanding.
-      if (h.windows === undefined) continue;
+      const h = hashes[i]?.[1] as Record<string, string> | undefined;
+      // Settled between the reads: no longer outstanding.
+      if (!userId || h?.windows === undefined) continue;
       found.push({ requestId, userId, tokens: Number(h.tokens), windows: JSON.parse(h.windows) as WindowLimit[], deadlineAt: Number(h.deadline) });
     }
     return found;

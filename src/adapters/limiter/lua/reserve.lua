@@ -16,7 +16,7 @@
 --
 -- Returns {code, failedWindow, used_1, ..., used_n}:
 --   0 OK         reserved; used_i are the counters afterwards
---   1 DUPLICATE  this request id was already reserved or settled; nothing changed
+--   1 DUPLICATE  this request id was already reserved or settled (by any user); nothing changed
 --   2 REFUSED    window failedWindow (1-based) would exceed its limit; nothing changed
 local n = #KEYS - 4
 local used = {}
@@ -24,7 +24,8 @@ for i = 1, n do
   used[i] = tonumber(redis.call('GET', KEYS[4 + i]) or '0')
 end
 
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
+-- The index outlives settlement as long as the marker does, and catches an id reused by another user.
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then
   return {1, 0, unpack(used)}
 end
 
