@@ -1,6 +1,7 @@
 // Redis limiter: every check-and-change is one Lua script, so concurrent gateways can never
-// overshoot a limit. One user's keys carry the `{userId}` hash tag and share a cluster slot; the
-// reservation index and the deadline set are global (see the report on cluster use).
+// overshoot a limit. One user's keys carry the `{userId}` hash tag and share a cluster slot, but
+// reserve/settle/extend also touch two global keys (the request-id index, needed because settle
+// only gets a request id, and the sweeper's deadline set): standalone or Sentinel Redis only.
 import { readFileSync } from 'node:fs';
 import type { Redis, RedisOptions } from 'ioredis';
 import { SluiceError } from '../../core/errors.ts';
