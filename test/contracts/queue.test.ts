@@ -7,6 +7,7 @@ import { queueContract, type QueueHarness } from './queue.contract.ts';
 import { MemoryQueue } from '../../src/adapters/queue/memory.ts';
 import { createQueue } from '../../src/adapters/queue/factory.ts';
 import { AmqpQueue } from '../../src/adapters/queue/amqp.ts';
+import { NatsQueue } from '../../src/adapters/queue/nats.ts';
 import { isSluiceError } from '../../src/core/errors.ts';
 import type { Queue } from '../../src/ports/queue.ts';
 import { SERVICES, serviceSuite, uniqueName } from '../helpers/services.ts';
@@ -110,3 +111,21 @@ async function waitFor(check: () => boolean, timeoutMs = 10_000): Promise<void> 
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+queueContract('nats (JetStream)', async (): Promise<QueueHarness> => {
+  const name = uniqueName('sluice_q');
+  const opened: NatsQueue[] = [];
+  // A short ack_wait, so the crash case (redelivery after ack_wait) stays quick.
+  const open = async () => { const q = await NatsQueue.connect(SERVICES.nats, { name, retryBaseMs: 20, ackWaitMs: 1000 }); opened.push(q); return q; };
+  const admin = await open();
+  return {
+    open,
+    deadLetterDepth: () => admin.deadLetterDepth(),
+    crash: async (q) => { await opened.find((o) => o === q)!.closeAbruptly(); },
+    async cleanup() {
+      for (const q of opened) if (q !== admin) await q.close();
+      await admin.destroy();
+      await admin.close();
+    },
+  };
+}, await serviceSuite('nats'));
