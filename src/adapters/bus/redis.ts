@@ -118,6 +118,12 @@ export async function createRedisBus(url: string, opts: RedisBusOptions): Promis
   const { Redis } = await import('ioredis');
   const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 3 });
   redis.on('error', () => undefined);
-  await guard(() => redis.connect());
+  try {
+    await guard(() => redis.connect());
+  } catch (err) {
+    // Otherwise ioredis keeps reconnecting in the background and holds the process open.
+    redis.disconnect();
+    throw err;
+  }
   return new RedisBus(redis, opts);
 }
