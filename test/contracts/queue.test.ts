@@ -1,6 +1,10 @@
 // Runs the Queue contract against every adapter: memory always, RabbitMQ and NATS where they run.
 import { describe, it } from 'node:test';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import assert from 'node:assert/strict';
 import { queueContract, type QueueHarness } from './queue.contract.ts';
@@ -129,3 +133,46 @@ queueContract('nats (JetStream)', async (): Promise<QueueHarness> => {
     },
   };
 }, await serviceSuite('nats'));
+
+describe('nats (JetStream) recovery', await serviceSuite('nats'), () => {
+  // A private server, so restarting it disturbs no other test.
+  it('resumes consuming after the server restarts', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-nats-'));
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const start = async () => {
+      const p = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', dir], { stdio: 'ignore' });
+      await waitForPort(port);
+      return p;
+    };
+    let server = await start().catch((e: unknown) => { t.skip(`cannot start nats-server: ${String(e)}`); return undefined; });
+    if (!server) return;
+    t.after(() => { server?.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }); });
+    const q = await NatsQueue.connect(`nats://127.0.0.1:${port}`, { name: 'restart', retryBaseMs: 20, rescanMs: 200 });
+    t.after(() => q.close());
+    const seen: string[] = [];
+    await q.consume(async (d) => { seen.push(d.job.requestId); await d.ack(); }, { concurrency: 1 });
+    await q.publish({ requestId: 'before', priority: 1 });
+    await waitFor(() => seen.length === 1);
+
+    const stopped = new Promise((r) => server!.once('exit', r));
+    server.kill('SIGTERM');
+    await stopped;
+    server = await start();
+    await q.publish({ requestId: 'after', priority: 1 }); // retried until the client reconnects
+    await waitFor(() => seen.length === 2, 15_000);
+    assert.deepEqual(seen, ['before', 'after']);
+  });
+});
+
+async function waitForPort(port: number, timeoutMs = 5000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port }, () => { s.destroy(); resolve(true); });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > until) throw new Error(`port ${port} did not open`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

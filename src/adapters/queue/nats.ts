@@ -47,6 +47,8 @@ type Handler = (d: Delivery) => Promise<void>;
 
 const PRIORITIES = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0] as const;
 const REQUEST_TIMEOUT_MS = 5000;
+/** no_wait pulls are answered at once; waiting longer only stalls a consumer after a reconnect. */
+const PULL_TIMEOUT_MS = 1000;
 const REASON_HEADER = 'Sluice-Dead-Letter-Reason';
 const DELIVERY_COUNT_HEADER = 'Sluice-Delivery-Count';
 const noop = (): void => undefined;
@@ -181,7 +183,7 @@ export class NatsQueue implements Queue {
         JSON.stringify({ batch: 1, no_wait: true }),
         // A pulled message arrives under its own subject, not the inbox's, so the shared (muxed)
         // request inbox could not route it: use a dedicated one.
-        { timeout: REQUEST_TIMEOUT_MS, noMux: true },
+        { timeout: PULL_TIMEOUT_MS, noMux: true },
       );
       // A status (404 no messages, 408, 409) carries no job.
       if (msg.reply && !(msg.headers && msg.headers.code >= 300)) return msg;
