@@ -176,3 +176,24 @@ async function waitForPort(port: number, timeoutMs = 5000): Promise<void> {
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+const [rabbitSuite, natsSuite] = [await serviceSuite('rabbitmq'), await serviceSuite('nats')];
+describe('queue factory with brokers', () => {
+  it('picks the RabbitMQ adapter for amqp:', rabbitSuite, async () => {
+    const name = uniqueName('sluice_q');
+    const q = await createQueue(SERVICES.rabbitmq, { name, retryBaseMs: 10 });
+    try { assert.ok(q instanceof AmqpQueue); assert.equal(await q.depth(), 0); } finally {
+      await q.close();
+      const amqp = await import('amqplib');
+      const conn = await amqp.connect(RABBIT);
+      const ch = await conn.createChannel();
+      for (const queue of [name, `${name}.dlq`]) await ch.deleteQueue(queue);
+      await conn.close();
+    }
+  });
+
+  it('picks the JetStream adapter for nats:', natsSuite, async () => {
+    const q = await createQueue(SERVICES.nats, { name: uniqueName('sluice_q'), retryBaseMs: 10, ackWaitMs: 5000 });
+    try { assert.ok(q instanceof NatsQueue); assert.equal(await q.depth(), 0); } finally { await (q as NatsQueue).destroy(); await q.close(); }
+  });
+});

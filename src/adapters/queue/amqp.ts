@@ -76,8 +76,9 @@ export class AmqpQueue implements Queue {
     if (this.closed) throw unavailable('closed');
     const consumer = new AmqpConsumer(this, handler, Math.max(1, Math.floor(opts.concurrency)));
     this.consumers.add(consumer);
-    const link = await this.ready(Date.now() + (this.opts.publishTimeoutMs ?? 30_000));
-    try { await consumer.start(link.conn); } catch { /* the link dropped meanwhile: the reconnect starts it */ }
+    // While disconnected the consumer is registered only; the reconnect starts it.
+    const link = this.link;
+    if (link) await consumer.start(link.conn).catch(noop);
     return consumer;
   }
 
