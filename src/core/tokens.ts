@@ -1,0 +1,78 @@
+// Token counting for admission estimates and for billing when an upstream omits usage.
+//
+// Encoding: o200k_base (GPT-4o and later). No single encoding is exact for every upstream (vLLM,
+// Ollama and friends each bring their own tokenizer); o200k is the one current OpenAI models use
+// and sits closer to modern 100k–200k vocabularies than cl100k. Importing the encoding module
+// directly (not the package root) loads only this one rank table.
+import { countTokens } from 'gpt-tokenizer/encoding/o200k_base';
+import type { ChatMessage } from '../ports/model.ts';
+
+/** Per-message template overhead (OpenAI cookbook: `<|start|>{role}\n{content}<|end|>`). */
+const TOKENS_PER_MESSAGE = 3;
+/** A `name` field costs one more token. */
+const TOKENS_PER_NAME = 1;
+/** Every reply is primed with `<|start|>assistant<|message|>`. */
+const REPLY_PRIMING_TOKENS = 3;
+
+/**
+ * Segments are cut only at "x y" boundaries (a single ASCII space between two non-space
+ * characters), where the encoding's pre-tokenizer always splits, so normal text counts exactly.
+ */
+const SEGMENT_CHARS = 16_384;
+/**
+ * BPE merging is quadratic in the length of one pre-tokenized piece, so a 1 MiB run without
+ * whitespace would take minutes. Runs longer than this are cut hard; the count is then off by at
+ * most a token or two per cut, which is irrelevant next to the run's own thousands of tokens.
+ */
+const MAX_RUN_CHARS = 1_024;
+
+// User text may contain strings like "<|endoftext|>"; they are plain text here, never control tokens.
+const PLAIN_TEXT = { disallowedSpecial: new Set<string>() };
+
+function encodeCount(text: string): number {
+  return text.length === 0 ? 0 : countTokens(text, PLAIN_TEXT);
+}
+
+function isSpace(c: number): boolean {
+  return c === 32 || (c >= 9 && c <= 13) || c === 0xa0 || c === 0x2028 || c === 0x2029 || c === 0x3000;
+}
+
+/** Number of tokens in `text`; linear in its length. */
+export function countTextTokens(text: string): number {
+  if (text.length <= MAX_RUN_CHARS) return encodeCount(text);
+  let total = 0;
+  let start = 0;
+  let lastSafeCut = -1;
+  let runLength = 0;
+  let previousWasSpace = false;
+  for (let i = 0; i < text.length; i++) {
+    const space = isSpace(text.charCodeAt(i));
+    runLength = i > 0 && space === previousWasSpace ? runLength + 1 : 1;
+    previousWasSpace = space;
+    if (text.charCodeAt(i) === 32 && i > start && i + 1 < text.length
+      && !isSpace(text.charCodeAt(i - 1)) && !isSpace(text.charCodeAt(i + 1))) {
+      lastSafeCut = i;
+    }
+    if (runLength >= MAX_RUN_CHARS) {
+      total += encodeCount(text.slice(start, i + 1));
+      start = i + 1;
+      lastSafeCut = -1;
+      runLength = 0;
+    } else if (i - start >= SEGMENT_CHARS && lastSafeCut > start) {
+      total += encodeCount(text.slice(start, lastSafeCut));
+      start = lastSafeCut;
+      lastSafeCut = -1;
+    }
+  }
+  return total + encodeCount(text.slice(start));
+}
+
+/** Prompt tokens of a chat request, template overhead included. */
+export function countPromptTokens(messages: readonly ChatMessage[]): number {
+  let total = REPLY_PRIMING_TOKENS;
+  for (const m of messages) {
+    total += TOKENS_PER_MESSAGE + countTextTokens(m.role) + countTextTokens(m.content);
+    if (m.name !== undefined && m.name !== '') total += TOKENS_PER_NAME + countTextTokens(m.name);
+  }
+  return total;
+}
