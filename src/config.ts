@@ -58,6 +58,8 @@ export const configSchema = z.object({
   statusRateLimit: z.object({ limit: int(1).default(600), windowMs: int(100).default(60_000) }).default({ limit: 600, windowMs: 60_000 }),
   leaseTtlMs: int(1000).default(30_000),
   sweepIntervalMs: int(100).default(5_000),
+  /** A queued request no worker has claimed after this long is published again (jobs are idempotent). */
+  requeueAfterMs: int(100).default(30_000),
   /** Grace after a request's own deadline before its reservation is reclaimed. */
   reservationGraceMs: int(0).default(60_000),
   queueMaxDepth: int(1).default(100_000),
@@ -87,6 +89,9 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   SLUICE_LIMITER_FAILURE: (v) => ({ limiterFailure: v }),
   SLUICE_DEFAULT_TIER: (v) => ({ defaultTier: v }),
   SLUICE_CRASH_POINT: (v) => ({ crashPoint: v }),
+  SLUICE_SWEEP_INTERVAL_MS: (v) => ({ sweepIntervalMs: v }),
+  SLUICE_REQUEUE_AFTER_MS: (v) => ({ requeueAfterMs: v }),
+  SLUICE_RESERVATION_GRACE_MS: (v) => ({ reservationGraceMs: v }),
 };
 const NESTED_ENV: Record<string, [string, string]> = {
   SIM_TTFT_MS: ['sim', 'ttftMs'], SIM_ITL_MS: ['sim', 'itlMs'],

@@ -1,0 +1,128 @@
+// Wires one Sluice process from its configuration: adapters chosen by URL scheme, the core
+// services, and the roles this process plays (gateway, worker, ledger, or all of them).
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Config } from './config.ts';
+import { createBus } from './adapters/bus/factory.ts';
+import { createLimiter } from './adapters/limiter/factory.ts';
+import { createModel } from './adapters/model/factory.ts';
+import { createQueue } from './adapters/queue/factory.ts';
+import { createStore } from './adapters/store/factory.ts';
+import { Admission } from './core/admission.ts';
+import { generateApiKey } from './core/api-keys.ts';
+import { AttemptRunner } from './core/attempt-runner.ts';
+import { Authenticator } from './core/auth.ts';
+import { Ledger } from './core/ledger.ts';
+import { createLogger, type Logger } from './core/logger.ts';
+import { createMetrics, type Metrics } from './core/metrics.ts';
+import { ModelCatalog } from './core/model-catalog.ts';
+import { RequestService } from './core/requests.ts';
+import { StreamLeases } from './core/stream-leases.ts';
+import { Sweeper } from './core/sweeper.ts';
+import { Worker } from './core/worker.ts';
+import { buildServer } from './http/server.ts';
+import type { Bus } from './ports/bus.ts';
+import type { Limiter } from './ports/limiter.ts';
+import type { ModelBackend } from './ports/model.ts';
+import type { Queue } from './ports/queue.ts';
+import type { Store } from './ports/store.ts';
+
+export interface Sluice {
+  config: Config; logger: Logger; metrics: Metrics;
+  store: Store; limiter: Limiter; queue: Queue; bus: Bus; model: ModelBackend;
+  auth: Authenticator; requests: RequestService; runner: AttemptRunner; ledger: Ledger; sweeper: Sweeper;
+  worker: Worker | null; server: FastifyInstance | null;
+  /** http://host:port of the gateway, when this process is one. */
+  url: string | null;
+  masterKey: string;
+  /** True when the key was generated for development (no SLUICE_MASTER_KEY). */
+  devKey: boolean;
+  close(): Promise<void>;
+}
+
+export interface StartOptions { now?: () => number; logger?: Logger }
+
+/** The master key: SLUICE_MASTER_KEY, else a development key generated once into the data dir. */
+function resolveMasterKey(config: Config): { key: string; dev: boolean } {
+  if (config.masterKey) return { key: config.masterKey, dev: false };
+  const file = join(config.dataDir, 'dev-key');
+  if (existsSync(file)) return { key: readFileSync(file, 'utf8').trim(), dev: true };
+  mkdirSync(config.dataDir, { recursive: true });
+  const { key } = generateApiKey();
+  writeFileSync(file, `${key}\n`, { mode: 0o600 });
+  return { key, dev: true };
+}
+
+export async function startSluice(config: Config, opts: StartOptions = {}): Promise<Sluice> {
+  const now = opts.now ?? Date.now;
+  const logger = opts.logger ?? createLogger(config.logLevel, config.role);
+  const metrics = createMetrics();
+  const { key: masterKey, dev } = resolveMasterKey(config);
+  const roles = new Set(config.role === 'all' ? ['gateway', 'worker', 'ledger'] : [config.role]);
+
+  const store = await createStore(config.databaseUrl, { migrate: true });
+  const limiter = await createLimiter(config.limiterUrl, {
+    failurePolicy: config.limiterFailure,
+    onDegraded: (reason) => { metrics.limiterDegraded.set(1); logger.warn({ reason }, 'limiter degraded: using the per-process fallback'); },
+  });
+  const queue = await createQueue(config.queueUrl, { retryBaseMs: config.worker.retryBaseMs });
+  const bus = await createBus(config.busUrl, { ttlSeconds: config.eventLog.ttlSeconds, maxLen: config.eventLog.maxLen });
+  const model = await createModel(config.modelUrl, { ttftMs: config.sim.ttftMs, itlMs: config.sim.itlMs, models: [...config.models] });
+
+  // Queue depth is sampled, not read per request: admission must not pay a broker round trip.
+  let depth = 0;
+  const sampleDepth = async () => { try { depth = await queue.depth(); metrics.queueDepth.set(depth); } catch { /* keep the last sample */ } };
+  await sampleDepth();
+  const depthTimer = setInterval(() => void sampleDepth(), 1000);
+  depthTimer.unref();
+
+  const models = new ModelCatalog(model, config.models, now);
+  const auth = new Authenticator(store, config, masterKey, now);
+  const ledger = new Ledger({ store, limiter, metrics, logger });
+  const runner = new AttemptRunner({ config, store, bus, model, ledger, metrics, logger, now });
+  const admission = new Admission({ config, limiter, models, pressure: { depth: () => depth }, metrics, now });
+  const crash = config.crashPoint
+    ? (point: string) => { if (point === config.crashPoint) { logger.fatal({ point }, 'crash point reached (test)'); process.kill(process.pid, 'SIGKILL'); } }
+    : undefined;
+  const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, ...(crash && { crash }) });
+  const sweeper = new Sweeper({ config, store, queue, limiter, ledger, logger, metrics, now });
+  const leases = new StreamLeases(limiter, config.leaseTtlMs, metrics);
+
+  // Embedded: this process owns the store and the in-memory queue, so it recovers what the previous one left.
+  if (config.role === 'all' && config.queueUrl.startsWith('memory:')) {
+    await sweeper.recover({ rebuildLimiter: !limiter.durable });
+  }
+
+  let worker: Worker | null = null;
+  if (roles.has('worker')) { worker = new Worker({ config, store, queue, runner, logger, now }); await worker.start(); }
+  if (roles.has('ledger')) sweeper.start();
+
+  let server: FastifyInstance | null = null;
+  let url: string | null = null;
+  if (roles.has('gateway')) {
+    server = await buildServer({
+      config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now,
+      readiness: async () => {
+        const checks: Record<string, string> = {};
+        try { await queue.depth(); checks.queue = 'ok'; } catch { checks.queue = 'unavailable'; }
+        try { await store.getRequest('00000000-0000-0000-0000-000000000000'); checks.store = 'ok'; } catch { checks.store = 'unavailable'; }
+        return { ok: Object.values(checks).every((c) => c === 'ok'), checks };
+      },
+    });
+    await server.listen({ host: config.host, port: config.port });
+    const addr = server.server.address();
+    const port = typeof addr === 'object' && addr ? addr.port : config.port;
+    url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  }
+
+  const close = async () => {
+    clearInterval(depthTimer);
+    await server?.close();
+    await worker?.stop();
+    await sweeper.stop();
+    await Promise.allSettled([queue.close(), bus.close(), limiter.close(), model.close()]);
+    await store.close();
+  };
+  return { config, logger, metrics, store, limiter, queue, bus, model, auth, requests, runner, ledger, sweeper, worker, server, url, masterKey, devKey: dev, close };
+}

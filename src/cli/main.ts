@@ -1,0 +1,59 @@
+// The `sluice` command line.
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config.ts';
+import { isSluiceError } from '../core/errors.ts';
+
+const HELP = `sluice — an LLM inference gateway
+
+Usage: sluice <command> [options]
+
+Commands:
+  start [--role all|gateway|worker|ledger] [--port N] [--host H]
+                      Start Sluice (default role: all, on the embedded default:
+                      PGlite in ./.sluice, in-memory queue, bus and limiter, simulated model)
+  sim-model [--port 9100] [--host 127.0.0.1] [--ttft-ms 20] [--itl-ms 5]
+                      Run a standalone OpenAI-compatible simulated model server
+  chat "prompt" [--url URL] [--key KEY] [--model sim] [--max-tokens 64] [--mode queued|direct]
+                      Stream a chat completion and print tokens as they arrive
+  migrate             Apply database migrations to DATABASE_URL and exit
+  --help              Show this help
+
+Configuration comes from ./sluice.config.json (or SLUICE_CONFIG) and the environment:
+  PORT, HOST, DATABASE_URL, LIMITER_URL, QUEUE_URL, BUS_URL, MODEL_URL, SLUICE_MASTER_KEY,
+  SLUICE_DELIVERY_MODE, LOG_LEVEL … (see README.md).
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case undefined: case '--help': case '-h': case 'help':
+      process.stdout.write(HELP); return 0;
+    case 'start': return (await import('./start.ts')).start(rest);
+    case 'sim-model': return (await import('./sim-model-command.ts')).simModel(rest);
+    case 'chat': return (await import('./chat.ts')).chat(rest);
+    case 'migrate': {
+      const { createStore } = await import('../adapters/store/factory.ts');
+      const config = loadConfig();
+      const store = await createStore(config.databaseUrl, { migrate: true });
+      await store.close();
+      console.log(`migrations applied to ${redact(config.databaseUrl)}`);
+      return 0;
+    }
+    default:
+      process.stderr.write(`unknown command "${command}"\n\n${HELP}`);
+      return 2;
+  }
+}
+
+export function redact(url: string): string { return url.replace(/\/\/([^:@/]+):([^@/]+)@/, '//$1:***@'); }
+
+/** Shared flag parsing: unknown flags are an error with the command's usage. */
+export function flags<T extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(args: string[], options: T) {
+  return parseArgs({ args, options, allowPositionals: true, strict: true });
+}
+
+main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (err: unknown) => {
+  if (isSluiceError(err)) console.error(`error: ${err.code}: ${err.message}`);
+  else console.error(err instanceof Error ? `error: ${err.message}` : err);
+  process.exitCode = 1;
+});

@@ -1,0 +1,38 @@
+// `sluice start`: one process in the configured role; prints where it listens and the key to use.
+import { loadConfig } from '../config.ts';
+import { startSluice } from '../app.ts';
+import { flags, redact } from './main.ts';
+
+export async function start(args: string[]): Promise<number> {
+  const { values } = flags(args, { role: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' } });
+  const overrides: Record<string, unknown> = {};
+  if (values.role) overrides.role = values.role;
+  if (values.port) overrides.port = values.port;
+  if (values.host) overrides.host = values.host;
+  const config = loadConfig(process.env, overrides);
+  const app = await startSluice(config);
+  const lines = [
+    `Sluice ${config.role} started (pid ${process.pid})`,
+    ...(app.url ? [`  API        ${app.url}/v1   (OpenAI-compatible)`] : []),
+    `  store      ${redact(config.databaseUrl)}`,
+    `  queue      ${redact(config.queueUrl)}   bus ${redact(config.busUrl)}   limiter ${redact(config.limiterUrl)}`,
+    `  model      ${redact(config.modelUrl)}   delivery ${config.deliveryMode}`,
+  ];
+  if (app.url) {
+    lines.push(app.devKey ? `  dev key    ${app.masterKey}   (generated once into ${config.dataDir}/dev-key; set SLUICE_MASTER_KEY in production)` : '  master key from SLUICE_MASTER_KEY');
+    lines.push('', `Try: curl -N ${app.url}/chat -H "Authorization: Bearer ${app.devKey ? app.masterKey : '$SLUICE_MASTER_KEY'}" -d '{"message":"Hello"}'`);
+  }
+  process.stdout.write(`${lines.join('\n')}\n`);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    app.logger.info({ signal }, 'shutting down');
+    const force = setTimeout(() => process.exit(1), 10_000);
+    force.unref();
+    app.close().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  return 0;
+}

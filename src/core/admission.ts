@@ -1,0 +1,99 @@
+// Admission: decide whether a request may run and reserve its quota, atomically, before anything
+// is written. estimate = prompt tokens (real tokenizer, chat template included) + effective
+// max_tokens; one limiter call reserves 1 request and the estimate in every window, or refuses
+// and leaves every counter as it was.
+import type { Config } from '../config.ts';
+import type { Limiter, WindowState } from '../ports/limiter.ts';
+import type { RequestPayload } from '../ports/store.ts';
+import type { Principal } from './auth.ts';
+import type { ChatInput } from './chat-request.ts';
+import { SluiceError } from './errors.ts';
+import type { Metrics } from './metrics.ts';
+import type { ModelCatalog } from './model-catalog.ts';
+import { windowLimits } from './quota-windows.ts';
+import { countPromptTokens } from './tokens.ts';
+
+export interface Admitted {
+  requestId: string;
+  principal: Principal;
+  input: ChatInput;
+  payload: RequestPayload;
+  promptTokens: number;
+  estimatedTokens: number;
+  priority: number;
+  /** max_tokens was capped because the queue is over its degradation threshold. */
+  degraded: boolean;
+  /** x-ratelimit-* headers describing the caller's windows after this reservation. */
+  headers: Record<string, string>;
+  /** A reservation exists and must be settled or refunded. */
+  reserved: boolean;
+}
+
+export interface QueuePressure { depth(): number }
+
+export class Admission {
+  constructor(private readonly deps: {
+    config: Config; limiter: Limiter; models: ModelCatalog; pressure: QueuePressure; metrics: Metrics; now: () => number;
+  }) {}
+
+  async admit(principal: Principal, input: ChatInput, requestId: string): Promise<Admitted> {
+    const { config, limiter, metrics, now } = this.deps;
+    await this.deps.models.assertKnown(input.model);
+    const limits = principal.limits;
+    if (input.maxTokens !== undefined && input.maxTokens > limits.maxTokens) {
+      throw new SluiceError('SLUICE_ERR_MAX_TOKENS_TOO_LARGE', `max_tokens ${input.maxTokens} exceeds ${limits.maxTokens}, the limit of tier "${principal.tier}"`, { param: 'max_tokens' });
+    }
+    const depth = this.deps.pressure.depth();
+    if (depth >= config.queueMaxDepth) {
+      metrics.quotaRejections.inc({ reason: 'queue_full' });
+      throw new SluiceError('SLUICE_ERR_QUEUE_FULL', undefined, { headers: { 'retry-after': '5' } });
+    }
+    let maxTokens = input.maxTokens ?? limits.maxTokens;
+    const degraded = depth >= config.degrade.queueDepth && maxTokens > config.degrade.maxTokens;
+    if (degraded) maxTokens = config.degrade.maxTokens;
+
+    const promptTokens = countPromptTokens(input.messages);
+    const estimatedTokens = promptTokens + maxTokens;
+    const payload: RequestPayload = {
+      messages: input.messages, maxTokens,
+      ...(input.temperature !== undefined && { temperature: input.temperature }),
+      ...(input.topP !== undefined && { topP: input.topP }),
+      ...(input.stop !== undefined && { stop: input.stop }),
+      ...(input.seed !== undefined && { seed: input.seed }),
+    };
+    const base = { requestId, principal, input, payload, promptTokens, estimatedTokens, priority: limits.priority, degraded };
+    if (principal.unlimited) return { ...base, headers: {}, reserved: false };
+
+    const t = now();
+    const windows = windowLimits(limits, t, config.timeZone);
+    const result = await limiter.reserve({
+      requestId, userId: principal.userId, tokens: estimatedTokens, windows,
+      deadlineAt: t + config.worker.requestTimeoutMs + config.reservationGraceMs,
+    });
+    if (!result.ok) {
+      const { exceeded } = result;
+      metrics.quotaRejections.inc({ reason: `${exceeded.window}_${exceeded.metric}` });
+      const retryAfter = Math.max(1, Math.ceil((exceeded.resetAt - t) / 1000));
+      const tooBig = exceeded.metric === 'tokens' && estimatedTokens > exceeded.limit;
+      throw new SluiceError('SLUICE_ERR_QUOTA_EXCEEDED',
+        tooBig
+          ? `This request needs ${estimatedTokens} tokens (prompt ${promptTokens} + max_tokens ${maxTokens}), more than your ${exceeded.window} token limit of ${exceeded.limit}; lower max_tokens`
+          : `${exceeded.window} ${exceeded.metric} quota exceeded: ${exceeded.used} of ${exceeded.limit} used; resets in ${retryAfter}s`,
+        { headers: { 'retry-after': String(retryAfter), ...rateLimitHeaders(result.windows, t) }, window: exceeded.window, metric: exceeded.metric });
+    }
+    return { ...base, headers: rateLimitHeaders(result.windows, t), reserved: true };
+  }
+}
+
+/** OpenAI-style headers; for each metric the window with the least room is the one reported. */
+export function rateLimitHeaders(windows: WindowState[], now: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const metric of ['requests', 'tokens'] as const) {
+    const tightest = windows.filter((w) => w.metric === metric).sort((a, b) => a.remaining - b.remaining)[0];
+    if (!tightest) continue;
+    out[`x-ratelimit-limit-${metric}`] = String(tightest.limit);
+    out[`x-ratelimit-remaining-${metric}`] = String(Math.max(0, tightest.remaining));
+    out[`x-ratelimit-reset-${metric}`] = `${Math.max(0, Math.ceil((tightest.resetAt - now) / 1000))}s`;
+  }
+  return out;
+}

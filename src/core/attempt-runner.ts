@@ -1,0 +1,155 @@
+// One attempt of one request: call the model, append every token to the request's event log,
+// honour cancel, deadline and claim loss, then settle exactly once and append the terminal event.
+// The worker (queued mode) and the gateway (direct mode) both run requests through this.
+import type { Bus, EventBody } from '../ports/bus.ts';
+import { ModelError, type ModelBackend, type ModelRequest } from '../ports/model.ts';
+import type { RequestRecord, Store } from '../ports/store.ts';
+import type { Config } from '../config.ts';
+import { readAll } from './event-follow.ts';
+import { usageOf, type Ending, type Ledger } from './ledger.ts';
+import type { Logger } from './logger.ts';
+import type { Metrics } from './metrics.ts';
+
+export type AttemptResult =
+  | { kind: 'finished' }
+  /** A transient failure with attempts left: run it again later. */
+  | { kind: 'retry'; error: ModelError }
+  /** Another worker took the request over (this one's claim expired): do nothing more. */
+  | { kind: 'lost' };
+
+type StopReason = 'cancel' | 'disconnect' | 'timeout' | 'lost';
+
+class Stop extends Error { constructor(readonly reason: StopReason) { super(reason); } }
+
+export interface AttemptHooks {
+  /** Aborts when the client that is the only listener went away (direct mode): a cut stream. */
+  disconnect?: AbortSignal;
+  /** Called on every claim renewal (queue heartbeats for long generations). */
+  onRenew?: () => Promise<void>;
+}
+
+export class AttemptRunner {
+  constructor(private readonly deps: {
+    config: Config; store: Store; bus: Bus; model: ModelBackend; ledger: Ledger; metrics: Metrics; logger: Logger; now: () => number;
+  }) {}
+
+  async run(record: RequestRecord, workerId: string, hooks: AttemptHooks = {}): Promise<AttemptResult> {
+    const { config, bus, logger } = this.deps;
+    const log = logger.child({ request_id: record.id, attempt: record.attempt });
+    if (record.cancelRequested) return this.end(record, this.cancelled(record, 0, '', false));
+
+    const abort = new AbortController();
+    const stop = (reason: StopReason) => { if (!abort.signal.aborted) abort.abort(new Stop(reason)); };
+    const control = await bus.onControl(record.id, (s) => { if (s === 'cancel') stop('cancel'); });
+    const onDisconnect = () => stop('disconnect');
+    hooks.disconnect?.addEventListener('abort', onDisconnect, { once: true });
+    if (hooks.disconnect?.aborted) stop('disconnect');
+    const deadline = setTimeout(() => stop('timeout'), config.worker.requestTimeoutMs);
+    const renew = setInterval(() => void this.renew(record, workerId, stop, hooks), Math.max(50, Math.floor(config.worker.claimMs / 3)));
+
+    let text = '';
+    let produced = 0;
+    try {
+      if (record.attempt > 1) await bus.append(record.id, { type: 'restart', attempt: record.attempt, reason: 'retry' });
+      const req: ModelRequest = { model: record.model, ...record.payload };
+      let last = 0;
+      for await (const chunk of this.deps.model.stream(req, abort.signal)) {
+        if (abort.signal.aborted) break;
+        if (chunk.type === 'token') {
+          await bus.append(record.id, { type: 'token', attempt: record.attempt, text: chunk.text });
+          this.observeToken(record, produced, last);
+          last = this.deps.now();
+          text += chunk.text;
+          produced++;
+        } else {
+          return await this.end(record, {
+            status: 'completed', attempt: record.attempt, result: text, finishReason: chunk.finishReason,
+            usage: usageOf(chunk.promptTokens, chunk.completionTokens), error: null,
+          });
+        }
+      }
+      if (abort.signal.aborted) throw abort.signal.reason;
+      throw new ModelError('transient', 'model stream ended without usage');
+    } catch (err) {
+      const reason = err instanceof Stop ? err.reason : abort.signal.reason instanceof Stop ? abort.signal.reason.reason : null;
+      if (reason === 'lost') { log.warn('claim lost; another worker owns this request now'); return { kind: 'lost' }; }
+      if (reason === 'cancel' || reason === 'disconnect') return await this.end(record, this.cancelled(record, produced, text, true));
+      if (reason === 'timeout') return await this.end(record, this.failed(record, produced, text, 'SLUICE_ERR_MODEL_TIMEOUT', 'the request exceeded its deadline'));
+      const me = err instanceof ModelError ? err : new ModelError('transient', (err as Error).message, undefined, { cause: err });
+      this.deps.metrics.attempts.inc({ outcome: me.kind });
+      if (me.kind === 'transient' && record.attempt < config.worker.maxAttempts) {
+        log.warn({ err: me.message }, 'transient model failure; will retry');
+        return { kind: 'retry', error: me };
+      }
+      const code = me.kind === 'transient' ? 'SLUICE_ERR_MODEL_TRANSIENT' : 'SLUICE_ERR_MODEL_PERMANENT';
+      return await this.end(record, this.failed(record, produced, text, code, me.message));
+    } finally {
+      clearTimeout(deadline);
+      clearInterval(renew);
+      hooks.disconnect?.removeEventListener('abort', onDisconnect);
+      await control.close().catch(() => {});
+    }
+  }
+
+  /** Settles and, if this call ended the request, appends the terminal event. */
+  async end(record: RequestRecord, ending: Ending): Promise<AttemptResult> {
+    const first = await this.deps.ledger.settle(record, ending);
+    if (first) await this.deps.bus.append(record.id, terminalEvent(ending));
+    else await this.repairTerminal(record.id);
+    return { kind: 'finished' };
+  }
+
+  /** Makes sure the log of an ended request carries its terminal event (after a crash between settle and append). */
+  async repairTerminal(requestId: string): Promise<void> {
+    const record = await this.deps.store.getRequest(requestId);
+    if (!record || !isEnded(record)) return;
+    const events = await readAll(this.deps.bus, requestId, 0);
+    const last = events[events.length - 1];
+    if (last && (last.type === 'completed' || last.type === 'error')) return;
+    await this.deps.bus.append(requestId, terminalEvent(endingOf(record)));
+  }
+
+  /** A cancel before the model saw the prompt costs nothing; after, the prompt and what was produced. */
+  cancelled(record: RequestRecord, produced: number, text: string, processed: boolean): Ending {
+    const usage = processed ? usageOf(record.promptTokens, produced) : usageOf(0, 0);
+    return { status: 'cancelled', attempt: record.attempt, result: text, finishReason: 'cancelled', usage, error: { code: 'SLUICE_ERR_CANCELLED', message: 'Request was cancelled' } };
+  }
+
+  failed(record: RequestRecord, produced: number, text: string, code: string, message: string): Ending {
+    return { status: 'failed', attempt: record.attempt, result: text, finishReason: 'error', usage: usageOf(record.promptTokens, produced), error: { code, message } };
+  }
+
+  private async renew(record: RequestRecord, workerId: string, stop: (r: StopReason) => void, hooks: AttemptHooks): Promise<void> {
+    try {
+      const held = await this.deps.store.renewClaim(record.id, workerId, record.attempt, this.deps.config.worker.claimMs);
+      if (!held) return stop('lost');
+      const fresh = await this.deps.store.getRequest(record.id);
+      if (fresh?.cancelRequested) stop('cancel');
+      await hooks.onRenew?.();
+    } catch (err) {
+      this.deps.logger.warn({ request_id: record.id, err }, 'claim renewal failed');
+    }
+  }
+
+  private observeToken(record: RequestRecord, produced: number, last: number): void {
+    const now = this.deps.now();
+    if (produced === 0) this.deps.metrics.ttft.observe({ mode: record.mode }, (now - record.createdAt.getTime()) / 1000);
+    else this.deps.metrics.interToken.observe((now - last) / 1000);
+  }
+}
+
+function isEnded(r: RequestRecord): boolean { return r.status === 'completed' || r.status === 'failed' || r.status === 'cancelled'; }
+
+export function endingOf(r: RequestRecord): Ending {
+  const status = r.status === 'completed' || r.status === 'cancelled' ? r.status : 'failed';
+  return {
+    status, attempt: r.attempt, result: r.result ?? '', finishReason: r.finishReason ?? (status === 'completed' ? 'stop' : 'error'),
+    usage: usageOf(r.promptTokens, r.completionTokens ?? 0), error: r.error,
+  };
+}
+
+export function terminalEvent(e: Ending): EventBody {
+  const attempt = e.attempt ?? 0;
+  if (e.status === 'completed') return { type: 'completed', attempt, finishReason: e.finishReason, usage: e.usage };
+  return { type: 'error', attempt, status: e.status, code: e.error?.code ?? 'SLUICE_ERR_INTERNAL', message: e.error?.message ?? '', usage: e.usage };
+}

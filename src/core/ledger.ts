@@ -1,0 +1,70 @@
+// Settlement: ends a request once, writes its ledger row, and replaces its quota reservation by
+// the actual charge. The store's finishRequest is the exactly-once guard (one transaction: the
+// terminal status and the usage_ledger row whose primary key is the request id); the limiter's
+// settle is idempotent by request id, so replays and duplicate deliveries change nothing.
+import type { Usage } from '../ports/bus.ts';
+import type { Limiter } from '../ports/limiter.ts';
+import type { FinishReason } from '../ports/model.ts';
+import type { Outcome, RequestError, RequestRecord, Store, TerminalStatus } from '../ports/store.ts';
+import type { Logger } from './logger.ts';
+import type { Metrics } from './metrics.ts';
+
+/**
+ * What a request is charged. Completed: everything. Cancelled or cut: what the model produced
+ * (the prompt was processed); cancelled before any processing: nothing. Failed: refunded.
+ */
+export function chargeFor(status: TerminalStatus, usage: Usage): { tokens: number; requests: 0 | 1 } {
+  if (status === 'failed') return { tokens: 0, requests: 0 };
+  if (status === 'cancelled' && usage.totalTokens === 0) return { tokens: 0, requests: 0 };
+  return { tokens: usage.totalTokens, requests: 1 };
+}
+
+export function usageOf(promptTokens: number, completionTokens: number): Usage {
+  return { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
+}
+
+export interface Ending {
+  status: TerminalStatus;
+  attempt: number | null;
+  result: string;
+  finishReason: FinishReason;
+  usage: Usage;
+  error: RequestError | null;
+}
+
+export class Ledger {
+  constructor(private readonly deps: { store: Store; limiter: Limiter; metrics: Metrics; logger: Logger }) {}
+
+  /** True iff this call ended the request (and so must publish its terminal event). */
+  async settle(record: RequestRecord, ending: Ending): Promise<boolean> {
+    const charged = chargeFor(ending.status, ending.usage);
+    const outcome: Outcome = { ...ending, chargedTokens: charged.tokens, chargedRequests: charged.requests };
+    const first = await this.deps.store.finishRequest(record.id, outcome);
+    if (!first) return false;
+    await this.settleQuota(record.id, charged);
+    const { metrics } = this.deps;
+    metrics.requestsFinished.inc({ status: ending.status });
+    metrics.tokens.inc({ model: record.model, kind: 'prompt' }, ending.usage.promptTokens);
+    metrics.tokens.inc({ model: record.model, kind: 'completion' }, ending.usage.completionTokens);
+    return true;
+  }
+
+  /**
+   * Applies the charge to the limiter. A failure here leaves the reservation in place; the
+   * sweeper settles it from the stored outcome after its deadline, so it is logged, not thrown.
+   */
+  async settleQuota(requestId: string, charged: { tokens: number; requests: 0 | 1 }): Promise<void> {
+    try {
+      await this.deps.limiter.settle(requestId, charged);
+    } catch (err) {
+      this.deps.logger.warn({ request_id: requestId, err }, 'quota settle failed; the sweeper will settle it');
+    }
+  }
+
+  /** The charge of a request that already ended, from its stored record (sweeper, repair). */
+  static chargeOfRecord(r: RequestRecord): { tokens: number; requests: 0 | 1 } {
+    if (r.status !== 'completed' && r.status !== 'failed' && r.status !== 'cancelled') return { tokens: 0, requests: 0 };
+    const processed = r.status !== 'cancelled' || r.startedAt !== null;
+    return chargeFor(r.status, usageOf(processed ? r.promptTokens : 0, r.completionTokens ?? 0));
+  }
+}

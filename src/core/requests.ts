@@ -1,0 +1,126 @@
+// The request lifecycle seen from the gateway: submit (admit, persist, enqueue), read, cancel,
+// and run in direct mode. A 202 is only answered once the request row is durable; if the queue
+// publish then fails, the sweeper re-enqueues the row, so an accepted request is never lost.
+import { createHash } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
+import type { Config } from '../config.ts';
+import type { Bus } from '../ports/bus.ts';
+import type { Limiter } from '../ports/limiter.ts';
+import type { Queue } from '../ports/queue.ts';
+import type { DeliveryMode, RequestRecord, Store } from '../ports/store.ts';
+import type { Admission, Admitted } from './admission.ts';
+import type { AttemptRunner } from './attempt-runner.ts';
+import type { Principal } from './auth.ts';
+import type { ChatInput } from './chat-request.ts';
+import { SluiceError } from './errors.ts';
+import { followEventLog } from './event-follow.ts';
+import type { Logger } from './logger.ts';
+import { backoffMs } from './worker.ts';
+
+export interface Submitted { record: RequestRecord; created: boolean; admitted: Admitted }
+
+/** Request ids for idempotent submissions are derived from (user, key), so a replay maps to the same id everywhere, including the limiter's reservation. */
+function idempotentId(userId: string, key: string): string {
+  const h = createHash('sha256').update(`${userId}\0${key}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+function bodyHash(input: ChatInput): string {
+  const { stream: _s, includeUsage: _u, mode: _m, ...semantic } = input;
+  return createHash('sha256').update(JSON.stringify(semantic)).digest('hex').slice(0, 32);
+}
+
+export class RequestService {
+  readonly gatewayId = `gateway-${process.pid}-${randomUUID().slice(0, 8)}`;
+
+  constructor(private readonly deps: {
+    config: Config; store: Store; queue: Queue; bus: Bus; limiter: Limiter; admission: Admission; runner: AttemptRunner; logger: Logger;
+    crash?: (point: string) => void;
+  }) {}
+
+  async submit(principal: Principal, input: ChatInput, opts: { idempotencyKey?: string | undefined; mode: DeliveryMode }): Promise<Submitted> {
+    const { store } = this.deps;
+    const hash = bodyHash(input);
+    const id = opts.idempotencyKey ? idempotentId(principal.userId, opts.idempotencyKey) : randomUUID();
+    if (opts.idempotencyKey) {
+      const existing = await store.getRequest(id);
+      if (existing) return this.replay(existing, hash, principal, input, id);
+    }
+    const admitted = await this.deps.admission.admit(principal, input, id);
+    let inserted: { record: RequestRecord; created: boolean };
+    try {
+      inserted = await store.insertRequest({
+        id, userId: principal.userId, keyId: principal.keyId, model: input.model, mode: opts.mode, payload: admitted.payload,
+        priority: admitted.priority, idempotencyKey: opts.idempotencyKey ?? null, bodyHash: hash,
+        estimatedTokens: admitted.estimatedTokens, promptTokens: admitted.promptTokens,
+      });
+    } catch (err) {
+      if (admitted.reserved) await this.deps.limiter.settle(id, { tokens: 0, requests: 0 }).catch(() => {});
+      throw err;
+    }
+    // A concurrent replay of the same key inserted first: the reservation (same id) is that request's.
+    if (!inserted.created) return this.replay(inserted.record, hash, principal, input, id);
+    this.deps.crash?.('after-insert');
+    if (opts.mode === 'queued') await this.enqueue(inserted.record);
+    return { record: inserted.record, created: true, admitted };
+  }
+
+  /** Publishes the job; on failure the row stays queued and the sweeper re-enqueues it. */
+  async enqueue(record: RequestRecord): Promise<void> {
+    try {
+      await this.deps.queue.publish({ requestId: record.id, priority: record.priority });
+    } catch (err) {
+      this.deps.logger.error({ request_id: record.id, err }, 'queue publish failed; the sweeper will re-enqueue');
+    }
+  }
+
+  private replay(existing: RequestRecord, hash: string, principal: Principal, input: ChatInput, id: string): Submitted {
+    if (existing.userId !== principal.userId) throw new SluiceError('SLUICE_ERR_INTERNAL', 'idempotency id collision');
+    if (existing.bodyHash !== hash) throw new SluiceError('SLUICE_ERR_IDEMPOTENCY_CONFLICT', undefined, { param: 'Idempotency-Key' });
+    const admitted: Admitted = {
+      requestId: id, principal, input, payload: existing.payload, promptTokens: existing.promptTokens,
+      estimatedTokens: existing.estimatedTokens, priority: existing.priority, degraded: false, headers: {}, reserved: false,
+    };
+    return { record: existing, created: false, admitted };
+  }
+
+  /** The caller's request, or 404 — also for another user's request, so its existence is not revealed. */
+  async get(principal: Principal, id: string): Promise<RequestRecord> {
+    const record = UUID.test(id) ? await this.deps.store.getRequest(id) : null;
+    if (!record || (record.userId !== principal.userId && !principal.admin)) throw new SluiceError('SLUICE_ERR_REQUEST_NOT_FOUND', `No request with id ${id}`, { param: 'request_id' });
+    return record;
+  }
+
+  /** Cancels; waits briefly for the terminal state so the answer usually says `cancelled`. */
+  async cancel(principal: Principal, id: string): Promise<RequestRecord> {
+    const { store, bus, runner } = this.deps;
+    const current = await this.get(principal, id);
+    if (isEnded(current)) throw new SluiceError('SLUICE_ERR_NOT_CANCELLABLE', `Request ${id} has already ${current.status}`);
+    const record = (await store.requestCancel(id)) ?? current;
+    if (record.status === 'queued') {
+      await runner.end(record, runner.cancelled(record, 0, '', false));
+    }
+    await bus.publishControl(id, 'cancel');
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), 2000);
+    try { await followEventLog(bus, id, 0, () => {}, { signal: ac.signal }); } finally { clearTimeout(timer); }
+    return (await store.getRequest(id)) ?? record;
+  }
+
+  /** Direct mode: this gateway runs the model itself (still logging events and settling once). */
+  async runDirect(record: RequestRecord, disconnect: AbortSignal): Promise<void> {
+    const { store, runner, config } = this.deps;
+    for (;;) {
+      const claim = await store.claimRequest(record.id, this.gatewayId, config.worker.claimMs);
+      if (claim.state !== 'claimed') return;
+      const result = await runner.run(claim.record, this.gatewayId, { disconnect });
+      if (result.kind !== 'retry') return;
+      await store.renewClaim(record.id, this.gatewayId, claim.record.attempt, 0);
+      await new Promise((r) => setTimeout(r, backoffMs(config.worker.retryBaseMs, claim.record.attempt)));
+    }
+  }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function isEnded(r: RequestRecord): boolean { return r.status === 'completed' || r.status === 'failed' || r.status === 'cancelled'; }

@@ -1,0 +1,130 @@
+// The sweeper repairs what a crash can leave behind, so nothing accepted is lost and no
+// reservation leaks:
+// - a queued request whose job was never published (crash between insert and publish) or whose
+//   job died with a non-durable queue is published again (workers claim by id: duplicates are harmless);
+// - a running request whose worker's claim expired is published again (a new attempt);
+// - a reservation past its deadline is settled from the stored outcome, refunded if its request
+//   never reached the store, or extended while its request is still alive.
+import type { Config } from '../config.ts';
+import type { Limiter } from '../ports/limiter.ts';
+import type { Queue } from '../ports/queue.ts';
+import type { RequestRecord, Store } from '../ports/store.ts';
+import { Ledger } from './ledger.ts';
+import type { Logger } from './logger.ts';
+import type { Metrics } from './metrics.ts';
+import { periodsAt, windowStart } from './quota-windows.ts';
+import { isEnded } from './requests.ts';
+import type { WindowLimit } from '../ports/limiter.ts';
+
+const BATCH = 500;
+
+export class Sweeper {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<unknown> | null = null;
+  /** When this process last re-published a request, so a long queue is not flooded with duplicates. */
+  private readonly republished = new Map<string, number>();
+
+  constructor(private readonly deps: {
+    config: Config; store: Store; queue: Queue; limiter: Limiter; ledger: Ledger; logger: Logger; metrics: Metrics; now: () => number;
+  }) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      this.running ??= this.sweepOnce().catch((err) => this.deps.logger.error({ err }, 'sweep failed')).finally(() => { this.running = null; });
+    }, this.deps.config.sweepIntervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.running;
+  }
+
+  async sweepOnce(): Promise<{ requeued: number; reclaimed: number }> {
+    return { requeued: await this.requeue(), reclaimed: await this.reclaimReservations() };
+  }
+
+  private async requeue(): Promise<number> {
+    const { store, queue, config, now, metrics } = this.deps;
+    const t = now();
+    const stale = await store.listUnfinished({ createdBefore: new Date(t - config.requeueAfterMs), limit: BATCH });
+    let n = 0;
+    for (const r of stale) {
+      const orphaned = r.status === 'queued' || (r.claimExpiresAt !== null && r.claimExpiresAt.getTime() < t);
+      if (!orphaned || (this.republished.get(r.id) ?? 0) > t - config.requeueAfterMs) continue;
+      await queue.publish({ requestId: r.id, priority: r.priority });
+      this.republished.set(r.id, t);
+      metrics.sweeperActions.inc({ action: r.status === 'queued' ? 'requeue_queued' : 'requeue_orphaned' });
+      n++;
+    }
+    for (const [id, at] of this.republished) if (at < t - 10 * config.requeueAfterMs) this.republished.delete(id);
+    return n;
+  }
+
+  private async reclaimReservations(): Promise<number> {
+    const { store, limiter, ledger, config, now, metrics, logger } = this.deps;
+    const expired = await limiter.expired(now(), BATCH);
+    for (const res of expired) {
+      const record = await store.getRequest(res.requestId);
+      if (record && !isEnded(record)) {
+        await limiter.extend(res.requestId, now() + config.worker.requestTimeoutMs + config.reservationGraceMs);
+        continue;
+      }
+      const charge = record ? Ledger.chargeOfRecord(record) : { tokens: 0, requests: 0 as const };
+      await ledger.settleQuota(res.requestId, charge);
+      metrics.sweeperActions.inc({ action: record ? 'settle_reservation' : 'refund_reservation' });
+      logger.info({ request_id: res.requestId, charge }, 'reclaimed an expired reservation');
+    }
+    return expired.length;
+  }
+
+  /**
+   * Embedded start-up (one process owns the store, queue and limiter are in memory): the previous
+   * process is dead, so its claims are void; every unfinished request is enqueued again, and a
+   * non-durable limiter is rebuilt from the ledger (settled usage) and the unfinished requests
+   * (outstanding reservations), so a restart is never a free quota reset.
+   */
+  async recover(opts: { rebuildLimiter: boolean }): Promise<{ requeued: number; restoredUsers: number }> {
+    const { store, queue, logger } = this.deps;
+    await store.releaseAllClaims();
+    const unfinished = await store.listUnfinished({ limit: 1_000_000 });
+    let restoredUsers = 0;
+    if (opts.rebuildLimiter) restoredUsers = await this.rebuildLimiter(unfinished);
+    for (const r of unfinished) await queue.publish({ requestId: r.id, priority: r.priority });
+    if (unfinished.length) logger.info({ requeued: unfinished.length }, 'recovered unfinished requests');
+    return { requeued: unfinished.length, restoredUsers };
+  }
+
+  private async rebuildLimiter(unfinished: RequestRecord[]): Promise<number> {
+    const { store, limiter, config, now } = this.deps;
+    const t = now();
+    const p = periodsAt(t, config.timeZone);
+    const monthStart = new Date(windowStart(p.monthly.period, 'monthly', config.timeZone));
+    const dayStart = windowStart(p.daily.period, 'daily', config.timeZone);
+    const rows = await store.usageRows({ from: monthStart, to: new Date(t + 1) });
+    const byUser = new Map<string, { day: { tokens: number; requests: number }; month: { tokens: number; requests: number } }>();
+    for (const row of rows) {
+      const u = byUser.get(row.userId) ?? { day: { tokens: 0, requests: 0 }, month: { tokens: 0, requests: 0 } };
+      u.month.tokens += row.chargedTokens; u.month.requests += row.chargedRequests;
+      if (row.settledAt.getTime() >= dayStart) { u.day.tokens += row.chargedTokens; u.day.requests += row.chargedRequests; }
+      byUser.set(row.userId, u);
+    }
+    const windows = (kind: 'daily' | 'monthly', limit: number): WindowLimit[] => (['requests', 'tokens'] as const).map((metric) => ({
+      window: kind, metric, limit, period: kind === 'daily' ? p.daily.period : p.monthly.period, resetAt: kind === 'daily' ? p.daily.resetAt : p.monthly.resetAt,
+    }));
+    for (const [userId, u] of byUser) {
+      await limiter.restoreUsage(userId, windows('daily', 0), u.day);
+      await limiter.restoreUsage(userId, windows('monthly', 0), u.month);
+    }
+    for (const r of unfinished) {
+      if (r.userId === 'master') continue;
+      await limiter.reserve({
+        requestId: r.id, userId: r.userId, tokens: r.estimatedTokens,
+        windows: [...windows('daily', Number.MAX_SAFE_INTEGER), ...windows('monthly', Number.MAX_SAFE_INTEGER)],
+        deadlineAt: t + config.worker.requestTimeoutMs + config.reservationGraceMs,
+      });
+    }
+    return byUser.size;
+  }
+}

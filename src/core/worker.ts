@@ -1,0 +1,52 @@
+// The worker role: consumes jobs, claims each request in the store (the claim, not the queue,
+// decides who runs it, so duplicate jobs are harmless), runs one attempt, then acks, retries
+// with backoff, or dead-letters after the last attempt (the request is failed and refunded).
+import { randomUUID } from 'node:crypto';
+import type { Config } from '../config.ts';
+import type { Consumer, Delivery, Queue } from '../ports/queue.ts';
+import type { Store } from '../ports/store.ts';
+import type { AttemptRunner } from './attempt-runner.ts';
+import type { Logger } from './logger.ts';
+
+export function backoffMs(base: number, attempt: number, cap = 60_000): number {
+  const exp = Math.min(cap, base * 2 ** Math.max(0, attempt - 1));
+  return Math.round(exp / 2 + Math.random() * (exp / 2));
+}
+
+export class Worker {
+  readonly id = `worker-${process.pid}-${randomUUID().slice(0, 8)}`;
+  private consumer: Consumer | null = null;
+
+  constructor(private readonly deps: { config: Config; store: Store; queue: Queue; runner: AttemptRunner; logger: Logger; now: () => number }) {}
+
+  async start(): Promise<void> {
+    this.consumer = await this.deps.queue.consume((d) => this.handle(d), { concurrency: this.deps.config.worker.concurrency });
+    this.deps.logger.info({ worker: this.id, concurrency: this.deps.config.worker.concurrency }, 'worker consuming');
+  }
+
+  async stop(): Promise<void> { await this.consumer?.close(); this.consumer = null; }
+
+  async handle(d: Delivery): Promise<void> {
+    const { store, runner, config, logger } = this.deps;
+    const id = d.job.requestId;
+    try {
+      const claim = await store.claimRequest(id, this.id, config.worker.claimMs);
+      if (claim.state === 'missing') { logger.warn({ request_id: id }, 'job for an unknown request; dropped'); return await d.ack(); }
+      if (claim.state === 'terminal') { await runner.repairTerminal(id); return await d.ack(); }
+      if (claim.state === 'busy') return await d.retry(Math.max(50, claim.until - this.deps.now() + 50));
+      const record = claim.record;
+      if (record.attempt > config.worker.maxAttempts) {
+        await runner.end(record, runner.failed(record, 0, '', 'SLUICE_ERR_DEAD_LETTERED', `gave up after ${config.worker.maxAttempts} attempts`));
+        return await d.deadLetter('max attempts reached');
+      }
+      const result = await runner.run(record, this.id, { onRenew: () => d.heartbeat() });
+      if (result.kind !== 'retry') return await d.ack();
+      // Give the claim back so the next delivery (here or on another worker) can take it at once.
+      await store.renewClaim(id, this.id, record.attempt, 0);
+      await d.retry(backoffMs(config.worker.retryBaseMs, record.attempt));
+    } catch (err) {
+      logger.error({ request_id: id, err }, 'job failed unexpectedly; retrying');
+      await d.retry(backoffMs(config.worker.retryBaseMs, d.deliveryCount)).catch(() => {});
+    }
+  }
+}

@@ -1,0 +1,154 @@
+// Usage (GET /v1/usage) and the admin API: users, API keys, tiers, per-user quotas, requests and
+// the usage export for billing. Admin routes need an admin key; every change drops the auth cache.
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { generateApiKey } from '../core/api-keys.ts';
+import { SluiceError } from '../core/errors.ts';
+import { periodsAt, windowLimits, windowStart } from '../core/quota-windows.ts';
+import type { ApiKeyRecord, QuotaOverride, RequestStatus, UserRecord } from '../ports/store.ts';
+import type { GatewayDeps } from './gateway-deps.ts';
+import { requestView } from './render.ts';
+import { principalOf } from './server.ts';
+
+const limitField = z.number().int().nonnegative().nullable().optional();
+const quotaBody = z.object({
+  requests_per_day: limitField, tokens_per_day: limitField, requests_per_month: limitField, tokens_per_month: limitField,
+  max_tokens: z.number().int().positive().nullable().optional(), concurrent_streams: z.number().int().positive().nullable().optional(),
+  priority: z.number().int().min(0).max(9).nullable().optional(),
+}).strict();
+const userBody = z.object({ id: z.string().regex(/^[A-Za-z0-9_.@-]{1,50}$/, 'id: 1-50 of A-Z a-z 0-9 _ . @ -').optional(), name: z.string().max(100).nullable().optional(), email: z.string().max(100).nullable().optional(), tier: z.string().optional() }).strict();
+const userPatch = z.object({ name: z.string().max(100).nullable().optional(), email: z.string().max(100).nullable().optional(), tier: z.string().optional(), active: z.boolean().optional() }).strict();
+const keyBody = z.object({ user_id: z.string().min(1), name: z.string().max(100).nullable().optional(), admin: z.boolean().optional() }).strict();
+
+function parse<T>(schema: z.ZodType<T>, body: unknown): T {
+  const r = schema.safeParse(body ?? {});
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  const param = issue?.path.join('.') || undefined;
+  throw new SluiceError('SLUICE_ERR_VALIDATION', `${param ? `${param}: ` : ''}${issue?.message ?? 'invalid body'}`, { param });
+}
+
+const userView = (u: UserRecord) => ({ id: u.id, name: u.name, email: u.email, tier: u.tier, active: u.active, created_at: u.createdAt.toISOString() });
+const keyView = (k: ApiKeyRecord) => ({ id: k.id, user_id: k.userId, prefix: k.prefix, name: k.name, admin: k.admin, created_at: k.createdAt.toISOString(), revoked_at: k.revokedAt?.toISOString() ?? null });
+const overrideView = (q: QuotaOverride | null) => q && ({ requests_per_day: q.requestsPerDay, tokens_per_day: q.tokensPerDay, requests_per_month: q.requestsPerMonth, tokens_per_month: q.tokensPerMonth, max_tokens: q.maxTokens, concurrent_streams: q.concurrentStreams, priority: q.priority });
+
+function parseDate(v: unknown, name: string, fallback: Date): Date {
+  if (v === undefined || v === '') return fallback;
+  const d = new Date(String(v));
+  if (Number.isNaN(d.getTime())) throw new SluiceError('SLUICE_ERR_VALIDATION', `${name} must be an ISO date or date-time`, { param: name });
+  return d;
+}
+
+const csvCell = (v: unknown) => { const s = v === null || v === undefined ? '' : String(v); return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s; };
+
+export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): void {
+  const { store, auth, config, limiter } = deps;
+  const user = { config: { auth: 'user' as const } };
+  const admin = { config: { auth: 'admin' as const } };
+  const tierOrThrow = (tier: string) => { if (!config.tiers[tier]) throw new SluiceError('SLUICE_ERR_UNKNOWN_TIER', `Unknown tier "${tier}"; configured tiers: ${Object.keys(config.tiers).join(', ')}`, { param: 'tier' }); return tier; };
+  const userOrThrow = async (id: string) => { const u = await store.getUser(id); if (!u) throw new SluiceError('SLUICE_ERR_UNKNOWN_USER', `No user "${id}"`); return u; };
+
+  /** The caller's windows (reserved + settled) and this month's settled requests. */
+  async function usageOf(userId: string, tier: string) {
+    const t = deps.now();
+    const limits = await auth.limitsFor(userId, tier);
+    const windows = await limiter.usage(userId, windowLimits(limits, t, config.timeZone));
+    const from = new Date(windowStart(periodsAt(t, config.timeZone).monthly.period, 'monthly', config.timeZone));
+    const rows = await store.usageRows({ from, to: new Date(t + 1), userId });
+    return {
+      object: 'sluice.usage', user_id: userId, tier, time_zone: config.timeZone,
+      limits: { max_tokens: limits.maxTokens, concurrent_streams: limits.concurrentStreams, priority: limits.priority },
+      windows: windows.map((w) => ({ window: w.window, metric: w.metric, period: w.period, limit: w.limit, used: w.used, remaining: Math.max(0, w.remaining), reset_at: new Date(w.resetAt).toISOString() })),
+      recent: rows.slice(-50).reverse().map((r) => ({ request_id: r.requestId, model: r.model, status: r.status, prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, charged_tokens: r.chargedTokens, settled_at: r.settledAt.toISOString() })),
+    };
+  }
+
+  app.get('/v1/usage', user, async (req) => {
+    const p = principalOf(req);
+    if (p.unlimited) return { object: 'sluice.usage', user_id: p.userId, tier: p.tier, unlimited: true, windows: [], recent: [] };
+    return usageOf(p.userId, p.tier);
+  });
+
+  app.get('/admin/tiers', admin, async () => ({ default_tier: config.defaultTier, tiers: config.tiers }));
+
+  app.post('/admin/users', admin, async (req, reply) => {
+    const b = parse(userBody, req.body);
+    const u = await store.createUser({ id: b.id ?? `user_${randomUUID().slice(0, 8)}`, name: b.name ?? null, email: b.email ?? null, tier: tierOrThrow(b.tier ?? config.defaultTier) });
+    return reply.code(201).send(userView(u));
+  });
+  app.get('/admin/users', admin, async () => ({ object: 'list', data: (await store.listUsers()).map(userView) }));
+  app.get('/admin/users/:id', admin, async (req) => userView(await userOrThrow((req.params as { id: string }).id)));
+  app.patch('/admin/users/:id', admin, async (req) => {
+    const b = parse(userPatch, req.body);
+    if (b.tier !== undefined) tierOrThrow(b.tier);
+    const u = await store.updateUser((req.params as { id: string }).id, b);
+    if (!u) throw new SluiceError('SLUICE_ERR_UNKNOWN_USER');
+    auth.invalidate();
+    return userView(u);
+  });
+  app.get('/admin/users/:id/usage', admin, async (req) => {
+    const u = await userOrThrow((req.params as { id: string }).id);
+    return usageOf(u.id, u.tier);
+  });
+
+  app.post('/admin/keys', admin, async (req, reply) => {
+    const b = parse(keyBody, req.body);
+    const u = await userOrThrow(b.user_id);
+    const { key, hash, prefix } = generateApiKey();
+    const k = await store.createApiKey({ id: `key_${randomUUID().replaceAll('-', '').slice(0, 16)}`, userId: u.id, hash, prefix, name: b.name ?? null, admin: b.admin ?? false });
+    return reply.code(201).send({ ...keyView(k), key, note: 'The key is shown once; only its hash is stored.' });
+  });
+  app.get('/admin/keys', admin, async (req) => {
+    const q = req.query as { user_id?: string };
+    return { object: 'list', data: (await store.listApiKeys(q.user_id)).map(keyView) };
+  });
+  app.delete('/admin/keys/:id', admin, async (req) => {
+    const k = await store.revokeApiKey((req.params as { id: string }).id);
+    if (!k) throw new SluiceError('SLUICE_ERR_NOT_FOUND', 'No such API key');
+    auth.invalidate();
+    return keyView(k);
+  });
+
+  app.get('/admin/quotas/:userId', admin, async (req) => {
+    const u = await userOrThrow((req.params as { userId: string }).userId);
+    return { user_id: u.id, tier: u.tier, override: overrideView(await store.getQuotaOverride(u.id)), effective: await auth.limitsFor(u.id, u.tier) };
+  });
+  app.put('/admin/quotas/:userId', admin, async (req) => {
+    const u = await userOrThrow((req.params as { userId: string }).userId);
+    const b = parse(quotaBody, req.body);
+    const q = await store.setQuotaOverride({
+      userId: u.id, requestsPerDay: b.requests_per_day ?? null, tokensPerDay: b.tokens_per_day ?? null,
+      requestsPerMonth: b.requests_per_month ?? null, tokensPerMonth: b.tokens_per_month ?? null,
+      maxTokens: b.max_tokens ?? null, concurrentStreams: b.concurrent_streams ?? null, priority: b.priority ?? null,
+    });
+    auth.invalidate();
+    return { user_id: u.id, tier: u.tier, override: overrideView(q), effective: await auth.limitsFor(u.id, u.tier) };
+  });
+  app.delete('/admin/quotas/:userId', admin, async (req) => {
+    const u = await userOrThrow((req.params as { userId: string }).userId);
+    const existed = await store.deleteQuotaOverride(u.id);
+    auth.invalidate();
+    return { user_id: u.id, deleted: existed, effective: await auth.limitsFor(u.id, u.tier) };
+  });
+
+  app.get('/admin/requests', admin, async (req) => {
+    const q = req.query as { user_id?: string; status?: string; limit?: string };
+    const statuses: RequestStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled'];
+    if (q.status !== undefined && !statuses.includes(q.status as RequestStatus)) throw new SluiceError('SLUICE_ERR_VALIDATION', `status must be one of ${statuses.join(', ')}`, { param: 'status' });
+    const limit = Math.min(1000, Math.max(1, Number(q.limit ?? 100) || 100));
+    const rows = await store.listRequests({ ...(q.user_id && { userId: q.user_id }), ...(q.status && { status: q.status as RequestStatus }), limit });
+    return { object: 'list', data: rows.map((r) => ({ ...requestView(r), user_id: r.userId })) };
+  });
+
+  app.get('/admin/usage.csv', admin, async (req, reply) => {
+    const q = req.query as { from?: string; to?: string; user_id?: string };
+    const to = parseDate(q.to, 'to', new Date(deps.now() + 1));
+    const from = parseDate(q.from, 'from', new Date(to.getTime() - 31 * 86_400_000));
+    if (from >= to) throw new SluiceError('SLUICE_ERR_VALIDATION', 'from must be before to', { param: 'from' });
+    const rows = await store.usageRows({ from, to, ...(q.user_id && { userId: q.user_id }) });
+    const header = 'request_id,user_id,key_id,model,status,prompt_tokens,completion_tokens,charged_tokens,charged_requests,created_at,settled_at';
+    const lines = rows.map((r) => [r.requestId, r.userId, r.keyId, r.model, r.status, r.promptTokens, r.completionTokens, r.chargedTokens, r.chargedRequests, r.createdAt.toISOString(), r.settledAt.toISOString()].map(csvCell).join(','));
+    return reply.type('text/csv; charset=utf-8').header('content-disposition', `attachment; filename="usage-${from.toISOString().slice(0, 10)}-${to.toISOString().slice(0, 10)}.csv"`).send(`${[header, ...lines].join('\n')}\n`);
+  });
+}

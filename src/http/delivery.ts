@@ -1,0 +1,93 @@
+// Delivers a request's events to one listener: history after the listener's last sequence, then
+// live, each sequence exactly once (followEventLog). If the log has expired, the stored result is
+// delivered instead. A watchdog repairs a log that lacks its terminal event (a crash between the
+// settle and the append), so no listener waits forever.
+import type { LogEvent } from '../ports/bus.ts';
+import type { RequestRecord } from '../ports/store.ts';
+import { followEventLog, readAll } from '../core/event-follow.ts';
+import { isEnded } from '../core/requests.ts';
+import { SluiceError } from '../core/errors.ts';
+import type { GatewayDeps } from './gateway-deps.ts';
+import { nativeEvent, OpenAIChunks, requestView } from './render.ts';
+import type { SseStream } from './sse.ts';
+
+export type DeliveryEnd = 'terminal' | 'aborted' | 'stored';
+
+const isTerminalEvent = (e: LogEvent | undefined) => e?.type === 'completed' || e?.type === 'error';
+
+export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, afterSeq: number, signal: AbortSignal, onEvent: (e: LogEvent) => void | Promise<void>): Promise<DeliveryEnd> {
+  const { bus, store, runner } = deps;
+  if (isEnded(record)) {
+    let events = await readAll(bus, record.id, afterSeq);
+    if (events.length === 0) {
+      const anything = await bus.read(record.id, 0, 1);
+      if (anything.length === 0) return 'stored';
+      return 'terminal';
+    }
+    if (!isTerminalEvent(events[events.length - 1])) {
+      await runner.repairTerminal(record.id);
+      events = await readAll(bus, record.id, afterSeq);
+    }
+    for (const e of events) { if (signal.aborted) return 'aborted'; await onEvent(e); }
+    return 'terminal';
+  }
+  const watchdog = setInterval(() => {
+    void store.getRequest(record.id).then((r) => (r && isEnded(r) ? runner.repairTerminal(r.id) : undefined)).catch(() => {});
+  }, Math.max(1000, deps.config.sse.pingMs));
+  watchdog.unref();
+  try {
+    const end = await followEventLog(bus, record.id, afterSeq, onEvent, { signal });
+    return end === 'terminal' ? 'terminal' : 'aborted';
+  } finally {
+    clearInterval(watchdog);
+  }
+}
+
+/** Parses Last-Event-ID (header) or ?last_event_id=; 0 when absent. */
+export function lastEventId(header: string | string[] | undefined, query: unknown): number {
+  const raw = typeof header === 'string' && header !== '' ? header : typeof query === 'string' && query !== '' ? query : undefined;
+  if (raw === undefined) return 0;
+  if (!/^\d{1,15}$/.test(raw.trim())) throw new SluiceError('SLUICE_ERR_BAD_LAST_EVENT_ID', `Last-Event-ID "${raw.slice(0, 40)}" is not a non-negative integer`, { param: 'Last-Event-ID' });
+  return Number(raw.trim());
+}
+
+/** Native SSE: connected, then token/restart/completed/error events. */
+export async function streamNative(deps: GatewayDeps, sse: SseStream, record: RequestRecord, afterSeq: number): Promise<void> {
+  await sse.send({ event: 'connected', data: JSON.stringify({ request_id: record.id, model: record.model, status: record.status, resumed_after: afterSeq }) });
+  const end = await deliverEvents(deps, record, afterSeq, sse.signal, (e) => sse.send(nativeEvent(record.id, e)));
+  if (end === 'stored') await sendStored(deps, sse, record.id);
+  sse.end();
+}
+
+/** OpenAI chat.completion.chunk SSE, ending with data: [DONE]. */
+export async function streamOpenAI(deps: GatewayDeps, sse: SseStream, record: RequestRecord, afterSeq: number, opts: { includeUsage: boolean; object?: 'chat.completion.chunk' | 'text_completion' }): Promise<void> {
+  const chunks = new OpenAIChunks(record.id, record.model, opts.includeUsage, opts.object);
+  const end = await deliverEvents(deps, record, afterSeq, sse.signal, async (e) => { for (const f of chunks.frames(e)) await sse.send(f); });
+  if (end === 'stored') {
+    const r = await deps.store.getRequest(record.id);
+    if (r) {
+      // The log expired: the whole stored answer as one chunk, then the end.
+      const seq = 1;
+      for (const f of chunks.frames({ type: 'token', attempt: r.attempt, text: r.result ?? '', seq, ts: Date.now() })) await sse.send(f);
+      const usage = { promptTokens: r.promptTokens, completionTokens: r.completionTokens ?? 0, totalTokens: r.promptTokens + (r.completionTokens ?? 0) };
+      const last = r.status === 'completed'
+        ? { type: 'completed' as const, attempt: r.attempt, finishReason: r.finishReason ?? 'stop', usage, seq: seq + 1, ts: Date.now() }
+        : { type: 'error' as const, attempt: r.attempt, status: r.status === 'cancelled' ? 'cancelled' as const : 'failed' as const, code: r.error?.code ?? 'SLUICE_ERR_INTERNAL', message: r.error?.message ?? '', usage, seq: seq + 1, ts: Date.now() };
+      for (const f of chunks.frames(last)) await sse.send(f);
+    }
+  }
+  sse.end();
+}
+
+async function sendStored(deps: GatewayDeps, sse: SseStream, id: string): Promise<void> {
+  const r = await deps.store.getRequest(id);
+  if (!r) return;
+  const view = { ...requestView(r), done: true, replayed_from: 'store' };
+  await sse.send({ event: r.status === 'completed' ? 'completed' : 'error', data: JSON.stringify(view) });
+}
+
+/** Waits for the request's end (non-streaming responses) and returns the stored record. */
+export async function awaitEnd(deps: GatewayDeps, record: RequestRecord, signal: AbortSignal): Promise<RequestRecord> {
+  await deliverEvents(deps, record, 0, signal, () => {});
+  return (await deps.store.getRequest(record.id)) ?? record;
+}

@@ -1,0 +1,110 @@
+// OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models, and the edge quick
+// test POST /chat. Streaming responses carry `id:` lines (log sequences) and x-request-id, so the
+// same stream resumes at /v1/requests/{id}/events?format=openai with Last-Event-ID.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Principal } from '../core/auth.ts';
+import { parseChatBody, parseCompletionBody, parseQuickChat, type ChatInput } from '../core/chat-request.ts';
+import { SluiceError, catalogue, type ErrorCode } from '../core/errors.ts';
+import type { Lease } from '../core/stream-leases.ts';
+import type { DeliveryMode, RequestRecord } from '../ports/store.ts';
+import { awaitEnd, streamNative, streamOpenAI } from './delivery.ts';
+import type { GatewayDeps } from './gateway-deps.ts';
+import { completionBody } from './render.ts';
+import { principalOf } from './server.ts';
+import { SseStream } from './sse.ts';
+
+/** Delivery mode: the body's sluice_mode, else the x-sluice-mode header, else configuration. */
+export function modeOf(req: FastifyRequest, input: ChatInput, fallback: DeliveryMode): DeliveryMode {
+  if (input.mode) return input.mode;
+  const h = req.headers['x-sluice-mode'];
+  if (h === 'direct' || h === 'queued') return h;
+  if (h !== undefined) throw new SluiceError('SLUICE_ERR_VALIDATION', 'x-sluice-mode must be "queued" or "direct"', { param: 'x-sluice-mode' });
+  return fallback;
+}
+
+function idempotencyKeyOf(req: FastifyRequest): string | undefined {
+  const k = req.headers['idempotency-key'];
+  if (k === undefined) return undefined;
+  if (typeof k !== 'string' || k.length === 0 || k.length > 255) throw new SluiceError('SLUICE_ERR_VALIDATION', 'Idempotency-Key must be 1 to 255 characters', { param: 'Idempotency-Key' });
+  return k;
+}
+
+/** Closes when the client's connection does (not when the request body ends). */
+function clientGone(req: FastifyRequest): AbortSignal {
+  const ac = new AbortController();
+  req.raw.socket?.once('close', () => ac.abort());
+  req.raw.once('close', () => { if (req.raw.destroyed && !req.raw.complete) ac.abort(); });
+  return ac.signal;
+}
+
+interface Started { record: RequestRecord; headers: Record<string, string>; lease: Lease; mode: DeliveryMode; disconnect: AbortSignal }
+
+/** Admits, persists and starts a synchronous request; the caller delivers its events. */
+async function start(deps: GatewayDeps, req: FastifyRequest, principal: Principal, input: ChatInput, live: boolean): Promise<Started> {
+  const mode = modeOf(req, input, deps.config.deliveryMode);
+  const leaseId = crypto.randomUUID();
+  const lease = live ? await deps.leases.acquire(principal, leaseId) : { release: async () => {} };
+  try {
+    const { record, admitted } = await deps.requests.submit(principal, input, { idempotencyKey: idempotencyKeyOf(req), mode });
+    const disconnect = clientGone(req);
+    if (mode === 'direct' && record.status === 'queued') void deps.requests.runDirect(record, disconnect).catch((err) => deps.logger.error({ err, request_id: record.id }, 'direct run failed'));
+    const headers = { 'x-request-id': record.id, 'x-sluice-mode': mode, ...admitted.headers, ...(admitted.degraded && { 'x-sluice-degraded': '1' }) };
+    return { record, headers, lease, mode, disconnect };
+  } catch (err) {
+    await lease.release();
+    throw err;
+  }
+}
+
+async function respond(deps: GatewayDeps, req: FastifyRequest, reply: FastifyReply, input: ChatInput, kind: 'chat' | 'text'): Promise<FastifyReply | void> {
+  const principal = principalOf(req);
+  const s = await start(deps, req, principal, input, input.stream);
+  try {
+    if (input.stream) {
+      reply.hijack();
+      const sse = new SseStream(reply.raw, deps.config.sse, s.headers);
+      deps.metrics.activeStreams.inc();
+      try {
+        await streamOpenAI(deps, sse, s.record, 0, { includeUsage: input.includeUsage, object: kind === 'text' ? 'text_completion' : 'chat.completion.chunk' });
+      } finally { deps.metrics.activeStreams.dec(); }
+      return;
+    }
+    const done = await awaitEnd(deps, s.record, s.disconnect);
+    reply.headers(s.headers);
+    if (done.status === 'completed') return reply.send(completionBody(done, kind));
+    const code = done.error?.code ?? '';
+    throw new SluiceError(code in catalogue ? (code as ErrorCode) : 'SLUICE_ERR_INTERNAL', done.error?.message);
+  } finally {
+    await s.lease.release();
+  }
+}
+
+
+export function registerOpenAIRoutes(app: FastifyInstance, deps: GatewayDeps): void {
+  const user = { config: { auth: 'user' as const } };
+
+  app.get('/v1/models', user, async () => {
+    const ids = await deps.models.list();
+    return { object: 'list', data: ids.map((id) => ({ id, object: 'model', created: 0, owned_by: 'sluice' })) };
+  });
+  app.get('/v1/models/:model', user, async (req) => {
+    const { model } = req.params as { model: string };
+    await deps.models.assertKnown(model);
+    return { id: model, object: 'model', created: 0, owned_by: 'sluice' };
+  });
+
+  app.post('/v1/chat/completions', user, (req, reply) => respond(deps, req, reply, parseChatBody(req.body), 'chat'));
+  app.post('/v1/completions', user, (req, reply) => respond(deps, req, reply, parseCompletionBody(req.body), 'text'));
+
+  // The edge quick test: {"message": "…"} streams native SSE.
+  app.post('/chat', user, async (req, reply) => {
+    const principal = principalOf(req);
+    const models = await deps.models.list();
+    const input = parseQuickChat(req.body, deps.config.models[0] ?? models[0] ?? 'sim');
+    const s = await start(deps, req, principal, input, true);
+    reply.hijack();
+    const sse = new SseStream(reply.raw, deps.config.sse, s.headers);
+    deps.metrics.activeStreams.inc();
+    try { await streamNative(deps, sse, s.record, 0); } finally { deps.metrics.activeStreams.dec(); await s.lease.release(); }
+  });
+}

@@ -1,0 +1,85 @@
+// How log events look on the wire: the native SSE events of DESIGN §4 and OpenAI's
+// chat.completion(.chunk) shapes. The SSE `id:` is always the log sequence, so either format
+// resumes with Last-Event-ID.
+import type { LogEvent, Usage } from '../ports/bus.ts';
+import type { RequestRecord } from '../ports/store.ts';
+
+export const openaiUsage = (u: Usage) => ({ prompt_tokens: u.promptTokens, completion_tokens: u.completionTokens, total_tokens: u.totalTokens });
+
+export function nativeEvent(requestId: string, e: LogEvent): { id: number; event: string; data: string } {
+  switch (e.type) {
+    case 'token':
+      return { id: e.seq, event: 'token', data: JSON.stringify({ request_id: requestId, token: e.text, sequence: e.seq, attempt: e.attempt, done: false, timestamp: e.ts }) };
+    case 'restart':
+      return { id: e.seq, event: 'restart', data: JSON.stringify({ request_id: requestId, sequence: e.seq, attempt: e.attempt, reason: e.reason, timestamp: e.ts }) };
+    case 'completed':
+      return { id: e.seq, event: 'completed', data: JSON.stringify({ request_id: requestId, sequence: e.seq, attempt: e.attempt, done: true, status: 'completed', finish_reason: e.finishReason, usage: openaiUsage(e.usage), timestamp: e.ts }) };
+    case 'error':
+      return { id: e.seq, event: 'error', data: JSON.stringify({ request_id: requestId, sequence: e.seq, attempt: e.attempt, done: true, status: e.status, error: { code: e.code, message: e.message }, usage: openaiUsage(e.usage), timestamp: e.ts }) };
+  }
+}
+
+/** Renders log events as OpenAI chat.completion.chunk frames (plus the usage chunk and [DONE]). */
+export class OpenAIChunks {
+  private sentRole = false;
+  private readonly id: string;
+  private readonly created = Math.floor(Date.now() / 1000);
+
+  constructor(requestId: string, private readonly model: string, private readonly includeUsage: boolean, private readonly object: 'chat.completion.chunk' | 'text_completion' = 'chat.completion.chunk') {
+    this.id = `${object === 'text_completion' ? 'cmpl' : 'chatcmpl'}-${requestId}`;
+  }
+
+  /** Frames for one event; empty for events OpenAI has no shape for (restart). */
+  frames(e: LogEvent): { id?: number; data: string }[] {
+    if (e.type === 'restart') return [];
+    if (e.type === 'token') return [{ id: e.seq, data: JSON.stringify(this.chunk(this.delta(e.text), null)) }];
+    if (e.type === 'completed') {
+      const out = [{ id: e.seq, data: JSON.stringify(this.chunk(this.object === 'text_completion' ? { text: '' } : {}, e.finishReason)) }];
+      if (this.includeUsage) out.push({ id: e.seq, data: JSON.stringify({ ...this.chunk(null, null), choices: [], usage: openaiUsage(e.usage) }) });
+      out.push({ id: e.seq, data: '[DONE]' });
+      return out;
+    }
+    const error = { error: { code: e.code, message: e.message, type: e.status === 'cancelled' ? 'invalid_request_error' : 'server_error', param: null } };
+    return [{ id: e.seq, data: JSON.stringify(error) }, { id: e.seq, data: '[DONE]' }];
+  }
+
+  private delta(text: string): Record<string, unknown> {
+    if (this.object === 'text_completion') return { text };
+    if (this.sentRole) return { content: text };
+    this.sentRole = true;
+    return { role: 'assistant', content: text };
+  }
+
+  private chunk(delta: Record<string, unknown> | null, finish: string | null): Record<string, unknown> {
+    const choice = this.object === 'text_completion'
+      ? { index: 0, text: (delta?.text as string | undefined) ?? '', logprobs: null, finish_reason: finish }
+      : { index: 0, delta: delta ?? {}, logprobs: null, finish_reason: finish };
+    return { id: this.id, object: this.object, created: this.created, model: this.model, system_fingerprint: 'sluice', choices: delta === null ? [] : [choice] };
+  }
+}
+
+/** A finished request as a non-streaming chat.completion (or text_completion). */
+export function completionBody(r: RequestRecord, kind: 'chat' | 'text'): Record<string, unknown> {
+  const usage = openaiUsage({ promptTokens: r.promptTokens, completionTokens: r.completionTokens ?? 0, totalTokens: r.promptTokens + (r.completionTokens ?? 0) });
+  const created = Math.floor(r.createdAt.getTime() / 1000);
+  if (kind === 'text') {
+    return { id: `cmpl-${r.id}`, object: 'text_completion', created, model: r.model, choices: [{ index: 0, text: r.result ?? '', logprobs: null, finish_reason: r.finishReason }], usage };
+  }
+  return {
+    id: `chatcmpl-${r.id}`, object: 'chat.completion', created, model: r.model, system_fingerprint: 'sluice',
+    choices: [{ index: 0, message: { role: 'assistant', content: r.result ?? '', refusal: null }, logprobs: null, finish_reason: r.finishReason }],
+    usage,
+  };
+}
+
+/** The public view of a request (GET /v1/requests/{id}). */
+export function requestView(r: RequestRecord, base = ''): Record<string, unknown> {
+  const usage = r.completionTokens === null ? null : openaiUsage({ promptTokens: r.promptTokens, completionTokens: r.completionTokens, totalTokens: r.promptTokens + r.completionTokens });
+  return {
+    request_id: r.id, object: 'sluice.request', status: r.status, model: r.model, mode: r.mode, attempt: r.attempt,
+    result: r.result, finish_reason: r.finishReason, usage, error: r.error,
+    estimated_tokens: r.estimatedTokens, cancel_requested: r.cancelRequested,
+    created_at: r.createdAt.toISOString(), started_at: r.startedAt?.toISOString() ?? null, completed_at: r.completedAt?.toISOString() ?? null,
+    links: { self: `${base}/v1/requests/${r.id}`, events: `${base}/v1/requests/${r.id}/events` },
+  };
+}

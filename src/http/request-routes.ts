@@ -1,0 +1,67 @@
+// Asynchronous requests: POST /v1/requests (202 + id), GET status, GET events (native or OpenAI
+// SSE, resumable with Last-Event-ID), DELETE (cancel). Status reads never spend request quota;
+// they have their own cheap per-user rate limit.
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { parseChatBody } from '../core/chat-request.ts';
+import { SluiceError } from '../core/errors.ts';
+import { lastEventId, streamNative, streamOpenAI } from './delivery.ts';
+import type { GatewayDeps } from './gateway-deps.ts';
+import { modeOf } from './openai-routes.ts';
+import { requestView } from './render.ts';
+import { principalOf } from './server.ts';
+import { SseStream } from './sse.ts';
+
+export function registerRequestRoutes(app: FastifyInstance, deps: GatewayDeps): void {
+  const user = { config: { auth: 'user' as const } };
+
+  async function pollLimit(req: FastifyRequest): Promise<void> {
+    const p = principalOf(req);
+    if (p.unlimited) return;
+    const { limit, windowMs } = deps.config.statusRateLimit;
+    const r = await deps.limiter.hit(`poll:${p.userId}`, limit, windowMs);
+    if (!r.ok) throw new SluiceError('SLUICE_ERR_RATE_LIMITED', `More than ${limit} status reads in ${windowMs / 1000}s`, { headers: { 'retry-after': String(Math.max(1, Math.ceil(r.retryAfterMs / 1000))) } });
+  }
+
+  app.post('/v1/requests', user, async (req, reply) => {
+    const input = parseChatBody(req.body);
+    const key = req.headers['idempotency-key'];
+    if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > 255)) throw new SluiceError('SLUICE_ERR_VALIDATION', 'Idempotency-Key must be 1 to 255 characters', { param: 'Idempotency-Key' });
+    // Validates a requested mode, but an async request always runs on a worker: direct mode needs a live caller.
+    modeOf(req, input, 'queued');
+    const { record, created, admitted } = await deps.requests.submit(principalOf(req), input, { idempotencyKey: key, mode: 'queued' });
+    reply.headers({ 'x-request-id': record.id, location: `/v1/requests/${record.id}`, ...admitted.headers, ...(admitted.degraded && { 'x-sluice-degraded': '1' }) });
+    if (!created) reply.header('idempotent-replayed', 'true');
+    return reply.code(202).send({ ...requestView(record), status: record.status });
+  });
+
+  app.get('/v1/requests/:id', user, async (req) => {
+    await pollLimit(req);
+    const { id } = req.params as { id: string };
+    return requestView(await deps.requests.get(principalOf(req), id));
+  });
+
+  app.get('/v1/requests/:id/events', user, async (req, reply) => {
+    const { id } = req.params as { id: string };
+    const q = req.query as { last_event_id?: string; format?: string; include_usage?: string };
+    const after = lastEventId(req.headers['last-event-id'], q.last_event_id);
+    if (q.format !== undefined && q.format !== 'native' && q.format !== 'openai') throw new SluiceError('SLUICE_ERR_VALIDATION', 'format must be "native" or "openai"', { param: 'format' });
+    const principal = principalOf(req);
+    const record = await deps.requests.get(principal, id);
+    const lease = await deps.leases.acquire(principal, crypto.randomUUID());
+    reply.hijack();
+    const sse = new SseStream(reply.raw, deps.config.sse, { 'x-request-id': record.id });
+    deps.metrics.activeStreams.inc();
+    try {
+      if (q.format === 'openai') await streamOpenAI(deps, sse, record, after, { includeUsage: q.include_usage !== 'false' });
+      else await streamNative(deps, sse, record, after);
+    } finally {
+      deps.metrics.activeStreams.dec();
+      await lease.release();
+    }
+  });
+
+  app.delete('/v1/requests/:id', user, async (req) => {
+    const { id } = req.params as { id: string };
+    return requestView(await deps.requests.cancel(principalOf(req), id));
+  });
+}

@@ -1,0 +1,108 @@
+// The gateway's HTTP server: error mapping into the catalogue, authentication, metrics, and the
+// route modules (OpenAI-compatible, asynchronous requests, WebSocket, usage and admin, ops).
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import websocket from '@fastify/websocket';
+import type { Config } from '../config.ts';
+import { Authenticator, type Principal } from '../core/auth.ts';
+import { SluiceError, isSluiceError } from '../core/errors.ts';
+import type { Logger } from '../core/logger.ts';
+import type { Metrics } from '../core/metrics.ts';
+import type { GatewayDeps } from './gateway-deps.ts';
+import { registerOpenAIRoutes } from './openai-routes.ts';
+import { registerRequestRoutes } from './request-routes.ts';
+import { registerWebSocketRoutes } from './ws-routes.ts';
+import { registerAccountRoutes } from './account-routes.ts';
+
+export type AuthLevel = 'none' | 'user' | 'admin';
+
+declare module 'fastify' {
+  interface FastifyRequest { principal: Principal | null }
+  interface FastifyContextConfig { auth?: AuthLevel }
+}
+
+/** The authenticated caller of a route registered with auth 'user' or 'admin'. */
+export function principalOf(req: FastifyRequest): Principal {
+  if (!req.principal) throw new SluiceError('SLUICE_ERR_MISSING_API_KEY');
+  return req.principal;
+}
+
+/** Maps Fastify's and Node's own failures into the catalogue, in one place. */
+function toSluiceError(err: unknown): SluiceError {
+  if (isSluiceError(err)) return err;
+  const e = err as { code?: string; statusCode?: number; message?: string; validation?: unknown };
+  switch (e.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE': return new SluiceError('SLUICE_ERR_BODY_TOO_LARGE');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': return new SluiceError('SLUICE_ERR_UNSUPPORTED_MEDIA_TYPE');
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY': return new SluiceError('SLUICE_ERR_BAD_JSON', 'Request body is empty; send a JSON object');
+    case 'FST_ERR_CTP_INVALID_JSON_BODY': return new SluiceError('SLUICE_ERR_BAD_JSON');
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH': return new SluiceError('SLUICE_ERR_BAD_JSON', 'Content-Length does not match the body');
+    default: break;
+  }
+  if (err instanceof SyntaxError) return new SluiceError('SLUICE_ERR_BAD_JSON', `Request body is not valid JSON: ${err.message}`);
+  if (e.statusCode === 413) return new SluiceError('SLUICE_ERR_BODY_TOO_LARGE');
+  if (e.statusCode === 405) return new SluiceError('SLUICE_ERR_METHOD_NOT_ALLOWED');
+  if (e.statusCode === 400 && e.validation) return new SluiceError('SLUICE_ERR_VALIDATION', e.message);
+  return new SluiceError('SLUICE_ERR_INTERNAL', undefined, undefined, { cause: err });
+}
+
+export function sendError(reply: FastifyReply, err: SluiceError): FastifyReply {
+  if (err.details?.headers) reply.headers(err.details.headers);
+  return reply.code(err.status).type('application/json').send(err.toJSON());
+}
+
+export async function buildServer(deps: GatewayDeps & { config: Config; auth: Authenticator; logger: Logger; metrics: Metrics }): Promise<FastifyInstance> {
+  const { config, auth, logger, metrics } = deps;
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: config.bodyLimitBytes,
+    genReqId: () => crypto.randomUUID(),
+    return503OnClosing: true,
+    forceCloseConnections: true,
+    keepAliveTimeout: 65_000,
+  });
+  app.decorateRequest('principal', null);
+
+  // Any content type is read as JSON (curl -d sends form encoding by default); the body limit applies.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => {
+    const text = body as string;
+    if (text.length === 0) return done(null, undefined);
+    try { done(null, JSON.parse(text)); } catch (err) { done(new SluiceError('SLUICE_ERR_BAD_JSON', `Request body is not valid JSON: ${(err as Error).message}`), undefined); }
+  });
+
+  app.setErrorHandler((err, req, reply) => {
+    const se = toSluiceError(err);
+    if (se.status >= 500) req.log.error({ err, request_id: req.id, code: se.code }, 'request failed');
+    return sendError(reply, se);
+  });
+  app.setNotFoundHandler((req, reply) => sendError(reply, new SluiceError('SLUICE_ERR_ROUTE_NOT_FOUND', `No route ${req.method} ${req.url.split('?')[0]}`)));
+
+  app.addHook('onRequest', async (req) => {
+    const level = req.routeOptions.config.auth ?? 'none';
+    if (level === 'none') return;
+    const principal = await auth.authenticate(Authenticator.keyFrom(req.headers));
+    if (level === 'admin' && !principal.admin) throw new SluiceError('SLUICE_ERR_ADMIN_REQUIRED');
+    req.principal = principal;
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) });
+    metrics.httpDuration.observe({ method: req.method, route }, reply.elapsedTime / 1000);
+  });
+
+  await app.register(websocket, { options: { maxPayload: config.bodyLimitBytes } });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_req, reply) => {
+    const ready = await deps.readiness();
+    return reply.code(ready.ok ? 200 : 503).send(ready);
+  });
+  app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+
+  registerOpenAIRoutes(app, deps);
+  registerRequestRoutes(app, deps);
+  registerWebSocketRoutes(app, deps);
+  registerAccountRoutes(app, deps);
+  return app;
+}

@@ -1,0 +1,77 @@
+// Starts a whole Sluice process in-process on an ephemeral port (embedded adapters unless
+// overridden), for end-to-end tests through real HTTP clients.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseConfig } from '../../src/config.ts';
+import { startSluice, type Sluice } from '../../src/app.ts';
+
+export const MASTER_KEY = 'sk-test-master-key-0123456789';
+
+export interface TestSluice extends Sluice { url: string; dir: string; stop(): Promise<void> }
+
+export async function startTestSluice(overrides: Record<string, unknown> = {}, opts: { now?: () => number } = {}): Promise<TestSluice> {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-test-'));
+  const config = parseConfig({
+    port: 0, host: '127.0.0.1', dataDir: dir, databaseUrl: 'pglite://memory', logLevel: 'silent', masterKey: MASTER_KEY,
+    sim: { ttftMs: 0, itlMs: 1 }, sweepIntervalMs: 200, ...overrides,
+  });
+  const app = await startSluice(config, opts);
+  if (!app.url) throw new Error('test Sluice has no gateway');
+  return Object.assign(app, {
+    url: app.url, dir,
+    stop: async () => { await app.close(); rmSync(dir, { recursive: true, force: true }); },
+  });
+}
+
+/** fetch with the master key (or another) as bearer. */
+export function api(base: string, key = MASTER_KEY) {
+  return (path: string, init: RequestInit & { json?: unknown } = {}) => {
+    const headers = new Headers(init.headers);
+    if (key) headers.set('authorization', `Bearer ${key}`);
+    let body = init.body;
+    if (init.json !== undefined) { headers.set('content-type', 'application/json'); body = JSON.stringify(init.json); }
+    return fetch(base + path, { ...init, headers, body });
+  };
+}
+
+/** Reads a whole SSE response into events (a small parser for assertions on raw frames). */
+export async function readSse(res: Response, until?: (e: SseFrame) => boolean): Promise<SseFrame[]> {
+  const out: SseFrame[] = [];
+  const decoder = new TextDecoder();
+  let buf = '';
+  const reader = res.body!.getReader();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += decoder.decode(value, { stream: true });
+    let i: number;
+    while ((i = buf.indexOf('\n\n')) !== -1) {
+      const raw = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      const f: SseFrame = { data: '' };
+      for (const line of raw.split('\n')) {
+        if (line.startsWith('id: ')) f.id = line.slice(4);
+        else if (line.startsWith('event: ')) f.event = line.slice(7);
+        else if (line.startsWith('data: ')) f.data += line.slice(6);
+        else if (line.startsWith('retry: ')) f.retry = Number(line.slice(7));
+        else if (line.startsWith(':')) f.comment = line.slice(1).trim();
+      }
+      out.push(f);
+      if (until?.(f)) { await reader.cancel(); return out; }
+    }
+  }
+  return out;
+}
+
+export interface SseFrame { id?: string; event?: string; data: string; retry?: number; comment?: string }
+
+export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 10_000, stepMs = 25): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`waitFor timed out after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
