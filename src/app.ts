@@ -63,11 +63,12 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
   const store = await createStore(config.databaseUrl, { migrate: true });
   const limiter = await createLimiter(config.limiterUrl, {
+    ...(config.limiterPrefix !== undefined && { prefix: config.limiterPrefix }),
     failurePolicy: config.limiterFailure,
     onDegraded: (reason) => { metrics.limiterDegraded.set(1); logger.warn({ reason }, 'limiter degraded: using the per-process fallback'); },
   });
-  const queue = await createQueue(config.queueUrl, { retryBaseMs: config.worker.retryBaseMs });
-  const bus = await createBus(config.busUrl, { ttlSeconds: config.eventLog.ttlSeconds, maxLen: config.eventLog.maxLen });
+  const queue = await createQueue(config.queueUrl, { ...(config.queueName && { name: config.queueName }), retryBaseMs: config.worker.retryBaseMs });
+  const bus = await createBus(config.busUrl, { ttlSeconds: config.eventLog.ttlSeconds, maxLen: config.eventLog.maxLen, ...(config.busPrefix && { prefix: config.busPrefix }) });
   const model = await createModel(config.modelUrl, { ttftMs: config.sim.ttftMs, itlMs: config.sim.itlMs, models: [...config.models] });
 
   // Queue depth is sampled, not read per request: admission must not pay a broker round trip.

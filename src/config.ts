@@ -33,6 +33,10 @@ export const configSchema = z.object({
   queueUrl: z.string().default('memory://'),
   busUrl: z.string().default('memory://'),
   modelUrl: z.string().default('sim://'),
+  /** Names that let deployments (or test runs) share one broker/Redis: queue name, bus key/subject prefix, limiter key prefix. */
+  queueName: z.string().min(1).optional(),
+  busPrefix: z.string().min(1).optional(),
+  limiterPrefix: z.string().optional(),
   /** Model ids accepted when the backend cannot list them; empty = ask the backend. */
   models: z.array(z.string()).default([]),
   masterKey: z.string().min(16).optional(),
@@ -80,6 +84,9 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   QUEUE_URL: (v) => ({ queueUrl: v }),
   BUS_URL: (v) => ({ busUrl: v }),
   MODEL_URL: (v) => ({ modelUrl: v }),
+  QUEUE_NAME: (v) => ({ queueName: v }),
+  BUS_PREFIX: (v) => ({ busPrefix: v }),
+  LIMITER_PREFIX: (v) => ({ limiterPrefix: v }),
   MODEL_NAMES: (v) => ({ models: v.split(',').map((s) => s.trim()).filter(Boolean) }),
   SLUICE_MASTER_KEY: (v) => ({ masterKey: v }),
   SLUICE_DELIVERY_MODE: (v) => ({ deliveryMode: v }),
