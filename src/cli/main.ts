@@ -11,11 +11,16 @@ Commands:
   start [--role all|gateway|worker|ledger] [--port N] [--host H]
                       Start Sluice (default role: all, on the embedded default:
                       PGlite in ./.sluice, in-memory queue, bus and limiter, simulated model)
+  up [--gateways 2] [--workers 2] [--port 8080] [--no-ledger]
+                      Run a local deployment: N gateways on consecutive ports, M workers and a
+                      ledger, as child processes sharing the services named by the environment
   sim-model [--port 9100] [--host 127.0.0.1] [--ttft-ms 20] [--itl-ms 5]
                       Run a standalone OpenAI-compatible simulated model server
   chat "prompt" [--url URL] [--key KEY] [--model sim] [--max-tokens 64] [--mode queued|direct]
                       Stream a chat completion and print tokens as they arrive
   migrate             Apply database migrations to DATABASE_URL and exit
+  users|keys|quotas|tiers|usage ...
+                      Manage users, API keys, tiers and quotas; export usage (sluice admin --help)
   --help              Show this help
 
 Configuration comes from ./sluice.config.json (or SLUICE_CONFIG) and the environment:
@@ -29,8 +34,11 @@ async function main(argv: string[]): Promise<number> {
     case undefined: case '--help': case '-h': case 'help':
       process.stdout.write(HELP); return 0;
     case 'start': return (await import('./start.ts')).start(rest);
+    case 'up': return (await import('./up.ts')).up(rest);
     case 'sim-model': return (await import('./sim-model-command.ts')).simModel(rest);
     case 'chat': return (await import('./chat.ts')).chat(rest);
+    case 'admin': case 'users': case 'keys': case 'quotas': case 'tiers': case 'usage':
+      return (await import('./admin.ts')).admin(command === 'admin' ? rest : [command, ...rest]);
     case 'migrate': {
       const { createStore } = await import('../adapters/store/factory.ts');
       const config = loadConfig();

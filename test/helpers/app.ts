@@ -75,3 +75,33 @@ export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>
     await new Promise((r) => setTimeout(r, stepMs));
   }
 }
+
+/** Creates a user (with an optional quota override) and returns a key for it, through the admin API. */
+export async function createUserKey(base: string, user: { id: string; tier?: string; quota?: Record<string, number | null> }): Promise<string> {
+  const call = api(base);
+  const u = await call('/admin/users', { method: 'POST', json: { id: user.id, tier: user.tier ?? 'pro' } });
+  if (u.status !== 201) throw new Error(`create user: ${u.status} ${await u.text()}`);
+  if (user.quota) {
+    const q = await call(`/admin/quotas/${user.id}`, { method: 'PUT', json: user.quota });
+    if (q.status !== 200) throw new Error(`set quota: ${q.status} ${await q.text()}`);
+  }
+  const k = await call('/admin/keys', { method: 'POST', json: { user_id: user.id } });
+  if (k.status !== 201) throw new Error(`create key: ${k.status} ${await k.text()}`);
+  return ((await k.json()) as { key: string }).key;
+}
+
+export interface UsageWindow { window: string; metric: string; limit: number; used: number; remaining: number }
+
+/** The caller's window counters from GET /v1/usage. */
+export async function usageWindows(base: string, key: string): Promise<Record<string, UsageWindow>> {
+  const j = (await (await api(base, key)('/v1/usage')).json()) as { windows: UsageWindow[] };
+  return Object.fromEntries(j.windows.map((w) => [`${w.window}_${w.metric}`, w]));
+}
+
+/** The ledger rows of a user, from the billing export. */
+export async function ledgerRows(base: string, userId: string): Promise<Record<string, string>[]> {
+  const text = await (await api(base)(`/admin/usage.csv?user_id=${encodeURIComponent(userId)}`)).text();
+  const [header, ...lines] = text.trim().split('\n');
+  const cols = header!.split(',');
+  return lines.filter(Boolean).map((l) => Object.fromEntries(l.split(',').map((v, i) => [cols[i]!, v])));
+}
