@@ -1,0 +1,210 @@
+// A Sluice deployment of real processes over the real services, isolated per test: its own
+// PostgreSQL database, queue name, bus prefix (Redis keys, NATS subjects and stream) and limiter
+// key prefix, all removed again by cleanup().
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createStore } from '../../src/adapters/store/factory.ts';
+import { MASTER_KEY, api, waitFor } from './app.ts';
+import { spawnSluice, type SluiceProcess } from './process.ts';
+import { SERVICES, uniqueName } from './services.ts';
+
+export type Role = 'gateway' | 'worker' | 'ledger' | 'all';
+
+export interface ClusterOptions {
+  queue: 'amqp' | 'nats';
+  bus: 'redis' | 'nats';
+  /** Overrides of the service URLs (a private nats-server). */
+  natsUrl?: string;
+  env?: Record<string, string>;
+}
+
+export interface Cluster {
+  env: Record<string, string>;
+  databaseUrl: string;
+  queueName: string;
+  procs: SluiceProcess[];
+  /** Starts one process; resolves once a gateway answers /healthz, or any other role printed its banner. */
+  start(role: Role, env?: Record<string, string>): Promise<SluiceProcess>;
+  /** Creates a user (with tier and quota override) and returns an API key for it. */
+  user(opts?: { tier?: string; quota?: Record<string, number> }): Promise<{ id: string; key: string }>;
+  /** Runs one SQL query against this cluster's database. */
+  sql<T>(text: string, params?: unknown[]): Promise<T[]>;
+  cleanup(): Promise<void>;
+}
+
+async function pgClient(url: string) {
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  return client;
+}
+
+export function withDatabase(url: string, db: string): string {
+  const u = new URL(url);
+  u.pathname = `/${db}`;
+  return u.toString();
+}
+
+export async function createCluster(opts: ClusterOptions): Promise<Cluster> {
+  const base = uniqueName('sc').toLowerCase();
+  const admin = await pgClient(SERVICES.postgres);
+  try { await admin.query(`CREATE DATABASE ${base}`); } finally { await admin.end(); }
+  const databaseUrl = withDatabase(SERVICES.postgres, base);
+  // Migrate once here, so the processes started next do not all race to do it.
+  await (await createStore(databaseUrl, { migrate: true })).close();
+
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-cluster-'));
+  const nats = opts.natsUrl ?? SERVICES.nats;
+  const queueName = `${base}.requests`;
+  const env: Record<string, string> = {
+    DATABASE_URL: databaseUrl,
+    LIMITER_URL: SERVICES.redis,
+    QUEUE_URL: opts.queue === 'amqp' ? SERVICES.rabbitmq : nats,
+    BUS_URL: opts.bus === 'redis' ? SERVICES.redis : nats,
+    QUEUE_NAME: queueName, BUS_PREFIX: base, LIMITER_PREFIX: `${base}:`,
+    SLUICE_MASTER_KEY: MASTER_KEY, SLUICE_DATA_DIR: dir, LOG_LEVEL: 'warn',
+    WORKER_CLAIM_MS: '1500', WORKER_RETRY_BASE_MS: '50', SIM_TTFT_MS: '0', SIM_ITL_MS: '2',
+    SLUICE_SWEEP_INTERVAL_MS: '200', SLUICE_REQUEUE_AFTER_MS: '1000', SLUICE_RESERVATION_GRACE_MS: '0',
+    ...opts.env,
+  };
+  const procs: SluiceProcess[] = [];
+  let gatewayUrl: string | undefined;
+
+  const cluster: Cluster = {
+    env, databaseUrl, queueName, procs,
+    async start(role, extra = {}) {
+      const gateway = role === 'gateway' || role === 'all';
+      const proc = await spawnSluice(['start', '--role', role], { ...env, ...extra }, gateway ? {} : { waitPath: null });
+      procs.push(proc);
+      if (gateway) gatewayUrl ??= proc.url;
+      else {
+        await waitFor(async () => {
+          if (proc.child.exitCode !== null) throw new Error(`sluice ${role} exited:\n${proc.output()}`);
+          return proc.output().includes(`Sluice ${role} started`);
+        }, 20_000, 50);
+      }
+      return proc;
+    },
+    async user({ tier = 'free', quota } = {}) {
+      if (!gatewayUrl) throw new Error('start a gateway first');
+      const call = api(gatewayUrl);
+      const id = uniqueName('u');
+      const created = await call('/admin/users', { method: 'POST', json: { id, tier } });
+      if (created.status !== 201) throw new Error(`create user: ${created.status} ${await created.text()}`);
+      if (quota) {
+        const q = await call(`/admin/quotas/${id}`, { method: 'PUT', json: quota });
+        if (!q.ok) throw new Error(`set quota: ${q.status} ${await q.text()}`);
+      }
+      const k = await call('/admin/keys', { method: 'POST', json: { user_id: id } });
+      return { id, key: ((await k.json()) as { key: string }).key };
+    },
+    async sql<T>(text: string, params: unknown[] = []) {
+      const c = await pgClient(databaseUrl);
+      try { return (await c.query(text, params)).rows as T[]; } finally { await c.end(); }
+    },
+    async cleanup() {
+      await Promise.all(procs.map((p) => p.kill('SIGKILL')));
+      rmSync(dir, { recursive: true, force: true });
+      const results = await Promise.allSettled([
+        dropDatabase(base),
+        deleteRedisKeys(`${base}:*`),
+        opts.queue === 'amqp' ? deleteAmqpQueues([queueName, `${queueName}.dlq`]) : Promise.resolve(),
+        deleteNatsStreams(nats, [
+          ...(opts.queue === 'nats' ? [`${streamBase(queueName)}_JOBS`, `${streamBase(queueName)}_DLQ`] : []),
+          ...(opts.bus === 'nats' ? [`${streamBase(base)}_EVENTS`] : []),
+        ]),
+      ]);
+      for (const r of results) if (r.status === 'rejected') console.warn(`cluster cleanup: ${String(r.reason)}`);
+    },
+  };
+  return cluster;
+}
+
+const streamBase = (name: string) => name.replace(/[^A-Za-z0-9_-]/g, '_').toUpperCase();
+
+async function dropDatabase(name: string): Promise<void> {
+  const c = await pgClient(SERVICES.postgres);
+  try { await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`); } finally { await c.end(); }
+}
+
+export async function deleteRedisKeys(pattern: string): Promise<void> {
+  const { Redis } = await import('ioredis');
+  const redis = new Redis(SERVICES.redis, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  await redis.connect();
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await redis.del(...keys);
+    } while (cursor !== '0');
+  } finally { redis.disconnect(); }
+}
+
+export async function deleteAmqpQueues(names: string[]): Promise<void> {
+  const amqp = await import('amqplib');
+  const conn = await amqp.connect(SERVICES.rabbitmq);
+  try {
+    const ch = await conn.createChannel();
+    for (const q of names) await ch.deleteQueue(q);
+  } finally { await conn.close(); }
+}
+
+async function deleteNatsStreams(url: string, streams: string[]): Promise<void> {
+  if (streams.length === 0) return;
+  const [{ connect }, { jetstreamManager }] = await Promise.all([import('@nats-io/transport-node'), import('@nats-io/jetstream')]);
+  const nc = await connect({ servers: url.replace(/^nats:\/\//, ''), timeout: 2000 });
+  try {
+    const jsm = await jetstreamManager(nc);
+    for (const s of streams) await jsm.streams.delete(s).catch(() => false);
+  } finally { await nc.close(); }
+}
+
+/** fetch helpers bound to a gateway and a key. */
+export function client(url: string, key: string) {
+  const call = api(url, key);
+  return {
+    call,
+    post: (path: string, json: unknown, headers: Record<string, string> = {}) => call(path, { method: 'POST', json, headers }),
+    async get<T>(path: string): Promise<T> {
+      const res = await call(path);
+      if (!res.ok) throw new Error(`GET ${path}: ${res.status} ${await res.text()}`);
+      return (await res.json()) as T;
+    },
+  };
+}
+
+export interface LedgerRow { request_id: string; user_id: string; status: string; prompt_tokens: number; completion_tokens: number; charged_tokens: number; charged_requests: number }
+
+/** The ledger rows of one user, from GET /admin/usage.csv. */
+export async function ledgerRows(gatewayUrl: string, userId: string): Promise<LedgerRow[]> {
+  const res = await api(gatewayUrl)(`/admin/usage.csv?user_id=${encodeURIComponent(userId)}`);
+  if (!res.ok) throw new Error(`usage.csv: ${res.status}`);
+  const [header, ...lines] = (await res.text()).trim().split('\n');
+  const cols = header!.split(',');
+  return lines.filter(Boolean).map((line) => {
+    const cells = line.split(',');
+    const row: Record<string, string | number> = {};
+    cols.forEach((c, i) => { const v = cells[i] ?? ''; row[c] = /tokens|requests/.test(c) ? Number(v) : v; });
+    return row as unknown as LedgerRow;
+  });
+}
+
+export interface UsageWindow { window: string; metric: string; used: number; limit: number }
+
+/** The caller's daily windows (GET /v1/usage): tokens and requests used, reservations included. */
+export async function dailyUsed(gatewayUrl: string, key: string): Promise<{ tokens: number; requests: number }> {
+  const u = await client(gatewayUrl, key).get<{ windows: UsageWindow[] }>('/v1/usage');
+  const pick = (metric: string) => u.windows.find((w) => w.window === 'daily' && w.metric === metric)?.used ?? NaN;
+  return { tokens: pick('tokens'), requests: pick('requests') };
+}
+
+/** Waits until every listed request of the user has ended; returns the admin view of them. */
+export async function awaitAllEnded(gatewayUrl: string, userId: string, count: number, timeoutMs = 30_000): Promise<{ request_id: string; status: string; attempt: number }[]> {
+  return waitFor(async () => {
+    const res = await api(gatewayUrl)(`/admin/requests?user_id=${encodeURIComponent(userId)}&limit=1000`);
+    const list = ((await res.json()) as { data: { request_id: string; status: string; attempt: number }[] }).data;
+    return list.length >= count && list.every((r) => ['completed', 'failed', 'cancelled'].includes(r.status)) && list;
+  }, timeoutMs, 200);
+}
