@@ -1,0 +1,79 @@
+// The command line: --help, `sluice sim-model` as a standalone upstream selected with MODEL_URL,
+// and `sluice chat` printing tokens and the time to first token.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import OpenAI from 'openai';
+import { MASTER_KEY, api, readSse, startTestSluice, type TestSluice } from '../helpers/app.ts';
+import { freePort, spawnSluice, type SluiceProcess } from '../helpers/process.ts';
+
+const run = promisify(execFile);
+
+describe('CLI', () => {
+  let simModel: SluiceProcess;
+  let app: TestSluice;
+  before(async () => {
+    simModel = await spawnSluice(['sim-model', '--port', String(await freePort()), '--ttft-ms', '0', '--itl-ms', '1'], {}, { waitPath: null });
+    const port = simModel.child.spawnargs[simModel.child.spawnargs.indexOf('--port') + 1];
+    const url = `http://127.0.0.1:${port}/v1`;
+    for (let i = 0; i < 100; i++) { try { if ((await fetch(`${url}/models`)).ok) break; } catch { /* starting */ } await new Promise((r) => setTimeout(r, 100)); }
+    app = await startTestSluice({ modelUrl: url });
+  });
+  after(async () => { await app.stop(); await simModel.kill(); });
+
+  it('--help lists the commands', async () => {
+    const { stdout } = await run(process.execPath, ['bin/sluice.mjs', '--help']);
+    for (const c of ['start', 'sim-model', 'chat', 'migrate', '--role']) assert.ok(stdout.includes(c), c);
+  });
+
+  it('an unknown command exits 2 with the help', async () => {
+    await assert.rejects(run(process.execPath, ['bin/sluice.mjs', 'frobnicate']), (e: { code: number; stderr: string }) => e.code === 2 && e.stderr.includes('unknown command'));
+  });
+
+  it('MODEL_URL points Sluice at an OpenAI-compatible server (sluice sim-model)', async () => {
+    const client = new OpenAI({ baseURL: `${app.url}/v1`, apiKey: MASTER_KEY, maxRetries: 0 });
+    for (const mode of ['direct', 'queued']) {
+      const r = await client.chat.completions.create({ model: 'sim', max_tokens: 9, messages: [{ role: 'user', content: 'hello upstream' }] }, { headers: { 'x-sluice-mode': mode } });
+      assert.equal(r.usage!.completion_tokens, 9);
+      assert.ok(r.choices[0]!.message.content!.length > 0);
+    }
+    const frames = await readSse(await api(app.url)('/chat', { method: 'POST', json: { message: 'hi', max_tokens: 4 } }));
+    assert.equal(frames.filter((f) => f.event === 'token').length, 4);
+  });
+
+  it('sluice chat prints tokens as they arrive and the time to first token', async () => {
+    const { stdout, stderr } = await run(process.execPath, ['bin/sluice.mjs', 'chat', 'Tell me a story', '--url', app.url, '--key', MASTER_KEY, '--max-tokens', '12']);
+    assert.ok(stdout.trim().split(/\s+/).length >= 5, `printed text: ${stdout}`);
+    assert.match(stderr, /time to first token \d+ ms, 12 tokens/);
+  });
+
+  it('sluice chat without a reachable server says so and exits 1', async () => {
+    await assert.rejects(run(process.execPath, ['bin/sluice.mjs', 'chat', 'x', '--url', 'http://127.0.0.1:1', '--key', 'k']), (e: { code: number; stderr: string }) => e.code === 1 && e.stderr.includes('cannot reach'));
+  });
+
+  it('admin commands: users create, keys create (shown once), quotas set', async () => {
+    const base = ['bin/sluice.mjs', '--url', app.url, '--key', MASTER_KEY];
+    const cmd = (...a: string[]) => run(process.execPath, [base[0]!, ...a, ...base.slice(1)]);
+    const user = JSON.parse((await cmd('users', 'create', '--id', 'cli-user', '--tier', 'free')).stdout);
+    assert.equal(user.tier, 'free');
+    const { stdout: key } = await cmd('keys', 'create', '--user', 'cli-user');
+    assert.match(key.trim(), /^sk-sluice-/);
+    const q = JSON.parse((await cmd('quotas', 'set', 'cli-user', '--tokens-per-day', '5000')).stdout);
+    assert.equal(q.effective.tokensPerDay, 5000);
+    assert.equal((await api(app.url, key.trim())('/v1/models')).status, 200);
+    await assert.rejects(cmd('users', 'create', '--id', 'x', '--tier', 'nope'), (e: { stderr: string }) => e.stderr.includes('SLUICE_ERR_UNKNOWN_TIER'));
+  });
+});
+
+describe('SSE keepalive', () => {
+  let app: TestSluice;
+  before(async () => { app = await startTestSluice({ sse: { pingMs: 50, retryMs: 3000, maxBufferedBytes: 1 << 20 }, sim: { ttftMs: 300, itlMs: 1 } }); });
+  after(() => app.stop());
+
+  it('sends `: ping` comments on the configured interval while waiting', async () => {
+    const frames = await readSse(await api(app.url)('/chat', { method: 'POST', json: { message: 'wait for it', max_tokens: 2 } }));
+    assert.ok(frames.filter((f) => f.comment === 'ping').length >= 3, 'pings while the model thinks');
+    assert.equal(frames.at(-1)!.event, 'completed');
+  });
+});
