@@ -1,0 +1,239 @@
+// Shared plumbing for the benchmarks: spawn the shared upstream simulator, the floor proxy and
+// Sluice as child processes on free loopback ports, run the shared load generator, read RSS,
+// small HTTP helpers, statistics. Every process a benchmark starts is stopped by `cleanup()`.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/** The shared bench tools live beside the repo (CI layout); SLUICE_SHARED_BENCH overrides. */
+export const SHARED = resolve(process.env.SLUICE_SHARED_BENCH ?? join(REPO, '..', 'shared', 'bench'));
+export const MASTER_KEY = 'bench-master-key-0123456789';
+
+if (!existsSync(join(SHARED, 'load.mjs'))) {
+  console.error(`shared bench tools not found in ${SHARED}; set SLUICE_SHARED_BENCH`);
+  process.exit(2);
+}
+
+export const log = (...a: unknown[]): void => { console.log(`[${new Date().toISOString().slice(11, 19)}]`, ...a); };
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => { const a = s.address(); const p = typeof a === 'object' && a ? a.port : 0; s.close(() => res(p)); });
+  });
+}
+
+export interface Proc { name: string; child: ChildProcess; pid: number; port: number; url: string; stop(): Promise<void> }
+const procs = new Set<Proc>();
+const tmpDirs: string[] = [];
+const cleanups: (() => Promise<void>)[] = [];
+
+export function tmpDir(prefix: string): string { const d = mkdtempSync(join(tmpdir(), prefix)); tmpDirs.push(d); return d; }
+export function onCleanup(fn: () => Promise<void>): void { cleanups.push(fn); }
+
+function spawnNode(name: string, args: string[], env: Record<string, string>, port: number): Proc {
+  const child = spawn(process.execPath, args, { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let tail = '';
+  const keep = (c: Buffer) => { tail = (tail + c.toString()).slice(-4000); };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  child.on('exit', (code, sig) => { if (!stopping.has(child)) log(`${name} exited (${code ?? sig}); last output:\n${tail}`); });
+  const p: Proc = {
+    name, child, pid: child.pid ?? 0, port, url: `http://127.0.0.1:${port}`,
+    async stop() {
+      procs.delete(p);
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      stopping.add(child);
+      const gone = new Promise<void>((r) => child.once('exit', () => r()));
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 8000);
+      await gone;
+      clearTimeout(t);
+    },
+  };
+  procs.add(p);
+  return p;
+}
+const stopping = new WeakSet<ChildProcess>();
+
+async function waitHttp(url: string, p: Proc, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (p.child.exitCode !== null) throw new Error(`${p.name} exited before it was ready`);
+    try { const r = await get(url); if (r.status < 500) return; } catch { /* not yet */ }
+    await sleep(100);
+  }
+  throw new Error(`${p.name} not ready at ${url} after ${timeoutMs} ms`);
+}
+
+export async function startUpstream(env: Record<string, string> = {}): Promise<Proc> {
+  const port = await freePort();
+  const p = spawnNode('upstream', [join(SHARED, 'upstream.mjs')], { PORT: String(port), ...env }, port);
+  await waitHttp(`${p.url}/v1/models`, p);
+  return p;
+}
+
+export async function startFloor(upstream: Proc): Promise<Proc> {
+  const port = await freePort();
+  const p = spawnNode('floor', [join(SHARED, 'floor-proxy.mjs')], { PORT: String(port), UPSTREAM: upstream.url }, port);
+  await waitHttp(`${p.url}/v1/models`, p);
+  return p;
+}
+
+/** One Sluice process (role all unless SLUICE_ROLE is given), embedded PGlite unless DATABASE_URL is. */
+export async function startSluice(env: Record<string, string>, name = 'sluice'): Promise<Proc> {
+  const port = await freePort();
+  const dir = tmpDir('sluice-bench-');
+  const p = spawnNode(name, ['bin/sluice.mjs', 'start'], {
+    PORT: String(port), HOST: '127.0.0.1', SLUICE_MASTER_KEY: MASTER_KEY, LOG_LEVEL: 'warn',
+    SLUICE_DATA_DIR: dir, DATABASE_URL: `pglite://${dir}/db`, ...env,
+  }, port);
+  await waitHttp(`${p.url}/healthz`, p, 60_000);
+  return p;
+}
+
+export function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+export interface LoadResult { ok: number; errors: number; first_error?: string; rps: number; ttfb_p50: number; ttfb_p99: number; total_p50: number; total_p99: number; sse_events: number }
+
+/** Runs the shared load generator (a separate process, so it does not share our event loop). */
+export async function runLoad(url: string, concurrency: number, requests: number, headers: Record<string, string> = {}, env: Record<string, string> = {}): Promise<LoadResult> {
+  const args = [join(SHARED, 'load.mjs'), url, String(concurrency), String(requests), ...Object.entries(headers).map(([k, v]) => `${k}=${v}`)];
+  const child = spawn(process.execPath, args, { env: { ...process.env, MODEL: 'sim', ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => { out += c.toString(); });
+  const killer = setTimeout(() => child.kill('SIGKILL'), 180_000);
+  await new Promise<void>((r) => child.once('exit', () => r()));
+  clearTimeout(killer);
+  const line = out.trim().split('\n').pop() ?? '';
+  try { return JSON.parse(line) as LoadResult; } catch { throw new Error(`load.mjs printed no result: ${out.slice(0, 500)}`); }
+}
+
+export interface HttpResult { status: number; body: string; headers: http.IncomingHttpHeaders }
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+
+export function request(method: string, url: string, body?: unknown, headers: Record<string, string> = {}): Promise<HttpResult> {
+  return new Promise((res, rej) => {
+    const data = body === undefined ? undefined : JSON.stringify(body);
+    const req = http.request(url, { method, agent, headers: { ...(data && { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(data)) }), ...headers } }, (r) => {
+      let b = '';
+      r.setEncoding('utf8');
+      r.on('data', (c: string) => { b += c; });
+      r.on('end', () => res({ status: r.statusCode ?? 0, body: b, headers: r.headers }));
+      r.on('error', rej);
+    });
+    req.setTimeout(30_000, () => req.destroy(new Error(`timeout ${method} ${url}`)));
+    req.on('error', rej);
+    req.end(data);
+  });
+}
+export const get = (url: string, headers: Record<string, string> = {}): Promise<HttpResult> => request('GET', url, undefined, headers);
+export const bearer = (key: string): Record<string, string> => ({ authorization: `Bearer ${key}` });
+
+/** A user on the enterprise tier with a quota override far above anything a benchmark spends. */
+export async function createUserKey(sluice: Proc, userId = 'bench'): Promise<string> {
+  const admin = bearer(MASTER_KEY);
+  const u = await request('POST', `${sluice.url}/admin/users`, { id: userId, tier: 'enterprise' }, admin);
+  if (u.status !== 201) throw new Error(`create user: ${u.status} ${u.body}`);
+  const big = 1_000_000_000;
+  const q = await request('PUT', `${sluice.url}/admin/quotas/${userId}`, {
+    requests_per_day: big, tokens_per_day: big, requests_per_month: big, tokens_per_month: big, concurrent_streams: 10_000,
+  }, admin);
+  if (q.status !== 200) throw new Error(`quota override: ${q.status} ${q.body}`);
+  const k = await request('POST', `${sluice.url}/admin/keys`, { user_id: userId }, admin);
+  if (k.status !== 201) throw new Error(`create key: ${k.status} ${k.body}`);
+  return (JSON.parse(k.body) as { key: string }).key;
+}
+
+export function pct(values: number[], q: number): number {
+  if (values.length === 0) return NaN;
+  const a = [...values].sort((x, y) => x - y);
+  return a[Math.min(a.length - 1, Math.floor(q * a.length))]!;
+}
+export const median = (v: number[]): number => pct(v, 0.5);
+export const r2 = (n: number): number => Math.round(n * 100) / 100;
+
+/** A fresh PostgreSQL database; dropped at cleanup. */
+export async function freshPostgres(name: string): Promise<string> {
+  const pg = await import('pg');
+  const admin = new pg.default.Client({ connectionString: 'postgres://postgres@127.0.0.1:5432/postgres' });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${name}`);
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  onCleanup(async () => {
+    const c = new pg.default.Client({ connectionString: 'postgres://postgres@127.0.0.1:5432/postgres' });
+    await c.connect();
+    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch((e: Error) => log(`drop ${name}: ${e.message}`));
+    await c.end();
+  });
+  return `postgres://postgres@127.0.0.1:5432/${name}`;
+}
+
+export async function cleanup(): Promise<void> {
+  await Promise.allSettled([...procs].map((p) => p.stop()));
+  for (const fn of cleanups.reverse()) await fn().catch((e: Error) => log(`cleanup: ${e.message}`));
+  for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
+}
+
+/** Runs a benchmark with a hard time bound; always cleans up and exits. */
+export function main(name: string, maxMs: number, fn: () => Promise<void>): void {
+  const t = setTimeout(() => { log(`${name}: time bound of ${maxMs / 1000}s reached; stopping`); void cleanup().finally(() => process.exit(3)); }, maxMs);
+  for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, () => { void cleanup().finally(() => process.exit(130)); });
+  fn().then(async () => { clearTimeout(t); await cleanup(); process.exit(0); }, async (err: unknown) => {
+    clearTimeout(t);
+    console.error(err);
+    await cleanup();
+    process.exit(1);
+  });
+}
+
+export function table(rows: Record<string, unknown>[]): string {
+  if (rows.length === 0) return '';
+  const cols = Object.keys(rows[0]!);
+  const w = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? '').length)));
+  const line = (vals: string[]) => `| ${vals.map((v, i) => v.padEnd(w[i]!)).join(' | ')} |`;
+  return [line(cols), `|${w.map((n) => '-'.repeat(n + 2)).join('|')}|`, ...rows.map((r) => line(cols.map((c) => String(r[c] ?? ''))))].join('\n');
+}
+
+/** A tiny keep-alive POST client: one request, resolves with status and latency (ms). */
+export function makePoster(url: string, headers: Record<string, string>, maxSockets: number): { post(body: string): Promise<{ status: number; ms: number; body: string }>; close(): void } {
+  const u = new URL(url);
+  const a = new http.Agent({ keepAlive: true, maxSockets });
+  return {
+    post(body: string) {
+      const t0 = performance.now();
+      return new Promise((res) => {
+        const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', agent: a,
+          headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...headers } }, (r) => {
+          let b = '';
+          r.setEncoding('utf8');
+          r.on('data', (c: string) => { b += c; });
+          r.on('end', () => res({ status: r.statusCode ?? 0, ms: performance.now() - t0, body: b }));
+          r.on('error', () => res({ status: 0, ms: performance.now() - t0, body: '' }));
+        });
+        req.on('error', (e) => res({ status: 0, ms: performance.now() - t0, body: e.message }));
+        req.end(body);
+      });
+    },
+    close() { a.destroy(); },
+  };
+}
+
+/** The sum of a Prometheus counter (all label sets) from /metrics. */
+export async function metricSum(p: Proc, name: string): Promise<number> {
+  const r = await get(`${p.url}/metrics`);
+  let s = 0;
+  for (const line of r.body.split('\n')) if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{')) s += Number(line.slice(line.lastIndexOf(' ') + 1));
+  return s;
+}
