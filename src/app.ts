@@ -21,7 +21,7 @@ import { RequestService } from './core/requests.ts';
 import { StreamLeases } from './core/stream-leases.ts';
 import { Sweeper } from './core/sweeper.ts';
 import { Worker } from './core/worker.ts';
-import { buildServer } from './http/server.ts';
+import { buildOpsServer, buildServer } from './http/server.ts';
 import type { Bus } from './ports/bus.ts';
 import type { Limiter } from './ports/limiter.ts';
 import type { ModelBackend } from './ports/model.ts';
@@ -32,7 +32,9 @@ export interface Sluice {
   config: Config; logger: Logger; metrics: Metrics;
   store: Store; limiter: Limiter; queue: Queue; bus: Bus; model: ModelBackend;
   auth: Authenticator; requests: RequestService; runner: AttemptRunner; ledger: Ledger; sweeper: Sweeper;
-  worker: Worker | null; server: FastifyInstance | null;
+  worker: Worker | null;
+  /** The HTTP server: the whole API on a gateway, probes and metrics on other roles. */
+  server: FastifyInstance;
   /** http://host:port of the gateway, when this process is one. */
   url: string | null;
   masterKey: string;
@@ -99,27 +101,24 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   if (roles.has('worker')) { worker = new Worker({ config, store, queue, runner, logger, now }); await worker.start(); }
   if (roles.has('ledger')) sweeper.start();
 
-  let server: FastifyInstance | null = null;
-  let url: string | null = null;
-  if (roles.has('gateway')) {
-    server = await buildServer({
-      config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now,
-      readiness: async () => {
-        const checks: Record<string, string> = {};
-        try { await queue.depth(); checks.queue = 'ok'; } catch { checks.queue = 'unavailable'; }
-        try { await store.getRequest('00000000-0000-0000-0000-000000000000'); checks.store = 'ok'; } catch { checks.store = 'unavailable'; }
-        return { ok: Object.values(checks).every((c) => c === 'ok'), checks };
-      },
-    });
-    await server.listen({ host: config.host, port: config.port });
-    const addr = server.server.address();
-    const port = typeof addr === 'object' && addr ? addr.port : config.port;
-    url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-  }
+  const readiness = async () => {
+    const checks: Record<string, string> = {};
+    try { await queue.depth(); checks.queue = 'ok'; } catch { checks.queue = 'unavailable'; }
+    try { await store.getRequest('00000000-0000-0000-0000-000000000000'); checks.store = 'ok'; } catch { checks.store = 'unavailable'; }
+    return { ok: Object.values(checks).every((c) => c === 'ok'), checks };
+  };
+  // Every role listens on PORT: the gateway with the whole API, workers and ledgers with probes and metrics.
+  const server = roles.has('gateway')
+    ? await buildServer({ config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now, readiness })
+    : await buildOpsServer({ logger, metrics, readiness });
+  await server.listen({ host: config.host, port: config.port });
+  const addr = server.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : config.port;
+  const url = roles.has('gateway') ? `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}` : null;
 
   const close = async () => {
     clearInterval(depthTimer);
-    await server?.close();
+    await server.close();
     await worker?.stop();
     await sweeper.stop();
     await Promise.allSettled([queue.close(), bus.close(), limiter.close(), model.close()]);

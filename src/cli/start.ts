@@ -13,7 +13,7 @@ export async function start(args: string[]): Promise<number> {
   const app = await startSluice(config);
   const lines = [
     `Sluice ${config.role} started (pid ${process.pid})`,
-    ...(app.url ? [`  API        ${app.url}/v1   (OpenAI-compatible)`] : []),
+    app.url ? `  API        ${app.url}/v1   (OpenAI-compatible)` : `  probes     http://${config.host}:${(app.server.server.address() as { port: number }).port}/metrics, /healthz, /readyz`,
     `  store      ${redact(config.databaseUrl)}`,
     `  queue      ${redact(config.queueUrl)}   bus ${redact(config.busUrl)}   limiter ${redact(config.limiterUrl)}`,
     `  model      ${redact(config.modelUrl)}   delivery ${config.deliveryMode}`,

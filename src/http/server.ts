@@ -50,6 +50,26 @@ export function sendError(reply: FastifyReply, err: SluiceError): FastifyReply {
   return reply.code(err.status).type('application/json').send(err.toJSON());
 }
 
+type Readiness = () => Promise<{ ok: boolean; checks: Record<string, string> }>;
+
+/** Probes and metrics: every role serves these, so workers and ledgers are scraped and probed too. */
+function registerOpsRoutes(app: FastifyInstance, deps: { metrics: Metrics; readiness: Readiness }): void {
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_req, reply) => {
+    const ready = await deps.readiness();
+    return reply.code(ready.ok ? 200 : 503).send(ready);
+  });
+  app.get('/metrics', async (_req, reply) => reply.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics()));
+}
+
+/** The HTTP server of a worker or ledger process: probes and metrics only. */
+export async function buildOpsServer(deps: { logger: Logger; metrics: Metrics; readiness: Readiness }): Promise<FastifyInstance> {
+  const app = Fastify({ loggerInstance: deps.logger as FastifyBaseLogger, disableRequestLogging: true, forceCloseConnections: true });
+  registerOpsRoutes(app, deps);
+  app.setNotFoundHandler((req, reply) => sendError(reply, new SluiceError('SLUICE_ERR_ROUTE_NOT_FOUND', `No route ${req.method} ${req.url.split('?')[0]} (this process serves only /healthz, /readyz and /metrics)`)));
+  return app;
+}
+
 export async function buildServer(deps: GatewayDeps & { config: Config; auth: Authenticator; logger: Logger; metrics: Metrics }): Promise<FastifyInstance> {
   const { config, auth, logger, metrics } = deps;
   const app = Fastify({
@@ -93,12 +113,7 @@ export async function buildServer(deps: GatewayDeps & { config: Config; auth: Au
 
   await app.register(websocket, { options: { maxPayload: config.bodyLimitBytes } });
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_req, reply) => {
-    const ready = await deps.readiness();
-    return reply.code(ready.ok ? 200 : 503).send(ready);
-  });
-  app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+  registerOpsRoutes(app, deps);
 
   registerOpenAIRoutes(app, deps);
   registerRequestRoutes(app, deps);
