@@ -1,6 +1,6 @@
 // The gateway's HTTP server: error mapping into the catalogue, authentication, metrics, and the
 // route modules (OpenAI-compatible, asynchronous requests, WebSocket, usage and admin, ops).
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { Config } from '../config.ts';
 import { Authenticator, type Principal } from '../core/auth.ts';
@@ -50,6 +50,9 @@ export function sendError(reply: FastifyReply, err: SluiceError): FastifyReply {
   return reply.code(err.status).type('application/json').send(err.toJSON());
 }
 
+/** No per-request log lines: they would cost more than the request on the hot path; errors are still logged. */
+const quietRequests = () => new LogController({ disableRequestLogging: true });
+
 type Readiness = () => Promise<{ ok: boolean; checks: Record<string, string> }>;
 
 /** Probes and metrics: every role serves these, so workers and ledgers are scraped and probed too. */
@@ -64,7 +67,7 @@ function registerOpsRoutes(app: FastifyInstance, deps: { metrics: Metrics; readi
 
 /** The HTTP server of a worker or ledger process: probes and metrics only. */
 export async function buildOpsServer(deps: { logger: Logger; metrics: Metrics; readiness: Readiness }): Promise<FastifyInstance> {
-  const app = Fastify({ loggerInstance: deps.logger as FastifyBaseLogger, disableRequestLogging: true, forceCloseConnections: true });
+  const app = Fastify({ loggerInstance: deps.logger as FastifyBaseLogger, logController: quietRequests(), forceCloseConnections: true });
   registerOpsRoutes(app, deps);
   app.setNotFoundHandler((req, reply) => sendError(reply, new SluiceError('SLUICE_ERR_ROUTE_NOT_FOUND', `No route ${req.method} ${req.url.split('?')[0]} (this process serves only /healthz, /readyz and /metrics)`)));
   return app;
@@ -74,7 +77,7 @@ export async function buildServer(deps: GatewayDeps & { config: Config; auth: Au
   const { config, auth, logger, metrics } = deps;
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
-    disableRequestLogging: true,
+    logController: quietRequests(),
     bodyLimit: config.bodyLimitBytes,
     genReqId: () => crypto.randomUUID(),
     return503OnClosing: true,
