@@ -40,6 +40,8 @@ export const configSchema = z.object({
   /** Model ids accepted when the backend cannot list them; empty = ask the backend. */
   models: z.array(z.string()).default([]),
   masterKey: z.string().min(16).optional(),
+  /** Apply pending SQL migrations at start-up (under an advisory lock); off when a migrate job does it. */
+  migrateOnStart: z.boolean().default(true),
   deliveryMode: z.enum(['queued', 'direct']).default('queued'),
   bodyLimitBytes: int(1024).default(1024 * 1024),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -89,6 +91,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   LIMITER_PREFIX: (v) => ({ limiterPrefix: v }),
   MODEL_NAMES: (v) => ({ models: v.split(',').map((s) => s.trim()).filter(Boolean) }),
   SLUICE_MASTER_KEY: (v) => ({ masterKey: v }),
+  SLUICE_MIGRATE: (v) => ({ migrateOnStart: !['false', '0', 'no', 'off'].includes(v.toLowerCase()) }),
   SLUICE_DELIVERY_MODE: (v) => ({ deliveryMode: v }),
   SLUICE_BODY_LIMIT: (v) => ({ bodyLimitBytes: v }),
   LOG_LEVEL: (v) => ({ logLevel: v }),

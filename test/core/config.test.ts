@@ -1,0 +1,54 @@
+// Configuration: environment over file over defaults, validated into SLUICE_ERR_CONFIG, frozen.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig, parseConfig } from '../../src/config.ts';
+import { isSluiceError } from '../../src/core/errors.ts';
+
+const NO_FILE = { SLUICE_CONFIG: undefined } as NodeJS.ProcessEnv;
+const isConfigError = (re: RegExp) => (e: unknown) => isSluiceError(e, 'SLUICE_ERR_CONFIG') && re.test((e as Error).message);
+
+describe('configuration', () => {
+  it('defaults to the embedded deployment', () => {
+    const c = loadConfig({ ...NO_FILE });
+    assert.equal(c.databaseUrl, 'pglite://./.sluice/db');
+    assert.equal(c.queueUrl, 'memory://');
+    assert.equal(c.modelUrl, 'sim://');
+    assert.equal(c.deliveryMode, 'queued');
+    assert.equal(c.bodyLimitBytes, 1024 * 1024);
+    assert.equal(c.migrateOnStart, true);
+  });
+
+  it('reads the environment, nested fields included, and freezes the result', () => {
+    const c = loadConfig({ PORT: '9999', QUEUE_URL: 'amqp://x', SIM_ITL_MS: '7', SLUICE_MIGRATE: 'false', MODEL_NAMES: 'a, b' });
+    assert.equal(c.port, 9999);
+    assert.equal(c.queueUrl, 'amqp://x');
+    assert.equal(c.sim.itlMs, 7);
+    assert.equal(c.sim.ttftMs, 20, 'siblings keep their defaults');
+    assert.equal(c.migrateOnStart, false);
+    assert.deepEqual(c.models, ['a', 'b']);
+    assert.ok(Object.isFrozen(c) && Object.isFrozen(c.sim) && Object.isFrozen(c.tiers.free));
+  });
+
+  it('the environment wins over the file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-cfg-'));
+    const file = join(dir, 'sluice.config.json');
+    writeFileSync(file, JSON.stringify({ port: 7000, deliveryMode: 'direct', tiers: { gold: { requestsPerDay: 1, tokensPerDay: 2, requestsPerMonth: 3, tokensPerMonth: 4, maxTokens: 5, concurrentStreams: 6, priority: 7 } }, defaultTier: 'gold' }));
+    const c = loadConfig({ SLUICE_CONFIG: file, PORT: '7001' });
+    assert.equal(c.port, 7001);
+    assert.equal(c.deliveryMode, 'direct');
+    assert.deepEqual(Object.keys(c.tiers), ['gold']);
+  });
+
+  it('rejects bad values with SLUICE_ERR_CONFIG naming the field', () => {
+    assert.throws(() => loadConfig({ PORT: 'eighty' }), isConfigError(/port/));
+    assert.throws(() => loadConfig({ SLUICE_DELIVERY_MODE: 'sometimes' }), isConfigError(/deliveryMode/));
+    assert.throws(() => loadConfig({ SLUICE_TIME_ZONE: 'Mars/Olympus' }), isConfigError(/timeZone/));
+    assert.throws(() => loadConfig({ SLUICE_DEFAULT_TIER: 'gold' }), isConfigError(/defaultTier/));
+    assert.throws(() => loadConfig({ SLUICE_MASTER_KEY: 'short' }), isConfigError(/masterKey/));
+    assert.throws(() => parseConfig({ tiers: { free: { requestsPerDay: -1, tokensPerDay: 1, requestsPerMonth: 1, tokensPerMonth: 1, maxTokens: 1, concurrentStreams: 1, priority: 1 } } }), isConfigError(/requestsPerDay/));
+    assert.throws(() => loadConfig({ SLUICE_CONFIG: '/nonexistent/sluice.json' }), isConfigError(/does not exist/));
+  });
+});
