@@ -22,31 +22,33 @@ export function modeOf(req: FastifyRequest, input: ChatInput, fallback: Delivery
   return fallback;
 }
 
-function idempotencyKeyOf(req: FastifyRequest): string | undefined {
+export function idempotencyKeyOf(req: FastifyRequest): string | undefined {
   const k = req.headers['idempotency-key'];
   if (k === undefined) return undefined;
   if (typeof k !== 'string' || k.length === 0 || k.length > 255) throw new SluiceError('SLUICE_ERR_VALIDATION', 'Idempotency-Key must be 1 to 255 characters', { param: 'Idempotency-Key' });
   return k;
 }
 
-/** Closes when the client's connection does (not when the request body ends). */
-function clientGone(req: FastifyRequest): AbortSignal {
+/**
+ * Aborts when the client goes away before its response is complete. Listens on the response, not
+ * the socket: a keep-alive socket outlives thousands of requests and must not collect listeners.
+ */
+function clientGone(reply: FastifyReply): AbortSignal {
   const ac = new AbortController();
-  req.raw.socket?.once('close', () => ac.abort());
-  req.raw.once('close', () => { if (req.raw.destroyed && !req.raw.complete) ac.abort(); });
+  reply.raw.once('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
   return ac.signal;
 }
 
 interface Started { record: RequestRecord; headers: Record<string, string>; lease: Lease; mode: DeliveryMode; disconnect: AbortSignal }
 
 /** Admits, persists and starts a synchronous request; the caller delivers its events. */
-async function start(deps: GatewayDeps, req: FastifyRequest, principal: Principal, input: ChatInput, live: boolean): Promise<Started> {
+async function start(deps: GatewayDeps, req: FastifyRequest, reply: FastifyReply, principal: Principal, input: ChatInput, live: boolean): Promise<Started> {
   const mode = modeOf(req, input, deps.config.deliveryMode);
   const leaseId = crypto.randomUUID();
   const lease = live ? await deps.leases.acquire(principal, leaseId) : { release: async () => {} };
   try {
     const { record, admitted } = await deps.requests.submit(principal, input, { idempotencyKey: idempotencyKeyOf(req), mode });
-    const disconnect = clientGone(req);
+    const disconnect = clientGone(reply);
     if (mode === 'direct' && record.status === 'queued') void deps.requests.runDirect(record, disconnect).catch((err) => deps.logger.error({ err, request_id: record.id }, 'direct run failed'));
     const headers = { 'x-request-id': record.id, 'x-sluice-mode': mode, ...admitted.headers, ...(admitted.degraded && { 'x-sluice-degraded': '1' }) };
     return { record, headers, lease, mode, disconnect };
@@ -58,7 +60,7 @@ async function start(deps: GatewayDeps, req: FastifyRequest, principal: Principa
 
 async function respond(deps: GatewayDeps, req: FastifyRequest, reply: FastifyReply, input: ChatInput, kind: 'chat' | 'text'): Promise<FastifyReply | void> {
   const principal = principalOf(req);
-  const s = await start(deps, req, principal, input, input.stream);
+  const s = await start(deps, req, reply, principal, input, input.stream);
   try {
     if (input.stream) {
       reply.hijack();
@@ -101,7 +103,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, deps: GatewayDeps): v
     const principal = principalOf(req);
     const models = await deps.models.list();
     const input = parseQuickChat(req.body, deps.config.models[0] ?? models[0] ?? 'sim');
-    const s = await start(deps, req, principal, input, true);
+    const s = await start(deps, req, reply, principal, input, true);
     reply.hijack();
     const sse = new SseStream(reply.raw, deps.config.sse, s.headers);
     deps.metrics.activeStreams.inc();

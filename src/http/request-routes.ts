@@ -6,7 +6,7 @@ import { parseChatBody } from '../core/chat-request.ts';
 import { SluiceError } from '../core/errors.ts';
 import { lastEventId, streamNative, streamOpenAI } from './delivery.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
-import { modeOf } from './openai-routes.ts';
+import { idempotencyKeyOf, modeOf } from './openai-routes.ts';
 import { requestView } from './render.ts';
 import { principalOf } from './server.ts';
 import { SseStream } from './sse.ts';
@@ -24,8 +24,7 @@ export function registerRequestRoutes(app: FastifyInstance, deps: GatewayDeps): 
 
   app.post('/v1/requests', user, async (req, reply) => {
     const input = parseChatBody(req.body);
-    const key = req.headers['idempotency-key'];
-    if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > 255)) throw new SluiceError('SLUICE_ERR_VALIDATION', 'Idempotency-Key must be 1 to 255 characters', { param: 'Idempotency-Key' });
+    const key = idempotencyKeyOf(req);
     // Validates a requested mode, but an async request always runs on a worker: direct mode needs a live caller.
     modeOf(req, input, 'queued');
     const { record, created, admitted } = await deps.requests.submit(principalOf(req), input, { idempotencyKey: key, mode: 'queued' });
