@@ -1,5 +1,6 @@
 // `sluice up`: a whole deployment on one machine for development and tests — N gateways on
-// consecutive ports, M workers and one ledger, each a child `sluice start --role …` sharing the
+// consecutive ports, then M workers and one ledger on the ports after them (every role serves
+// /healthz, /readyz and /metrics), each a child `sluice start --role …` sharing the
 // real services named by the environment. It migrates once before spawning (so children do not
 // race), prefixes every child's output with its name, reports a child that dies and keeps the
 // rest running, and stops everything (SIGTERM, then SIGKILL) on Ctrl-C or SIGTERM.
@@ -21,7 +22,7 @@ type Role = 'gateway' | 'worker' | 'ledger';
 interface Member {
   name: string;
   role: Role;
-  port: number | null;
+  port: number;
   child: ChildProcess;
   exited: Promise<void>;
   /** Set when the child has exited: its code or the signal that ended it. */
@@ -54,8 +55,8 @@ function ensureDevKey(config: Config): void {
   writeFileSync(file, `${generateApiKey().key}\n`, { mode: 0o600 });
 }
 
-function launch(name: string, role: Role, port: number | null): Member {
-  const args = [BIN, 'start', '--role', role, ...(port === null ? [] : ['--port', String(port)])];
+function launch(name: string, role: Role, port: number): Member {
+  const args = [BIN, 'start', '--role', role, '--port', String(port)];
   const child = spawn(process.execPath, args, { env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
   const member: Member = { name, role, port, child, exit: null, exited: Promise.resolve() };
   member.exited = new Promise((resolve) => child.once('exit', (code, signal) => { member.exit = signal ?? `code ${code}`; resolve(); }));
@@ -71,7 +72,7 @@ async function answers(url: string): Promise<boolean> {
 
 function table(members: Member[], host: string): string {
   const rows = [['NAME', 'ROLE', 'PID', 'URL', 'STATUS'], ...members.map((m) => [
-    m.name, m.role, String(m.child.pid ?? '-'), m.port === null ? '-' : `http://${host}:${m.port}`, m.exit ? `exited (${m.exit})` : m.port === null ? 'running' : 'ready',
+    m.name, m.role, String(m.child.pid ?? '-'), `http://${host}:${m.port}${m.role === 'gateway' ? '/v1' : '/metrics'}`, m.exit ? `exited (${m.exit})` : 'ready',
   ])];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
@@ -104,8 +105,8 @@ export async function up(args: string[]): Promise<number> {
 
   const members: Member[] = [
     ...Array.from({ length: gateways }, (_, i) => launch(`gateway-${i + 1}`, 'gateway', basePort + i)),
-    ...Array.from({ length: workers }, (_, i) => launch(`worker-${i + 1}`, 'worker', null)),
-    ...(ledger ? [launch('ledger', 'ledger', null)] : []),
+    ...Array.from({ length: workers }, (_, i) => launch(`worker-${i + 1}`, 'worker', basePort + gateways + i)),
+    ...(ledger ? [launch('ledger', 'ledger', basePort + gateways + workers)] : []),
   ];
 
   let stopping = false;
@@ -135,8 +136,8 @@ export async function up(args: string[]): Promise<number> {
     });
   }
 
-  const deadline = Date.now() + 60_000;
-  const pending = new Set(members.filter((m) => m.port !== null));
+  const deadline = Date.now() + 120_000;
+  const pending = new Set(members);
   while (pending.size && !stopping) {
     for (const m of [...pending]) {
       if (m.exit) { pending.delete(m); continue; }
@@ -144,7 +145,7 @@ export async function up(args: string[]): Promise<number> {
     }
     if (!pending.size) break;
     if (Date.now() > deadline) {
-      process.stderr.write(`[up] ${[...pending].map((m) => m.name).join(', ')} did not answer /healthz within 60 s; stopping\n`);
+      process.stderr.write(`[up] ${[...pending].map((m) => m.name).join(', ')} did not answer /healthz within 120 s; stopping\n`);
       void stopAll(1);
       break;
     }

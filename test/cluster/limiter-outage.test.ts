@@ -26,7 +26,7 @@ describe('limiter (Redis) unreachable', () => {
     const proc = await spawnSluice(['start', '--role', 'all'], {
       SLUICE_DATA_DIR: dir, DATABASE_URL: 'pglite://memory', QUEUE_URL: 'memory://', BUS_URL: 'memory://',
       LIMITER_URL: DEAD_REDIS, SLUICE_LIMITER_FAILURE: policy, SLUICE_MASTER_KEY: MASTER_KEY, SIM_TTFT_MS: '0', SIM_ITL_MS: '1',
-    });
+    }, { timeoutMs: 60_000 }); // PGlite boots slowly on a loaded machine
     procs.push(proc);
     const admin = client(proc.url, MASTER_KEY);
     assert.equal((await admin.post('/admin/users', { id: 'alice' })).status, 201);

@@ -29,19 +29,23 @@ describe('sluice up', () => {
 
     it('starts gateways, workers and a ledger, serves, and stops them all on SIGTERM', async () => {
       cluster = await createCluster({ queue: 'amqp', bus: 'redis' });
+      // Four children on four consecutive ports.
       let port = await freePort();
-      while (!(await portFree(port + 1))) port = await freePort();
+      while (!(await portsFree(port + 1, 3))) port = await freePort();
       up = spawn(process.execPath, ['bin/sluice.mjs', 'up', '--gateways', '2', '--workers', '1', '--port', String(port), '--stop-timeout-ms', '5000'], {
         env: { ...process.env, ...cluster.env }, stdio: ['ignore', 'pipe', 'pipe'],
       });
       let out = '';
       up.stdout!.on('data', (c) => { out += c; });
       up.stderr!.on('data', (c) => { out += c; });
-      await waitFor(async () => { if (up!.exitCode !== null) throw new Error(out); return /^ledger\s+ledger\s+\d+/m.test(out); }, 40_000, 100);
+      await waitFor(async () => { if (up!.exitCode !== null) throw new Error(out); return /^ledger\s+ledger\s+\d+/m.test(out); }, 90_000, 100)
+        .catch((e: unknown) => { throw new Error(`${String(e)}\n${out}`); });
       const table = out.slice(out.indexOf('NAME'));
       const pids = [...table.matchAll(/^(gateway-\d|worker-\d|ledger)\s+\w+\s+(\d+)/gm)].map((m) => [m[1]!, Number(m[2])] as const);
       assert.deepEqual(pids.map(([name]) => name), ['gateway-1', 'gateway-2', 'worker-1', 'ledger']);
-      assert.match(table, new RegExp(`gateway-2\\s+gateway\\s+\\d+\\s+http://127\\.0\\.0\\.1:${port + 1}\\s+ready`));
+      assert.match(table, new RegExp(`gateway-2\\s+gateway\\s+\\d+\\s+http://127\\.0\\.0\\.1:${port + 1}/v1\\s+ready`));
+      assert.match(table, new RegExp(`ledger\\s+ledger\\s+\\d+\\s+http://127\\.0\\.0\\.1:${port + 3}/metrics\\s+ready`));
+      assert.equal((await fetch(`http://127.0.0.1:${port + 2}/healthz`)).status, 200, 'the worker serves its probes on the next port');
       assert.match(out, /^\[worker-1\] Sluice worker started/m, 'child output is prefixed with its name');
 
       const res = await client(`http://127.0.0.1:${port + 1}`, MASTER_KEY).post('/v1/chat/completions', { model: 'sim', max_tokens: 3, messages: [{ role: 'user', content: 'hi' }] });
@@ -55,6 +59,11 @@ describe('sluice up', () => {
     });
   });
 });
+
+async function portsFree(from: number, n: number): Promise<boolean> {
+  for (let p = from; p < from + n; p++) if (!(await portFree(p))) return false;
+  return true;
+}
 
 async function portFree(port: number): Promise<boolean> {
   const net = await import('node:net');
