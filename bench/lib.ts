@@ -95,8 +95,19 @@ export async function startSluice(env: Record<string, string>, name = 'sluice'):
     PORT: String(port), HOST: '127.0.0.1', SLUICE_MASTER_KEY: MASTER_KEY, LOG_LEVEL: 'warn',
     SLUICE_DATA_DIR: dir, DATABASE_URL: `pglite://${dir}/db`, ...env,
   }, port);
-  await waitHttp(`${p.url}/healthz`, p, 60_000);
+  if (env.SLUICE_ROLE === 'worker' || env.SLUICE_ROLE === 'ledger') await waitOutput(p, /started/, 60_000);
+  else await waitHttp(`${p.url}/healthz`, p, 60_000);
   return p;
+}
+
+async function waitOutput(p: Proc, re: RegExp, timeoutMs: number): Promise<void> {
+  let seen = '';
+  await new Promise<void>((res, rej) => {
+    const t = setTimeout(() => rej(new Error(`${p.name} did not print ${re} within ${timeoutMs} ms: ${seen.slice(-500)}`)), timeoutMs);
+    const on = (c: Buffer) => { seen += c.toString(); if (re.test(seen)) { clearTimeout(t); p.child.stdout?.off('data', on); res(); } };
+    p.child.stdout?.on('data', on);
+    p.child.once('exit', () => { clearTimeout(t); rej(new Error(`${p.name} exited: ${seen.slice(-500)}`)); });
+  });
 }
 
 export function rssMiB(pid: number): number {
@@ -190,7 +201,7 @@ export async function cleanup(): Promise<void> {
 export function main(name: string, maxMs: number, fn: () => Promise<void>): void {
   const t = setTimeout(() => { log(`${name}: time bound of ${maxMs / 1000}s reached; stopping`); void cleanup().finally(() => process.exit(3)); }, maxMs);
   for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, () => { void cleanup().finally(() => process.exit(130)); });
-  fn().then(async () => { clearTimeout(t); await cleanup(); process.exit(0); }, async (err: unknown) => {
+  fn().then(async () => { clearTimeout(t); await cleanup(); process.exit(typeof process.exitCode === "number" ? process.exitCode : 0); }, async (err: unknown) => {
     clearTimeout(t);
     console.error(err);
     await cleanup();
@@ -236,4 +247,107 @@ export async function metricSum(p: Proc, name: string): Promise<number> {
   let s = 0;
   for (const line of r.body.split('\n')) if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{')) s += Number(line.slice(line.lastIndexOf(' ') + 1));
   return s;
+}
+
+export interface ListenerResult { status: number; connected: boolean; tokens: number; seqs: Set<number>; completed: boolean; completionTokens: number | null; error: string; lagMs: number[] }
+
+/**
+ * One native-SSE listener on GET /v1/requests/{id}/events over its own socket. Counts token
+ * events and distinct sequences, and, when `lag` is set, records receive time minus the event's
+ * `timestamp` (stamped at append by whoever ran the model; same machine clock).
+ */
+export function listen(base: string, id: string, key: string, opts: { lag?: boolean; onConnected?: () => void; signal?: AbortSignal } = {}): Promise<ListenerResult> {
+  const res: ListenerResult = { status: 0, connected: false, tokens: 0, seqs: new Set(), completed: false, completionTokens: null, error: '', lagMs: [] };
+  return new Promise((resolve) => {
+    const req = http.get(`${base}/v1/requests/${id}/events`, { agent: false, headers: { authorization: `Bearer ${key}`, accept: 'text/event-stream' } }, (r) => {
+      res.status = r.statusCode ?? 0;
+      r.setEncoding('utf8');
+      let buf = '';
+      r.on('data', (chunk: string) => {
+        const now = Date.now();
+        buf += chunk;
+        let i: number;
+        while ((i = buf.indexOf('\n\n')) !== -1) {
+          const frame = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          let event = 'message', data = '';
+          for (const line of frame.split('\n')) {
+            if (line.startsWith('event: ')) event = line.slice(7);
+            else if (line.startsWith('data: ')) data += line.slice(6);
+          }
+          if (event === 'connected') { res.connected = true; opts.onConnected?.(); }
+          else if (event === 'token') {
+            res.tokens++;
+            const d = JSON.parse(data) as { sequence: number; timestamp: number };
+            res.seqs.add(d.sequence);
+            if (opts.lag) res.lagMs.push(now - d.timestamp);
+          } else if (event === 'completed') {
+            res.completed = true;
+            res.completionTokens = (JSON.parse(data) as { usage: { completion_tokens: number } }).usage.completion_tokens;
+          } else if (event === 'error') res.error = data.slice(0, 200);
+        }
+      });
+      r.on('end', () => resolve(res));
+      r.on('error', (e) => { res.error ||= e.message; resolve(res); });
+    });
+    opts.signal?.addEventListener('abort', () => req.destroy(new Error('aborted')), { once: true });
+    req.on('error', (e) => { res.error ||= e.message; resolve(res); });
+  });
+}
+
+/** Submits an async request; returns its id. */
+export async function submit(sluice: Proc, key: string, maxTokens: number): Promise<string> {
+  const r = await request('POST', `${sluice.url}/v1/requests`, { model: 'sim', max_tokens: maxTokens, messages: [{ role: 'user', content: 'hello there' }] }, bearer(key));
+  if (r.status !== 202) throw new Error(`POST /v1/requests: ${r.status} ${r.body}`);
+  return (JSON.parse(r.body) as { request_id: string }).request_id;
+}
+
+/** Closed loop of POSTs: `concurrency` callers back to back for `seconds`; accepted = 202 answers. */
+export async function closedLoopPost(url: string, key: string, body: string, concurrency: number, seconds: number): Promise<{ accepted: number; rps: number; p50: number; p99: number; errors: number; firstError: string }> {
+  const poster = makePoster(url, bearer(key), concurrency);
+  const lat: number[] = [];
+  let errors = 0, firstError = '';
+  const t0 = performance.now(), end = t0 + seconds * 1000;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (performance.now() < end) {
+      const r = await poster.post(body);
+      if (r.status === 202) lat.push(r.ms); else { errors++; firstError ||= `${r.status} ${r.body.slice(0, 200)}`; }
+    }
+  }));
+  const el = (performance.now() - t0) / 1000;
+  poster.close();
+  return { accepted: lat.length, rps: lat.length / el, p50: pct(lat, 0.5), p99: pct(lat, 0.99), errors, firstError };
+}
+
+/**
+ * Streaming chat completions at fixed concurrency; time to first token = until the first `data:`
+ * frame (Sluice writes its `retry:` preamble and headers before any token, so first byte is not it).
+ */
+export async function streamTtft(url: string, headers: Record<string, string>, concurrency: number, requests: number, maxTokens: number): Promise<{ ok: number; errors: number; firstError: string; rps: number; ttft: number[]; ttfb: number[] }> {
+  const u = new URL(url);
+  const a = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const body = JSON.stringify({ model: 'sim', stream: true, max_tokens: maxTokens, messages: [{ role: 'user', content: 'hello there' }] });
+  const ttft: number[] = [], ttfb: number[] = [];
+  let ok = 0, errors = 0, firstError = '', next = 0;
+  const one = () => new Promise<void>((resolve) => {
+    const t0 = performance.now();
+    let first = 0, tok = 0;
+    const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', agent: a,
+      headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...headers } }, (r) => {
+      r.setEncoding('utf8');
+      r.on('data', (c: string) => {
+        const now = performance.now();
+        if (!first) { first = now; ttfb.push(now - t0); }
+        if (!tok && c.includes('data:')) { tok = now; ttft.push(now - t0); }
+      });
+      r.on('end', () => { if ((r.statusCode ?? 0) < 300 && tok) ok++; else { errors++; firstError ||= `HTTP ${r.statusCode}`; } resolve(); });
+      r.on('error', (e) => { errors++; firstError ||= e.message; resolve(); });
+    });
+    req.on('error', (e) => { errors++; firstError ||= e.message; resolve(); });
+    req.end(body);
+  });
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => { while (next++ < requests) await one(); }));
+  a.destroy();
+  return { ok, errors, firstError, rps: ok / ((performance.now() - t0) / 1000), ttft, ttfb };
 }

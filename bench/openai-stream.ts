@@ -3,7 +3,7 @@
 // upstream / floor / sluice-direct / sluice-queued (and sluice-direct with a user key, i.e.
 // quota accounting on) for ROUNDS rounds and reports per-round and median ratios.
 // env: ROUNDS (3), REQUESTS per leg (1000), CONCURRENCY (8), TOKENS (64), DATABASE_URL (embedded PGlite)
-import { bearer, createUserKey, log, main, MASTER_KEY, median, r2, runLoad, startFloor, startSluice, startUpstream, table, type LoadResult } from './lib.ts';
+import { bearer, createUserKey, log, main, MASTER_KEY, median, pct, r2, runLoad, streamTtft, startFloor, startSluice, startUpstream, table, type LoadResult } from './lib.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const N = Number(process.env.REQUESTS ?? 1000);
@@ -33,6 +33,7 @@ main('openai-stream', 10 * 60_000, async () => {
   for (const [name, run] of legs) if (name.startsWith('sluice')) { const w = await run(200); log(`  ${name}: ${w.rps} req/s, ${w.errors} errors${w.first_error ? ` (${w.first_error})` : ''}`); }
 
   const rounds: Record<string, LoadResult>[] = [];
+  const ttft: { d50: number; d99: number; q50: number; q99: number }[] = [];
   for (let r = 1; r <= ROUNDS; r++) {
     const res: Record<string, LoadResult> = {};
     for (const [name, run] of legs) {
@@ -42,6 +43,12 @@ main('openai-stream', 10 * 60_000, async () => {
       log(`round ${r} ${name}: ${x.rps} req/s, ttfb p50 ${x.ttfb_p50} p99 ${x.ttfb_p99} ms, total p50 ${x.total_p50} p99 ${x.total_p99} ms, sse events ${x.sse_events}${x.sse_events < expectEvents ? ` (< ${expectEvents}!)` : ''}`);
       res[name] = x;
     }
+    // load.mjs's first byte from Sluice is the SSE preamble (headers + `retry:`), written before
+    // any token; time to the first token is measured separately on the same endpoints.
+    const td = await streamTtft(`${sluice.url}/v1/chat/completions`, { ...bearer(MASTER_KEY), 'x-sluice-mode': 'direct' }, C, 300, Number(TOKENS));
+    const tq = await streamTtft(`${sluice.url}/v1/chat/completions`, { ...bearer(MASTER_KEY), 'x-sluice-mode': 'queued' }, C, 300, Number(TOKENS));
+    ttft.push({ d50: pct(td.ttft, 0.5), d99: pct(td.ttft, 0.99), q50: pct(tq.ttft, 0.5), q99: pct(tq.ttft, 0.99) });
+    log(`round ${r} time to first token: direct p50 ${r2(ttft[r - 1]!.d50)} p99 ${r2(ttft[r - 1]!.d99)}, queued p50 ${r2(ttft[r - 1]!.q50)} p99 ${r2(ttft[r - 1]!.q99)} ms`);
     rounds.push(res);
   }
 
@@ -52,6 +59,8 @@ main('openai-stream', 10 * 60_000, async () => {
       'direct/floor': r2(d.rps / f.rps), 'direct/upstream': r2(d.rps / u.rps), 'queued/floor': r2(q.rps / f.rps), 'queued/upstream': r2(q.rps / u.rps),
       'direct_user/floor': r2(du.rps / f.rps),
       'queued-direct ttfb p50': r2(q.ttfb_p50 - d.ttfb_p50), 'queued-direct ttfb p99': r2(q.ttfb_p99 - d.ttfb_p99),
+      'queued-direct ttft p50': r2(ttft[i]!.q50 - ttft[i]!.d50), 'queued-direct ttft p99': r2(ttft[i]!.q99 - ttft[i]!.d99),
+      'direct ttft p50/p99': `${r2(ttft[i]!.d50)}/${r2(ttft[i]!.d99)}`, 'queued ttft p50/p99': `${r2(ttft[i]!.q50)}/${r2(ttft[i]!.q99)}`,
       'direct ttfb p50/p99': `${d.ttfb_p50}/${d.ttfb_p99}`, 'queued ttfb p50/p99': `${q.ttfb_p50}/${q.ttfb_p99}`, 'floor ttfb p50/p99': `${f.ttfb_p50}/${f.ttfb_p99}`,
     };
   });
