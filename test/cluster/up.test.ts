@@ -25,7 +25,16 @@ describe('sluice up', () => {
   describe('with real services', suite, () => {
     let cluster: Cluster;
     let up: ChildProcess | undefined;
-    after(async () => { up?.kill('SIGKILL'); await cluster?.cleanup(); });
+    after(async () => {
+      // SIGTERM, so `up` stops its children: a SIGKILLed `up` would leave them running.
+      if (up && up.exitCode === null && up.signalCode === null) {
+        const exited = new Promise((r) => up!.once('exit', r));
+        up.kill('SIGTERM');
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+        up.kill('SIGKILL');
+      }
+      await cluster?.cleanup();
+    });
 
     it('starts gateways, workers and a ledger, serves, and stops them all on SIGTERM', async () => {
       cluster = await createCluster({ queue: 'amqp', bus: 'redis' });
