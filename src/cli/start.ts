@@ -34,5 +34,7 @@ export async function start(args: string[]): Promise<number> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // Started by `sluice up` (an IPC channel to the parent): stop when the parent goes, even if it was SIGKILLed.
+  if (process.connected) process.once('disconnect', () => stop('parent exited'));
   return 0;
 }

@@ -58,7 +58,7 @@ function ensureDevKey(config: Config): void {
 function launch(name: string, role: Role, port: number): Member {
   const args = [BIN, 'start', '--role', role, '--port', String(port)];
   // Migrations already ran once, before any child started.
-  const child = spawn(process.execPath, args, { env: { ...process.env, SLUICE_MIGRATE: 'false' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { env: { ...process.env, SLUICE_MIGRATE: 'false' }, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   const member: Member = { name, role, port, child, exit: null, exited: Promise.resolve() };
   member.exited = new Promise((resolve) => child.once('exit', (code, signal) => { member.exit = signal ?? `code ${code}`; resolve(); }));
   for (const [stream, out] of [[child.stdout, process.stdout], [child.stderr, process.stderr]] as const) {
