@@ -69,6 +69,28 @@ describe('sluice up', () => {
   });
 });
 
+describe('sluice up after a SIGKILL', suite, () => {
+  let cluster: Cluster;
+  after(() => cluster?.cleanup());
+
+  it('its children notice the parent is gone and stop', async () => {
+    cluster = await createCluster({ queue: 'amqp', bus: 'redis' });
+    let port = await freePort();
+    while (!(await portsFree(port + 1, 1))) port = await freePort();
+    const up = spawn(process.execPath, ['bin/sluice.mjs', 'up', '--gateways', '1', '--workers', '1', '--no-ledger', '--port', String(port)], {
+      env: { ...process.env, ...cluster.env }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    up.stdout!.on('data', (c) => { out += c; });
+    up.stderr!.on('data', (c) => { out += c; });
+    await waitFor(async () => { if (up.exitCode !== null) throw new Error(out); return /^worker-1\s+worker\s+\d+/m.test(out); }, 90_000, 100);
+    const pids = [...out.slice(out.indexOf('NAME')).matchAll(/^(?:gateway-\d|worker-\d)\s+\w+\s+(\d+)/gm)].map((m) => Number(m[1]));
+    assert.equal(pids.length, 2);
+    up.kill('SIGKILL');
+    await waitFor(async () => pids.every((pid) => !alive(pid)), 20_000, 100);
+  });
+});
+
 async function portsFree(from: number, n: number): Promise<boolean> {
   for (let p = from; p < from + n; p++) if (!(await portFree(p))) return false;
   return true;
