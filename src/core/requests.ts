@@ -53,7 +53,7 @@ export class RequestService {
         id, userId: principal.userId, keyId: principal.keyId, model: input.model, mode: opts.mode, payload: admitted.payload,
         priority: admitted.priority, idempotencyKey: opts.idempotencyKey ?? null, bodyHash: hash,
         estimatedTokens: admitted.estimatedTokens, promptTokens: admitted.promptTokens,
-      });
+      }, opts.mode === 'direct' ? { workerId: this.gatewayId, claimMs: this.deps.config.worker.claimMs } : undefined);
     } catch (err) {
       if (admitted.reserved) await this.deps.limiter.settle(id, { tokens: 0, requests: 0 }).catch(() => {});
       throw err;
@@ -107,16 +107,21 @@ export class RequestService {
     return (await store.getRequest(id)) ?? record;
   }
 
-  /** Direct mode: this gateway runs the model itself (still logging events and settling once). */
+  /**
+   * Direct mode: this gateway runs the model itself (still logging events and settling once).
+   * `record` was inserted already claimed by this gateway (attempt 1); retries claim again.
+   */
   async runDirect(record: RequestRecord, disconnect: AbortSignal): Promise<void> {
     const { store, runner, config } = this.deps;
+    let attempt = record;
     for (;;) {
+      const result = await runner.run(attempt, this.gatewayId, { disconnect });
+      if (result.kind !== 'retry') return;
+      await store.renewClaim(record.id, this.gatewayId, attempt.attempt, 0);
+      await new Promise((r) => setTimeout(r, backoffMs(config.worker.retryBaseMs, attempt.attempt)));
       const claim = await store.claimRequest(record.id, this.gatewayId, config.worker.claimMs);
       if (claim.state !== 'claimed') return;
-      const result = await runner.run(claim.record, this.gatewayId, { disconnect });
-      if (result.kind !== 'retry') return;
-      await store.renewClaim(record.id, this.gatewayId, claim.record.attempt, 0);
-      await new Promise((r) => setTimeout(r, backoffMs(config.worker.retryBaseMs, claim.record.attempt)));
+      attempt = claim.record;
     }
   }
 }

@@ -47,9 +47,9 @@ async function start(deps: GatewayDeps, req: FastifyRequest, reply: FastifyReply
   const leaseId = crypto.randomUUID();
   const lease = live ? await deps.leases.acquire(principal, leaseId) : { release: async () => {} };
   try {
-    const { record, admitted } = await deps.requests.submit(principal, input, { idempotencyKey: idempotencyKeyOf(req), mode });
+    const { record, created, admitted } = await deps.requests.submit(principal, input, { idempotencyKey: idempotencyKeyOf(req), mode });
     const disconnect = clientGone(reply);
-    if (mode === 'direct' && record.status === 'queued') void deps.requests.runDirect(record, disconnect).catch((err) => deps.logger.error({ err, request_id: record.id }, 'direct run failed'));
+    if (mode === 'direct' && created) void deps.requests.runDirect(record, disconnect).catch((err) => deps.logger.error({ err, request_id: record.id }, 'direct run failed'));
     const headers = { 'x-request-id': record.id, 'x-sluice-mode': mode, ...admitted.headers, ...(admitted.degraded && { 'x-sluice-degraded': '1' }) };
     return { record, headers, lease, mode, disconnect };
   } catch (err) {

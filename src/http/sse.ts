@@ -41,14 +41,25 @@ export class SseStream {
     if (!this.write(frame)) await this.drained();
   }
 
+  private corked = false;
+  private readonly flush = () => { if (this.corked) { this.corked = false; this.res.uncork(); } };
+
   end(): void {
     if (this.ended) return;
+    this.flush();
     this.res.end();
     this.finish();
   }
 
   private write(frame: string): boolean {
     if (this.ended) return true;
+    // Frames written in the same turn of the event loop leave in one syscall: a stream's tokens
+    // often arrive in bursts, and one write per token per listener was the gateway's top cost.
+    if (!this.corked) {
+      this.corked = true;
+      this.res.cork();
+      setImmediate(this.flush);
+    }
     const ok = this.res.write(frame);
     if (!ok && this.res.writableLength > this.maxBuffered) {
       // Too slow: drop the connection; the client resumes from the log with Last-Event-ID.

@@ -66,6 +66,8 @@ export interface Outcome {
   chargedRequests: 0 | 1;
 }
 
+export interface InsertClaim { workerId: string; claimMs: number }
+
 export type ClaimResult =
   | { state: 'claimed'; record: RequestRecord }
   /** Another live worker holds the request until `until` (ms since epoch). */
@@ -100,8 +102,12 @@ export interface Store {
   setQuotaOverride(q: QuotaOverride): Promise<QuotaOverride>;
   deleteQuotaOverride(userId: string): Promise<boolean>;
 
-  /** Inserts a queued request; with an idempotency key already used by this user, returns the existing row and created=false. */
-  insertRequest(r: NewRequest): Promise<{ record: RequestRecord; created: boolean }>;
+  /**
+   * Inserts a queued request; with an idempotency key already used by this user, returns the
+   * existing row and created=false. With `claim`, the new row starts as attempt 1, already claimed
+   * by that worker (direct mode: the gateway runs it at once, saving a round trip).
+   */
+  insertRequest(r: NewRequest, claim?: InsertClaim): Promise<{ record: RequestRecord; created: boolean }>;
   getRequest(id: string): Promise<RequestRecord | null>;
   /**
    * Takes the request for one attempt: from `queued`, or from `running` whose claim expired

@@ -257,6 +257,22 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
         assert.ok(expires > before + 50_000 && expires < before + 70_000, `claim expires at ${expires}`);
       });
 
+      it('inserts a request already claimed (direct mode): attempt 1, held by that worker', async () => {
+        const input = newRequest({ mode: 'direct' });
+        const before = Date.now();
+        const { record, created } = await store.insertRequest(input, { workerId: 'gateway-a', claimMs: 60_000 });
+        assert.equal(created, true);
+        assert.equal(record.status, 'running');
+        assert.equal(record.attempt, 1);
+        assert.ok(record.startedAt instanceof Date);
+        const expires = record.claimExpiresAt?.getTime() ?? 0;
+        assert.ok(expires > before + 50_000 && expires < before + 70_000, `claim expires at ${expires}`);
+        assert.deepEqual(await store.getRequest(input.id), record);
+        assert.equal(await store.renewClaim(input.id, 'gateway-a', 1, 60_000), true);
+        const other = await store.claimRequest(input.id, 'worker-b', 60_000);
+        assert.equal(other.state, 'busy');
+      });
+
       it('reports busy with `until` while another worker holds a live claim', async () => {
         const r = await queued();
         const first = await store.claimRequest(r.id, 'worker-a', 60_000);

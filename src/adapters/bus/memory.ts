@@ -3,71 +3,7 @@
 // rely on synchronous re-entrancy that Redis or NATS would never give it.
 import { SluiceError } from '../../core/errors.ts';
 import type { Bus, ControlSignal, EventBody, LogEvent, Subscription } from '../../ports/bus.ts';
-
-/** Opens the native subscription for a topic; resolves to the function that closes it. */
-export type OpenTopic<T> = (topic: string, deliver: (message: T) => void) => Promise<() => Promise<void>>;
-
-interface Topic<T> { listeners: Set<(message: T) => void>; closer: Promise<() => Promise<void>> }
-
-/**
- * Interest-based local fan-out shared by every Bus adapter: one native subscription per topic per
- * process, opened when the topic's first local listener arrives and closed when its last leaves.
- */
-export class InterestFanout<T> {
-  private readonly topics = new Map<string, Topic<T>>();
-
-  constructor(private readonly open: OpenTopic<T>) {}
-
-  /** Resolves once the native subscription is active, so messages published afterwards arrive. */
-  async add(topic: string, listener: (message: T) => void): Promise<Subscription> {
-    let entry = this.topics.get(topic);
-    if (!entry) {
-      const listeners = new Set<(message: T) => void>();
-      // A message delivered on a closed topic reaches this entry's (by then empty) set, never a
-      // newer entry for the same topic, so a quick close-and-reopen cannot duplicate.
-      const created: Topic<T> = { listeners, closer: this.open(topic, (m) => emitTo(listeners, m)) };
-      created.closer.catch(() => { if (this.topics.get(topic) === created) this.topics.delete(topic); });
-      this.topics.set(topic, created);
-      entry = created;
-    }
-    const active = entry;
-    active.listeners.add(listener);
-    try {
-      await active.closer;
-    } catch (err) {
-      active.listeners.delete(listener);
-      throw err;
-    }
-    let closed = false;
-    return {
-      close: async () => {
-        if (closed) return;
-        closed = true;
-        active.listeners.delete(listener);
-        if (active.listeners.size > 0 || this.topics.get(topic) !== active) return;
-        this.topics.delete(topic);
-        await (await active.closer)();
-      },
-    };
-  }
-
-  /** Topics with at least one local listener. */
-  get size(): number { return this.topics.size; }
-
-  /** Drops every listener and closes every native subscription. */
-  async closeAll(): Promise<void> {
-    const entries = [...this.topics.values()];
-    this.topics.clear();
-    await Promise.allSettled(entries.map(async (e) => { e.listeners.clear(); await (await e.closer)(); }));
-  }
-}
-
-function emitTo<T>(listeners: Set<(message: T) => void>, message: T): void {
-  for (const listener of [...listeners]) {
-    // One listener's failure must not starve the others of the event.
-    try { listener(message); } catch { /* isolated on purpose */ }
-  }
-}
+import { InterestFanout } from './fanout.ts';
 
 interface EventLog { events: LogEvent[]; lastSeq: number; expiresAt: number }
 
@@ -75,13 +11,13 @@ export interface MemoryBusOptions { ttlSeconds: number; maxLen: number }
 
 export class MemoryBus implements Bus {
   private readonly logs = new Map<string, EventLog>();
-  private readonly deliverers = new Map<string, (message: string) => void>();
-  private readonly fanout: InterestFanout<string>;
+  private readonly deliverers = new Map<string, (message: Message) => void>();
+  private readonly fanout: InterestFanout<Message>;
   private readonly sweeper: NodeJS.Timeout;
   private closed = false;
 
   constructor(private readonly opts: MemoryBusOptions) {
-    this.fanout = new InterestFanout<string>(async (topic, deliver) => {
+    this.fanout = new InterestFanout<Message>(async (topic, deliver) => {
       this.deliverers.set(topic, deliver);
       return async () => { if (this.deliverers.get(topic) === deliver) this.deliverers.delete(topic); };
     });
@@ -97,13 +33,14 @@ export class MemoryBus implements Bus {
     if (!log) { log = { events: [], lastSeq: 0, expiresAt: 0 }; this.logs.set(requestId, log); }
     log.lastSeq += 1;
     log.expiresAt = now + this.opts.ttlSeconds * 1000;
-    const stored: LogEvent = { ...structuredClone(event), seq: log.lastSeq, ts: now };
+    // Frozen and shared: the log, every listener and every reader see one immutable object, so no
+    // copy or serialisation is paid per token per listener, and nobody can alter what was logged.
+    const stored = freezeEvent(event, log.lastSeq, now);
     log.events.push(stored);
     if (log.events.length > this.opts.maxLen) log.events.splice(0, log.events.length - this.opts.maxLen);
-    // Serialised like a real broker would, so listeners never share (or mutate) the stored object.
-    this.publish(liveTopic(requestId), JSON.stringify(stored));
+    this.publish(liveTopic(requestId), stored);
     await Promise.resolve();
-    return structuredClone(stored);
+    return stored;
   }
 
   async read(requestId: string, afterSeq: number, limit = Number.POSITIVE_INFINITY): Promise<LogEvent[]> {
@@ -114,14 +51,14 @@ export class MemoryBus implements Bus {
     const out: LogEvent[] = [];
     for (const e of log.events) {
       if (out.length >= limit) break;
-      if (e.seq > afterSeq) out.push(structuredClone(e));
+      if (e.seq > afterSeq) out.push(e);
     }
     return out;
   }
 
   async subscribe(requestId: string, onEvent: (e: LogEvent) => void): Promise<Subscription> {
     this.assertOpen();
-    return this.fanout.add(liveTopic(requestId), (m) => onEvent(JSON.parse(m) as LogEvent));
+    return this.fanout.add(liveTopic(requestId), (m) => { if (typeof m !== 'string') onEvent(m); });
   }
 
   async publishControl(requestId: string, signal: ControlSignal): Promise<void> {
@@ -143,7 +80,7 @@ export class MemoryBus implements Bus {
     this.logs.clear();
   }
 
-  private publish(topic: string, message: string): void {
+  private publish(topic: string, message: Message): void {
     const deliver = this.deliverers.get(topic);
     if (deliver) setImmediate(deliver, message);
   }
@@ -162,6 +99,14 @@ export class MemoryBus implements Bus {
   private assertOpen(): void {
     if (this.closed) throw new SluiceError('SLUICE_ERR_UNAVAILABLE', 'Bus is closed');
   }
+}
+
+/** Live events and control signals share the fan-out. */
+type Message = LogEvent | ControlSignal;
+
+function freezeEvent(event: EventBody, seq: number, ts: number): LogEvent {
+  const copy = 'usage' in event ? { ...event, usage: Object.freeze({ ...event.usage }) } : { ...event };
+  return Object.freeze({ ...copy, seq, ts }) as LogEvent;
 }
 
 const liveTopic = (requestId: string): string => `events:${requestId}`;

@@ -14,7 +14,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { JetStreamClient, JetStreamManager, StreamConfig } from '@nats-io/jetstream';
 import { SluiceError, isSluiceError } from '../../core/errors.ts';
 import type { Bus, ControlSignal, EventBody, LogEvent, Subscription } from '../../ports/bus.ts';
-import { InterestFanout } from './memory.ts';
+import { InterestFanout } from './fanout.ts';
 
 export interface NatsBusOptions { ttlSeconds: number; maxLen: number; prefix: string; stream: string }
 

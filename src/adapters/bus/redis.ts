@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import { SluiceError, isSluiceError } from '../../core/errors.ts';
 import type { Bus, ControlSignal, EventBody, LogEvent, Subscription } from '../../ports/bus.ts';
-import { InterestFanout } from './memory.ts';
+import { InterestFanout } from './fanout.ts';
 
 const APPEND_LUA = readFileSync(new URL('./lua/append.lua', import.meta.url), 'utf8');
 

@@ -8,7 +8,7 @@ import { SluiceError, isSluiceError } from '../../core/errors.ts';
 import type { ErrorCode } from '../../core/errors.ts';
 import type { FinishReason } from '../../ports/model.ts';
 import type {
-  ApiKeyRecord, ClaimResult, DeliveryMode, NewRequest, Outcome, QuotaOverride, RequestError,
+  ApiKeyRecord, ClaimResult, DeliveryMode, InsertClaim, NewRequest, Outcome, QuotaOverride, RequestError,
   RequestPayload, RequestRecord, RequestStatus, Store, TerminalStatus, UsageRow, UsageTotals, UserRecord,
 } from '../../ports/store.ts';
 
@@ -283,18 +283,33 @@ export class SqlStore implements Store {
 
   // -- requests ---------------------------------------------------------------------------------
 
-  async insertRequest(r: NewRequest): Promise<{ record: RequestRecord; created: boolean }> {
+  async insertRequest(r: NewRequest, claim?: InsertClaim): Promise<{ record: RequestRecord; created: boolean }> {
     // ON CONFLICT DO NOTHING then SELECT: a concurrent twin waits for the first insert to commit,
     // does nothing, and then reads the committed row, so both callers see the same request.
+    // Only the server-set timestamps come back: the rest of the record is what was sent, and
+    // decoding a whole row costs more than the insert on the embedded engine.
     const inserted = await this.one(
       `INSERT INTO requests (request_id, user_id, key_id, model, mode, payload, priority, idempotency_key,
-                             body_hash, estimated_tokens, prompt_tokens)
-       VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11)
-       ON CONFLICT DO NOTHING RETURNING *`,
+                             body_hash, estimated_tokens, prompt_tokens, status, attempt, claimed_by, started_at, claim_expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11,
+               CASE WHEN $12::text IS NULL THEN 'queued' ELSE 'running' END,
+               CASE WHEN $12::text IS NULL THEN 0 ELSE 1 END, $12::text,
+               CASE WHEN $12::text IS NULL THEN NULL ELSE now() END,
+               CASE WHEN $12::text IS NULL THEN NULL ELSE now() + ${interval(13)} END)
+       ON CONFLICT DO NOTHING RETURNING created_at, started_at, claim_expires_at`,
       [r.id, r.userId, r.keyId, r.model, r.mode, JSON.stringify(r.payload), r.priority, r.idempotencyKey,
-        r.bodyHash, r.estimatedTokens, r.promptTokens],
+        r.bodyHash, r.estimatedTokens, r.promptTokens, claim?.workerId ?? null, claim?.claimMs ?? 0],
     );
-    if (inserted) return { record: toRequest(inserted), created: true };
+    if (inserted) {
+      return {
+        created: true,
+        record: {
+          ...r, status: claim ? 'running' : 'queued', attempt: claim ? 1 : 0, result: null, finishReason: null, completionTokens: null,
+          error: null, cancelRequested: false, claimExpiresAt: dateOrNull(inserted.claim_expires_at),
+          createdAt: date(inserted.created_at), startedAt: dateOrNull(inserted.started_at), completedAt: null,
+        },
+      };
+    }
     // The idempotency twin wins over a request-id twin: that is the row the caller meant.
     const existing = await this.one(
       `SELECT * FROM requests
