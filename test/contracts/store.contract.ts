@@ -114,6 +114,7 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
         await store.createUser({ id: a, tier: 'free' });
         await store.createUser({ id: b, tier: 'free' });
         const ka1 = await store.createApiKey({ id: id('k'), userId: a, hash: id('h'), prefix: 'p', admin: false });
+        await sleep(5); // keys made in one millisecond tie on created_at and fall back to id order
         const ka2 = await store.createApiKey({ id: id('k'), userId: a, hash: id('h'), prefix: 'p', admin: false });
         const kb = await store.createApiKey({ id: id('k'), userId: b, hash: id('h'), prefix: 'p', admin: false });
         assert.deepEqual((await store.listApiKeys(a)).map((k) => k.id), [ka1.id, ka2.id]);
@@ -176,6 +177,23 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
         assert.equal(await store.getRequest(randomUUID()), null);
       });
 
+      it('stores quotes, backslashes, SQL and unicode exactly', async () => {
+        const nasty = `it's "quoted" \\ back\\slash '); DROP TABLE requests; -- $1 $$ e'\\x41' 😀 \u2028`;
+        const input = newRequest({ userId: `o'brien`, idempotencyKey: `k'${nasty}`, payload: { messages: [{ role: 'user', content: nasty }], maxTokens: 1, stop: [`'`] } });
+        const { record } = await store.insertRequest(input);
+        assert.deepEqual(record.payload, input.payload);
+        const back = await store.getRequest(input.id);
+        assert.deepEqual(back?.payload, input.payload);
+        assert.equal(back?.userId, `o'brien`);
+        assert.equal(back?.idempotencyKey, input.idempotencyKey);
+        const claim = await store.claimRequest(input.id, `w'1`, 60_000);
+        assert.equal(claim.state, 'claimed');
+        assert.equal(await store.finishRequest(input.id, { status: 'completed', attempt: 1, result: nasty, finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1, totalTokens: 2 }, error: { code: `c'`, message: nasty }, chargedTokens: 2, chargedRequests: 1 }), true);
+        const done = await store.getRequest(input.id);
+        assert.equal(done?.result, nasty);
+        assert.deepEqual(done?.error, { code: `c'`, message: nasty });
+      });
+
       it('returns the first request for a reused idempotency key of the same user', async () => {
         const key = id('idem');
         const first = await store.insertRequest(newRequest({ idempotencyKey: key, bodyHash: 'body-a' }));
@@ -232,6 +250,8 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
       it('lists requests by user and status, newest first', async () => {
         const userId = id('u');
         const a = await queued({ userId });
+        // Created in the same millisecond, two requests tie (PGlite's clock has millisecond steps).
+        await sleep(5);
         const b = await queued({ userId });
         await queued();
         assert.deepEqual((await store.listRequests({ userId, limit: 10 })).map((r) => r.id), [b.id, a.id]);

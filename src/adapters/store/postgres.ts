@@ -18,9 +18,12 @@ export async function openPostgres(url: string): Promise<SqlClient> {
   // and the next query either gets a fresh connection or fails with a mapped error.
   pool.on('error', () => {});
 
-  const over = (c: { query(sql: string, params?: unknown[]): Promise<{ rows: Row[] }> }): SqlExecutor => ({
-    query: async (sql, params = []) => (await c.query(sql, [...params])).rows,
-    exec: async (sql) => { await c.query(sql); },
+  // Named statements: pg parses and plans each one once per connection, then only binds.
+  const names = new Map<string, string>();
+  const nameOf = (sql: string) => { let n = names.get(sql); if (!n) { n = `sluice_${names.size + 1}`; names.set(sql, n); } return n; };
+  const over = (c: { query(q: { name?: string; text: string; values?: unknown[] }): Promise<{ rows: Row[] }> }): SqlExecutor => ({
+    query: async (sql, params = []) => (await c.query(params.length ? { name: nameOf(sql), text: sql, values: [...params] } : { text: sql })).rows,
+    exec: async (sql) => { await c.query({ text: sql }); },
   });
 
   return {
