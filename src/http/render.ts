@@ -19,6 +19,9 @@ export function nativeEvent(requestId: string, e: LogEvent): { id: number; event
   }
 }
 
+/** Stands for the token text while a chunk's constant part is serialised. */
+const TEXT_SLOT = '\u0000sluice-token\u0000';
+
 /** Renders log events as OpenAI chat.completion.chunk frames (plus the usage chunk and [DONE]). */
 export class OpenAIChunks {
   private sentRole = false;
@@ -32,7 +35,7 @@ export class OpenAIChunks {
   /** Frames for one event; empty for events OpenAI has no shape for (restart). */
   frames(e: LogEvent): { id?: number; data: string }[] {
     if (e.type === 'restart') return [];
-    if (e.type === 'token') return [{ id: e.seq, data: JSON.stringify(this.chunk(this.delta(e.text), null)) }];
+    if (e.type === 'token') return [{ id: e.seq, data: this.tokenChunk(e.text) }];
     if (e.type === 'completed') {
       const out = [{ id: e.seq, data: JSON.stringify(this.chunk(this.object === 'text_completion' ? { text: '' } : {}, e.finishReason)) }];
       if (this.includeUsage) out.push({ id: e.seq, data: JSON.stringify({ ...this.chunk(null, null), choices: [], usage: openaiUsage(e.usage) }) });
@@ -42,6 +45,18 @@ export class OpenAIChunks {
     const error = { error: { code: e.code, message: e.message, type: e.status === 'cancelled' ? 'invalid_request_error' : 'server_error', param: null } };
     return [{ id: e.seq, data: JSON.stringify(error) }, { id: e.seq, data: '[DONE]' }];
   }
+
+  /**
+   * A token chunk is the hot path (one per token per listener): everything but the text is the
+   * same for the whole stream, so it is serialised once and the text alone is escaped per token.
+   */
+  private tokenChunk(text: string): string {
+    if (!this.sentRole && this.object !== 'text_completion') return JSON.stringify(this.chunk(this.delta(text), null));
+    this.tokenFrame ??= JSON.stringify(this.chunk(this.delta(TEXT_SLOT), null)).split(JSON.stringify(TEXT_SLOT)) as [string, string];
+    return this.tokenFrame[0] + JSON.stringify(text) + this.tokenFrame[1];
+  }
+
+  private tokenFrame: [string, string] | undefined;
 
   private delta(text: string): Record<string, unknown> {
     if (this.object === 'text_completion') return { text };

@@ -105,8 +105,9 @@ export class MemoryBus implements Bus {
 type Message = LogEvent | ControlSignal;
 
 function freezeEvent(event: EventBody, seq: number, ts: number): LogEvent {
-  const copy = 'usage' in event ? { ...event, usage: Object.freeze({ ...event.usage }) } : { ...event };
-  return Object.freeze({ ...copy, seq, ts }) as LogEvent;
+  const stored = { ...event, seq, ts } as LogEvent;
+  if ('usage' in stored) stored.usage = Object.freeze({ ...stored.usage });
+  return Object.freeze(stored);
 }
 
 const liveTopic = (requestId: string): string => `events:${requestId}`;
