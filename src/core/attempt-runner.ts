@@ -1,7 +1,7 @@
 // One attempt of one request: call the model, append every token to the request's event log,
 // honour cancel, deadline and claim loss, then settle exactly once and append the terminal event.
 // The worker (queued mode) and the gateway (direct mode) both run requests through this.
-import type { Bus, EventBody } from '../ports/bus.ts';
+import type { Bus, EventBody, LogEvent } from '../ports/bus.ts';
 import { ModelError, type ModelBackend, type ModelRequest } from '../ports/model.ts';
 import type { RequestRecord, Store } from '../ports/store.ts';
 import type { Config } from '../config.ts';
@@ -26,6 +26,12 @@ export interface AttemptHooks {
   disconnect?: AbortSignal;
   /** Called on every claim renewal (queue heartbeats for long generations). */
   onRenew?: () => Promise<void>;
+  /**
+   * Receives every event this attempt logs, with its sequence, right after the append (direct
+   * mode: the gateway's own client reads them here instead of back through the bus). Awaited, so a
+   * slow client slows the model call down rather than growing a buffer.
+   */
+  onEvent?: (e: LogEvent) => void | Promise<void>;
 }
 
 export class AttemptRunner {
@@ -36,7 +42,7 @@ export class AttemptRunner {
   async run(record: RequestRecord, workerId: string, hooks: AttemptHooks = {}): Promise<AttemptResult> {
     const { config, bus, logger } = this.deps;
     const log = logger.child({ request_id: record.id, attempt: record.attempt });
-    if (record.cancelRequested) return this.end(record, this.cancelled(record, 0, '', false));
+    if (record.cancelRequested) return this.end(record, this.cancelled(record, 0, '', false), hooks);
 
     const abort = new AbortController();
     const stop = (reason: StopReason) => { if (!abort.signal.aborted) abort.abort(new Stop(reason)); };
@@ -50,13 +56,14 @@ export class AttemptRunner {
     let text = '';
     let produced = 0;
     try {
-      if (record.attempt > 1) await bus.append(record.id, { type: 'restart', attempt: record.attempt, reason: 'retry' });
+      const log = async (e: EventBody) => { const logged = await bus.append(record.id, e); await hooks.onEvent?.(logged); };
+      if (record.attempt > 1) await log({ type: 'restart', attempt: record.attempt, reason: 'retry' });
       const req: ModelRequest = { model: record.model, ...record.payload };
       let last = 0;
       for await (const chunk of this.deps.model.stream(req, abort.signal)) {
         if (abort.signal.aborted) break;
         if (chunk.type === 'token') {
-          await bus.append(record.id, { type: 'token', attempt: record.attempt, text: chunk.text });
+          await log({ type: 'token', attempt: record.attempt, text: chunk.text });
           this.observeToken(record, produced, last);
           last = this.deps.now();
           text += chunk.text;
@@ -65,7 +72,7 @@ export class AttemptRunner {
           return await this.end(record, {
             status: 'completed', attempt: record.attempt, result: text, finishReason: chunk.finishReason,
             usage: usageOf(chunk.promptTokens, chunk.completionTokens), error: null,
-          });
+          }, hooks);
         }
       }
       if (abort.signal.aborted) throw abort.signal.reason;
@@ -73,8 +80,8 @@ export class AttemptRunner {
     } catch (err) {
       const reason = err instanceof Stop ? err.reason : abort.signal.reason instanceof Stop ? abort.signal.reason.reason : null;
       if (reason === 'lost') { log.warn('claim lost; another worker owns this request now'); return { kind: 'lost' }; }
-      if (reason === 'cancel' || reason === 'disconnect') return await this.end(record, this.cancelled(record, produced, text, true));
-      if (reason === 'timeout') return await this.end(record, this.failed(record, produced, text, 'SLUICE_ERR_MODEL_TIMEOUT', 'the request exceeded its deadline'));
+      if (reason === 'cancel' || reason === 'disconnect') return await this.end(record, this.cancelled(record, produced, text, true), hooks);
+      if (reason === 'timeout') return await this.end(record, this.failed(record, produced, text, 'SLUICE_ERR_MODEL_TIMEOUT', 'the request exceeded its deadline'), hooks);
       const me = err instanceof ModelError ? err : new ModelError('transient', (err as Error).message, undefined, { cause: err });
       this.deps.metrics.attempts.inc({ outcome: me.kind });
       if (me.kind === 'transient' && record.attempt < config.worker.maxAttempts) {
@@ -82,7 +89,7 @@ export class AttemptRunner {
         return { kind: 'retry', error: me };
       }
       const code = me.kind === 'transient' ? 'SLUICE_ERR_MODEL_TRANSIENT' : 'SLUICE_ERR_MODEL_PERMANENT';
-      return await this.end(record, this.failed(record, produced, text, code, me.message));
+      return await this.end(record, this.failed(record, produced, text, code, me.message), hooks);
     } finally {
       clearTimeout(deadline);
       clearInterval(renew);
@@ -92,10 +99,14 @@ export class AttemptRunner {
   }
 
   /** Settles and, if this call ended the request, appends the terminal event. */
-  async end(record: RequestRecord, ending: Ending): Promise<AttemptResult> {
+  async end(record: RequestRecord, ending: Ending, hooks: AttemptHooks = {}): Promise<AttemptResult> {
     const first = await this.deps.ledger.settle(record, ending);
-    if (first) await this.deps.bus.append(record.id, terminalEvent(ending));
-    else await this.repairTerminal(record.id);
+    if (first) {
+      const logged = await this.deps.bus.append(record.id, terminalEvent(ending));
+      await hooks.onEvent?.(logged);
+    } else {
+      await this.repairTerminal(record.id);
+    }
     return { kind: 'finished' };
   }
 

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config.ts';
-import type { Bus } from '../ports/bus.ts';
+import type { Bus, LogEvent } from '../ports/bus.ts';
 import type { Limiter } from '../ports/limiter.ts';
 import type { Queue } from '../ports/queue.ts';
 import type { DeliveryMode, RequestRecord, Store } from '../ports/store.ts';
@@ -111,11 +111,11 @@ export class RequestService {
    * Direct mode: this gateway runs the model itself (still logging events and settling once).
    * `record` was inserted already claimed by this gateway (attempt 1); retries claim again.
    */
-  async runDirect(record: RequestRecord, disconnect: AbortSignal): Promise<void> {
+  async runDirect(record: RequestRecord, disconnect: AbortSignal, onEvent?: (e: LogEvent) => void | Promise<void>): Promise<void> {
     const { store, runner, config } = this.deps;
     let attempt = record;
     for (;;) {
-      const result = await runner.run(attempt, this.gatewayId, { disconnect });
+      const result = await runner.run(attempt, this.gatewayId, { disconnect, ...(onEvent && { onEvent }) });
       if (result.kind !== 'retry') return;
       await store.renewClaim(record.id, this.gatewayId, attempt.attempt, 0);
       await new Promise((r) => setTimeout(r, backoffMs(config.worker.retryBaseMs, attempt.attempt)));

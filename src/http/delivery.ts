@@ -51,18 +51,48 @@ export function lastEventId(header: string | string[] | undefined, query: unknow
   return Number(raw.trim());
 }
 
+/** Where a listener's events come from: the request's log, or (direct mode) the attempt this gateway runs. */
+export type EventSource = (signal: AbortSignal, onEvent: (e: LogEvent) => void | Promise<void>) => Promise<DeliveryEnd>;
+
+/** Follows the request's log after `afterSeq`: history, then live. */
+export function logSource(deps: GatewayDeps, record: RequestRecord, afterSeq: number): EventSource {
+  return (signal, onEvent) => deliverEvents(deps, record, afterSeq, signal, onEvent);
+}
+
+/**
+ * Runs the request here (direct mode) and hands its events to the listener as they are logged,
+ * without the round trip through the bus. If the attempt did not end the request itself (another
+ * process took it over, or ended it first), the rest comes from the log.
+ */
+export function directSource(deps: GatewayDeps, record: RequestRecord, disconnect: AbortSignal): EventSource {
+  return async (signal, onEvent) => {
+    let last = 0;
+    let ended = false;
+    await deps.requests.runDirect(record, disconnect, async (e) => {
+      if (signal.aborted) return;
+      await onEvent(e);
+      last = e.seq;
+      ended ||= isTerminalEvent(e);
+    });
+    if (ended) return 'terminal';
+    if (signal.aborted) return 'aborted';
+    return deliverEvents(deps, (await deps.store.getRequest(record.id)) ?? record, last, signal, onEvent);
+  };
+}
+
 /** Native SSE: connected, then token/restart/completed/error events. */
-export async function streamNative(deps: GatewayDeps, sse: SseStream, record: RequestRecord, afterSeq: number): Promise<void> {
+export async function streamNative(deps: GatewayDeps, sse: SseStream, record: RequestRecord, afterSeq: number, source: EventSource = logSource(deps, record, afterSeq)): Promise<void> {
   await sse.send({ event: 'connected', data: JSON.stringify({ request_id: record.id, model: record.model, status: record.status, resumed_after: afterSeq }) });
-  const end = await deliverEvents(deps, record, afterSeq, sse.signal, (e) => sse.send(nativeEvent(record.id, e)));
+  const end = await source(sse.signal, (e) => sse.send(nativeEvent(record.id, e)));
   if (end === 'stored') await sendStored(deps, sse, record.id);
   sse.end();
 }
 
 /** OpenAI chat.completion.chunk SSE, ending with data: [DONE]. */
-export async function streamOpenAI(deps: GatewayDeps, sse: SseStream, record: RequestRecord, afterSeq: number, opts: { includeUsage: boolean; object?: 'chat.completion.chunk' | 'text_completion' }): Promise<void> {
+export async function streamOpenAI(deps: GatewayDeps, sse: SseStream, record: RequestRecord, afterSeq: number, opts: { includeUsage: boolean; object?: 'chat.completion.chunk' | 'text_completion'; source?: EventSource }): Promise<void> {
   const chunks = new OpenAIChunks(record.id, record.model, opts.includeUsage, opts.object);
-  const end = await deliverEvents(deps, record, afterSeq, sse.signal, async (e) => { for (const f of chunks.frames(e)) await sse.send(f); });
+  const source = opts.source ?? logSource(deps, record, afterSeq);
+  const end = await source(sse.signal, async (e) => { for (const f of chunks.frames(e)) await sse.send(f); });
   if (end === 'stored') {
     const r = await deps.store.getRequest(record.id);
     if (r) {
@@ -87,7 +117,7 @@ async function sendStored(deps: GatewayDeps, sse: SseStream, id: string): Promis
 }
 
 /** Waits for the request's end (non-streaming responses) and returns the stored record. */
-export async function awaitEnd(deps: GatewayDeps, record: RequestRecord, signal: AbortSignal): Promise<RequestRecord> {
-  await deliverEvents(deps, record, 0, signal, () => {});
+export async function awaitEnd(deps: GatewayDeps, record: RequestRecord, signal: AbortSignal, source: EventSource = logSource(deps, record, 0)): Promise<RequestRecord> {
+  await source(signal, () => {});
   return (await deps.store.getRequest(record.id)) ?? record;
 }

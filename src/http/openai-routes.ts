@@ -7,7 +7,7 @@ import { parseChatBody, parseCompletionBody, parseQuickChat, type ChatInput } fr
 import { SluiceError, catalogue, type ErrorCode } from '../core/errors.ts';
 import type { Lease } from '../core/stream-leases.ts';
 import type { DeliveryMode, RequestRecord } from '../ports/store.ts';
-import { awaitEnd, streamNative, streamOpenAI } from './delivery.ts';
+import { awaitEnd, directSource, logSource, streamNative, streamOpenAI, type EventSource } from './delivery.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
 import { completionBody } from './render.ts';
 import { principalOf } from './server.ts';
@@ -39,7 +39,7 @@ function clientGone(reply: FastifyReply): AbortSignal {
   return ac.signal;
 }
 
-interface Started { record: RequestRecord; headers: Record<string, string>; lease: Lease; mode: DeliveryMode; disconnect: AbortSignal }
+interface Started { record: RequestRecord; headers: Record<string, string>; lease: Lease; source: EventSource }
 
 /** Admits, persists and starts a synchronous request; the caller delivers its events. */
 async function start(deps: GatewayDeps, req: FastifyRequest, reply: FastifyReply, principal: Principal, input: ChatInput, live: boolean): Promise<Started> {
@@ -48,10 +48,10 @@ async function start(deps: GatewayDeps, req: FastifyRequest, reply: FastifyReply
   const lease = live ? await deps.leases.acquire(principal, leaseId) : { release: async () => {} };
   try {
     const { record, created, admitted } = await deps.requests.submit(principal, input, { idempotencyKey: idempotencyKeyOf(req), mode });
-    const disconnect = clientGone(reply);
-    if (mode === 'direct' && created) void deps.requests.runDirect(record, disconnect).catch((err) => deps.logger.error({ err, request_id: record.id }, 'direct run failed'));
+    // Direct mode runs here, for this caller; a replayed request (same Idempotency-Key) is followed in its log.
+    const source = mode === 'direct' && created ? directSource(deps, record, clientGone(reply)) : logSource(deps, record, 0);
     const headers = { 'x-request-id': record.id, 'x-sluice-mode': mode, ...admitted.headers, ...(admitted.degraded && { 'x-sluice-degraded': '1' }) };
-    return { record, headers, lease, mode, disconnect };
+    return { record, headers, lease, source };
   } catch (err) {
     await lease.release();
     throw err;
@@ -67,11 +67,11 @@ async function respond(deps: GatewayDeps, req: FastifyRequest, reply: FastifyRep
       const sse = new SseStream(reply.raw, deps.config.sse, s.headers);
       deps.metrics.activeStreams.inc();
       try {
-        await streamOpenAI(deps, sse, s.record, 0, { includeUsage: input.includeUsage, object: kind === 'text' ? 'text_completion' : 'chat.completion.chunk' });
+        await streamOpenAI(deps, sse, s.record, 0, { includeUsage: input.includeUsage, object: kind === 'text' ? 'text_completion' : 'chat.completion.chunk', source: s.source });
       } finally { deps.metrics.activeStreams.dec(); }
       return;
     }
-    const done = await awaitEnd(deps, s.record, s.disconnect);
+    const done = await awaitEnd(deps, s.record, clientGone(reply), s.source);
     reply.headers(s.headers);
     if (done.status === 'completed') return reply.send(completionBody(done, kind));
     const code = done.error?.code ?? '';
@@ -107,6 +107,6 @@ export function registerOpenAIRoutes(app: FastifyInstance, deps: GatewayDeps): v
     reply.hijack();
     const sse = new SseStream(reply.raw, deps.config.sse, s.headers);
     deps.metrics.activeStreams.inc();
-    try { await streamNative(deps, sse, s.record, 0); } finally { deps.metrics.activeStreams.dec(); await s.lease.release(); }
+    try { await streamNative(deps, sse, s.record, 0, s.source); } finally { deps.metrics.activeStreams.dec(); await s.lease.release(); }
   });
 }
