@@ -73,6 +73,23 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
         assert.equal((await store.getUser(uid))?.tier, 'free');
       });
 
+      it('one failing write among concurrent ones fails alone (batched writes fall back one by one)', async () => {
+        const taken = id('u');
+        await store.createUser({ id: taken, tier: 'free' });
+        const ids = Array.from({ length: 12 }, () => id('u'));
+        const results = await Promise.allSettled([
+          ...ids.slice(0, 6).map((uid) => store.createUser({ id: uid, tier: 'free' })),
+          store.createUser({ id: taken, tier: 'pro' }),
+          ...ids.slice(6).map((uid) => store.createUser({ id: uid, tier: 'free' })),
+        ]);
+        assert.equal(results.filter((r) => r.status === 'fulfilled').length, 12);
+        const failed = results.filter((r) => r.status === 'rejected');
+        assert.equal(failed.length, 1);
+        assert.ok(isSluiceError((failed[0] as PromiseRejectedResult).reason, 'SLUICE_ERR_USER_EXISTS'));
+        for (const uid of ids) assert.equal((await store.getUser(uid))?.id, uid);
+        assert.equal((await store.getUser(taken))?.tier, 'free', 'the refused write changed nothing');
+      });
+
       it('returns null for unknown users', async () => {
         assert.equal(await store.getUser(id('missing')), null);
         assert.equal(await store.updateUser(id('missing'), { tier: 'pro' }), null);
