@@ -4,8 +4,7 @@
 // settle is idempotent by request id, so replays and duplicate deliveries change nothing.
 import type { Usage } from '../ports/bus.ts';
 import type { Limiter } from '../ports/limiter.ts';
-import type { FinishReason } from '../ports/model.ts';
-import type { Outcome, RequestError, RequestRecord, Store, TerminalStatus } from '../ports/store.ts';
+import type { Outcome, RequestRecord, Store, TerminalStatus } from '../ports/store.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 
@@ -23,14 +22,8 @@ export function usageOf(promptTokens: number, completionTokens: number): Usage {
   return { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
 }
 
-export interface Ending {
-  status: TerminalStatus;
-  attempt: number | null;
-  result: string;
-  finishReason: FinishReason;
-  usage: Usage;
-  error: RequestError | null;
-}
+/** How an attempt ended; the ledger derives the charge. */
+export type Ending = Omit<Outcome, 'chargedTokens' | 'chargedRequests'>;
 
 export class Ledger {
   constructor(private readonly deps: { store: Store; limiter: Limiter; metrics: Metrics; logger: Logger }) {}

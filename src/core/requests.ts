@@ -15,7 +15,7 @@ import type { ChatInput } from './chat-request.ts';
 import { SluiceError } from './errors.ts';
 import { followEventLog } from './event-follow.ts';
 import type { Logger } from './logger.ts';
-import { backoffMs } from './worker.ts';
+import { jitteredBackoff } from './backoff.ts';
 
 export interface Submitted { record: RequestRecord; created: boolean; admitted: Admitted }
 
@@ -118,7 +118,7 @@ export class RequestService {
       const result = await runner.run(attempt, this.gatewayId, { disconnect, ...(onEvent && { onEvent }) });
       if (result.kind !== 'retry') return;
       await store.renewClaim(record.id, this.gatewayId, attempt.attempt, 0);
-      await new Promise((r) => setTimeout(r, backoffMs(config.worker.retryBaseMs, attempt.attempt)));
+      await new Promise((r) => setTimeout(r, jitteredBackoff(attempt.attempt, config.worker.retryBaseMs)));
       const claim = await store.claimRequest(record.id, this.gatewayId, config.worker.claimMs);
       if (claim.state !== 'claimed') return;
       attempt = claim.record;

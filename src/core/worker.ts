@@ -6,12 +6,8 @@ import type { Config } from '../config.ts';
 import type { Consumer, Delivery, Queue } from '../ports/queue.ts';
 import type { Store } from '../ports/store.ts';
 import type { AttemptRunner } from './attempt-runner.ts';
+import { jitteredBackoff } from './backoff.ts';
 import type { Logger } from './logger.ts';
-
-export function backoffMs(base: number, attempt: number, cap = 60_000): number {
-  const exp = Math.min(cap, base * 2 ** Math.max(0, attempt - 1));
-  return Math.round(exp / 2 + Math.random() * (exp / 2));
-}
 
 export class Worker {
   readonly id = `worker-${process.pid}-${randomUUID().slice(0, 8)}`;
@@ -43,10 +39,10 @@ export class Worker {
       if (result.kind !== 'retry') return await d.ack();
       // Give the claim back so the next delivery (here or on another worker) can take it at once.
       await store.renewClaim(id, this.id, record.attempt, 0);
-      await d.retry(backoffMs(config.worker.retryBaseMs, record.attempt));
+      await d.retry(jitteredBackoff(record.attempt, config.worker.retryBaseMs));
     } catch (err) {
       logger.error({ request_id: id, err }, 'job failed unexpectedly; retrying');
-      await d.retry(backoffMs(config.worker.retryBaseMs, d.deliveryCount)).catch(() => {});
+      await d.retry(jitteredBackoff(d.deliveryCount, config.worker.retryBaseMs)).catch(() => {});
     }
   }
 }

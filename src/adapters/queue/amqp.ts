@@ -15,7 +15,8 @@
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
 import { SluiceError } from '../../core/errors.ts';
-import { backoffDelay, clampPriority } from './memory.ts';
+import { exponentialBackoff } from '../../core/backoff.ts';
+import { clampPriority } from './priority.ts';
 
 export interface AmqpQueueOptions {
   name: string;
@@ -119,7 +120,7 @@ export class AmqpQueue implements Queue {
   }
 
   backoff(deliveryCount: number): number {
-    return backoffDelay(deliveryCount, this.opts.retryBaseMs, this.opts.maxRetryDelayMs);
+    return exponentialBackoff(deliveryCount, this.opts.retryBaseMs, this.opts.maxRetryDelayMs);
   }
 
   // ---- connection lifecycle ----

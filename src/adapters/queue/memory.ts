@@ -3,7 +3,9 @@
 // deliveries per consumer, unsettled work returned to the queue when its consumer closes.
 // Nothing survives the process: the embedded mode re-enqueues unfinished requests from the store.
 import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
+import { exponentialBackoff } from '../../core/backoff.ts';
 import { SluiceError } from '../../core/errors.ts';
+import { clampPriority } from './priority.ts';
 
 interface Entry { job: Job; deliveryCount: number; seq: number }
 
@@ -111,7 +113,7 @@ export class MemoryQueue implements Queue {
   // ---- internals shared with consumers and deliveries ----
 
   backoff(deliveryCount: number): number {
-    return backoffDelay(deliveryCount, this.opts.retryBaseMs, this.opts.maxRetryDelayMs);
+    return exponentialBackoff(deliveryCount, this.opts.retryBaseMs, this.opts.maxRetryDelayMs);
   }
 
   enqueue(entry: Entry): void {
@@ -174,17 +176,4 @@ export class MemoryQueue implements Queue {
       if (!delivery.settled) await delivery.retry();
     }
   }
-}
-
-// Shared by every queue adapter (they import it from here; memory.ts loads no driver).
-
-/** Default retry delay before delivery `deliveryCount + 1`: base * 2^(deliveryCount-1), capped. */
-export function backoffDelay(deliveryCount: number, baseMs: number, maxMs = 60_000): number {
-  const exp = Math.max(0, deliveryCount - 1);
-  return Math.min(maxMs, baseMs * 2 ** Math.min(exp, 30));
-}
-
-/** Priorities are integers 0..9; anything else is clamped rather than refused. */
-export function clampPriority(p: number): number {
-  return Number.isFinite(p) ? Math.min(9, Math.max(0, Math.round(p))) : 0;
 }

@@ -28,7 +28,8 @@ import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
 import { SluiceError } from '../../core/errors.ts';
-import { backoffDelay, clampPriority } from './memory.ts';
+import { exponentialBackoff } from '../../core/backoff.ts';
+import { clampPriority } from './priority.ts';
 
 export interface NatsQueueOptions {
   name: string;
@@ -167,7 +168,7 @@ export class NatsQueue implements Queue {
   get rescanMs(): number { return this.opts.rescanMs ?? 1000; }
 
   backoff(deliveryCount: number): number {
-    return backoffDelay(deliveryCount, this.opts.retryBaseMs, this.opts.maxRetryDelayMs);
+    return exponentialBackoff(deliveryCount, this.opts.retryBaseMs, this.opts.maxRetryDelayMs);
   }
 
   /** Wakes idle consumers of this process after `ms` (a local retry delay ends). */
