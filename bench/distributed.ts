@@ -13,7 +13,8 @@
 //   4. RSS per concurrent listener on the gateway: 10 requests × 100 listeners, 50 tokens 100 ms apart.
 // Models are in-process simulators (sim://) so the figures are Sluice's and the services', not a model's.
 // env: TOPOLOGIES (amqp,nats-queue,nats-all), ROUNDS (3), TTFT_REQUESTS (200), ACCEPT_SECONDS (5)
-import { bearer, closedLoopPost, createUserKey, freshPostgres, get, listen, log, main, MASTER_KEY, pct, r2, rssMiB, sleep, startSluice, streamTtft, submit, table, type ListenerResult, type Proc } from './lib.ts';
+import { deleteAmqpQueues, deleteNatsStreams, deleteRedisKeys, streamBase } from '../test/helpers/cluster.ts';
+import { bearer, closedLoopPost, createUserKey, freshPostgres, onCleanup, get, listen, log, main, MASTER_KEY, pct, r2, rssMiB, sleep, startSluice, streamTtft, submit, table, type ListenerResult, type Proc } from './lib.ts';
 
 const REDIS = 'redis://127.0.0.1:6379', AMQP = 'amqp://guest:guest@127.0.0.1:5672', NATS = 'nats://127.0.0.1:4222';
 const TOPOLOGIES: Record<string, { QUEUE_URL: string; BUS_URL: string; LIMITER_URL: string }> = {
@@ -48,12 +49,29 @@ async function listenerPhase(gw: Proc, key: string, requests: number, per: numbe
   return { results, rssBefore, rssConnected, rssPeak };
 }
 
+async function cleanupServices(services: { QUEUE_URL: string; BUS_URL: string }, names: { QUEUE_NAME: string; BUS_PREFIX: string; LIMITER_PREFIX: string }): Promise<void> {
+  const results = await Promise.allSettled([
+    deleteRedisKeys(`${names.LIMITER_PREFIX}*`),
+    deleteRedisKeys(`${names.BUS_PREFIX}:*`),
+    services.QUEUE_URL.startsWith('amqp') ? deleteAmqpQueues([names.QUEUE_NAME, `${names.QUEUE_NAME}.dlq`]) : Promise.resolve(),
+    deleteNatsStreams(NATS, [
+      ...(services.QUEUE_URL.startsWith('nats') ? [`${streamBase(names.QUEUE_NAME)}_JOBS`, `${streamBase(names.QUEUE_NAME)}_DLQ`] : []),
+      ...(services.BUS_URL.startsWith('nats') ? [`${streamBase(names.BUS_PREFIX)}_EVENTS`] : []),
+    ]),
+  ]);
+  for (const r of results) if (r.status === 'rejected') log(`cleanup: ${String(r.reason)}`);
+}
+
 const completeCount = (rs: ListenerResult[]) => rs.filter((r) => r.completed && r.completionTokens !== null && r.seqs.size === r.completionTokens).length;
 
 async function runTopology(name: string): Promise<Record<string, string | number | null>> {
   const services = TOPOLOGIES[name]!;
-  const db = await freshPostgres(`sluice_bench_${name.replace('-', '_')}_${process.pid}`);
-  const common = { DATABASE_URL: db, ...services, SLUICE_DELIVERY_MODE: 'queued', SSE_PING_MS: '60000' };
+  const base = `sluice_bench_${name.replace('-', '_')}_${process.pid}`;
+  const db = await freshPostgres(base);
+  // Own queue, stream and key names, removed afterwards, so a run leaves nothing on the shared services.
+  const names = { QUEUE_NAME: `${base}.requests`, BUS_PREFIX: base, LIMITER_PREFIX: `${base}:` };
+  onCleanup(() => cleanupServices(services, names));
+  const common = { DATABASE_URL: db, ...services, ...names, SLUICE_DELIVERY_MODE: 'queued', SSE_PING_MS: '60000' };
   const gw = await startSluice({ ...common, SLUICE_ROLE: 'gateway', MODEL_URL: FAST }, `${name}-gateway`);
   const startWorker = (model: string) => startSluice({ ...common, SLUICE_ROLE: 'worker', MODEL_URL: model, WORKER_CONCURRENCY: '32' }, `${name}-worker`);
   // A user per run: the Redis limiter's counters outlive the database.

@@ -121,7 +121,7 @@ export async function createCluster(opts: ClusterOptions): Promise<Cluster> {
   return cluster;
 }
 
-const streamBase = (name: string) => name.replace(/[^A-Za-z0-9_-]/g, '_').toUpperCase();
+export const streamBase = (name: string) => name.replace(/[^A-Za-z0-9_-]/g, '_').toUpperCase();
 
 async function dropDatabase(name: string): Promise<void> {
   const c = await pgClient(SERVICES.postgres);
@@ -151,7 +151,7 @@ export async function deleteAmqpQueues(names: string[]): Promise<void> {
   } finally { await conn.close(); }
 }
 
-async function deleteNatsStreams(url: string, streams: string[]): Promise<void> {
+export async function deleteNatsStreams(url: string, streams: string[]): Promise<void> {
   if (streams.length === 0) return;
   const [{ connect }, { jetstreamManager }] = await Promise.all([import('@nats-io/transport-node'), import('@nats-io/jetstream')]);
   const nc = await connect({ servers: url.replace(/^nats:\/\//, ''), timeout: 2000 });
