@@ -6,7 +6,7 @@
 // env: ROUNDS (3), CONCURRENCY (64), MAX_SECONDS (5, closed-loop leg), RATE (500), RATE_SECONDS (5),
 //      STORE=postgres (a fresh database on 127.0.0.1:5432; default embedded PGlite), WORKER_CONCURRENCY (16),
 //      QUEUE_URL / LIMITER_URL / BUS_URL (memory://)
-import { bearer, createUserKey, freshPostgres, log, main, makePoster, MASTER_KEY, median, metricSum, pct, r2, sleep, startSluice, table, type Proc } from './lib.ts';
+import { bearer, closedLoopPost, createUserKey, freshPostgres, log, main, makePoster, MASTER_KEY, median, metricSum, pct, r2, sleep, startSluice, table, type Proc } from './lib.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const C = Number(process.env.CONCURRENCY ?? 64);
@@ -19,20 +19,9 @@ let accepted = 0;
 
 /** Closed loop: C callers, each posting back to back for MAX_S seconds. */
 async function closedLoop(sluice: Proc, key: string): Promise<{ rps: number; p50: number; p99: number; errors: number; firstError: string }> {
-  const poster = makePoster(`${sluice.url}/v1/requests`, bearer(key), C);
-  const lat: number[] = [];
-  let errors = 0, firstError = '';
-  const t0 = performance.now(), end = t0 + MAX_S * 1000;
-  await Promise.all(Array.from({ length: C }, async () => {
-    while (performance.now() < end) {
-      const r = await poster.post(BODY);
-      if (r.status === 202) lat.push(r.ms); else { errors++; firstError ||= `${r.status} ${r.body.slice(0, 200)}`; }
-    }
-  }));
-  const el = (performance.now() - t0) / 1000;
-  poster.close();
-  accepted += lat.length;
-  return { rps: lat.length / el, p50: pct(lat, 0.5), p99: pct(lat, 0.99), errors, firstError };
+  const r = await closedLoopPost(`${sluice.url}/v1/requests`, key, BODY, C, MAX_S);
+  accepted += r.accepted;
+  return r;
 }
 
 /** Open loop: one request every 1000/RATE ms whatever the answers; latency from the scheduled send time. */
