@@ -38,6 +38,8 @@ export async function openPglite(dataDir: string | null): Promise<SqlClient> {
  */
 class PreparedStatements {
   private readonly names = new Map<string, Promise<string | null>>();
+  /** Statements whose PREPARE has completed. */
+  private readonly ready = new Map<string, string>();
   private readonly commits: GroupCommit;
 
   constructor(private readonly db: PgliteExecutor) {
@@ -47,7 +49,8 @@ class PreparedStatements {
   async query(sql: string, params: readonly unknown[], tx?: PgliteExecutor): Promise<Row[]> {
     const runner = tx ?? this.db;
     if (params.length === 0) return (await runner.query<Row>(sql)).rows;
-    const name = tx ? await this.names.get(sql) : await this.prepare(sql);
+    // In a transaction, never wait for a PREPARE: it would queue behind the transaction holding PGlite.
+    const name = tx ? this.ready.get(sql) : await this.prepare(sql);
     if (!name) return (await runner.query<Row>(sql, [...params])).rows;
     const statement = `EXECUTE ${name}(${params.map(literal).join(', ')})`;
     if (tx) return rowsOf(await tx.exec(statement));
@@ -59,7 +62,7 @@ class PreparedStatements {
     let name = this.names.get(sql);
     if (!name) {
       const id = `sluice_${this.names.size + 1}`;
-      name = this.db.exec(`PREPARE ${id} AS ${sql}`).then(() => id, () => null);
+      name = this.db.exec(`PREPARE ${id} AS ${sql}`).then(() => { this.ready.set(sql, id); return id; }, () => null);
       this.names.set(sql, name);
     }
     return name;
