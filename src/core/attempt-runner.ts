@@ -41,7 +41,7 @@ export class AttemptRunner {
 
   async run(record: RequestRecord, workerId: string, hooks: AttemptHooks = {}): Promise<AttemptResult> {
     const { config, bus, logger } = this.deps;
-    const log = logger.child({ request_id: record.id, attempt: record.attempt });
+    const where = { request_id: record.id, attempt: record.attempt };
     if (record.cancelRequested) return this.end(record, this.cancelled(record, 0, '', false), hooks);
 
     const abort = new AbortController();
@@ -56,14 +56,14 @@ export class AttemptRunner {
     let text = '';
     let produced = 0;
     try {
-      const log = async (e: EventBody) => { const logged = await bus.append(record.id, e); await hooks.onEvent?.(logged); };
-      if (record.attempt > 1) await log({ type: 'restart', attempt: record.attempt, reason: 'retry' });
+      const append = async (e: EventBody) => { const logged = await bus.append(record.id, e); await hooks.onEvent?.(logged); };
+      if (record.attempt > 1) await append({ type: 'restart', attempt: record.attempt, reason: 'retry' });
       const req: ModelRequest = { model: record.model, ...record.payload };
       let last = 0;
       for await (const chunk of this.deps.model.stream(req, abort.signal)) {
         if (abort.signal.aborted) break;
         if (chunk.type === 'token') {
-          await log({ type: 'token', attempt: record.attempt, text: chunk.text });
+          await append({ type: 'token', attempt: record.attempt, text: chunk.text });
           this.observeToken(record, produced, last);
           last = this.deps.now();
           text += chunk.text;
@@ -79,13 +79,13 @@ export class AttemptRunner {
       throw new ModelError('transient', 'model stream ended without usage');
     } catch (err) {
       const reason = err instanceof Stop ? err.reason : abort.signal.reason instanceof Stop ? abort.signal.reason.reason : null;
-      if (reason === 'lost') { log.warn('claim lost; another worker owns this request now'); return { kind: 'lost' }; }
+      if (reason === 'lost') { logger.warn(where, 'claim lost; another worker owns this request now'); return { kind: 'lost' }; }
       if (reason === 'cancel' || reason === 'disconnect') return await this.end(record, this.cancelled(record, produced, text, true), hooks);
       if (reason === 'timeout') return await this.end(record, this.failed(record, produced, text, 'SLUICE_ERR_MODEL_TIMEOUT', 'the request exceeded its deadline'), hooks);
       const me = err instanceof ModelError ? err : new ModelError('transient', (err as Error).message, undefined, { cause: err });
       this.deps.metrics.attempts.inc({ outcome: me.kind });
       if (me.kind === 'transient' && record.attempt < config.worker.maxAttempts) {
-        log.warn({ err: me.message }, 'transient model failure; will retry');
+        logger.warn({ ...where, err: me.message }, 'transient model failure; will retry');
         return { kind: 'retry', error: me };
       }
       const code = me.kind === 'transient' ? 'SLUICE_ERR_MODEL_TRANSIENT' : 'SLUICE_ERR_MODEL_PERMANENT';
