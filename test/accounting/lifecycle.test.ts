@@ -58,7 +58,7 @@ describe('refunds and restarts (embedded)', () => {
       assert.equal(w.daily_requests!.used, 0);
       const [row] = await ledgerRows(app.url, 'refund');
       assert.equal(row!.status, 'failed');
-      assert.equal(row!.charged_tokens, '0');
+      assert.equal(row!.charged_tokens, 0);
     } finally { await app.stop(); }
   });
 
@@ -95,7 +95,7 @@ describe('refunds and restarts (embedded)', () => {
       await proc.kill('SIGKILL');
       proc = await spawnSluice(['start'], env, { port });
       const rows = await waitFor(async () => { const r = await ledgerRows(proc.url, 'leak'); return r.length === 50 && r; }, 30_000, 200);
-      const settled = rows.reduce((s, r) => s + Number(r.charged_tokens), 0);
+      const settled = rows.reduce((s, r) => s + r.charged_tokens, 0);
       const w = await usageWindows(proc.url, key);
       assert.equal(w.daily_tokens!.used, settled);
       assert.equal(w.daily_tokens!.remaining, limit - settled);

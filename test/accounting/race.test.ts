@@ -38,7 +38,7 @@ describe('accounting race (embedded limiter)', () => {
     const during = await usageWindows(app.url, key);
     assert.equal(during.daily_tokens!.used, K * per, 'reserved exactly K estimates, no overshoot');
     const rows = await settled(app, 'race-fixed', K);
-    const ledgerSum = rows.reduce((s, r) => s + Number(r.charged_tokens), 0);
+    const ledgerSum = rows.reduce((s, r) => s + r.charged_tokens, 0);
     const after = await usageWindows(app.url, key);
     assert.equal(after.daily_tokens!.used, ledgerSum, 'counters equal the ledger');
     assert.equal(after.monthly_tokens!.used, ledgerSum);
@@ -62,7 +62,7 @@ describe('accounting race (embedded limiter)', () => {
     assert.equal(during.daily_tokens!.used, reserved, 'the counter holds exactly the admitted estimates');
     assert.ok(limit - reserved < Math.max(...results.filter((r) => r.status === 429).map((r) => estimate(r.max_tokens))), 'refusals happened only because the budget was nearly spent');
     const rows = await settled(app, 'race-mixed', admitted.length);
-    const ledgerSum = rows.reduce((s, r) => s + Number(r.charged_tokens), 0);
+    const ledgerSum = rows.reduce((s, r) => s + r.charged_tokens, 0);
     assert.equal((await usageWindows(app.url, key)).daily_tokens!.used, ledgerSum);
   });
 

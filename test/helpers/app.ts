@@ -98,10 +98,18 @@ export async function usageWindows(base: string, key: string): Promise<Record<st
   return Object.fromEntries(j.windows.map((w) => [`${w.window}_${w.metric}`, w]));
 }
 
-/** The ledger rows of a user, from the billing export. */
-export async function ledgerRows(base: string, userId: string): Promise<Record<string, string>[]> {
-  const text = await (await api(base)(`/admin/usage.csv?user_id=${encodeURIComponent(userId)}`)).text();
-  const [header, ...lines] = text.trim().split('\n');
+export interface LedgerRow { request_id: string; user_id: string; key_id: string; model: string; status: string; prompt_tokens: number; completion_tokens: number; charged_tokens: number; charged_requests: number; created_at: string; settled_at: string }
+
+/** The ledger rows of a user, from the billing export (GET /admin/usage.csv); counts as numbers. */
+export async function ledgerRows(base: string, userId: string): Promise<LedgerRow[]> {
+  const res = await api(base)(`/admin/usage.csv?user_id=${encodeURIComponent(userId)}`);
+  if (!res.ok) throw new Error(`usage.csv: ${res.status}`);
+  const [header, ...lines] = (await res.text()).trim().split('\n');
   const cols = header!.split(',');
-  return lines.filter(Boolean).map((l) => Object.fromEntries(l.split(',').map((v, i) => [cols[i]!, v])));
+  return lines.filter(Boolean).map((line) => {
+    const cells = line.split(',');
+    const row: Record<string, string | number> = {};
+    cols.forEach((c, i) => { const v = cells[i] ?? ''; row[c] = /tokens|requests/.test(c) ? Number(v) : v; });
+    return row as unknown as LedgerRow;
+  });
 }

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createStore } from '../../src/adapters/store/factory.ts';
-import { MASTER_KEY, api, waitFor } from './app.ts';
+import { MASTER_KEY, api, usageWindows, waitFor } from './app.ts';
 import { spawnSluice, type SluiceProcess } from './process.ts';
 import { SERVICES, uniqueName } from './services.ts';
 
@@ -175,29 +175,12 @@ export function client(url: string, key: string) {
   };
 }
 
-export interface LedgerRow { request_id: string; user_id: string; status: string; prompt_tokens: number; completion_tokens: number; charged_tokens: number; charged_requests: number }
-
-/** The ledger rows of one user, from GET /admin/usage.csv. */
-export async function ledgerRows(gatewayUrl: string, userId: string): Promise<LedgerRow[]> {
-  const res = await api(gatewayUrl)(`/admin/usage.csv?user_id=${encodeURIComponent(userId)}`);
-  if (!res.ok) throw new Error(`usage.csv: ${res.status}`);
-  const [header, ...lines] = (await res.text()).trim().split('\n');
-  const cols = header!.split(',');
-  return lines.filter(Boolean).map((line) => {
-    const cells = line.split(',');
-    const row: Record<string, string | number> = {};
-    cols.forEach((c, i) => { const v = cells[i] ?? ''; row[c] = /tokens|requests/.test(c) ? Number(v) : v; });
-    return row as unknown as LedgerRow;
-  });
-}
-
-export interface UsageWindow { window: string; metric: string; used: number; limit: number }
+export { ledgerRows, type LedgerRow } from './app.ts';
 
 /** The caller's daily windows (GET /v1/usage): tokens and requests used, reservations included. */
 export async function dailyUsed(gatewayUrl: string, key: string): Promise<{ tokens: number; requests: number }> {
-  const u = await client(gatewayUrl, key).get<{ windows: UsageWindow[] }>('/v1/usage');
-  const pick = (metric: string) => u.windows.find((w) => w.window === 'daily' && w.metric === metric)?.used ?? NaN;
-  return { tokens: pick('tokens'), requests: pick('requests') };
+  const w = await usageWindows(gatewayUrl, key);
+  return { tokens: w.daily_tokens?.used ?? NaN, requests: w.daily_requests?.used ?? NaN };
 }
 
 /** Waits until every listed request of the user has ended; returns the admin view of them. */
