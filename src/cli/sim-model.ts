@@ -204,18 +204,24 @@ async function generate(
   return undefined;
 }
 
+/** The whole answer at once (non-streaming responses). */
+async function generateText(model: SimModel, request: Parameters<typeof generate>[1], signal: AbortSignal) {
+  const pieces: string[] = [];
+  const result = await generate(model, request, signal, (t) => pieces.push(t));
+  return result && { ...result, text: pieces.join('') };
+}
+
 async function chatCompletions(res: ServerResponse, model: SimModel, parsed: ParsedRequest, signal: AbortSignal): Promise<void> {
   const id = `chatcmpl-${randomUUID()}`;
   const created = Math.floor(Date.now() / 1000);
   const base = { id, created, model: parsed.model, system_fingerprint: 'sluice-sim' };
   if (!parsed.stream) {
-    const pieces: string[] = [];
-    const result = await generate(model, parsed.request, signal, (t) => pieces.push(t));
+    const result = await generateText(model, parsed.request, signal);
     if (!result) return;
     return sendJson(res, 200, {
       ...base,
       object: 'chat.completion',
-      choices: [{ index: 0, message: { role: 'assistant', content: pieces.join(''), refusal: null }, logprobs: null, finish_reason: result.finishReason }],
+      choices: [{ index: 0, message: { role: 'assistant', content: result.text, refusal: null }, logprobs: null, finish_reason: result.finishReason }],
       usage: result.usage,
     });
   }
@@ -239,13 +245,12 @@ async function textCompletions(res: ServerResponse, model: SimModel, parsed: Par
     return { prompt_tokens: promptTokens, completion_tokens: u.completion_tokens, total_tokens: promptTokens + u.completion_tokens };
   };
   if (!parsed.stream) {
-    const pieces: string[] = [];
-    const result = await generate(model, parsed.request, signal, (t) => pieces.push(t));
+    const result = await generateText(model, parsed.request, signal);
     if (!result) return;
     return sendJson(res, 200, {
       ...base,
       object: 'text_completion',
-      choices: [{ index: 0, text: pieces.join(''), logprobs: null, finish_reason: result.finishReason }],
+      choices: [{ index: 0, text: result.text, logprobs: null, finish_reason: result.finishReason }],
       usage: withPromptTokens(result.usage),
     });
   }
