@@ -1,5 +1,6 @@
 // Picks the Bus adapter from the URL scheme; drivers load only when their scheme is chosen.
 import { SluiceError } from '../../core/errors.ts';
+import { urlScheme } from '../url-scheme.ts';
 import type { Bus } from '../../ports/bus.ts';
 
 export interface BusFactoryOptions { ttlSeconds: number; maxLen: number; prefix?: string }
@@ -8,7 +9,7 @@ const DEFAULT_PREFIX = 'sluice';
 
 /** memory:, redis:/rediss:, nats: (`nats://host:4222?stream=NAME` overrides the stream name). */
 export async function createBus(url: string, opts: BusFactoryOptions): Promise<Bus> {
-  const scheme = schemeOf(url);
+  const scheme = urlScheme(url);
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   switch (scheme) {
     case 'memory': {
@@ -25,12 +26,6 @@ export async function createBus(url: string, opts: BusFactoryOptions): Promise<B
       return createNatsBus(url, { ttlSeconds: opts.ttlSeconds, maxLen: opts.maxLen, prefix });
     }
     default:
-      throw new SluiceError('SLUICE_ERR_CONFIG', `Unsupported bus URL scheme "${scheme}:" (use memory:, redis:, rediss: or nats:)`, { param: 'busUrl' });
+      throw new SluiceError('SLUICE_ERR_CONFIG', `Unsupported bus URL scheme "${scheme || url.slice(0, 16)}" (use memory:, redis:, rediss: or nats:)`, { param: 'busUrl' });
   }
-}
-
-function schemeOf(url: string): string {
-  const match = /^([a-z][a-z0-9+.-]*):/i.exec(url);
-  if (!match?.[1]) throw new SluiceError('SLUICE_ERR_CONFIG', `Bus URL "${url}" has no scheme`, { param: 'busUrl' });
-  return match[1].toLowerCase();
 }

@@ -1,5 +1,6 @@
 // Picks the limiter from the URL scheme; the Redis driver is loaded only when a redis URL asks for it.
 import { SluiceError } from '../../core/errors.ts';
+import { urlScheme } from '../url-scheme.ts';
 import type { Limiter } from '../../ports/limiter.ts';
 import { MemoryLimiter } from './memory.ts';
 import { ResilientLimiter, type FailurePolicy } from './fallback.ts';
@@ -13,12 +14,12 @@ export interface LimiterOptions {
 }
 
 export async function createLimiter(url: string, opts: LimiterOptions = {}): Promise<Limiter> {
-  const scheme = url.slice(0, url.indexOf(':') + 1);
+  const scheme = urlScheme(url);
   switch (scheme) {
-    case 'memory:':
+    case 'memory':
       return new MemoryLimiter({ prefix: opts.prefix });
-    case 'redis:':
-    case 'rediss:': {
+    case 'redis':
+    case 'rediss': {
       const { RedisLimiter } = await import('./redis.ts');
       const redis = await RedisLimiter.connect(url, { prefix: opts.prefix });
       return new ResilientLimiter(redis, {

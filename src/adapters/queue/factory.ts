@@ -2,6 +2,7 @@
 // default (memory://) never loads amqplib or the NATS client.
 import type { Queue } from '../../ports/queue.ts';
 import { SluiceError } from '../../core/errors.ts';
+import { urlScheme } from '../url-scheme.ts';
 
 export interface QueueFactoryOptions {
   /** Queue name (RabbitMQ queue, NATS subject prefix and stream name); default 'sluice.requests'. */
@@ -18,7 +19,7 @@ export const DEFAULT_QUEUE_NAME = 'sluice.requests';
 
 export async function createQueue(url: string, opts: QueueFactoryOptions): Promise<Queue> {
   const name = opts.name ?? DEFAULT_QUEUE_NAME;
-  const scheme = schemeOf(url);
+  const scheme = urlScheme(url);
   switch (scheme) {
     case 'memory': {
       const { MemoryQueue } = await import('./memory.ts');
@@ -36,9 +37,4 @@ export async function createQueue(url: string, opts: QueueFactoryOptions): Promi
     default:
       throw new SluiceError('SLUICE_ERR_CONFIG', `unsupported queue URL scheme "${scheme}:" (use memory:, amqp:, amqps: or nats:)`);
   }
-}
-
-function schemeOf(url: string): string {
-  const i = url.indexOf(':');
-  return i > 0 ? url.slice(0, i).toLowerCase() : '';
 }

@@ -1,0 +1,4 @@
+// The scheme of an adapter URL, as every factory reads it: lower case, without the colon, '' if none.
+export function urlScheme(url: string): string {
+  return /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase() ?? '';
+}
