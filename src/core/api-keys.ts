@@ -1,6 +1,6 @@
 // API keys: shown once, stored only as a SHA-256 hash. Keys are 32 random bytes, so a fast hash
 // is enough (no password stretching needed for high-entropy secrets).
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 
 const PREFIX = 'sk-sluice-';
 
@@ -11,10 +11,4 @@ export function generateApiKey(): { key: string; hash: string; prefix: string } 
 
 export function hashApiKey(key: string): string {
   return createHash('sha256').update(key).digest('hex');
-}
-
-export function sameSecret(a: string, b: string): boolean {
-  const x = Buffer.from(hashApiKey(a), 'hex');
-  const y = Buffer.from(hashApiKey(b), 'hex');
-  return timingSafeEqual(x, y);
 }

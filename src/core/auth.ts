@@ -5,7 +5,8 @@
 // the cache at once; other processes see it within the cache TTL).
 import type { Config, Tier } from '../config.ts';
 import type { Store } from '../ports/store.ts';
-import { hashApiKey, sameSecret } from './api-keys.ts';
+import { timingSafeEqual } from 'node:crypto';
+import { hashApiKey } from './api-keys.ts';
 import { SluiceError } from './errors.ts';
 
 export type EffectiveLimits = Tier;
@@ -29,9 +30,16 @@ export class Authenticator {
   constructor(
     private readonly store: Store,
     private readonly config: Config,
-    private readonly masterKey: string,
+    masterKey: string,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.masterHash = Buffer.from(hashApiKey(masterKey), 'hex');
+    this.masterPrincipal = masterPrincipal(config);
+  }
+
+  /** Hashed once: a presented key is hashed once per request and compared in constant time. */
+  private readonly masterHash: Buffer;
+  private readonly masterPrincipal: Principal;
 
   /** Reads the key from `Authorization: Bearer …` or `x-api-key`. */
   static keyFrom(headers: Record<string, string | string[] | undefined>): string | null {
@@ -46,8 +54,8 @@ export class Authenticator {
 
   async authenticate(key: string | null): Promise<Principal> {
     if (!key) throw new SluiceError('SLUICE_ERR_MISSING_API_KEY');
-    if (key.length === this.masterKey.length && sameSecret(key, this.masterKey)) return this.master();
     const hash = hashApiKey(key);
+    if (timingSafeEqual(Buffer.from(hash, 'hex'), this.masterHash)) return this.masterPrincipal;
     const hit = this.cache.get(hash);
     if (hit && hit.until > this.now()) return hit.principal;
     const principal = await this.lookup(hash);
@@ -75,10 +83,6 @@ export class Authenticator {
     };
   }
 
-  private master(): Principal {
-    const top = Object.values(this.config.tiers).reduce((a, b) => (b.maxTokens > a.maxTokens ? b : a));
-    return { userId: 'master', keyId: null, admin: true, unlimited: true, tier: 'master', limits: { ...top, priority: 9, concurrentStreams: 1_000_000 } };
-  }
 
   private async lookup(hash: string): Promise<Principal> {
     const found = await this.store.findApiKey(hash);
@@ -89,4 +93,10 @@ export class Authenticator {
     const limits = await this.limitsFor(user.id, user.tier);
     return { userId: user.id, keyId: key.id, admin: key.admin, unlimited: false, tier: user.tier, limits };
   }
+}
+
+/** The master key's principal: every right, no quota, the largest tier's max_tokens. */
+function masterPrincipal(config: Config): Principal {
+  const top = Object.values(config.tiers).reduce((a, b) => (b.maxTokens > a.maxTokens ? b : a));
+  return { userId: 'master', keyId: null, admin: true, unlimited: true, tier: 'master', limits: { ...top, priority: 9, concurrentStreams: 1_000_000 } };
 }
