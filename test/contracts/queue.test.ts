@@ -1,4 +1,5 @@
 // Runs the Queue contract against every adapter: memory always, RabbitMQ and NATS where they run.
+import { deleteAmqpQueues } from '../helpers/cluster.ts';
 import { describe, it } from 'node:test';
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -58,11 +59,7 @@ queueContract('amqp (RabbitMQ)', async (): Promise<QueueHarness> => {
     crash: (q) => q.close(), // closing the connection without acking is what a crash looks like to the broker
     async cleanup() {
       for (const q of opened) await q.close();
-      const amqp = await import('amqplib');
-      const conn = await amqp.connect(RABBIT);
-      const ch = await conn.createChannel();
-      for (const queue of [name, `${name}.dlq`, `${name}.wait.50`, `${name}.wait.20`]) await ch.deleteQueue(queue);
-      await conn.close();
+      await deleteAmqpQueues([name, `${name}.dlq`, `${name}.wait.50`, `${name}.wait.20`]);
     },
   };
 }, await serviceSuite('rabbitmq'));
@@ -74,11 +71,7 @@ describe('amqp (RabbitMQ) recovery', await serviceSuite('rabbitmq'), () => {
     const q = await AmqpQueue.connect(RABBIT, { name, retryBaseMs: 20, reconnectMinMs: 50, reconnectMaxMs: 200, connectionName });
     t.after(async () => {
       await q.close();
-      const amqp = await import('amqplib');
-      const conn = await amqp.connect(RABBIT);
-      const ch = await conn.createChannel();
-      for (const queue of [name, `${name}.dlq`]) await ch.deleteQueue(queue);
-      await conn.close();
+      await deleteAmqpQueues([name, `${name}.dlq`]);
     });
     const seen: string[] = [];
     await q.consume(async (d) => { seen.push(d.job.requestId); await d.ack(); }, { concurrency: 1 });
@@ -184,11 +177,7 @@ describe('queue factory with brokers', () => {
     const q = await createQueue(SERVICES.rabbitmq, { name, retryBaseMs: 10 });
     try { assert.ok(q instanceof AmqpQueue); assert.equal(await q.depth(), 0); } finally {
       await q.close();
-      const amqp = await import('amqplib');
-      const conn = await amqp.connect(RABBIT);
-      const ch = await conn.createChannel();
-      for (const queue of [name, `${name}.dlq`]) await ch.deleteQueue(queue);
-      await conn.close();
+      await deleteAmqpQueues([name, `${name}.dlq`]);
     }
   });
 
