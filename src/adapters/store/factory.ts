@@ -13,6 +13,9 @@ import type { SqlClient } from './sql-store.ts';
 
 const PGLITE = 'pglite://';
 
+/** PGlite has one connection: one batch of a statement at a time. A pool overlaps a few. */
+const BATCHES_IN_FLIGHT = { pglite: 1, postgres: 4 };
+
 async function openClient(url: string): Promise<SqlClient> {
   if (url.startsWith(PGLITE)) {
     const target = url.slice(PGLITE.length);
@@ -30,7 +33,9 @@ async function openClient(url: string): Promise<SqlClient> {
 
 /** Opens the store for `url`; applies pending migrations unless `migrate: false`. */
 export async function createStore(url: string, opts: { migrate?: boolean } = {}): Promise<Store> {
-  const store = new SqlStore(await openClient(url));
+  const store = new SqlStore(await openClient(url), {
+    batchesInFlight: url.startsWith(PGLITE) ? BATCHES_IN_FLIGHT.pglite : BATCHES_IN_FLIGHT.postgres,
+  });
   if (opts.migrate ?? true) {
     try {
       await store.migrate();

@@ -5,6 +5,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { SluiceError, isSluiceError } from '../../core/errors.ts';
+import { Batcher } from './batch.ts';
 import type { ErrorCode } from '../../core/errors.ts';
 import type { FinishReason } from '../../ports/model.ts';
 import type {
@@ -151,13 +152,41 @@ function toUsageRow(r: Row): UsageRow {
 }
 
 const UNFINISHED = `status IN ('queued', 'running')`;
+
+interface InsertCall { r: NewRequest; claim: InsertClaim | undefined }
+interface ClaimCall { id: string; workerId: string; claimMs: number }
+interface FinishCall { id: string; o: Outcome }
 const MS = `($MS::double precision * interval '1 millisecond')`;
 const interval = (param: number): string => MS.replace('$MS', `$${param}`);
 
 // ---------------------------------------------------------------------------------------------
 
+export interface SqlStoreOptions {
+  /** Batches of one hot statement running at once: 1 for a single-connection engine (PGlite),
+   *  a few for a pool, so a slow batch does not hold every caller. */
+  batchesInFlight: number;
+}
+
 export class SqlStore implements Store {
-  constructor(private readonly db: SqlClient) {}
+  private readonly inserts: Batcher<InsertCall, Row | null>;
+  private readonly claims: Batcher<ClaimCall, Row | null>;
+  private readonly finishes: Batcher<FinishCall, boolean>;
+
+  constructor(private readonly db: SqlClient, opts: SqlStoreOptions = { batchesInFlight: 1 }) {
+    const common = { inFlight: opts.batchesInFlight, retryAlone: (e: unknown) => toSluiceError(e).code !== 'SLUICE_ERR_UNAVAILABLE' };
+    this.inserts = new Batcher({ ...common, key: (c) => c.r.id, many: (calls) => this.insertMany(calls) });
+    this.claims = new Batcher({ ...common, key: (c) => c.id, many: (calls) => this.claimMany(calls) });
+    this.finishes = new Batcher({ ...common, key: (c) => c.id, many: (calls) => this.finishMany(calls) });
+  }
+
+  /** A batched call, with native failures mapped like every other statement's. */
+  private async batched<I, O>(batcher: Batcher<I, O>, call: I): Promise<O> {
+    try {
+      return await batcher.run(call);
+    } catch (e) {
+      throw toSluiceError(e);
+    }
+  }
 
   private async q(sql: string, params: readonly unknown[] = []): Promise<Row[]> {
     try {
@@ -284,22 +313,7 @@ export class SqlStore implements Store {
   // -- requests ---------------------------------------------------------------------------------
 
   async insertRequest(r: NewRequest, claim?: InsertClaim): Promise<{ record: RequestRecord; created: boolean }> {
-    // ON CONFLICT DO NOTHING then SELECT: a concurrent twin waits for the first insert to commit,
-    // does nothing, and then reads the committed row, so both callers see the same request.
-    // Only the server-set timestamps come back: the rest of the record is what was sent, and
-    // decoding a whole row costs more than the insert on the embedded engine.
-    const inserted = await this.one(
-      `INSERT INTO requests (request_id, user_id, key_id, model, mode, payload, priority, idempotency_key,
-                             body_hash, estimated_tokens, prompt_tokens, status, attempt, claimed_by, started_at, claim_expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11,
-               CASE WHEN $12::text IS NULL THEN 'queued' ELSE 'running' END,
-               CASE WHEN $12::text IS NULL THEN 0 ELSE 1 END, $12::text,
-               CASE WHEN $12::text IS NULL THEN NULL ELSE now() END,
-               CASE WHEN $12::text IS NULL THEN NULL ELSE now() + ${interval(13)} END)
-       ON CONFLICT DO NOTHING RETURNING created_at, started_at, claim_expires_at`,
-      [r.id, r.userId, r.keyId, r.model, r.mode, JSON.stringify(r.payload), r.priority, r.idempotencyKey,
-        r.bodyHash, r.estimatedTokens, r.promptTokens, claim?.workerId ?? null, claim?.claimMs ?? 0],
-    );
+    const inserted = await this.batched(this.inserts, { r, claim });
     if (inserted) {
       return {
         created: true,
@@ -327,18 +341,8 @@ export class SqlStore implements Store {
   }
 
   async claimRequest(id: string, workerId: string, claimMs: number): Promise<ClaimResult> {
-    // One conditional UPDATE: concurrent claimers queue on the row lock and re-check the WHERE
-    // against the winner's version, so exactly one of them gets it.
     for (;;) {
-      const claimed = await this.one(
-        `UPDATE requests
-         SET status = 'running', attempt = attempt + 1, started_at = now(), claimed_by = $2,
-             claim_expires_at = now() + ${interval(3)}
-         WHERE request_id = $1
-           AND (status = 'queued' OR (status = 'running' AND (claim_expires_at IS NULL OR claim_expires_at <= now())))
-         RETURNING *`,
-        [id, workerId, claimMs],
-      );
+      const claimed = await this.batched(this.claims, { id, workerId, claimMs });
       if (claimed) return { state: 'claimed', record: toRequest(claimed) };
       const row = await this.one(`SELECT *, claim_expires_at > now() AS claim_live FROM requests WHERE request_id = $1`, [id]);
       if (!row) return { state: 'missing' };
@@ -370,27 +374,92 @@ export class SqlStore implements Store {
   }
 
   async finishRequest(id: string, o: Outcome): Promise<boolean> {
+    return this.batched(this.finishes, { id, o });
+  }
+
+  // -- the hot statements, batched (batch.ts) -----------------------------------------------------
+  // Each takes its rows as one jsonb array, so one prepared statement serves every batch size, and
+  // each row's conditions are those of the single-row statement it replaces.
+
+  /** The inserted rows' server-set timestamps; null for a row that conflicted with a twin. */
+  private async insertMany(calls: readonly InsertCall[]): Promise<(Row | null)[]> {
+    // ON CONFLICT DO NOTHING: a concurrent twin waits for the first insert to commit, does nothing,
+    // and its caller then reads the committed row, so both see the same request. Only the
+    // server-set timestamps come back: the rest of the record is what was sent, and decoding a
+    // whole row costs more than the insert on the embedded engine.
+    const rows = await this.q(
+      `INSERT INTO requests (request_id, user_id, key_id, model, mode, payload, priority, idempotency_key,
+                             body_hash, estimated_tokens, prompt_tokens, status, attempt, claimed_by, started_at, claim_expires_at)
+       SELECT x.request_id, x.user_id, x.key_id, x.model, x.mode, x.payload, x.priority, x.idempotency_key,
+              x.body_hash, x.estimated_tokens, x.prompt_tokens,
+              CASE WHEN x.claimed_by IS NULL THEN 'queued' ELSE 'running' END,
+              CASE WHEN x.claimed_by IS NULL THEN 0 ELSE 1 END, x.claimed_by,
+              CASE WHEN x.claimed_by IS NULL THEN NULL ELSE now() END,
+              CASE WHEN x.claimed_by IS NULL THEN NULL ELSE now() + x.claim_ms * interval '1 millisecond' END
+       FROM jsonb_to_recordset($1::jsonb) AS x(request_id text, user_id text, key_id text, model text, mode text,
+              payload jsonb, priority int, idempotency_key text, body_hash text, estimated_tokens int,
+              prompt_tokens int, claimed_by text, claim_ms double precision)
+       ON CONFLICT DO NOTHING RETURNING request_id, created_at, started_at, claim_expires_at`,
+      [JSON.stringify(calls.map(({ r, claim }) => ({
+        request_id: r.id, user_id: r.userId, key_id: r.keyId, model: r.model, mode: r.mode, payload: r.payload,
+        priority: r.priority, idempotency_key: r.idempotencyKey, body_hash: r.bodyHash, estimated_tokens: r.estimatedTokens,
+        prompt_tokens: r.promptTokens, claimed_by: claim?.workerId ?? null, claim_ms: claim?.claimMs ?? 0,
+      })))],
+    );
+    const byId = new Map(rows.map((row) => [str(row.request_id), row]));
+    return calls.map((c) => byId.get(c.r.id) ?? null);
+  }
+
+  /** The claimed rows; null for a request that is missing, finished or held by a live claim. */
+  private async claimMany(calls: readonly ClaimCall[]): Promise<(Row | null)[]> {
+    // A conditional UPDATE: concurrent claimers queue on the row lock and re-check the WHERE
+    // against the winner's version, so exactly one of them gets it.
+    const rows = await this.q(
+      `UPDATE requests r
+       SET status = 'running', attempt = r.attempt + 1, started_at = now(), claimed_by = x.worker_id,
+           claim_expires_at = now() + x.claim_ms * interval '1 millisecond'
+       FROM jsonb_to_recordset($1::jsonb) AS x(request_id text, worker_id text, claim_ms double precision)
+       WHERE r.request_id = x.request_id
+         AND (r.status = 'queued' OR (r.status = 'running' AND (r.claim_expires_at IS NULL OR r.claim_expires_at <= now())))
+       RETURNING r.*`,
+      [JSON.stringify(calls.map((c) => ({ request_id: c.id, worker_id: c.workerId, claim_ms: c.claimMs })))],
+    );
+    const byId = new Map(rows.map((row) => [str(row.request_id), row]));
+    return calls.map((c) => byId.get(c.id) ?? null);
+  }
+
+  /** Whether each call ended its request (and wrote its ledger row). */
+  private async finishMany(calls: readonly FinishCall[]): Promise<boolean[]> {
     // One statement is one transaction: the terminal update and the ledger row commit together or
     // not at all. The WHERE admits only the first finisher (and only the current attempt); a
-    // second ledger row for the request would violate the primary key and roll back both.
+    // second ledger row for a request would violate the primary key and roll the statement back.
     const rows = await this.q(
-      `WITH done AS (
-         UPDATE requests
-         SET status = $2, result = $3, finish_reason = $4, completion_tokens = $5::int,
-             prompt_tokens = CASE WHEN $6::int > 0 THEN $6::int ELSE prompt_tokens END,
-             error = $7::jsonb, completed_at = now()
-         WHERE request_id = $1 AND ${UNFINISHED} AND ($8::int IS NULL OR attempt = $8::int)
-         RETURNING request_id, user_id, key_id, model, created_at
+      `WITH x AS (
+         SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(request_id text, status text, result text, finish_reason text,
+           completion_tokens int, prompt_tokens int, error jsonb, attempt int, charged_tokens bigint, charged_requests int)
+       ), done AS (
+         UPDATE requests r
+         SET status = x.status, result = x.result, finish_reason = x.finish_reason, completion_tokens = x.completion_tokens,
+             prompt_tokens = CASE WHEN x.prompt_tokens > 0 THEN x.prompt_tokens ELSE r.prompt_tokens END,
+             error = x.error, completed_at = now()
+         FROM x
+         WHERE r.request_id = x.request_id AND r.status IN ('queued', 'running') AND (x.attempt IS NULL OR r.attempt = x.attempt)
+         RETURNING r.request_id, r.user_id, r.key_id, r.model, r.created_at
        )
        INSERT INTO usage_ledger (request_id, user_id, key_id, model, status, prompt_tokens, completion_tokens,
                                  charged_tokens, charged_requests, created_at, settled_at)
-       SELECT request_id, user_id, key_id, model, $2, $6::int, $5::int, $9::bigint, $10::int, created_at, now()
-       FROM done
+       SELECT d.request_id, d.user_id, d.key_id, d.model, x.status, x.prompt_tokens, x.completion_tokens,
+              x.charged_tokens, x.charged_requests, d.created_at, now()
+       FROM done d JOIN x ON x.request_id = d.request_id
        RETURNING request_id`,
-      [id, o.status, o.result, o.finishReason, o.usage.completionTokens, o.usage.promptTokens,
-        o.error === null ? null : JSON.stringify(o.error), o.attempt, o.chargedTokens, o.chargedRequests],
+      [JSON.stringify(calls.map(({ id, o }) => ({
+        request_id: id, status: o.status, result: o.result, finish_reason: o.finishReason,
+        completion_tokens: o.usage.completionTokens, prompt_tokens: o.usage.promptTokens, error: o.error,
+        attempt: o.attempt, charged_tokens: o.chargedTokens, charged_requests: o.chargedRequests,
+      })))],
     );
-    return rows.length > 0;
+    const done = new Set(rows.map((row) => str(row.request_id)));
+    return calls.map((c) => done.has(c.id));
   }
 
   async listUnfinished(opts: { createdBefore?: Date; limit: number }): Promise<RequestRecord[]> {
