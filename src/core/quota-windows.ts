@@ -67,8 +67,23 @@ function startOfLocalDay(year: number, month: number, day: number, timeZone: str
 
 const pad = (n: number, width = 2) => String(n).padStart(width, '0');
 
+/** The periods of the local day last asked for, per zone, valid for instants in [from, until). */
+const lastDay = new Map<string, { from: number; until: number; periods: Periods }>();
+
 /** The daily and monthly periods containing `now` in `timeZone`, and when each ends. */
 export function periodsAt(now: number, timeZone: string): Periods {
+  // Every admission and settle asks, and computing costs about ten time-zone conversions: the
+  // answer only changes at local midnight, so it is reused until then.
+  const last = lastDay.get(timeZone);
+  if (last && now >= last.from && now < last.until) return last.periods;
+  const computed = computePeriods(now, timeZone);
+  const periods = Object.freeze({ daily: Object.freeze(computed.daily), monthly: Object.freeze(computed.monthly) });
+  const l = localTime(now, timeZone);
+  lastDay.set(timeZone, { from: startOfLocalDay(l.year, l.month, l.day, timeZone), until: periods.daily.resetAt, periods });
+  return periods;
+}
+
+function computePeriods(now: number, timeZone: string): Periods {
   const l = localTime(now, timeZone);
   return {
     daily: {

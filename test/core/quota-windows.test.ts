@@ -16,6 +16,18 @@ describe('quota windows', () => {
     assert.equal(before.monthly.resetAt, at('2026-12-01T00:00:00Z'));
   });
 
+  it("a day's answer is reused only inside that local day, whichever way the clock moves", () => {
+    const zone = 'America/New_York';
+    const day = periodsAt(at('2026-11-21T12:00:00Z'), zone);
+    assert.equal(periodsAt(at('2026-11-22T04:59:59.999Z'), zone), day);
+    assert.equal(periodsAt(at('2026-11-21T05:00:00Z'), zone), periodsAt(at('2026-11-21T12:00:00Z'), zone));
+    // Just before the day began (an injected clock may go back): the previous day.
+    assert.equal(periodsAt(at('2026-11-21T04:59:59.999Z'), zone).daily.period, '2026-11-20');
+    assert.equal(periodsAt(at('2026-11-21T12:00:00Z'), zone).daily.period, '2026-11-21');
+    assert.equal(periodsAt(at('2026-11-22T05:00:00Z'), zone).daily.period, '2026-11-22');
+    assert.throws(() => { (day.daily as { period: string }).period = 'x'; }, TypeError);
+  });
+
   it('America/New_York: the day rolls over at local midnight, not UTC midnight', () => {
     assert.equal(periodsAt(at('2026-11-22T00:30:00Z'), 'America/New_York').daily.period, '2026-11-21');
     const last = periodsAt(at('2026-11-22T04:59:59.999Z'), 'America/New_York');
