@@ -1,5 +1,5 @@
-// In-process limiter: the same contract as Redis for one process. Every operation runs whole
-// inside one macrotask, which makes it atomic; results are delivered asynchronously like Redis.
+// In-process limiter: the same contract as Redis for one process. Every operation runs whole,
+// synchronously, which makes it atomic; results are delivered asynchronously like Redis.
 import type {
   LeaseResult, Limiter, Metric, Reservation, ReserveInput, ReserveResult, SettleResult, WindowLimit, WindowState,
 } from '../../ports/limiter.ts';
@@ -14,7 +14,9 @@ interface Held { reservation: Reservation; counters: { key: string; metric: Metr
 export interface MemoryLimiterOptions { prefix?: string; now?: () => number }
 
 const HOUSEKEEPING_INTERVAL_MS = 60_000;
-const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
+/** A microtask, not a macrotask: waiting for the next event-loop turn split the requests of one
+ *  turn across turns, so the store's statement batches (store/batch.ts) formed half as large. */
+const tick = () => Promise.resolve();
 const copy = (r: Reservation): Reservation => ({ ...r, windows: r.windows.map((w) => ({ ...w })) });
 
 export class MemoryLimiter implements Limiter {
@@ -36,7 +38,7 @@ export class MemoryLimiter implements Limiter {
     this.now = opts.now ?? Date.now;
   }
 
-  /** Runs `fn` atomically in a later macrotask, never re-entrantly inside the caller's. */
+  /** Runs `fn` atomically after the caller's synchronous code, never re-entrantly inside it. */
   private async atomically<T>(fn: (now: number) => T): Promise<T> {
     await tick();
     const now = this.now();
