@@ -15,7 +15,7 @@ export interface MemoryLimiterOptions { prefix?: string; now?: () => number }
 
 const HOUSEKEEPING_INTERVAL_MS = 60_000;
 /** A microtask, not a macrotask: waiting for the next event-loop turn split the requests of one
- *  turn across turns, so the store's statement batches (store/batch.ts) formed half as large. */
+ *  turn across turns, so the store's statement batches (store/batch.ts) formed smaller. */
 const tick = () => Promise.resolve();
 const copy = (r: Reservation): Reservation => ({ ...r, windows: r.windows.map((w) => ({ ...w })) });
 

@@ -1,8 +1,9 @@
-// Statement batching: calls of one hot statement (insert, claim, finish) made while an earlier
-// batch of it is running are run together as one multi-row statement. A statement costs far more
-// than a row on either engine (PGlite: ~160 µs of parse, executor start and protocol per
-// statement against ~60 µs per row; PostgreSQL: a round trip and a commit each), so under load
-// this turns N statements into one. Nobody waits for a timer: an idle batcher runs a call at once.
+// Statement batching: calls of one hot statement (insert, claim, finish) made in the same
+// event-loop turn, or while an earlier batch of it is running, are run together as one multi-row
+// statement. A statement costs far more than a row on either engine (PGlite: ~160 µs of parse,
+// executor start and protocol per statement against ~60 µs per row; PostgreSQL: a round trip and
+// a commit each), so under load this turns N statements into one. Nobody waits for a timer: an
+// idle batcher runs its calls at the end of the turn they were made in.
 //
 // Each row is still its own atomic change: the multi-row statements are written so that every
 // row succeeds or fails on its own conditions. If a whole batch fails (one bad row), every call
