@@ -1,9 +1,9 @@
 // One attempt of one request: call the model, append every token to the request's event log,
 // honour cancel, deadline and claim loss, then settle exactly once and append the terminal event.
 // The worker (queued mode) and the gateway (direct mode) both run requests through this.
-import type { Bus, EventBody, LogEvent } from '../ports/bus.ts';
+import { isTerminal, type Bus, type EventBody, type LogEvent } from '../ports/bus.ts';
 import { ModelError, type ModelBackend, type ModelRequest } from '../ports/model.ts';
-import type { RequestRecord, Store } from '../ports/store.ts';
+import { isEnded, type RequestRecord, type Store } from '../ports/store.ts';
 import type { Config } from '../config.ts';
 import { readAll } from './event-follow.ts';
 import { usageOf, type Ending, type Ledger } from './ledger.ts';
@@ -116,7 +116,7 @@ export class AttemptRunner {
     if (!record || !isEnded(record)) return;
     const events = await readAll(this.deps.bus, requestId, 0);
     const last = events[events.length - 1];
-    if (last && (last.type === 'completed' || last.type === 'error')) return;
+    if (last && isTerminal(last)) return;
     await this.deps.bus.append(requestId, terminalEvent(endingOf(record)));
   }
 
@@ -148,8 +148,6 @@ export class AttemptRunner {
     else this.deps.metrics.interToken.observe((now - last) / 1000);
   }
 }
-
-function isEnded(r: RequestRecord): boolean { return r.status === 'completed' || r.status === 'failed' || r.status === 'cancelled'; }
 
 export function endingOf(r: RequestRecord): Ending {
   const status = r.status === 'completed' || r.status === 'cancelled' ? r.status : 'failed';

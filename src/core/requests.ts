@@ -7,7 +7,7 @@ import type { Config } from '../config.ts';
 import type { Bus, LogEvent } from '../ports/bus.ts';
 import type { Limiter } from '../ports/limiter.ts';
 import type { Queue } from '../ports/queue.ts';
-import type { DeliveryMode, RequestRecord, Store } from '../ports/store.ts';
+import { isEnded, type DeliveryMode, type RequestRecord, type Store } from '../ports/store.ts';
 import type { Admission, Admitted } from './admission.ts';
 import type { AttemptRunner } from './attempt-runner.ts';
 import type { Principal } from './auth.ts';
@@ -128,4 +128,3 @@ export class RequestService {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-export function isEnded(r: RequestRecord): boolean { return r.status === 'completed' || r.status === 'failed' || r.status === 'cancelled'; }

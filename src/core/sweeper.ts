@@ -8,12 +8,11 @@
 import type { Config } from '../config.ts';
 import type { Limiter } from '../ports/limiter.ts';
 import type { Queue } from '../ports/queue.ts';
-import type { RequestRecord, Store } from '../ports/store.ts';
+import { isEnded, type RequestRecord, type Store } from '../ports/store.ts';
 import { Ledger } from './ledger.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 import { periodsAt, windowStart } from './quota-windows.ts';
-import { isEnded } from './requests.ts';
 import type { WindowLimit } from '../ports/limiter.ts';
 
 const BATCH = 500;

@@ -2,18 +2,15 @@
 // live, each sequence exactly once (followEventLog). If the log has expired, the stored result is
 // delivered instead. A watchdog repairs a log that lacks its terminal event (a crash between the
 // settle and the append), so no listener waits forever.
-import type { LogEvent } from '../ports/bus.ts';
-import type { RequestRecord } from '../ports/store.ts';
+import { isTerminal, type LogEvent } from '../ports/bus.ts';
+import { isEnded, type RequestRecord } from '../ports/store.ts';
 import { followEventLog, readAll } from '../core/event-follow.ts';
-import { isEnded } from '../core/requests.ts';
 import { SluiceError } from '../core/errors.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
 import { nativeEvent, OpenAIChunks, requestView } from './render.ts';
 import type { SseStream } from './sse.ts';
 
 export type DeliveryEnd = 'terminal' | 'aborted' | 'stored';
-
-const isTerminalEvent = (e: LogEvent | undefined) => e?.type === 'completed' || e?.type === 'error';
 
 export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, afterSeq: number, signal: AbortSignal, onEvent: (e: LogEvent) => void | Promise<void>): Promise<DeliveryEnd> {
   const { bus, store, runner } = deps;
@@ -24,7 +21,7 @@ export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, af
       if (anything.length === 0) return 'stored';
       return 'terminal';
     }
-    if (!isTerminalEvent(events[events.length - 1])) {
+    if (!isTerminal(events[events.length - 1]!)) {
       await runner.repairTerminal(record.id);
       events = await readAll(bus, record.id, afterSeq);
     }
@@ -72,7 +69,7 @@ export function directSource(deps: GatewayDeps, record: RequestRecord, disconnec
       if (signal.aborted) return;
       await onEvent(e);
       last = e.seq;
-      ended ||= isTerminalEvent(e);
+      ended ||= isTerminal(e);
     });
     if (ended) return 'terminal';
     if (signal.aborted) return 'aborted';

@@ -6,7 +6,10 @@ import type { Usage } from './bus.ts';
 
 export type RequestStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 export type TerminalStatus = 'completed' | 'failed' | 'cancelled';
-export const TERMINAL: readonly RequestStatus[] = ['completed', 'failed', 'cancelled'];
+/** Whether a request has ended: its status can no longer change. */
+export function isEnded<R extends { status: RequestStatus }>(r: R): r is R & { status: TerminalStatus } {
+  return r.status === 'completed' || r.status === 'failed' || r.status === 'cancelled';
+}
 export type DeliveryMode = 'queued' | 'direct';
 
 export interface UserRecord {
