@@ -172,4 +172,20 @@ describe('event log expiry', () => {
     assert.equal(data.usage.completion_tokens, 5);
     assert.ok(data.result.length > 0);
   });
+
+  it('in the OpenAI format, the stored answer comes as one chunk, then its finish reason and usage, then [DONE]', async () => {
+    const call = api(app.url);
+    const r = (await (await call('/v1/requests', { method: 'POST', json: body(5) })).json()) as { request_id: string };
+    await waitFor(async () => (await (await call(`/v1/requests/${r.request_id}`)).json()).status === 'completed');
+    const stored = (await (await call(`/v1/requests/${r.request_id}`)).json()) as { result: string; finish_reason: string; usage: { prompt_tokens: number; completion_tokens: number } };
+    await new Promise((ok) => setTimeout(ok, 2200));
+    const frames = await readSse(await call(`/v1/requests/${r.request_id}/events?format=openai`));
+    assert.equal(frames.at(-1)!.data, '[DONE]');
+    const chunks = frames.slice(0, -1).filter((f) => f.data !== '').map((f) => JSON.parse(f.data));
+    assert.equal(chunks.map((c) => c.choices[0]?.delta?.content ?? '').join(''), stored.result);
+    assert.equal(chunks.filter((c) => c.choices[0]?.delta?.content).length, 1);
+    assert.deepEqual(chunks.map((c) => c.choices[0]?.finish_reason).filter(Boolean), [stored.finish_reason]);
+    const usage = chunks.find((c) => c.usage)?.usage;
+    assert.deepEqual([usage?.prompt_tokens, usage?.completion_tokens], [stored.usage.prompt_tokens, stored.usage.completion_tokens]);
+  });
 });
