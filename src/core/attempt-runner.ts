@@ -110,10 +110,14 @@ export class AttemptRunner {
     return { kind: 'finished' };
   }
 
-  /** Makes sure the log of an ended request carries its terminal event (after a crash between settle and append). */
-  async repairTerminal(requestId: string): Promise<void> {
-    const record = await this.deps.store.getRequest(requestId);
+  /**
+   * Makes sure the log of an ended request carries its terminal event (after a crash between
+   * settle and append). Given a record read after the request ended, it does not read it again.
+   */
+  async repairTerminal(target: RequestRecord | string): Promise<void> {
+    const record = typeof target === 'string' ? await this.deps.store.getRequest(target) : target;
     if (!record || !isEnded(record)) return;
+    const requestId = record.id;
     const events = await readAll(this.deps.bus, requestId, 0);
     const last = events[events.length - 1];
     if (last && isTerminal(last)) return;

@@ -28,7 +28,7 @@ export class Worker {
     try {
       const claim = await store.claimRequest(id, this.id, config.worker.claimMs);
       if (claim.state === 'missing') { logger.warn({ request_id: id }, 'job for an unknown request; dropped'); return await d.ack(); }
-      if (claim.state === 'terminal') { await runner.repairTerminal(id); return await d.ack(); }
+      if (claim.state === 'terminal') { await runner.repairTerminal(claim.record); return await d.ack(); }
       if (claim.state === 'busy') return await d.retry(Math.max(50, claim.until - this.deps.now() + 50));
       const record = claim.record;
       if (record.attempt > config.worker.maxAttempts) {

@@ -4,6 +4,7 @@
 // settle and the append), so no listener waits forever.
 import { isTerminal, type LogEvent } from '../ports/bus.ts';
 import { isEnded, type RequestRecord } from '../ports/store.ts';
+import { endingOf, terminalEvent } from '../core/attempt-runner.ts';
 import { followEventLog, readAll } from '../core/event-follow.ts';
 import { SluiceError } from '../core/errors.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
@@ -13,7 +14,7 @@ import type { SseStream } from './sse.ts';
 export type DeliveryEnd = 'terminal' | 'aborted' | 'stored';
 
 export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, afterSeq: number, signal: AbortSignal, onEvent: (e: LogEvent) => void | Promise<void>): Promise<DeliveryEnd> {
-  const { bus, store, runner } = deps;
+  const { bus, runner } = deps;
   if (isEnded(record)) {
     let events = await readAll(bus, record.id, afterSeq);
     if (events.length === 0) {
@@ -22,14 +23,14 @@ export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, af
       return 'terminal';
     }
     if (!isTerminal(events[events.length - 1]!)) {
-      await runner.repairTerminal(record.id);
+      await runner.repairTerminal(record);
       events = await readAll(bus, record.id, afterSeq);
     }
     for (const e of events) { if (signal.aborted) return 'aborted'; await onEvent(e); }
     return 'terminal';
   }
   const watchdog = setInterval(() => {
-    void store.getRequest(record.id).then((r) => (r && isEnded(r) ? runner.repairTerminal(r.id) : undefined)).catch(() => {});
+    void runner.repairTerminal(record.id).catch(() => {});
   }, Math.max(1000, deps.config.sse.pingMs));
   watchdog.unref();
   try {
@@ -96,11 +97,7 @@ export async function streamOpenAI(deps: GatewayDeps, sse: SseStream, record: Re
       // The log expired: the whole stored answer as one chunk, then the end.
       const seq = 1;
       for (const f of chunks.frames({ type: 'token', attempt: r.attempt, text: r.result ?? '', seq, ts: Date.now() })) await sse.send(f);
-      const usage = { promptTokens: r.promptTokens, completionTokens: r.completionTokens ?? 0, totalTokens: r.promptTokens + (r.completionTokens ?? 0) };
-      const last = r.status === 'completed'
-        ? { type: 'completed' as const, attempt: r.attempt, finishReason: r.finishReason ?? 'stop', usage, seq: seq + 1, ts: Date.now() }
-        : { type: 'error' as const, attempt: r.attempt, status: r.status === 'cancelled' ? 'cancelled' as const : 'failed' as const, code: r.error?.code ?? 'SLUICE_ERR_INTERNAL', message: r.error?.message ?? '', usage, seq: seq + 1, ts: Date.now() };
-      for (const f of chunks.frames(last)) await sse.send(f);
+      for (const f of chunks.frames({ ...terminalEvent(endingOf(r)), seq: seq + 1, ts: Date.now() })) await sse.send(f);
     }
   }
   sse.end();
