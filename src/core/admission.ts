@@ -14,9 +14,6 @@ import { windowLimits } from './quota-windows.ts';
 import { countPromptTokens } from './tokens.ts';
 
 export interface Admitted {
-  requestId: string;
-  principal: Principal;
-  input: ChatInput;
   payload: RequestPayload;
   promptTokens: number;
   estimatedTokens: number;
@@ -61,7 +58,7 @@ export class Admission {
       ...(input.stop !== undefined && { stop: input.stop }),
       ...(input.seed !== undefined && { seed: input.seed }),
     };
-    const base = { requestId, principal, input, payload, promptTokens, estimatedTokens, priority: limits.priority, degraded };
+    const base = { payload, promptTokens, estimatedTokens, priority: limits.priority, degraded };
     if (principal.unlimited) return { ...base, headers: {}, reserved: false };
 
     const t = now();

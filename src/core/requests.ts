@@ -44,7 +44,7 @@ export class RequestService {
     const id = opts.idempotencyKey ? idempotentId(principal.userId, opts.idempotencyKey) : randomUUID();
     if (opts.idempotencyKey) {
       const existing = await store.getRequest(id);
-      if (existing) return this.replay(existing, hash, principal, input, id);
+      if (existing) return this.replay(existing, hash, principal);
     }
     const admitted = await this.deps.admission.admit(principal, input, id);
     let inserted: { record: RequestRecord; created: boolean };
@@ -59,7 +59,7 @@ export class RequestService {
       throw err;
     }
     // A concurrent replay of the same key inserted first: the reservation (same id) is that request's.
-    if (!inserted.created) return this.replay(inserted.record, hash, principal, input, id);
+    if (!inserted.created) return this.replay(inserted.record, hash, principal);
     this.deps.crash?.('after-insert');
     if (opts.mode === 'queued') await this.enqueue(inserted.record);
     return { record: inserted.record, created: true, admitted };
@@ -74,11 +74,11 @@ export class RequestService {
     }
   }
 
-  private replay(existing: RequestRecord, hash: string, principal: Principal, input: ChatInput, id: string): Submitted {
+  private replay(existing: RequestRecord, hash: string, principal: Principal): Submitted {
     if (existing.userId !== principal.userId) throw new SluiceError('SLUICE_ERR_INTERNAL', 'idempotency id collision');
     if (existing.bodyHash !== hash) throw new SluiceError('SLUICE_ERR_IDEMPOTENCY_CONFLICT', undefined, { param: 'Idempotency-Key' });
     const admitted: Admitted = {
-      requestId: id, principal, input, payload: existing.payload, promptTokens: existing.promptTokens,
+      payload: existing.payload, promptTokens: existing.promptTokens,
       estimatedTokens: existing.estimatedTokens, priority: existing.priority, degraded: false, headers: {}, reserved: false,
     };
     return { record: existing, created: false, admitted };
