@@ -40,11 +40,8 @@ class PreparedStatements {
   private readonly names = new Map<string, Promise<string | null>>();
   /** Statements whose PREPARE has completed. */
   private readonly ready = new Map<string, string>();
-  private readonly commits: GroupCommit;
 
-  constructor(private readonly db: PgliteExecutor) {
-    this.commits = new GroupCommit(db);
-  }
+  constructor(private readonly db: PgliteExecutor) {}
 
   async query(sql: string, params: readonly unknown[], tx?: PgliteExecutor): Promise<Row[]> {
     const runner = tx ?? this.db;
@@ -53,10 +50,8 @@ class PreparedStatements {
     const name = tx ? this.ready.get(sql) : await this.prepare(sql);
     if (!name) return (await runner.query<Row>(sql, [...params])).rows;
     const statement = `EXECUTE ${name}(${params.map(literal).join(', ')})`;
-    if (tx) return rowsOf(await tx.exec(statement));
-    return this.commits.run(statement);
+    return rowsOf(await runner.exec(statement));
   }
-
 
   private prepare(sql: string): Promise<string | null> {
     let name = this.names.get(sql);
@@ -68,52 +63,6 @@ class PreparedStatements {
     return name;
   }
 }
-
-/**
- * Group commit: statements issued while a batch is running are sent together as one script, which
- * PostgreSQL runs as one implicit transaction: one call into PGlite and one WAL flush for the lot
- * instead of one each. Nobody's statement waits for a timer: an idle database runs the next
- * statement at once. If a batch fails, it rolled back as a whole, so each of its statements is run
- * again on its own and only the one that fails reports the error.
- */
-class GroupCommit {
-  private queue: { statement: string; resolve: (rows: Row[]) => void; reject: (e: unknown) => void }[] = [];
-  private running = false;
-
-  constructor(private readonly db: PgliteExecutor) {}
-
-  run(statement: string): Promise<Row[]> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ statement, resolve, reject });
-      if (!this.running) void this.drain();
-    });
-  }
-
-  private async drain(): Promise<void> {
-    this.running = true;
-    try {
-      while (this.queue.length > 0) {
-        const batch = this.queue.splice(0, MAX_BATCH);
-        if (batch.length === 1) {
-          const [one] = batch;
-          await this.db.exec(one!.statement).then((r) => one!.resolve(rowsOf(r)), one!.reject);
-          continue;
-        }
-        try {
-          const results = await this.db.exec(batch.map((b) => b.statement).join(';\n'));
-          if (results.length !== batch.length) throw new Error(`batch of ${batch.length} returned ${results.length} results`);
-          batch.forEach((b, i) => b.resolve((results[i]?.rows ?? []) as Row[]));
-        } catch {
-          for (const b of batch) await this.db.exec(b.statement).then((r) => b.resolve(rowsOf(r)), b.reject);
-        }
-      }
-    } finally {
-      this.running = false;
-    }
-  }
-}
-
-const MAX_BATCH = 256;
 
 const rowsOf = (results: { rows: unknown[] }[]): Row[] => (results[results.length - 1]?.rows ?? []) as Row[];
 
