@@ -173,19 +173,10 @@ export class SqlStore implements Store {
   private readonly finishes: Batcher<FinishCall, boolean>;
 
   constructor(private readonly db: SqlClient, opts: SqlStoreOptions = { batchesInFlight: 1 }) {
-    const common = { inFlight: opts.batchesInFlight, retryAlone: (e: unknown) => toSluiceError(e).code !== 'SLUICE_ERR_UNAVAILABLE' };
+    const common = { inFlight: opts.batchesInFlight, retryAlone: (e: unknown) => !isSluiceError(e, 'SLUICE_ERR_UNAVAILABLE') };
     this.inserts = new Batcher({ ...common, key: (c) => c.r.id, many: (calls) => this.insertMany(calls) });
     this.claims = new Batcher({ ...common, key: (c) => c.id, many: (calls) => this.claimMany(calls) });
     this.finishes = new Batcher({ ...common, key: (c) => c.id, many: (calls) => this.finishMany(calls) });
-  }
-
-  /** A batched call, with native failures mapped like every other statement's. */
-  private async batched<I, O>(batcher: Batcher<I, O>, call: I): Promise<O> {
-    try {
-      return await batcher.run(call);
-    } catch (e) {
-      throw toSluiceError(e);
-    }
   }
 
   private async q(sql: string, params: readonly unknown[] = []): Promise<Row[]> {
@@ -313,7 +304,7 @@ export class SqlStore implements Store {
   // -- requests ---------------------------------------------------------------------------------
 
   async insertRequest(r: NewRequest, claim?: InsertClaim): Promise<{ record: RequestRecord; created: boolean }> {
-    const inserted = await this.batched(this.inserts, { r, claim });
+    const inserted = await this.inserts.run({ r, claim });
     if (inserted) {
       return {
         created: true,
@@ -342,7 +333,7 @@ export class SqlStore implements Store {
 
   async claimRequest(id: string, workerId: string, claimMs: number): Promise<ClaimResult> {
     for (;;) {
-      const claimed = await this.batched(this.claims, { id, workerId, claimMs });
+      const claimed = await this.claims.run({ id, workerId, claimMs });
       if (claimed) return { state: 'claimed', record: toRequest(claimed) };
       const row = await this.one(`SELECT *, claim_expires_at > now() AS claim_live FROM requests WHERE request_id = $1`, [id]);
       if (!row) return { state: 'missing' };
@@ -374,12 +365,13 @@ export class SqlStore implements Store {
   }
 
   async finishRequest(id: string, o: Outcome): Promise<boolean> {
-    return this.batched(this.finishes, { id, o });
+    return this.finishes.run({ id, o });
   }
 
   // -- the hot statements, batched (batch.ts) -----------------------------------------------------
   // Each takes its rows as one jsonb array, so one prepared statement serves every batch size, and
-  // each row's conditions are those of the single-row statement it replaces.
+  // each row's conditions are those of the single-row statement it replaces. They run through q(),
+  // so a batch fails with a catalogue error, which the batcher hands to every call it concerns.
 
   /** The inserted rows' server-set timestamps; null for a row that conflicted with a twin. */
   private async insertMany(calls: readonly InsertCall[]): Promise<(Row | null)[]> {
