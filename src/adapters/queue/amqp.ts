@@ -14,9 +14,8 @@
 // (30 min by default since 3.8.15); raise it in rabbitmq.conf above the longest generation.
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
-import { SluiceError } from '../../core/errors.ts';
 import { exponentialBackoff } from '../../core/backoff.ts';
-import { clampPriority } from './priority.ts';
+import { clampPriority, noop, runHandler, unavailable } from './common.ts';
 
 export interface AmqpQueueOptions {
   name: string;
@@ -36,12 +35,6 @@ type Handler = (d: Delivery) => Promise<void>;
 
 const DELIVERY_COUNT_HEADER = 'x-delivery-count';
 const REASON_HEADER = 'x-dead-letter-reason';
-const noop = (): void => undefined;
-
-/** The one place broker and driver failures become catalogue errors. */
-function unavailable(message: string, cause?: unknown): SluiceError {
-  return new SluiceError('SLUICE_ERR_UNAVAILABLE', `queue: ${message}`, undefined, cause === undefined ? undefined : { cause });
-}
 
 interface Link { conn: ChannelModel; pub: ConfirmChannel }
 
@@ -257,10 +250,8 @@ class AmqpConsumer implements Consumer {
     void this.run(delivery);
   }
 
-  private async run(delivery: AmqpDelivery): Promise<void> {
-    try { await this.handler(delivery); } catch {
-      if (!delivery.settled) await delivery.retry().catch(noop);
-    }
+  private run(delivery: AmqpDelivery): Promise<void> {
+    return runHandler(this.handler, delivery);
   }
 }
 

@@ -5,7 +5,7 @@
 import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
 import { exponentialBackoff } from '../../core/backoff.ts';
 import { SluiceError } from '../../core/errors.ts';
-import { clampPriority } from './priority.ts';
+import { clampPriority, runHandler } from './common.ts';
 
 interface Entry { job: Job; deliveryCount: number; seq: number }
 
@@ -168,12 +168,7 @@ export class MemoryQueue implements Queue {
     return undefined;
   }
 
-  private async run(consumer: MemoryConsumer, delivery: MemoryDelivery): Promise<void> {
-    try {
-      await consumer.handler(delivery);
-    } catch {
-      // A handler that throws without settling gets the queue's backoff, as a broker would redeliver.
-      if (!delivery.settled) await delivery.retry();
-    }
+  private run(consumer: MemoryConsumer, delivery: MemoryDelivery): Promise<void> {
+    return runHandler(consumer.handler, delivery);
   }
 }

@@ -27,9 +27,8 @@ import { randomUUID } from 'node:crypto';
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
-import { SluiceError } from '../../core/errors.ts';
 import { exponentialBackoff } from '../../core/backoff.ts';
-import { clampPriority } from './priority.ts';
+import { clampPriority, noop, runHandler, unavailable } from './common.ts';
 
 export interface NatsQueueOptions {
   name: string;
@@ -52,14 +51,9 @@ const REQUEST_TIMEOUT_MS = 5000;
 const PULL_TIMEOUT_MS = 1000;
 const REASON_HEADER = 'Sluice-Dead-Letter-Reason';
 const DELIVERY_COUNT_HEADER = 'Sluice-Delivery-Count';
-const noop = (): void => undefined;
 const nanos = (ms: number): number => Math.round(ms * 1_000_000);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** The one place client and server failures become catalogue errors. */
-function unavailable(message: string, cause?: unknown): SluiceError {
-  return new SluiceError('SLUICE_ERR_UNAVAILABLE', `queue: ${message}`, undefined, cause === undefined ? undefined : { cause });
-}
 
 export class NatsQueue implements Queue {
   readonly jobsStream: string;
@@ -301,10 +295,8 @@ class NatsConsumer implements Consumer {
     }
   }
 
-  private async dispatch(d: NatsDelivery): Promise<void> {
-    try { await this.handler(d); } catch {
-      if (!d.settled) await d.retry().catch(noop);
-    }
+  private dispatch(d: NatsDelivery): Promise<void> {
+    return runHandler(this.handler, d);
   }
 
   private idle(ms: number): Promise<void> {

@@ -1,0 +1,25 @@
+// What every queue adapter shares: priorities, the catalogue error for broker failures, and how
+// a handler that throws is treated.
+import { SluiceError } from '../../core/errors.ts';
+import type { Delivery } from '../../ports/queue.ts';
+
+/** Priorities are integers 0..9; anything else is clamped rather than refused. */
+export function clampPriority(p: number): number {
+  return Number.isFinite(p) ? Math.min(9, Math.max(0, Math.round(p))) : 0;
+}
+
+/** The one place broker and driver failures become catalogue errors. */
+export function unavailable(message: string, cause?: unknown): SluiceError {
+  return new SluiceError('SLUICE_ERR_UNAVAILABLE', `queue: ${message}`, undefined, cause === undefined ? undefined : { cause });
+}
+
+export const noop = (): void => undefined;
+
+/** Runs a handler; one that throws without settling its delivery gets the queue's backoff, as a broker would redeliver. */
+export async function runHandler<D extends Delivery & { readonly settled: boolean }>(handler: (d: D) => Promise<void>, delivery: D): Promise<void> {
+  try {
+    await handler(delivery);
+  } catch {
+    if (!delivery.settled) await delivery.retry().catch(noop);
+  }
+}
