@@ -2,3 +2,8 @@
 export function urlScheme(url: string): string {
   return /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase() ?? '';
 }
+
+/** The URL with its password masked, for logs, banners and error messages; the rest unchanged. */
+export function redact(url: string): string {
+  return url.replace(/\/\/([^:@/]+):([^@/]+)@/, '//$1:***@');
+}

@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.ts';
 import { isSluiceError } from '../core/errors.ts';
+import { redact } from '../adapters/url-scheme.ts';
 
 const HELP = `sluice — an LLM inference gateway
 
@@ -53,7 +54,6 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-export function redact(url: string): string { return url.replace(/\/\/([^:@/]+):([^@/]+)@/, '//$1:***@'); }
 
 /** Shared flag parsing: unknown flags are an error with the command's usage. */
 export function flags<T extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(args: string[], options: T) {

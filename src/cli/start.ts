@@ -1,7 +1,8 @@
 // `sluice start`: one process in the configured role; prints where it listens and the key to use.
 import { loadConfig } from '../config.ts';
 import { startSluice } from '../app.ts';
-import { flags, redact } from './main.ts';
+import { redact } from '../adapters/url-scheme.ts';
+import { flags } from './main.ts';
 
 export async function start(args: string[]): Promise<number> {
   const { values } = flags(args, { role: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' } });

@@ -12,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { createStore } from '../adapters/store/factory.ts';
 import { loadConfig, type Config } from '../config.ts';
 import { generateApiKey } from '../core/api-keys.ts';
-import { flags, redact } from './main.ts';
+import { redact } from '../adapters/url-scheme.ts';
+import { flags } from './main.ts';
 
 const USAGE = 'usage: sluice up [--gateways 2] [--workers 2] [--port 8080] [--no-ledger] [--stop-timeout-ms 10000]';
 const BIN = fileURLToPath(new URL('../../bin/sluice.mjs', import.meta.url));

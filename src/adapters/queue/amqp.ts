@@ -15,6 +15,7 @@
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
 import { exponentialBackoff } from '../../core/backoff.ts';
+import { redact } from '../url-scheme.ts';
 import { clampPriority, noop, runHandler, unavailable } from './common.ts';
 
 export interface AmqpQueueOptions {
@@ -313,11 +314,5 @@ function parseJob(content: Buffer): Job | undefined {
 function withHeartbeat(url: string): string {
   const u = new URL(url);
   if (!u.searchParams.has('heartbeat')) u.searchParams.set('heartbeat', '10');
-  return u.toString();
-}
-
-function redact(url: string): string {
-  const u = new URL(url);
-  if (u.password) u.password = '***';
   return u.toString();
 }

@@ -28,6 +28,7 @@ import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
 import { exponentialBackoff } from '../../core/backoff.ts';
+import { redact } from '../url-scheme.ts';
 import { clampPriority, noop, runHandler, unavailable } from './common.ts';
 
 export interface NatsQueueOptions {
@@ -84,7 +85,7 @@ export class NatsQueue implements Queue {
     let nc: NatsConnection;
     try {
       nc = await connect({ servers: url, name: 'sluice-queue', maxReconnectAttempts: -1, reconnectTimeWait: 250 });
-    } catch (e) { throw unavailable(`cannot connect to ${url}`, e); }
+    } catch (e) { throw unavailable(`cannot connect to ${redact(url)}`, e); }
     try {
       const jsm = await mod.jetstreamManager(nc);
       const queue = new NatsQueue(nc, mod.jetstream(nc), jsm, mod, opts);
