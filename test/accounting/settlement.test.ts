@@ -61,6 +61,19 @@ describe('settlement', () => {
     assert.equal((await usageWindows(app.url, key)).daily_tokens!.used, cancelled.usage.total_tokens);
   });
 
+  it("GET /v1/usage lists the month's settled requests newest first, as the ledger has them", async () => {
+    const key = await createUserKey(app.url, { id: 'recent-usage', quota: big });
+    const call = api(app.url, key);
+    for (let i = 0; i < 3; i++) {
+      await call('/v1/requests', { method: 'POST', json: chat(3) });
+      await waitFor(async () => (await ledgerRows(app.url, 'recent-usage')).length === i + 1);
+    }
+    const ledger = await ledgerRows(app.url, 'recent-usage');
+    const usage = (await (await call('/v1/usage')).json()) as { recent: { request_id: string; charged_tokens: number }[] };
+    assert.deepEqual(usage.recent.map((r) => r.request_id), ledger.map((r) => r.request_id).reverse());
+    assert.deepEqual(usage.recent.map((r) => r.charged_tokens), ledger.map((r) => r.charged_tokens).reverse());
+  });
+
   it('concurrent-stream limit: a lease per live stream; the 429 names the limit; released at the end', async () => {
     const key = await createUserKey(app.url, { id: 'leases', quota: { ...big, concurrent_streams: 1 } });
     const call = api(app.url, key);
