@@ -41,6 +41,8 @@ function parseDate(v: unknown, name: string, fallback: Date): Date {
 }
 
 const csvCell = (v: unknown) => { const s = v === null || v === undefined ? '' : String(v); return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s; };
+/** Settled requests a usage view lists, newest first. */
+const RECENT_ROWS = 50;
 
 export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): void {
   const { store, auth, config, limiter } = deps;
@@ -55,12 +57,12 @@ export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): 
     const limits = await auth.limitsFor(userId, tier);
     const windows = await limiter.usage(userId, windowLimits(limits, t, config.timeZone));
     const from = new Date(windowStart(periodsAt(t, config.timeZone).monthly.period, 'monthly', config.timeZone));
-    const rows = await store.usageRows({ from, to: new Date(t + 1), userId });
+    const recent = await store.usageRows({ from, to: new Date(t + 1), userId, limit: RECENT_ROWS, newestFirst: true });
     return {
       object: 'sluice.usage', user_id: userId, tier, time_zone: config.timeZone,
       limits: { max_tokens: limits.maxTokens, concurrent_streams: limits.concurrentStreams, priority: limits.priority },
       windows: windows.map((w) => ({ window: w.window, metric: w.metric, period: w.period, limit: w.limit, used: w.used, remaining: Math.max(0, w.remaining), reset_at: new Date(w.resetAt).toISOString() })),
-      recent: rows.slice(-50).reverse().map((r) => ({ request_id: r.requestId, model: r.model, status: r.status, prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, charged_tokens: r.chargedTokens, settled_at: r.settledAt.toISOString() })),
+      recent: recent.map((r) => ({ request_id: r.requestId, model: r.model, status: r.status, prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, charged_tokens: r.chargedTokens, settled_at: r.settledAt.toISOString() })),
     };
   }
 

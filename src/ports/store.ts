@@ -134,8 +134,8 @@ export interface Store {
 
   /** Sum of charged requests and tokens settled for the user with settledAt in [from, to). */
   usageTotals(userId: string, from: Date, to: Date): Promise<UsageTotals>;
-  /** Ledger rows with settledAt in [from, to), oldest first, optionally for one user. */
-  usageRows(opts: { from: Date; to: Date; userId?: string; limit?: number }): Promise<UsageRow[]>;
+  /** Ledger rows with settledAt in [from, to), oldest first (newest first if asked), optionally for one user. */
+  usageRows(opts: { from: Date; to: Date; userId?: string; limit?: number; newestFirst?: boolean }): Promise<UsageRow[]>;
 
   close(): Promise<void>;
 }

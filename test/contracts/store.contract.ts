@@ -520,6 +520,8 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
         // `to` is exclusive: a window ending at the second settlement holds only the first.
         assert.deepEqual(await store.usageTotals(userId, start, secondSettled), { requests: 1, tokens: 10 });
         assert.deepEqual((await store.usageRows({ from: start, to: secondSettled, userId })).map((r) => r.requestId), [ids[0]]);
+        // Newest first with a limit: the last rows, in reverse.
+        assert.deepEqual((await store.usageRows({ from: start, to: end, userId, limit: 3, newestFirst: true })).map((r) => r.requestId), ids.slice(1).reverse());
         // `from` is inclusive.
         assert.deepEqual(await store.usageTotals(userId, secondSettled, end), { requests: 2, tokens: 27 });
         assert.deepEqual(await store.usageTotals(userId, end, new Date(end.getTime() + 60_000)), { requests: 0, tokens: 0 });

@@ -486,12 +486,14 @@ export class SqlStore implements Store {
     return { requests: num(row?.requests ?? 0), tokens: num(row?.tokens ?? 0) };
   }
 
-  async usageRows(opts: { from: Date; to: Date; userId?: string; limit?: number }): Promise<UsageRow[]> {
-    // LIMIT NULL means no limit in PostgreSQL.
+  async usageRows(opts: { from: Date; to: Date; userId?: string; limit?: number; newestFirst?: boolean }): Promise<UsageRow[]> {
+    // LIMIT NULL means no limit in PostgreSQL. The order is spelled out, not a parameter, so each
+    // statement can walk the (user_id, settled_at) index in its own direction.
+    const order = opts.newestFirst ? 'settled_at DESC, request_id DESC' : 'settled_at, request_id';
     const rows = await this.q(
       `SELECT * FROM usage_ledger
        WHERE settled_at >= $1::timestamptz AND settled_at < $2::timestamptz AND ($3::text IS NULL OR user_id = $3::text)
-       ORDER BY settled_at, request_id LIMIT $4::int`,
+       ORDER BY ${order} LIMIT $4::int`,
       [opts.from.toISOString(), opts.to.toISOString(), opts.userId ?? null, opts.limit ?? null],
     );
     return rows.map(toUsageRow);
