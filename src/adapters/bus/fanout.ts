@@ -1,6 +1,6 @@
 // Interest-based local fan-out shared by every Bus adapter: one native subscription per topic per
 // process, however many local listeners it has.
-import type { Subscription } from '../../ports/bus.ts';
+import type { LogEvent, Subscription } from '../../ports/bus.ts';
 
 /** Opens the native subscription for a topic; resolves to the function that closes it. */
 export type OpenTopic<T> = (topic: string, deliver: (message: T) => void) => Promise<() => Promise<void>>;
@@ -49,15 +49,25 @@ export class InterestFanout<T> {
     };
   }
 
-  /** Topics with at least one local listener. */
-  get size(): number { return this.topics.size; }
-
   /** Drops every listener and closes every native subscription. */
   async closeAll(): Promise<void> {
     const entries = [...this.topics.values()];
     this.topics.clear();
     await Promise.allSettled(entries.map(async (e) => { e.listeners.clear(); await (await e.closer)(); }));
   }
+}
+
+/**
+ * Wraps a topic's deliver function so each live message is parsed once, before the fan-out, and
+ * every local listener shares the one event (read-only, as on the memory bus). A message that is
+ * not JSON is dropped, as a listener's own parse failure was.
+ */
+export function decodingEvents(deliver: (e: LogEvent) => void): (message: string) => void {
+  return (message) => {
+    let event: LogEvent;
+    try { event = JSON.parse(message) as LogEvent; } catch { return; }
+    deliver(event);
+  };
 }
 
 function emitTo<T>(listeners: Set<(message: T) => void>, message: T): void {

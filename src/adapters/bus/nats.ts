@@ -14,7 +14,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { JetStreamClient, JetStreamManager, StreamConfig } from '@nats-io/jetstream';
 import { SluiceError, isSluiceError } from '../../core/errors.ts';
 import type { Bus, ControlSignal, EventBody, LogEvent, Subscription } from '../../ports/bus.ts';
-import { InterestFanout } from './fanout.ts';
+import { decodingEvents, InterestFanout } from './fanout.ts';
 
 export interface NatsBusOptions { ttlSeconds: number; maxLen: number; prefix: string; stream: string }
 
@@ -32,7 +32,8 @@ interface Tip { seq: number; streamSeq: number }
 interface JetStreamModule { JetStreamApiError: new (...args: never[]) => Error & { code: number } }
 
 export class NatsBus implements Bus {
-  private readonly fanout: InterestFanout<Uint8Array>;
+  /** Live events arrive decoded (once per message, however many local listeners); control signals as text. */
+  private readonly fanout: InterestFanout<LogEvent | string>;
   private readonly tips = new Map<string, Tip>();
   private readonly appending = new Map<string, Promise<unknown>>();
   private readonly decoder = new TextDecoder();
@@ -45,8 +46,9 @@ export class NatsBus implements Bus {
     private readonly mod: JetStreamModule,
     private readonly opts: NatsBusOptions,
   ) {
-    this.fanout = new InterestFanout<Uint8Array>(async (subject, deliver) => {
-      const sub = this.nc.subscribe(subject, { callback: (err, msg) => { if (!err) deliver(msg.data); } });
+    this.fanout = new InterestFanout<LogEvent | string>(async (subject, deliver) => {
+      const receive = subject.startsWith(`${opts.prefix}.events.`) ? decodingEvents(deliver) : deliver;
+      const sub = this.nc.subscribe(subject, { callback: (err, msg) => { if (!err) receive(this.decoder.decode(msg.data)); } });
       // Resolve only once the server has the interest, so later publishes reach this listener.
       await guard(() => this.nc.flush());
       return async () => { sub.unsubscribe(); };
@@ -83,7 +85,7 @@ export class NatsBus implements Bus {
   }
 
   async subscribe(requestId: string, onEvent: (e: LogEvent) => void): Promise<Subscription> {
-    return this.fanout.add(this.eventSubject(requestId), (data) => onEvent(this.decode(data)));
+    return this.fanout.add(this.eventSubject(requestId), (m) => { if (typeof m !== 'string') onEvent(m); });
   }
 
   async publishControl(requestId: string, signal: ControlSignal): Promise<void> {
@@ -94,9 +96,7 @@ export class NatsBus implements Bus {
   }
 
   async onControl(requestId: string, onSignal: (signal: ControlSignal) => void): Promise<Subscription> {
-    return this.fanout.add(this.controlSubject(requestId), (data) => {
-      if (this.decoder.decode(data) === 'cancel') onSignal('cancel');
-    });
+    return this.fanout.add(this.controlSubject(requestId), (m) => { if (m === 'cancel') onSignal('cancel'); });
   }
 
   async close(): Promise<void> {

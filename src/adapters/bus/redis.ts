@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import { SluiceError, isSluiceError } from '../../core/errors.ts';
 import type { Bus, ControlSignal, EventBody, LogEvent, Subscription } from '../../ports/bus.ts';
-import { InterestFanout } from './fanout.ts';
+import { decodingEvents, InterestFanout } from './fanout.ts';
 
 const APPEND_LUA = readFileSync(new URL('./lua/append.lua', import.meta.url), 'utf8');
 
@@ -17,12 +17,14 @@ interface AppendCommand {
 
 export class RedisBus implements Bus {
   private readonly deliverers = new Map<string, (message: string) => void>();
-  private readonly fanout: InterestFanout<string>;
+  /** Live events arrive decoded (once per message, however many local listeners); control signals as sent. */
+  private readonly fanout: InterestFanout<LogEvent | string>;
   private subscriber: Redis | undefined;
 
   constructor(private readonly redis: Redis, private readonly opts: RedisBusOptions) {
     redis.defineCommand('sluiceBusAppend', { numberOfKeys: 2, lua: APPEND_LUA });
-    this.fanout = new InterestFanout<string>((channel, deliver) => this.listen(channel, deliver));
+    this.fanout = new InterestFanout<LogEvent | string>((channel, deliver) =>
+      this.listen(channel, channel.startsWith(`${opts.prefix}:live:`) ? decodingEvents(deliver) : deliver));
   }
 
   async append(requestId: string, event: EventBody): Promise<LogEvent> {
@@ -46,7 +48,7 @@ export class RedisBus implements Bus {
   }
 
   async subscribe(requestId: string, onEvent: (e: LogEvent) => void): Promise<Subscription> {
-    return this.fanout.add(this.liveChannel(requestId), (m) => onEvent(JSON.parse(m) as LogEvent));
+    return this.fanout.add(this.liveChannel(requestId), (m) => { if (typeof m !== 'string') onEvent(m); });
   }
 
   async publishControl(requestId: string, signal: ControlSignal): Promise<void> {
