@@ -13,7 +13,7 @@
 //   4. RSS per concurrent listener on the gateway: 10 requests × 100 listeners, 50 tokens 100 ms apart.
 // Models are in-process simulators (sim://) so the figures are Sluice's and the services', not a model's.
 // env: TOPOLOGIES (amqp,nats-queue,nats-all), ROUNDS (3), TTFT_REQUESTS (200), ACCEPT_SECONDS (5)
-import { deleteAmqpQueues, deleteNatsStreams, deleteRedisKeys, streamBase } from '../test/helpers/cluster.ts';
+import { deleteAmqpQueues, deleteNatsStreams, deleteRedisKeys, streamBase } from '../test/helpers/services.ts';
 import { bearer, closedLoopPost, createUserKey, freshPostgres, onCleanup, get, listen, log, main, MASTER_KEY, pct, r2, rssMiB, sleep, startSluice, streamTtft, submit, table, type ListenerResult, type Proc } from './lib.ts';
 
 const REDIS = 'redis://127.0.0.1:6379', AMQP = 'amqp://guest:guest@127.0.0.1:5672', NATS = 'nats://127.0.0.1:4222';
@@ -51,8 +51,8 @@ async function listenerPhase(gw: Proc, key: string, requests: number, per: numbe
 
 async function cleanupServices(services: { QUEUE_URL: string; BUS_URL: string }, names: { QUEUE_NAME: string; BUS_PREFIX: string; LIMITER_PREFIX: string }): Promise<void> {
   const results = await Promise.allSettled([
+    // LIMITER_PREFIX is `${BUS_PREFIX}:`, so one pattern covers the limiter's and the bus's keys.
     deleteRedisKeys(`${names.LIMITER_PREFIX}*`),
-    deleteRedisKeys(`${names.BUS_PREFIX}:*`),
     services.QUEUE_URL.startsWith('amqp') ? deleteAmqpQueues([names.QUEUE_NAME, `${names.QUEUE_NAME}.dlq`]) : Promise.resolve(),
     deleteNatsStreams(NATS, [
       ...(services.QUEUE_URL.startsWith('nats') ? [`${streamBase(names.QUEUE_NAME)}_JOBS`, `${streamBase(names.QUEUE_NAME)}_DLQ`] : []),

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { isTerminal, type Bus, type ControlSignal, type EventBody, type LogEvent } from '../../src/ports/bus.ts';
 import { MemoryBus } from '../../src/adapters/bus/memory.ts';
 import { createBus } from '../../src/adapters/bus/factory.ts';
-import { SERVICES, uniqueName } from '../helpers/services.ts';
+import { deleteNatsStreams, deleteRedisKeys, SERVICES, uniqueName } from '../helpers/services.ts';
 
 export interface BusOptions { ttlSeconds: number; maxLen: number }
 
@@ -254,33 +254,8 @@ export async function serviceHarness(url: string, purge: (prefix: string) => Pro
   };
 }
 
-export async function purgeRedis(prefix: string): Promise<void> {
-  const { Redis } = await import('ioredis');
-  const redis = new Redis(SERVICES.redis, { lazyConnect: true });
-  try {
-    await redis.connect();
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await redis.del(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-}
-
-export async function purgeNats(prefix: string): Promise<void> {
-  const { connect } = await import('@nats-io/transport-node');
-  const { jetstreamManager } = await import('@nats-io/jetstream');
-  const nc = await connect({ servers: SERVICES.nats });
-  try {
-    const jsm = await jetstreamManager(nc);
-    await jsm.streams.delete(natsStreamName(prefix)).catch(() => false);
-  } finally {
-    await nc.close();
-  }
-}
+export const purgeRedis = (prefix: string): Promise<void> => deleteRedisKeys(`${prefix}:*`);
+export const purgeNats = (prefix: string): Promise<void> => deleteNatsStreams(SERVICES.nats, [natsStreamName(prefix)]);
 
 /** The stream name the NATS adapter derives for a prefix when none is given. */
 export const natsStreamName = (prefix: string): string => `${prefix.toUpperCase()}_EVENTS`;

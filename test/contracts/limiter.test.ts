@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { limiterContract } from './limiter.contract.ts';
-import { SERVICES, serviceSuite, uniqueName } from '../helpers/services.ts';
+import { deleteRedisKeys, SERVICES, serviceSuite, uniqueName } from '../helpers/services.ts';
 import { MemoryLimiter } from '../../src/adapters/limiter/memory.ts';
 import { RedisLimiter } from '../../src/adapters/limiter/redis.ts';
 import { ResilientLimiter, type ProbedLimiter } from '../../src/adapters/limiter/fallback.ts';
@@ -18,17 +18,7 @@ limiterContract('memory', async () => {
 
 const redisSuite = await serviceSuite('redis');
 
-async function deleteKeys(prefix: string): Promise<void> {
-  const { Redis } = await import('ioredis');
-  const admin = new Redis(SERVICES.redis);
-  let cursor = '0';
-  do {
-    const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    if (keys.length > 0) await admin.del(...keys);
-    cursor = next;
-  } while (cursor !== '0');
-  await admin.quit();
-}
+const deleteKeys = (prefix: string): Promise<void> => deleteRedisKeys(`${prefix}*`);
 
 limiterContract('redis', async () => {
   const prefix = `${uniqueName('limiter')}:`;

@@ -1,5 +1,5 @@
 // Runs the Queue contract against every adapter: memory always, RabbitMQ and NATS where they run.
-import { deleteAmqpQueues } from '../helpers/cluster.ts';
+import { deleteAmqpQueues } from '../helpers/services.ts';
 import { describe, it } from 'node:test';
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';

@@ -7,7 +7,9 @@ import { join } from 'node:path';
 import { createStore } from '../../src/adapters/store/factory.ts';
 import { MASTER_KEY, api, usageWindows, waitFor } from './app.ts';
 import { spawnSluice, type SluiceProcess } from './process.ts';
-import { SERVICES, uniqueName } from './services.ts';
+import { deleteAmqpQueues, deleteNatsStreams, deleteRedisKeys, dropDatabase, pgClient, SERVICES, streamBase, uniqueName, withDatabase } from './services.ts';
+
+export { deleteAmqpQueues, deleteNatsStreams, deleteRedisKeys, streamBase, withDatabase };
 
 export type Role = 'gateway' | 'worker' | 'ledger' | 'all';
 
@@ -31,19 +33,6 @@ export interface Cluster {
   /** Runs one SQL query against this cluster's database. */
   sql<T>(text: string, params?: unknown[]): Promise<T[]>;
   cleanup(): Promise<void>;
-}
-
-async function pgClient(url: string) {
-  const { default: pg } = await import('pg');
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  return client;
-}
-
-export function withDatabase(url: string, db: string): string {
-  const u = new URL(url);
-  u.pathname = `/${db}`;
-  return u.toString();
 }
 
 export async function createCluster(opts: ClusterOptions): Promise<Cluster> {
@@ -119,46 +108,6 @@ export async function createCluster(opts: ClusterOptions): Promise<Cluster> {
     },
   };
   return cluster;
-}
-
-export const streamBase = (name: string) => name.replace(/[^A-Za-z0-9_-]/g, '_').toUpperCase();
-
-async function dropDatabase(name: string): Promise<void> {
-  const c = await pgClient(SERVICES.postgres);
-  try { await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`); } finally { await c.end(); }
-}
-
-export async function deleteRedisKeys(pattern: string): Promise<void> {
-  const { Redis } = await import('ioredis');
-  const redis = new Redis(SERVICES.redis, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  await redis.connect();
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await redis.del(...keys);
-    } while (cursor !== '0');
-  } finally { redis.disconnect(); }
-}
-
-export async function deleteAmqpQueues(names: string[]): Promise<void> {
-  const amqp = await import('amqplib');
-  const conn = await amqp.connect(SERVICES.rabbitmq);
-  try {
-    const ch = await conn.createChannel();
-    for (const q of names) await ch.deleteQueue(q);
-  } finally { await conn.close(); }
-}
-
-export async function deleteNatsStreams(url: string, streams: string[]): Promise<void> {
-  if (streams.length === 0) return;
-  const [{ connect }, { jetstreamManager }] = await Promise.all([import('@nats-io/transport-node'), import('@nats-io/jetstream')]);
-  const nc = await connect({ servers: url.replace(/^nats:\/\//, ''), timeout: 2000 });
-  try {
-    const jsm = await jetstreamManager(nc);
-    for (const s of streams) await jsm.streams.delete(s).catch(() => false);
-  } finally { await nc.close(); }
 }
 
 /** fetch helpers bound to a gateway and a key. */

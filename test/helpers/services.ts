@@ -42,3 +42,58 @@ export async function serviceSuite(name: ServiceName): Promise<{ skip?: string }
 export function uniqueName(prefix: string): string {
   return `${prefix}_${process.pid}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 6)}`;
 }
+
+// Cleanup of what a test or benchmark made on the shared services (drivers load lazily).
+
+export async function pgClient(url: string) {
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  return client;
+}
+
+export function withDatabase(url: string, db: string): string {
+  const u = new URL(url);
+  u.pathname = `/${db}`;
+  return u.toString();
+}
+
+export const streamBase = (name: string) => name.replace(/[^A-Za-z0-9_-]/g, '_').toUpperCase();
+
+export async function dropDatabase(name: string): Promise<void> {
+  const c = await pgClient(SERVICES.postgres);
+  try { await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`); } finally { await c.end(); }
+}
+
+export async function deleteRedisKeys(pattern: string): Promise<void> {
+  const { Redis } = await import('ioredis');
+  const redis = new Redis(SERVICES.redis, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await redis.del(...keys);
+    } while (cursor !== '0');
+  } finally { redis.disconnect(); }
+}
+
+export async function deleteAmqpQueues(names: string[]): Promise<void> {
+  const amqp = await import('amqplib');
+  const conn = await amqp.connect(SERVICES.rabbitmq);
+  try {
+    const ch = await conn.createChannel();
+    for (const q of names) await ch.deleteQueue(q);
+  } finally { await conn.close(); }
+}
+
+export async function deleteNatsStreams(url: string, streams: string[]): Promise<void> {
+  if (streams.length === 0) return;
+  const [{ connect }, { jetstreamManager }] = await Promise.all([import('@nats-io/transport-node'), import('@nats-io/jetstream')]);
+  const nc = await connect({ servers: url.replace(/^nats:\/\//, ''), timeout: 2000 });
+  try {
+    const jsm = await jetstreamManager(nc);
+    for (const s of streams) await jsm.streams.delete(s).catch(() => false);
+  } finally { await nc.close(); }
+}
