@@ -6,7 +6,7 @@ import type {
 import {
   COUNTER_GRACE_MS, FENCE_TTL_MS, SETTLED_TTL_MS, amountFor, assertCharge, assertReserveInput, limiterKeys, windowState,
   type LimiterKeys,
-} from './redis.ts';
+} from './keys.ts';
 
 interface Expiring { value: number; expiresAt: number }
 interface Held { reservation: Reservation; counters: { key: string; metric: Metric }[] }
