@@ -35,7 +35,7 @@ export interface SimModelOptions {
 }
 
 /** mulberry32: tiny, fast, good enough for text; returns floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
+function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -47,7 +47,7 @@ export function mulberry32(seed: number): () => number {
 }
 
 /** FNV-1a over the messages; the seed used when a request brings none. */
-export function hashMessages(messages: readonly ChatMessage[]): number {
+function hashMessages(messages: readonly ChatMessage[]): number {
   let h = 0x811c9dc5;
   const mix = (s: string) => {
     for (let i = 0; i < s.length; i++) { h ^= s.charCodeAt(i); h = Math.imul(h, 0x01000193); }
@@ -83,7 +83,7 @@ const VOCABULARY = (
 const SENTENCE_ENDS = ['.', '.', '.', '.', '.', '!', '?'];
 
 /** Endless word pieces forming sentences: "The", " river", " was", ",", " quiet", "." … */
-export function* simText(seed: number): Generator<string, never> {
+function* simText(seed: number): Generator<string, never> {
   const random = mulberry32(seed);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
   let first = true;
@@ -135,8 +135,10 @@ export class SimModel implements ModelBackend {
     if (!(await this.delay(this.options.ttftMs, signal))) return;
     const stopProbability = this.options.stopProbability ?? 0;
     const stops = (req.stop ?? []).filter((s) => s.length > 0);
-    const random = mulberry32((req.seed ?? hashMessages(req.messages)) ^ 0x5bd1e995);
-    const text = simText(req.seed ?? hashMessages(req.messages));
+    const longestStop = Math.max(0, ...stops.map((s) => s.length));
+    const seed = req.seed ?? hashMessages(req.messages);
+    const random = mulberry32(seed ^ 0x5bd1e995);
+    const text = simText(seed);
     let emitted = 0;
     let tail = '';
     let finishReason: 'stop' | 'length' = 'length';
@@ -147,7 +149,7 @@ export class SimModel implements ModelBackend {
       if (stops.length > 0) {
         tail += piece;
         if (stops.some((s) => tail.includes(s))) { finishReason = 'stop'; break; }
-        tail = tail.slice(-Math.max(...stops.map((s) => s.length)));
+        tail = tail.slice(-longestStop);
       }
       if (signal.aborted) return;
       yield { type: 'token', text: piece };
