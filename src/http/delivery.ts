@@ -59,14 +59,15 @@ export function logSource(deps: GatewayDeps, record: RequestRecord, afterSeq: nu
 
 /**
  * Runs the request here (direct mode) and hands its events to the listener as they are logged,
- * without the round trip through the bus. If the attempt did not end the request itself (another
- * process took it over, or ended it first), the rest comes from the log.
+ * without the round trip through the bus. The listener's signal is its client's: when the client
+ * goes away the attempt stops (a cut stream). If the attempt did not end the request itself
+ * (another process took it over, or ended it first), the rest comes from the log.
  */
-export function directSource(deps: GatewayDeps, record: RequestRecord, disconnect: AbortSignal): EventSource {
+export function directSource(deps: GatewayDeps, record: RequestRecord): EventSource {
   return async (signal, onEvent) => {
     let last = 0;
     let ended = false;
-    await deps.requests.runDirect(record, disconnect, async (e) => {
+    await deps.requests.runDirect(record, signal, async (e) => {
       if (signal.aborted) return;
       await onEvent(e);
       last = e.seq;

@@ -39,7 +39,7 @@ function clientGone(reply: FastifyReply): AbortSignal {
   return ac.signal;
 }
 
-interface Started { record: RequestRecord; headers: Record<string, string>; lease: Lease; source: EventSource; disconnect: AbortSignal }
+interface Started { record: RequestRecord; headers: Record<string, string>; lease: Lease; source: EventSource }
 
 /** Admits, persists and starts a synchronous request; the caller delivers its events. */
 async function start(deps: GatewayDeps, req: FastifyRequest, reply: FastifyReply, principal: Principal, input: ChatInput, live: boolean): Promise<Started> {
@@ -49,10 +49,9 @@ async function start(deps: GatewayDeps, req: FastifyRequest, reply: FastifyReply
   try {
     const { record, created, admitted } = await deps.requests.submit(principal, input, { idempotencyKey: idempotencyKeyOf(req), mode });
     // Direct mode runs here, for this caller; a replayed request (same Idempotency-Key) is followed in its log.
-    const disconnect = clientGone(reply);
-    const source = mode === 'direct' && created ? directSource(deps, record, disconnect) : logSource(deps, record, 0);
+    const source = mode === 'direct' && created ? directSource(deps, record) : logSource(deps, record, 0);
     const headers = { 'x-request-id': record.id, 'x-sluice-mode': mode, ...admitted.headers, ...(admitted.degraded && { 'x-sluice-degraded': '1' }) };
-    return { record, headers, lease, source, disconnect };
+    return { record, headers, lease, source };
   } catch (err) {
     await lease.release();
     throw err;
@@ -72,7 +71,7 @@ async function respond(deps: GatewayDeps, req: FastifyRequest, reply: FastifyRep
       } finally { deps.metrics.activeStreams.dec(); }
       return;
     }
-    const done = await awaitEnd(deps, s.record, s.disconnect, s.source);
+    const done = await awaitEnd(deps, s.record, clientGone(reply), s.source);
     reply.headers(s.headers);
     if (done.status === 'completed') return reply.send(completionBody(done, kind));
     const code = done.error?.code ?? '';
