@@ -45,23 +45,23 @@ export const configSchema = z.object({
   deliveryMode: z.enum(['queued', 'direct']).default('queued'),
   bodyLimitBytes: int(1024).default(1024 * 1024),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  sim: z.object({ ttftMs: int().default(20), itlMs: int().default(5), promptTokensOverhead: int().default(0) }).default({ ttftMs: 20, itlMs: 5, promptTokensOverhead: 0 }),
+  sim: z.object({ ttftMs: int().default(20), itlMs: int().default(5), promptTokensOverhead: int().default(0) }).prefault({}),
   worker: z.object({
     concurrency: int(1).default(16),
     claimMs: int(100).default(15_000),
     maxAttempts: int(1).default(3),
     retryBaseMs: int(1).default(500),
     requestTimeoutMs: int(1000).default(600_000),
-  }).default({ concurrency: 16, claimMs: 15_000, maxAttempts: 3, retryBaseMs: 500, requestTimeoutMs: 600_000 }),
-  eventLog: z.object({ ttlSeconds: int(1).default(3600), maxLen: int(100).default(100_000) }).default({ ttlSeconds: 3600, maxLen: 100_000 }),
+  }).prefault({}),
+  eventLog: z.object({ ttlSeconds: int(1).default(3600), maxLen: int(100).default(100_000) }).prefault({}),
   sse: z.object({ pingMs: int(10).default(15_000), retryMs: int(0).default(3000), maxBufferedBytes: int(1024).default(1024 * 1024) })
-    .default({ pingMs: 15_000, retryMs: 3000, maxBufferedBytes: 1024 * 1024 }),
+    .prefault({}),
   tiers: z.record(z.string(), tierSchema).default(DEFAULT_TIERS),
   defaultTier: z.string().default('free'),
   /** IANA time zone whose midnight (and first of month) resets the daily (monthly) windows. */
   timeZone: z.string().default('UTC'),
   limiterFailure: z.enum(['fallback', 'refuse']).default('fallback'),
-  statusRateLimit: z.object({ limit: int(1).default(600), windowMs: int(100).default(60_000) }).default({ limit: 600, windowMs: 60_000 }),
+  statusRateLimit: z.object({ limit: int(1).default(600), windowMs: int(100).default(60_000) }).prefault({}),
   leaseTtlMs: int(1000).default(30_000),
   sweepIntervalMs: int(100).default(5_000),
   /** A queued request no worker has claimed after this long is published again (jobs are idempotent). */
@@ -69,7 +69,7 @@ export const configSchema = z.object({
   /** Grace after a request's own deadline before its reservation is reclaimed. */
   reservationGraceMs: int(0).default(60_000),
   queueMaxDepth: int(1).default(100_000),
-  degrade: z.object({ queueDepth: int(1).default(10_000), maxTokens: int(1).default(256) }).default({ queueDepth: 10_000, maxTokens: 256 }),
+  degrade: z.object({ queueDepth: int(1).default(10_000), maxTokens: int(1).default(256) }).prefault({}),
   /** Test-only: exit abruptly at a named point ('after-insert' = between store insert and queue publish). */
   crashPoint: z.enum(['after-insert']).optional(),
 });
