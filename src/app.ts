@@ -1,7 +1,5 @@
 // Wires one Sluice process from its configuration: adapters chosen by URL scheme, the core
 // services, and the roles this process plays (gateway, worker, ledger, or all of them).
-import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config.ts';
 import { createBus } from './adapters/bus/factory.ts';
@@ -10,7 +8,7 @@ import { createModel } from './adapters/model/factory.ts';
 import { createQueue } from './adapters/queue/factory.ts';
 import { createStore } from './adapters/store/factory.ts';
 import { Admission } from './core/admission.ts';
-import { generateApiKey } from './core/api-keys.ts';
+import { resolveMasterKey } from './core/api-keys.ts';
 import { AttemptRunner } from './core/attempt-runner.ts';
 import { Authenticator } from './core/auth.ts';
 import { Ledger } from './core/ledger.ts';
@@ -44,17 +42,6 @@ export interface Sluice {
 }
 
 export interface StartOptions { now?: () => number; logger?: Logger }
-
-/** The master key: SLUICE_MASTER_KEY, else a development key generated once into the data dir. */
-function resolveMasterKey(config: Config): { key: string; dev: boolean } {
-  if (config.masterKey) return { key: config.masterKey, dev: false };
-  const file = join(config.dataDir, 'dev-key');
-  if (existsSync(file)) return { key: readFileSync(file, 'utf8').trim(), dev: true };
-  mkdirSync(config.dataDir, { recursive: true });
-  const { key } = generateApiKey();
-  writeFileSync(file, `${key}\n`, { mode: 0o600 });
-  return { key, dev: true };
-}
 
 export async function startSluice(config: Config, opts: StartOptions = {}): Promise<Sluice> {
   const now = opts.now ?? Date.now;

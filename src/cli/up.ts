@@ -5,13 +5,11 @@
 // race), prefixes every child's output with its name, reports a child that dies and keeps the
 // rest running, and stops everything (SIGTERM, then SIGKILL) on Ctrl-C or SIGTERM.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { createStore } from '../adapters/store/factory.ts';
 import { loadConfig, type Config } from '../config.ts';
-import { generateApiKey } from '../core/api-keys.ts';
+import { resolveMasterKey } from '../core/api-keys.ts';
 import { redact } from '../adapters/url-scheme.ts';
 import { flags } from './main.ts';
 
@@ -49,11 +47,7 @@ export function unshareable(config: Config): string | null {
 
 /** Children must agree on the master key: make the development key exist before any of them looks. */
 function ensureDevKey(config: Config): void {
-  if (config.masterKey) return;
-  const file = join(config.dataDir, 'dev-key');
-  if (existsSync(file)) return;
-  mkdirSync(config.dataDir, { recursive: true });
-  writeFileSync(file, `${generateApiKey().key}\n`, { mode: 0o600 });
+  resolveMasterKey(config);
 }
 
 function launch(name: string, role: Role, port: number): Member {

@@ -1,6 +1,8 @@
 // API keys: shown once, stored only as a SHA-256 hash. Keys are 32 random bytes, so a fast hash
 // is enough (no password stretching needed for high-entropy secrets).
 import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 const PREFIX = 'sk-sluice-';
 
@@ -11,4 +13,18 @@ export function generateApiKey(): { key: string; hash: string; prefix: string } 
 
 export function hashApiKey(key: string): string {
   return createHash('sha256').update(key).digest('hex');
+}
+
+/** Where the development key is kept in a data directory. */
+export const devKeyFile = (dataDir: string): string => join(dataDir, 'dev-key');
+
+/** The master key: the configured one, else a development key generated once into the data dir. */
+export function resolveMasterKey(config: { masterKey?: string | undefined; dataDir: string }): { key: string; dev: boolean } {
+  if (config.masterKey) return { key: config.masterKey, dev: false };
+  const file = devKeyFile(config.dataDir);
+  if (existsSync(file)) return { key: readFileSync(file, 'utf8').trim(), dev: true };
+  mkdirSync(config.dataDir, { recursive: true });
+  const { key } = generateApiKey();
+  writeFileSync(file, `${key}\n`, { mode: 0o600 });
+  return { key, dev: true };
 }
