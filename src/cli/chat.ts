@@ -1,6 +1,7 @@
 // `sluice chat "prompt"`: streams a chat completion from a running gateway, printing tokens as
 // they arrive, then the time to first token and the throughput.
 import { existsSync, readFileSync } from 'node:fs';
+import { sseData } from '../adapters/model/sse-data.ts';
 import { devKeyFile } from '../core/api-keys.ts';
 import { flags } from './main.ts';
 
@@ -42,22 +43,13 @@ export async function chat(args: string[]): Promise<number> {
   let first = 0;
   let tokens = 0;
   let usage: { prompt_tokens: number; completion_tokens: number } | undefined;
-  let buffer = '';
-  const decoder = new TextDecoder();
-  for await (const bytes of res.body) {
-    buffer += decoder.decode(bytes as Uint8Array, { stream: true });
-    let nl: number;
-    while ((nl = buffer.indexOf('\n\n')) !== -1) {
-      const frame = buffer.slice(0, nl);
-      buffer = buffer.slice(nl + 2);
-      const data = frame.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
-      if (!data || data === '[DONE]') continue;
-      const chunk = JSON.parse(data) as { error?: { code: string; message: string }; usage?: typeof usage; choices?: { delta?: { content?: string } }[] };
-      if (chunk.error) { console.error(`\nerror: ${chunk.error.code}: ${chunk.error.message}`); return 1; }
-      if (chunk.usage) usage = chunk.usage;
-      const text = chunk.choices?.[0]?.delta?.content;
-      if (text) { if (!first) first = performance.now(); tokens++; process.stdout.write(text); }
-    }
+  for await (const data of sseData(res.body)) {
+    if (!data || data === '[DONE]') continue;
+    const chunk = JSON.parse(data) as { error?: { code: string; message: string }; usage?: typeof usage; choices?: { delta?: { content?: string } }[] };
+    if (chunk.error) { console.error(`\nerror: ${chunk.error.code}: ${chunk.error.message}`); return 1; }
+    if (chunk.usage) usage = chunk.usage;
+    const text = chunk.choices?.[0]?.delta?.content;
+    if (text) { if (!first) first = performance.now(); tokens++; process.stdout.write(text); }
   }
   const total = (performance.now() - started) / 1000;
   const ttft = first ? (first - started) / 1000 : total;

@@ -11,6 +11,9 @@
 import { Pool } from 'undici';
 import { ModelError, type FinishReason, type ModelBackend, type ModelChunk, type ModelRequest } from '../../ports/model.ts';
 import { countPromptTokens, countTextTokens } from '../../core/tokens.ts';
+import { sseData } from './sse-data.ts';
+
+export { SseDataParser } from './sse-data.ts';
 
 export interface HttpModelOptions {
   /** Base URL including the API prefix, e.g. `http://vllm:8000/v1`. */
@@ -216,45 +219,4 @@ function toModelError(e: unknown): ModelError {
   const detail = e instanceof Error ? e.message : String(e);
   // Every network-level failure (refused, reset, DNS, TLS, timeouts, closed socket) may heal on retry.
   return new ModelError('transient', `upstream request failed (${code}): ${detail}`, undefined, { cause: e });
-}
-
-/** The `data` of each SSE event of a response body, as soon as the event is complete. */
-async function* sseData(body: AsyncIterable<unknown>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  const parser = new SseDataParser();
-  for await (const chunk of body) yield* parser.push(decoder.decode(chunk as Uint8Array, { stream: true }));
-  yield* parser.push(`${decoder.decode()}\n\n`);
-}
-
-/**
- * Incremental SSE parser that returns the `data` of each complete event. Chunk boundaries may
- * fall anywhere, including inside a line or between `\r` and `\n`.
- */
-export class SseDataParser {
-  private buffer = '';
-  private data: string[] = [];
-
-  push(text: string): string[] {
-    this.buffer += text;
-    const out: string[] = [];
-    let start = 0;
-    for (let nl = this.buffer.indexOf('\n', start); nl !== -1; nl = this.buffer.indexOf('\n', start)) {
-      const end = nl > start && this.buffer.charCodeAt(nl - 1) === 13 ? nl - 1 : nl;
-      this.line(this.buffer.slice(start, end), out);
-      start = nl + 1;
-    }
-    this.buffer = start === 0 ? this.buffer : this.buffer.slice(start);
-    return out;
-  }
-
-  private line(line: string, out: string[]): void {
-    if (line === '') {
-      if (this.data.length > 0) { out.push(this.data.join('\n')); this.data = []; }
-      return;
-    }
-    if (!line.startsWith('data')) return; // comments (": ping"), event:, id:, retry:
-    if (line.length === 4) { this.data.push(''); return; }
-    if (line.charCodeAt(4) !== 58) return; // a field merely starting with "data"
-    this.data.push(line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5));
-  }
 }
