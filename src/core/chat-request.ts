@@ -45,7 +45,8 @@ export interface ChatInput {
   mode: DeliveryMode | undefined;
 }
 
-function fail(error: z.ZodError): never {
+/** The first issue of a failed body validation, as the catalogue's validation error naming the field. */
+export function fail(error: z.ZodError): never {
   const issue = error.issues[0];
   const param = issue?.path.join('.') ?? '';
   const message = issue ? `${param ? `${param}: ` : ''}${issue.message}` : 'invalid body';

@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { generateApiKey } from '../core/api-keys.ts';
+import { fail } from '../core/chat-request.ts';
 import { SluiceError } from '../core/errors.ts';
 import { periodsAt, windowLimits, windowStart } from '../core/quota-windows.ts';
 import type { ApiKeyRecord, QuotaOverride, RequestStatus, UserRecord } from '../ports/store.ts';
@@ -24,9 +25,7 @@ const keyBody = z.object({ user_id: z.string().min(1), name: z.string().max(100)
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
   const r = schema.safeParse(body ?? {});
   if (r.success) return r.data;
-  const issue = r.error.issues[0];
-  const param = issue?.path.join('.') || undefined;
-  throw new SluiceError('SLUICE_ERR_VALIDATION', `${param ? `${param}: ` : ''}${issue?.message ?? 'invalid body'}`, { param });
+  return fail(r.error);
 }
 
 const userView = (u: UserRecord) => ({ id: u.id, name: u.name, email: u.email, tier: u.tier, active: u.active, created_at: u.createdAt.toISOString() });

@@ -18,9 +18,9 @@ export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, af
   if (isEnded(record)) {
     let events = await readAll(bus, record.id, afterSeq);
     if (events.length === 0) {
-      const anything = await bus.read(record.id, 0, 1);
-      if (anything.length === 0) return 'stored';
-      return 'terminal';
+      // Nothing after afterSeq: the log expired (or never existed), unless it holds earlier events.
+      const expired = afterSeq === 0 || (await bus.read(record.id, 0, 1)).length === 0;
+      return expired ? 'stored' : 'terminal';
     }
     if (!isTerminal(events[events.length - 1]!)) {
       await runner.repairTerminal(record);

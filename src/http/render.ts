@@ -88,13 +88,13 @@ export function completionBody(r: RequestRecord, kind: 'chat' | 'text'): Record<
 }
 
 /** The public view of a request (GET /v1/requests/{id}). */
-export function requestView(r: RequestRecord, base = ''): Record<string, unknown> {
+export function requestView(r: RequestRecord): Record<string, unknown> {
   const usage = r.completionTokens === null ? null : openaiUsage({ promptTokens: r.promptTokens, completionTokens: r.completionTokens, totalTokens: r.promptTokens + r.completionTokens });
   return {
     request_id: r.id, object: 'sluice.request', status: r.status, model: r.model, mode: r.mode, attempt: r.attempt,
     result: r.result, finish_reason: r.finishReason, usage, error: r.error,
     estimated_tokens: r.estimatedTokens, cancel_requested: r.cancelRequested,
     created_at: r.createdAt.toISOString(), started_at: r.startedAt?.toISOString() ?? null, completed_at: r.completedAt?.toISOString() ?? null,
-    links: { self: `${base}/v1/requests/${r.id}`, events: `${base}/v1/requests/${r.id}/events` },
+    links: { self: `/v1/requests/${r.id}`, events: `/v1/requests/${r.id}/events` },
   };
 }

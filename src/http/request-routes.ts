@@ -30,7 +30,7 @@ export function registerRequestRoutes(app: FastifyInstance, deps: GatewayDeps): 
     const { record, created, admitted } = await deps.requests.submit(principalOf(req), input, { idempotencyKey: key, mode: 'queued' });
     reply.headers({ 'x-request-id': record.id, location: `/v1/requests/${record.id}`, ...admitted.headers, ...(admitted.degraded && { 'x-sluice-degraded': '1' }) });
     if (!created) reply.header('idempotent-replayed', 'true');
-    return reply.code(202).send({ ...requestView(record), status: record.status });
+    return reply.code(202).send(requestView(record));
   });
 
   app.get('/v1/requests/:id', user, async (req) => {

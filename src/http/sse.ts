@@ -30,7 +30,6 @@ export class SseStream {
 
   /** Aborts when the client disconnected (or the stream was ended). */
   get signal(): AbortSignal { return this.abort.signal; }
-  get closed(): boolean { return this.ended; }
 
   /** Writes one event; resolves once the socket drained if it was over its buffer. */
   async send(event: { id?: number | string; event?: string; data: string }): Promise<void> {
