@@ -39,7 +39,17 @@ export class AttemptRunner {
     config: Config; store: Store; bus: Bus; model: ModelBackend; ledger: Ledger; metrics: Metrics; logger: Logger; now: () => number;
   }) {}
 
+  /**
+   * Runs one attempt. After a transient failure with attempts left, the claim is given back, so
+   * the next delivery (here or in another process) can take the request at once.
+   */
   async run(record: RequestRecord, workerId: string, hooks: AttemptHooks = {}): Promise<AttemptResult> {
+    const result = await this.attempt(record, workerId, hooks);
+    if (result.kind === 'retry') await this.deps.store.renewClaim(record.id, workerId, record.attempt, 0);
+    return result;
+  }
+
+  private async attempt(record: RequestRecord, workerId: string, hooks: AttemptHooks): Promise<AttemptResult> {
     const { config, bus, logger } = this.deps;
     const where = { request_id: record.id, attempt: record.attempt };
     if (record.cancelRequested) return this.end(record, this.cancelled(record, 0, '', false), hooks);

@@ -117,7 +117,6 @@ export class RequestService {
     for (;;) {
       const result = await runner.run(attempt, this.gatewayId, { disconnect, ...(onEvent && { onEvent }) });
       if (result.kind !== 'retry') return;
-      await store.renewClaim(record.id, this.gatewayId, attempt.attempt, 0);
       await new Promise((r) => setTimeout(r, jitteredBackoff(attempt.attempt, config.worker.retryBaseMs)));
       const claim = await store.claimRequest(record.id, this.gatewayId, config.worker.claimMs);
       if (claim.state !== 'claimed') return;

@@ -37,8 +37,6 @@ export class Worker {
       }
       const result = await runner.run(record, this.id, { onRenew: () => d.heartbeat() });
       if (result.kind !== 'retry') return await d.ack();
-      // Give the claim back so the next delivery (here or on another worker) can take it at once.
-      await store.renewClaim(id, this.id, record.attempt, 0);
       await d.retry(jitteredBackoff(record.attempt, config.worker.retryBaseMs));
     } catch (err) {
       logger.error({ request_id: id, err }, 'job failed unexpectedly; retrying');
