@@ -4,7 +4,7 @@
 // settle is idempotent by request id, so replays and duplicate deliveries change nothing.
 import type { Usage } from '../ports/bus.ts';
 import type { Limiter } from '../ports/limiter.ts';
-import { isEnded, type Outcome, type RequestRecord, type Store, type TerminalStatus } from '../ports/store.ts';
+import type { Outcome, RequestRecord, Store, TerminalStatus } from '../ports/store.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 
@@ -52,12 +52,5 @@ export class Ledger {
     } catch (err) {
       this.deps.logger.warn({ request_id: requestId, err }, 'quota settle failed; the sweeper will settle it');
     }
-  }
-
-  /** The charge of a request that already ended, from its stored record (sweeper, repair). */
-  static chargeOfRecord(r: RequestRecord): { tokens: number; requests: 0 | 1 } {
-    if (!isEnded(r)) return { tokens: 0, requests: 0 };
-    const processed = r.status !== 'cancelled' || r.startedAt !== null;
-    return chargeFor(r.status, usageOf(processed ? r.promptTokens : 0, r.completionTokens ?? 0));
   }
 }

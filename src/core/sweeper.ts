@@ -70,7 +70,11 @@ export class Sweeper {
         await limiter.extend(res.requestId, now() + config.worker.requestTimeoutMs + config.reservationGraceMs);
         continue;
       }
-      const charge = record ? Ledger.chargeOfRecord(record) : { tokens: 0, requests: 0 as const };
+      // The ledger row is what the request was billed; the limiter must end on the same charge.
+      // (Worked out again from the record, a request cancelled after its claim but before the
+      // model ran was charged its prompt here and nothing in the ledger.)
+      const row = record ? await store.ledgerRow(res.requestId) : null;
+      const charge = row ? { tokens: row.chargedTokens, requests: row.chargedRequests > 0 ? 1 as const : 0 as const } : { tokens: 0, requests: 0 as const };
       await ledger.settleQuota(res.requestId, charge);
       metrics.sweeperActions.inc({ action: record ? 'settle_reservation' : 'refund_reservation' });
       logger.info({ request_id: res.requestId, charge }, 'reclaimed an expired reservation');

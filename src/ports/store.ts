@@ -134,6 +134,8 @@ export interface Store {
 
   /** Sum of charged requests and tokens settled for the user with settledAt in [from, to). */
   usageTotals(userId: string, from: Date, to: Date): Promise<UsageTotals>;
+  /** The ledger row of one request (what it was charged), or null while it has not ended. */
+  ledgerRow(requestId: string): Promise<UsageRow | null>;
   /** Ledger rows with settledAt in [from, to), oldest first (newest first if asked), optionally for one user. */
   usageRows(opts: { from: Date; to: Date; userId?: string; limit?: number; newestFirst?: boolean }): Promise<UsageRow[]>;
 

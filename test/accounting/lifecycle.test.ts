@@ -118,4 +118,35 @@ describe('refunds and restarts (embedded)', () => {
       assert.deepEqual(after.map((w) => w.used), [0, 0, 0, 0]);
     } finally { await app.stop(); }
   });
+
+  it("the sweeper settles an ended request's leftover reservation at what its ledger row charged", async () => {
+    const app = await startTestSluice({ sweepIntervalMs: 100_000 });
+    try {
+      const t = Date.now();
+      const windows = windowLimits({ requestsPerDay: 10, tokensPerDay: 1000, requestsPerMonth: 10, tokensPerMonth: 1000 }, t, 'UTC');
+      const ended = async (userId: string, charged: { tokens: number; requests: 0 | 1 }, status: 'completed' | 'cancelled') => {
+        const id = crypto.randomUUID();
+        assert.equal((await app.limiter.reserve({ requestId: id, userId, tokens: 400, windows, deadlineAt: t - 1 })).ok, true);
+        await app.store.insertRequest({
+          id, userId, keyId: null, model: 'sim', mode: 'queued', payload: { messages: [{ role: 'user', content: 'hi' }], maxTokens: 390 },
+          priority: 0, idempotencyKey: null, bodyHash: 'h', estimatedTokens: 400, promptTokens: 10,
+        });
+        // Claimed (so started), then ended; the limiter's settle never ran (an outage, a crash).
+        assert.equal((await app.store.claimRequest(id, 'w', 60_000)).state, 'claimed');
+        const completion = status === 'completed' ? charged.tokens - 10 : 0;
+        assert.equal(await app.store.finishRequest(id, {
+          status, attempt: 1, result: '', finishReason: status === 'completed' ? 'stop' : 'cancelled',
+          usage: { promptTokens: status === 'completed' ? 10 : 0, completionTokens: completion, totalTokens: charged.tokens }, error: null,
+          chargedTokens: charged.tokens, chargedRequests: charged.requests,
+        }), true);
+      };
+      // Cancelled after its claim but before the model ran: the runner charged nothing.
+      await ended('cancelled-early', { tokens: 0, requests: 0 }, 'cancelled');
+      await ended('completed-late', { tokens: 25, requests: 1 }, 'completed');
+      assert.equal((await app.sweeper.sweepOnce()).reclaimed, 2);
+      assert.deepEqual((await app.limiter.usage('cancelled-early', windows)).map((w) => w.used), [0, 0, 0, 0]);
+      const completed = await app.limiter.usage('completed-late', windows);
+      assert.deepEqual(completed.filter((w) => w.window === 'daily').map((w) => [w.metric, w.used]), [['requests', 1], ['tokens', 25]]);
+    } finally { await app.stop(); }
+  });
 });

@@ -520,6 +520,11 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
         // `to` is exclusive: a window ending at the second settlement holds only the first.
         assert.deepEqual(await store.usageTotals(userId, start, secondSettled), { requests: 1, tokens: 10 });
         assert.deepEqual((await store.usageRows({ from: start, to: secondSettled, userId })).map((r) => r.requestId), [ids[0]]);
+        // One request's row: what it was charged (a refund is a row too); none before it ends.
+        const refunded = await store.ledgerRow(ids[2]!);
+        assert.deepEqual([refunded?.requestId, refunded?.chargedTokens, refunded?.chargedRequests], [ids[2], 0, 0]);
+        assert.equal((await store.ledgerRow(ids[1]!))?.chargedTokens, 20);
+        assert.equal(await store.ledgerRow((await queued({ userId })).id), null);
         // Newest first with a limit: the last rows, in reverse.
         assert.deepEqual((await store.usageRows({ from: start, to: end, userId, limit: 3, newestFirst: true })).map((r) => r.requestId), ids.slice(1).reverse());
         // `from` is inclusive.

@@ -486,6 +486,11 @@ export class SqlStore implements Store {
     return { requests: num(row?.requests ?? 0), tokens: num(row?.tokens ?? 0) };
   }
 
+  async ledgerRow(requestId: string): Promise<UsageRow | null> {
+    const row = await this.one('SELECT * FROM usage_ledger WHERE request_id = $1', [requestId]);
+    return row ? toUsageRow(row) : null;
+  }
+
   async usageRows(opts: { from: Date; to: Date; userId?: string; limit?: number; newestFirst?: boolean }): Promise<UsageRow[]> {
     // LIMIT NULL means no limit in PostgreSQL. The order is spelled out, not a parameter, so each
     // statement can walk the (user_id, settled_at) index in its own direction.
