@@ -4,10 +4,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../test/helpers/process.ts';
+import { createDatabase, dropDatabase } from '../test/helpers/services.ts';
+
+export { freePort };
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** The shared bench tools live beside the repo (CI layout); SLUICE_SHARED_BENCH overrides. */
@@ -22,13 +25,6 @@ if (!existsSync(join(SHARED, 'load.mjs'))) {
 export const log = (...a: unknown[]): void => { console.log(`[${new Date().toISOString().slice(11, 19)}]`, ...a); };
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => { const a = s.address(); const p = typeof a === 'object' && a ? a.port : 0; s.close(() => res(p)); });
-  });
-}
 
 export interface Proc { name: string; child: ChildProcess; pid: number; port: number; url: string; stop(): Promise<void> }
 const procs = new Set<Proc>();
@@ -176,19 +172,10 @@ export const r2 = (n: number): number => Math.round(n * 100) / 100;
 
 /** A fresh PostgreSQL database; dropped at cleanup. */
 export async function freshPostgres(name: string): Promise<string> {
-  const pg = await import('pg');
-  const admin = new pg.default.Client({ connectionString: 'postgres://postgres@127.0.0.1:5432/postgres' });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${name}`);
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  onCleanup(async () => {
-    const c = new pg.default.Client({ connectionString: 'postgres://postgres@127.0.0.1:5432/postgres' });
-    await c.connect();
-    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch((e: Error) => log(`drop ${name}: ${e.message}`));
-    await c.end();
-  });
-  return `postgres://postgres@127.0.0.1:5432/${name}`;
+  await dropDatabase(name); // left by an interrupted run
+  const url = await createDatabase(name);
+  onCleanup(() => dropDatabase(name).catch((e: Error) => log(`drop ${name}: ${e.message}`)));
+  return url;
 }
 
 export async function cleanup(): Promise<void> {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { createStore } from '../../src/adapters/store/factory.ts';
 import { isSluiceError } from '../../src/core/errors.ts';
-import { SERVICES, serviceSuite, uniqueName } from '../helpers/services.ts';
+import { createDatabase, dropDatabase, serviceSuite, uniqueName } from '../helpers/services.ts';
 import { storeContract } from './store.contract.ts';
 
 storeContract('pglite://memory', () => createStore('pglite://memory'));
@@ -52,41 +52,18 @@ describe('Store on PGlite on disk', () => {
   });
 });
 
-/** A database URL on the test server with `name` as its database. */
-function databaseUrl(name: string): string {
-  const u = new URL(SERVICES.postgres);
-  u.pathname = `/${name}`;
-  return u.toString();
-}
-
 describe('Store on PostgreSQL', await serviceSuite('postgres'), () => {
   const created: string[] = [];
-  const admin = () => new pg.Client({ connectionString: SERVICES.postgres });
 
   async function freshDatabase(): Promise<string> {
     const name = uniqueName('sluice_store');
-    const client = admin();
-    await client.connect();
-    try {
-      await client.query(`CREATE DATABASE "${name}"`);
-    } finally {
-      await client.end();
-    }
     created.push(name);
-    return databaseUrl(name);
+    return createDatabase(name);
   }
 
   let url = '';
   before(async () => { url = await freshDatabase(); });
-  after(async () => {
-    const client = admin();
-    await client.connect();
-    try {
-      for (const name of created) await client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-    } finally {
-      await client.end();
-    }
-  });
+  after(async () => { for (const name of created) await dropDatabase(name); });
 
   storeContract('postgres', () => createStore(url));
 

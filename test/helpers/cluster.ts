@@ -5,9 +5,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createStore } from '../../src/adapters/store/factory.ts';
-import { MASTER_KEY, api, usageWindows, waitFor } from './app.ts';
+import { MASTER_KEY, api, createUserKey, usageWindows, waitFor } from './app.ts';
 import { spawnSluice, type SluiceProcess } from './process.ts';
-import { deleteAmqpQueues, deleteNatsStreams, deleteRedisKeys, dropDatabase, pgClient, SERVICES, streamBase, uniqueName, withDatabase } from './services.ts';
+import { createDatabase, deleteAmqpQueues, deleteNatsStreams, deleteRedisKeys, dropDatabase, pgClient, SERVICES, streamBase, uniqueName, withDatabase } from './services.ts';
 
 export { deleteAmqpQueues, deleteNatsStreams, deleteRedisKeys, streamBase, withDatabase };
 
@@ -37,9 +37,7 @@ export interface Cluster {
 
 export async function createCluster(opts: ClusterOptions): Promise<Cluster> {
   const base = uniqueName('sc').toLowerCase();
-  const admin = await pgClient(SERVICES.postgres);
-  try { await admin.query(`CREATE DATABASE ${base}`); } finally { await admin.end(); }
-  const databaseUrl = withDatabase(SERVICES.postgres, base);
+  const databaseUrl = await createDatabase(base);
   // Migrate once here, so the processes started next do not all race to do it.
   await (await createStore(databaseUrl, { migrate: true })).close();
 
@@ -77,16 +75,8 @@ export async function createCluster(opts: ClusterOptions): Promise<Cluster> {
     },
     async user({ tier = 'free', quota } = {}) {
       if (!gatewayUrl) throw new Error('start a gateway first');
-      const call = api(gatewayUrl);
       const id = uniqueName('u');
-      const created = await call('/admin/users', { method: 'POST', json: { id, tier } });
-      if (created.status !== 201) throw new Error(`create user: ${created.status} ${await created.text()}`);
-      if (quota) {
-        const q = await call(`/admin/quotas/${id}`, { method: 'PUT', json: quota });
-        if (!q.ok) throw new Error(`set quota: ${q.status} ${await q.text()}`);
-      }
-      const k = await call('/admin/keys', { method: 'POST', json: { user_id: id } });
-      return { id, key: ((await k.json()) as { key: string }).key };
+      return { id, key: await createUserKey(gatewayUrl, { id, tier, ...(quota && { quota }) }) };
     },
     async sql<T>(text: string, params: unknown[] = []) {
       const c = await pgClient(databaseUrl);

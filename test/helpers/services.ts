@@ -60,6 +60,13 @@ export function withDatabase(url: string, db: string): string {
 
 export const streamBase = (name: string) => name.replace(/[^A-Za-z0-9_-]/g, '_').toUpperCase();
 
+/** Creates a database on the test server; returns its URL. */
+export async function createDatabase(name: string): Promise<string> {
+  const c = await pgClient(SERVICES.postgres);
+  try { await c.query(`CREATE DATABASE ${name}`); } finally { await c.end(); }
+  return withDatabase(SERVICES.postgres, name);
+}
+
 export async function dropDatabase(name: string): Promise<void> {
   const c = await pgClient(SERVICES.postgres);
   try { await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`); } finally { await c.end(); }
