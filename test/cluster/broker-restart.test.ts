@@ -9,15 +9,14 @@
 // with its own store directory, so restarting it disturbs no other test.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { waitFor } from '../helpers/app.ts';
 import { awaitAllEnded, client, createCluster, dailyUsed, ledgerRows, type Cluster } from '../helpers/cluster.ts';
-import { freePort, type SluiceProcess } from '../helpers/process.ts';
+import { freePort, startNatsServer, type SluiceProcess } from '../helpers/process.ts';
 import { SERVICES, serviceSuite } from '../helpers/services.ts';
 
 const run = promisify(execFile);
@@ -94,11 +93,7 @@ describe('private nats-server restarts with 100 requests queued', natsSuite, () 
   let server: ChildProcess | undefined;
   let cluster: Cluster;
   let gateway: SluiceProcess;
-  const startServer = async () => {
-    const p = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', dir], { stdio: 'ignore' });
-    await waitFor(async () => { if (p.exitCode !== null) throw new Error(`nats-server exited ${p.exitCode}`); return portOpen(port); }, 10_000, 50);
-    return p;
-  };
+  const startServer = () => startNatsServer(port, dir);
   before(async () => {
     port = await freePort();
     server = await startServer();
@@ -123,9 +118,4 @@ describe('private nats-server restarts with 100 requests queued', natsSuite, () 
   });
 });
 
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => { s.destroy(); resolve(true); });
-    s.once('error', () => resolve(false));
-  });
-}
+

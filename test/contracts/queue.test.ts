@@ -1,9 +1,8 @@
 // Runs the Queue contract against every adapter: memory always, RabbitMQ and NATS where they run.
 import { deleteAmqpQueues } from '../helpers/services.ts';
 import { describe, it } from 'node:test';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -15,6 +14,7 @@ import { AmqpQueue } from '../../src/adapters/queue/amqp.ts';
 import { NatsQueue } from '../../src/adapters/queue/nats.ts';
 import { isSluiceError } from '../../src/core/errors.ts';
 import type { Queue } from '../../src/ports/queue.ts';
+import { freePort, startNatsServer } from '../helpers/process.ts';
 import { SERVICES, serviceSuite, uniqueName } from '../helpers/services.ts';
 
 queueContract('memory', async (): Promise<QueueHarness> => {
@@ -131,12 +131,8 @@ describe('nats (JetStream) recovery', await serviceSuite('nats'), () => {
   // A private server, so restarting it disturbs no other test.
   it('resumes consuming after the server restarts', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'sluice-nats-'));
-    const port = 20000 + Math.floor(Math.random() * 20000);
-    const start = async () => {
-      const p = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', dir], { stdio: 'ignore' });
-      await waitForPort(port);
-      return p;
-    };
+    const port = await freePort();
+    const start = () => startNatsServer(port, dir);
     let server = await start().catch((e: unknown) => { t.skip(`cannot start nats-server: ${String(e)}`); return undefined; });
     if (!server) return;
     t.after(() => { server?.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }); });
@@ -156,19 +152,6 @@ describe('nats (JetStream) recovery', await serviceSuite('nats'), () => {
     assert.deepEqual(seen, ['before', 'after']);
   });
 });
-
-async function waitForPort(port: number, timeoutMs = 5000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ host: '127.0.0.1', port }, () => { s.destroy(); resolve(true); });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > until) throw new Error(`port ${port} did not open`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const [rabbitSuite, natsSuite] = [await serviceSuite('rabbitmq'), await serviceSuite('nats')];
 describe('queue factory with brokers', () => {

@@ -40,3 +40,27 @@ export async function spawnSluice(args: string[], env: Record<string, string>, o
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** Whether something accepts TCP connections on 127.0.0.1:port. */
+export function portOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => { s.destroy(); resolve(true); });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/**
+ * A private nats-server with JetStream on 127.0.0.1:port, storing in dir, for tests that restart
+ * their broker without disturbing anyone else's. Resolves once it accepts connections.
+ */
+export async function startNatsServer(port: number, dir: string, timeoutMs = 10_000): Promise<ChildProcess> {
+  const p = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', dir], { stdio: 'ignore' });
+  const spawnError = new Promise<never>((_, reject) => p.once('error', reject));
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    if (p.exitCode !== null) throw new Error(`nats-server exited ${p.exitCode}`);
+    if (await Promise.race([portOpen(port), spawnError])) return p;
+    if (Date.now() > until) { p.kill('SIGKILL'); throw new Error(`nats-server did not open port ${port}`); }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
