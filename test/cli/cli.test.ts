@@ -14,11 +14,10 @@ describe('CLI', () => {
   let simModel: SluiceProcess;
   let app: TestSluice;
   before(async () => {
-    simModel = await spawnSluice(['sim-model', '--port', String(await freePort()), '--ttft-ms', '0', '--itl-ms', '1'], {}, { waitPath: null });
-    const port = simModel.child.spawnargs[simModel.child.spawnargs.indexOf('--port') + 1];
-    const url = `http://127.0.0.1:${port}/v1`;
-    for (let i = 0; i < 100; i++) { try { if ((await fetch(`${url}/models`)).ok) break; } catch { /* starting */ } await new Promise((r) => setTimeout(r, 100)); }
-    app = await startTestSluice({ modelUrl: url });
+    // sim-model takes its port from --port; the helper waits on that port for /v1/models.
+    const port = await freePort();
+    simModel = await spawnSluice(['sim-model', '--port', String(port), '--ttft-ms', '0', '--itl-ms', '1'], {}, { port, waitPath: '/v1/models' });
+    app = await startTestSluice({ modelUrl: `${simModel.url}/v1` });
   });
   after(async () => { await app.stop(); await simModel.kill(); });
 
