@@ -9,7 +9,8 @@ import { followEventLog, readAll } from '../core/event-follow.ts';
 import { SluiceError } from '../core/errors.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
 import { nativeEvent, OpenAIChunks, requestView } from './render.ts';
-import type { SseStream } from './sse.ts';
+import type { FastifyReply } from 'fastify';
+import { SseStream } from './sse.ts';
 
 export type DeliveryEnd = 'terminal' | 'aborted' | 'stored';
 
@@ -77,6 +78,14 @@ export function directSource(deps: GatewayDeps, record: RequestRecord): EventSou
     if (signal.aborted) return 'aborted';
     return deliverEvents(deps, (await deps.store.getRequest(record.id)) ?? record, last, signal, onEvent);
   };
+}
+
+/** Takes the response over as an SSE stream, counted in the active-streams gauge while `fn` runs. */
+export async function withSse(deps: GatewayDeps, reply: FastifyReply, headers: Record<string, string>, fn: (sse: SseStream) => Promise<void>): Promise<void> {
+  reply.hijack();
+  const sse = new SseStream(reply.raw, deps.config.sse, headers);
+  deps.metrics.activeStreams.inc();
+  try { await fn(sse); } finally { deps.metrics.activeStreams.dec(); }
 }
 
 /** Native SSE: connected, then token/restart/completed/error events. */

@@ -7,11 +7,10 @@ import { parseChatBody, parseCompletionBody, parseQuickChat, type ChatInput } fr
 import { SluiceError, catalogue, type ErrorCode } from '../core/errors.ts';
 import type { Lease } from '../core/stream-leases.ts';
 import type { DeliveryMode, RequestRecord } from '../ports/store.ts';
-import { awaitEnd, directSource, logSource, streamNative, streamOpenAI, type EventSource } from './delivery.ts';
+import { awaitEnd, directSource, logSource, streamNative, streamOpenAI, withSse, type EventSource } from './delivery.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
 import { completionBody } from './render.ts';
 import { principalOf } from './server.ts';
-import { SseStream } from './sse.ts';
 
 /** Delivery mode: the body's sluice_mode, else the x-sluice-mode header, else configuration. */
 export function modeOf(req: FastifyRequest, input: ChatInput, fallback: DeliveryMode): DeliveryMode {
@@ -63,12 +62,8 @@ async function respond(deps: GatewayDeps, req: FastifyRequest, reply: FastifyRep
   const s = await start(deps, req, reply, principal, input, input.stream);
   try {
     if (input.stream) {
-      reply.hijack();
-      const sse = new SseStream(reply.raw, deps.config.sse, s.headers);
-      deps.metrics.activeStreams.inc();
-      try {
-        await streamOpenAI(deps, sse, s.record, 0, { includeUsage: input.includeUsage, object: kind === 'text' ? 'text_completion' : 'chat.completion.chunk', source: s.source });
-      } finally { deps.metrics.activeStreams.dec(); }
+      const object = kind === 'text' ? 'text_completion' : 'chat.completion.chunk';
+      await withSse(deps, reply, s.headers, (sse) => streamOpenAI(deps, sse, s.record, 0, { includeUsage: input.includeUsage, object, source: s.source }));
       return;
     }
     const done = await awaitEnd(deps, s.record, clientGone(reply), s.source);
@@ -104,9 +99,6 @@ export function registerOpenAIRoutes(app: FastifyInstance, deps: GatewayDeps): v
     const models = await deps.models.list();
     const input = parseQuickChat(req.body, deps.config.models[0] ?? models[0] ?? 'sim');
     const s = await start(deps, req, reply, principal, input, true);
-    reply.hijack();
-    const sse = new SseStream(reply.raw, deps.config.sse, s.headers);
-    deps.metrics.activeStreams.inc();
-    try { await streamNative(deps, sse, s.record, 0, s.source); } finally { deps.metrics.activeStreams.dec(); await s.lease.release(); }
+    try { await withSse(deps, reply, s.headers, (sse) => streamNative(deps, sse, s.record, 0, s.source)); } finally { await s.lease.release(); }
   });
 }

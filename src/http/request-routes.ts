@@ -4,12 +4,11 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { parseChatBody } from '../core/chat-request.ts';
 import { SluiceError } from '../core/errors.ts';
-import { lastEventId, streamNative, streamOpenAI } from './delivery.ts';
+import { lastEventId, streamNative, streamOpenAI, withSse } from './delivery.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
 import { idempotencyKeyOf, modeOf } from './openai-routes.ts';
 import { requestView } from './render.ts';
 import { principalOf } from './server.ts';
-import { SseStream } from './sse.ts';
 
 export function registerRequestRoutes(app: FastifyInstance, deps: GatewayDeps): void {
   const user = { config: { auth: 'user' as const } };
@@ -47,14 +46,11 @@ export function registerRequestRoutes(app: FastifyInstance, deps: GatewayDeps): 
     const principal = principalOf(req);
     const record = await deps.requests.get(principal, id);
     const lease = await deps.leases.acquire(principal, crypto.randomUUID());
-    reply.hijack();
-    const sse = new SseStream(reply.raw, deps.config.sse, { 'x-request-id': record.id });
-    deps.metrics.activeStreams.inc();
     try {
-      if (q.format === 'openai') await streamOpenAI(deps, sse, record, after, { includeUsage: q.include_usage !== 'false' });
-      else await streamNative(deps, sse, record, after);
+      await withSse(deps, reply, { 'x-request-id': record.id }, (sse) => (q.format === 'openai'
+        ? streamOpenAI(deps, sse, record, after, { includeUsage: q.include_usage !== 'false' })
+        : streamNative(deps, sse, record, after)));
     } finally {
-      deps.metrics.activeStreams.dec();
       await lease.release();
     }
   });
