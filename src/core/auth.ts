@@ -4,7 +4,7 @@
 // for a few seconds because they sit on every request's path (revocation in this process clears
 // the cache at once; other processes see it within the cache TTL).
 import type { Config, Tier } from '../config.ts';
-import type { Store } from '../ports/store.ts';
+import type { QuotaOverride, Store } from '../ports/store.ts';
 import { timingSafeEqual } from 'node:crypto';
 import { hashApiKey } from './api-keys.ts';
 import { SluiceError } from './errors.ts';
@@ -68,9 +68,13 @@ export class Authenticator {
   invalidate(): void { this.cache.clear(); }
 
   async limitsFor(userId: string, tier: string): Promise<EffectiveLimits> {
+    return this.effectiveLimits(tier, await this.store.getQuotaOverride(userId));
+  }
+
+  /** A tier's limits with an override's non-null fields on top. */
+  effectiveLimits(tier: string, o: QuotaOverride | null): EffectiveLimits {
     const base = this.config.tiers[tier] ?? this.config.tiers[this.config.defaultTier];
     if (!base) throw new SluiceError('SLUICE_ERR_UNKNOWN_TIER', `Unknown tier "${tier}"`);
-    const o = await this.store.getQuotaOverride(userId);
     if (!o) return base;
     return {
       requestsPerDay: o.requestsPerDay ?? base.requestsPerDay,

@@ -113,7 +113,8 @@ export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): 
 
   app.get('/admin/quotas/:userId', admin, async (req) => {
     const u = await userOrThrow((req.params as { userId: string }).userId);
-    return { user_id: u.id, tier: u.tier, override: overrideView(await store.getQuotaOverride(u.id)), effective: await auth.limitsFor(u.id, u.tier) };
+    const o = await store.getQuotaOverride(u.id);
+    return { user_id: u.id, tier: u.tier, override: overrideView(o), effective: auth.effectiveLimits(u.tier, o) };
   });
   app.put('/admin/quotas/:userId', admin, async (req) => {
     const u = await userOrThrow((req.params as { userId: string }).userId);
@@ -124,13 +125,13 @@ export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): 
       maxTokens: b.max_tokens ?? null, concurrentStreams: b.concurrent_streams ?? null, priority: b.priority ?? null,
     });
     auth.invalidate();
-    return { user_id: u.id, tier: u.tier, override: overrideView(q), effective: await auth.limitsFor(u.id, u.tier) };
+    return { user_id: u.id, tier: u.tier, override: overrideView(q), effective: auth.effectiveLimits(u.tier, q) };
   });
   app.delete('/admin/quotas/:userId', admin, async (req) => {
     const u = await userOrThrow((req.params as { userId: string }).userId);
     const existed = await store.deleteQuotaOverride(u.id);
     auth.invalidate();
-    return { user_id: u.id, deleted: existed, effective: await auth.limitsFor(u.id, u.tier) };
+    return { user_id: u.id, deleted: existed, effective: auth.effectiveLimits(u.tier, null) };
   });
 
   app.get('/admin/requests', admin, async (req) => {
