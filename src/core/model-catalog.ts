@@ -10,7 +10,7 @@ export class ModelCatalog {
   private fetchedAt = 0;
   private pending: Promise<void> | null = null;
 
-  constructor(private readonly backend: ModelBackend, private readonly configured: readonly string[], private readonly now: () => number = Date.now) {
+  constructor(private readonly backend: ModelBackend, configured: readonly string[], private readonly now: () => number = Date.now) {
     if (configured.length) { this.known = new Set(configured); this.fetchedAt = Infinity; }
   }
 
