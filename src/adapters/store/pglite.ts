@@ -2,7 +2,7 @@
 // PGlite has a single connection and serializes every query and transaction behind one mutex,
 // so a transaction body must use only the `tx` it is given (using the outer handle would wait
 // for the transaction that is waiting for it).
-import type { Row, SqlClient, SqlExecutor } from './sql-store.ts';
+import type { Row, SqlClient } from './sql-store.ts';
 
 interface PgliteExecutor {
   query<T>(sql: string, params?: unknown[]): Promise<{ rows: T[] }>;
