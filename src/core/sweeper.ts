@@ -12,8 +12,7 @@ import { isEnded, type RequestRecord, type Store } from '../ports/store.ts';
 import { Ledger } from './ledger.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
-import { periodsAt, windowStart } from './quota-windows.ts';
-import type { WindowLimit } from '../ports/limiter.ts';
+import { periodsAt, windowLimits, windowStart } from './quota-windows.ts';
 
 const BATCH = 500;
 
@@ -113,18 +112,18 @@ export class Sweeper {
       if (row.settledAt.getTime() >= dayStart) { u.day.tokens += row.chargedTokens; u.day.requests += row.chargedRequests; }
       byUser.set(row.userId, u);
     }
-    const windows = (kind: 'daily' | 'monthly', limit: number): WindowLimit[] => (['requests', 'tokens'] as const).map((metric) => ({
-      window: kind, metric, limit, period: kind === 'daily' ? p.daily.period : p.monthly.period, resetAt: kind === 'daily' ? p.daily.resetAt : p.monthly.resetAt,
-    }));
+    // The four windows of now, every limit set to `limit` (restoring and re-reserving never refuse).
+    const windows = (limit: number) => windowLimits({ requestsPerDay: limit, tokensPerDay: limit, requestsPerMonth: limit, tokensPerMonth: limit }, t, config.timeZone);
+    const current = windows(0);
     for (const [userId, u] of byUser) {
-      await limiter.restoreUsage(userId, windows('daily', 0), u.day);
-      await limiter.restoreUsage(userId, windows('monthly', 0), u.month);
+      await limiter.restoreUsage(userId, current.filter((w) => w.window === 'daily'), u.day);
+      await limiter.restoreUsage(userId, current.filter((w) => w.window === 'monthly'), u.month);
     }
     for (const r of unfinished) {
       if (r.userId === 'master') continue;
       await limiter.reserve({
         requestId: r.id, userId: r.userId, tokens: r.estimatedTokens,
-        windows: [...windows('daily', Number.MAX_SAFE_INTEGER), ...windows('monthly', Number.MAX_SAFE_INTEGER)],
+        windows: windows(Number.MAX_SAFE_INTEGER),
         deadlineAt: t + config.worker.requestTimeoutMs + config.reservationGraceMs,
       });
     }

@@ -152,7 +152,7 @@ export class AmqpQueue implements Queue {
     if (this.closed || this.reconnectTimer) return;
     const min = this.opts.reconnectMinMs ?? 100;
     const max = this.opts.reconnectMaxMs ?? 5000;
-    const delay = Math.min(max, min * 2 ** Math.min(this.reconnectAttempt++, 20)) * (0.8 + Math.random() * 0.4);
+    const delay = exponentialBackoff(++this.reconnectAttempt, min, max) * (0.8 + Math.random() * 0.4);
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       if (this.closed) return;
