@@ -5,10 +5,16 @@ import type { ServerResponse } from 'node:http';
 
 export interface SseOptions { pingMs: number; retryMs: number; maxBufferedBytes: number }
 
+/** Frames held for the end of the turn are written at once beyond this size. */
+const FLUSH_AT = 64 * 1024;
+
 export class SseStream {
   private readonly abort = new AbortController();
   private readonly ping: NodeJS.Timeout;
+  private readonly maxBuffered: number;
   private ended = false;
+  /** Frames written in this turn of the event loop, not yet handed to the response. */
+  private pending = '';
 
   constructor(private readonly res: ServerResponse, opts: SseOptions, headers: Record<string, string> = {}) {
     res.writeHead(200, {
@@ -19,14 +25,12 @@ export class SseStream {
       ...headers,
     });
     res.socket?.setNoDelay(true);
-    res.write(`retry: ${opts.retryMs}\n\n`);
+    this.maxBuffered = opts.maxBufferedBytes;
+    this.write(`retry: ${opts.retryMs}\n\n`);
     this.ping = setInterval(() => this.write(': ping\n\n'), opts.pingMs);
     this.ping.unref();
     res.on('close', () => this.finish());
-    this.maxBuffered = opts.maxBufferedBytes;
   }
-
-  private readonly maxBuffered: number;
 
   /** Aborts when the client disconnected (or the stream was ended). */
   get signal(): AbortSignal { return this.abort.signal; }
@@ -40,34 +44,37 @@ export class SseStream {
     if (!this.write(frame)) await this.drained();
   }
 
-  private corked = false;
-  private readonly flush = () => { if (this.corked) { this.corked = false; this.res.uncork(); } };
-
   end(): void {
     if (this.ended) return;
-    this.flush();
-    this.res.end();
+    const rest = this.pending;
+    this.pending = '';
+    this.res.end(rest);
     this.finish();
   }
 
+  /**
+   * Frames written in the same turn of the event loop leave as one chunk in one syscall: a
+   * stream's tokens arrive in bursts, and a write (three buffers with chunked framing) per token
+   * per listener was the gateway's top cost. False when the caller should wait for a drain.
+   */
   private write(frame: string): boolean {
     if (this.ended) return true;
-    // Frames written in the same turn of the event loop leave in one syscall: a stream's tokens
-    // often arrive in bursts, and one write per token per listener was the gateway's top cost.
-    if (!this.corked) {
-      this.corked = true;
-      this.res.cork();
-      setImmediate(this.flush);
-    }
-    const ok = this.res.write(frame);
-    if (!ok && this.res.writableLength > this.maxBuffered) {
+    if (this.pending === '') setImmediate(this.flush);
+    this.pending += frame;
+    if (this.pending.length >= FLUSH_AT) this.flush();
+    return !this.res.writableNeedDrain;
+  }
+
+  private readonly flush = (): void => {
+    if (this.ended || this.pending === '') return;
+    const chunk = this.pending;
+    this.pending = '';
+    if (!this.res.write(chunk) && this.res.writableLength > this.maxBuffered) {
       // Too slow: drop the connection; the client resumes from the log with Last-Event-ID.
       this.res.destroy();
       this.finish();
-      return true;
     }
-    return ok;
-  }
+  };
 
   private drained(): Promise<void> {
     if (this.ended) return Promise.resolve();
@@ -81,6 +88,7 @@ export class SseStream {
   private finish(): void {
     if (this.ended) return;
     this.ended = true;
+    this.pending = '';
     clearInterval(this.ping);
     this.abort.abort();
   }
