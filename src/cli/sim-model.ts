@@ -191,7 +191,7 @@ async function generate(
 ): Promise<{ usage: Usage; finishReason: FinishReason } | undefined> {
   try {
     for await (const chunk of model.stream(req, signal)) {
-      if (chunk.type === 'token') { onToken(chunk.text); continue; }
+      if (chunk.type === 'tokens') { for (const text of chunk.texts) onToken(text); continue; }
       return {
         finishReason: chunk.finishReason,
         usage: { prompt_tokens: chunk.promptTokens, completion_tokens: chunk.completionTokens, total_tokens: chunk.promptTokens + chunk.completionTokens },

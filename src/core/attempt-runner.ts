@@ -27,11 +27,11 @@ export interface AttemptHooks {
   /** Called on every claim renewal (queue heartbeats for long generations). */
   onRenew?: () => Promise<void>;
   /**
-   * Receives every event this attempt logs, with its sequence, right after the append (direct
-   * mode: the gateway's own client reads them here instead of back through the bus). Awaited, so a
-   * slow client slows the model call down rather than growing a buffer.
+   * Receives every event this attempt logs, with its sequence, right after the append, a burst of
+   * tokens at once (direct mode: the gateway's own client reads them here instead of back through
+   * the bus). Awaited, so a slow client slows the model call down rather than growing a buffer.
    */
-  onEvent?: (e: LogEvent) => void | Promise<void>;
+  onEvents?: (events: readonly LogEvent[]) => void | Promise<void>;
 }
 
 export class AttemptRunner {
@@ -66,18 +66,17 @@ export class AttemptRunner {
     let text = '';
     let produced = 0;
     try {
-      const append = async (e: EventBody) => { const logged = await bus.append(record.id, e); await hooks.onEvent?.(logged); };
-      if (record.attempt > 1) await append({ type: 'restart', attempt: record.attempt, reason: 'retry' });
+      const append = async (events: EventBody[]) => { const logged = await bus.appendMany(record.id, events); await hooks.onEvents?.(logged); };
+      if (record.attempt > 1) await append([{ type: 'restart', attempt: record.attempt, reason: 'retry' }]);
       const req: ModelRequest = { model: record.model, ...record.payload };
       let last = 0;
       for await (const chunk of this.deps.model.stream(req, abort.signal)) {
         if (abort.signal.aborted) break;
-        if (chunk.type === 'token') {
-          await append({ type: 'token', attempt: record.attempt, text: chunk.text });
-          this.observeToken(record, produced, last);
-          last = this.deps.now();
-          text += chunk.text;
-          produced++;
+        if (chunk.type === 'tokens') {
+          await append(chunk.texts.map((t) => ({ type: 'token', attempt: record.attempt, text: t })));
+          last = this.observeTokens(record, produced, chunk.texts.length, last);
+          for (const t of chunk.texts) text += t;
+          produced += chunk.texts.length;
         } else {
           return await this.end(record, {
             status: 'completed', attempt: record.attempt, result: text, finishReason: chunk.finishReason,
@@ -113,7 +112,7 @@ export class AttemptRunner {
     const first = await this.deps.ledger.settle(record, ending);
     if (first) {
       const logged = await this.deps.bus.append(record.id, terminalEvent(ending));
-      await hooks.onEvent?.(logged);
+      await hooks.onEvents?.([logged]);
     } else {
       await this.repairTerminal(record.id);
     }
@@ -156,10 +155,15 @@ export class AttemptRunner {
     }
   }
 
-  private observeToken(record: RequestRecord, produced: number, last: number): void {
+  /** Time to first token, and the gap before each later one (0 within a burst); returns now. */
+  private observeTokens(record: RequestRecord, produced: number, count: number, last: number): number {
     const now = this.deps.now();
-    if (produced === 0) this.deps.metrics.ttft.observe({ mode: record.mode }, (now - record.createdAt.getTime()) / 1000);
-    else this.deps.metrics.interToken.observe((now - last) / 1000);
+    const { ttft, interToken } = this.deps.metrics;
+    for (let i = 0; i < count; i++) {
+      if (produced + i === 0) ttft.observe({ mode: record.mode }, (now - record.createdAt.getTime()) / 1000);
+      else interToken.observe(i === 0 ? (now - last) / 1000 : 0);
+    }
+    return now;
   }
 }
 

@@ -111,11 +111,11 @@ export class RequestService {
    * Direct mode: this gateway runs the model itself (still logging events and settling once).
    * `record` was inserted already claimed by this gateway (attempt 1); retries claim again.
    */
-  async runDirect(record: RequestRecord, disconnect: AbortSignal, onEvent?: (e: LogEvent) => void | Promise<void>): Promise<void> {
+  async runDirect(record: RequestRecord, disconnect: AbortSignal, onEvents?: (events: readonly LogEvent[]) => void | Promise<void>): Promise<void> {
     const { store, runner, config } = this.deps;
     let attempt = record;
     for (;;) {
-      const result = await runner.run(attempt, this.gatewayId, { disconnect, ...(onEvent && { onEvent }) });
+      const result = await runner.run(attempt, this.gatewayId, { disconnect, ...(onEvents && { onEvents }) });
       if (result.kind !== 'retry') return;
       await new Promise((r) => setTimeout(r, jitteredBackoff(attempt.attempt, config.worker.retryBaseMs)));
       const claim = await store.claimRequest(record.id, this.gatewayId, config.worker.claimMs);

@@ -50,12 +50,15 @@ export function lastEventId(header: string | string[] | undefined, query: unknow
   return Number(raw.trim());
 }
 
+/** Receives a listener's events in order, a burst (the tokens of one model read) at once; awaited. */
+export type EventSink = (events: readonly LogEvent[]) => void | Promise<void>;
+
 /** Where a listener's events come from: the request's log, or (direct mode) the attempt this gateway runs. */
-export type EventSource = (signal: AbortSignal, onEvent: (e: LogEvent) => void | Promise<void>) => Promise<DeliveryEnd>;
+export type EventSource = (signal: AbortSignal, sink: EventSink) => Promise<DeliveryEnd>;
 
 /** Follows the request's log after `afterSeq`: history, then live. */
 export function logSource(deps: GatewayDeps, record: RequestRecord, afterSeq: number): EventSource {
-  return (signal, onEvent) => deliverEvents(deps, record, afterSeq, signal, onEvent);
+  return (signal, sink) => deliverEvents(deps, record, afterSeq, signal, (e) => sink([e]));
 }
 
 /**
@@ -65,18 +68,18 @@ export function logSource(deps: GatewayDeps, record: RequestRecord, afterSeq: nu
  * (another process took it over, or ended it first), the rest comes from the log.
  */
 export function directSource(deps: GatewayDeps, record: RequestRecord): EventSource {
-  return async (signal, onEvent) => {
+  return async (signal, sink) => {
     let last = 0;
     let ended = false;
-    await deps.requests.runDirect(record, signal, async (e) => {
-      if (signal.aborted) return;
-      await onEvent(e);
-      last = e.seq;
-      ended ||= isTerminal(e);
+    await deps.requests.runDirect(record, signal, async (events) => {
+      if (signal.aborted || events.length === 0) return;
+      await sink(events);
+      last = events[events.length - 1]!.seq;
+      ended ||= events.some(isTerminal);
     });
     if (ended) return 'terminal';
     if (signal.aborted) return 'aborted';
-    return deliverEvents(deps, (await deps.store.getRequest(record.id)) ?? record, last, signal, onEvent);
+    return deliverEvents(deps, (await deps.store.getRequest(record.id)) ?? record, last, signal, (e) => sink([e]));
   };
 }
 
@@ -91,7 +94,7 @@ export async function withSse(deps: GatewayDeps, reply: FastifyReply, headers: R
 /** Native SSE: connected, then token/restart/completed/error events. */
 export async function streamNative(deps: GatewayDeps, sse: SseStream, record: RequestRecord, afterSeq: number, source: EventSource = logSource(deps, record, afterSeq)): Promise<void> {
   await sse.send({ event: 'connected', data: JSON.stringify({ request_id: record.id, model: record.model, status: record.status, resumed_after: afterSeq }) });
-  const end = await source(sse.signal, (e) => sse.send(nativeEvent(record.id, e)));
+  const end = await source(sse.signal, (events) => sse.sendAll(events.map((e) => nativeEvent(record.id, e))));
   if (end === 'stored') await sendStored(deps, sse, record.id);
   sse.end();
 }
@@ -100,7 +103,7 @@ export async function streamNative(deps: GatewayDeps, sse: SseStream, record: Re
 export async function streamOpenAI(deps: GatewayDeps, sse: SseStream, record: RequestRecord, afterSeq: number, opts: { includeUsage: boolean; object?: 'chat.completion.chunk' | 'text_completion'; source?: EventSource }): Promise<void> {
   const chunks = new OpenAIChunks(record.id, record.model, opts.includeUsage, opts.object);
   const source = opts.source ?? logSource(deps, record, afterSeq);
-  const end = await source(sse.signal, async (e) => { for (const f of chunks.frames(e)) await sse.send(f); });
+  const end = await source(sse.signal, (events) => sse.sendAll(events.flatMap((e) => chunks.frames(e))));
   if (end === 'stored') {
     const r = await deps.store.getRequest(record.id);
     if (r) {

@@ -5,6 +5,15 @@ import type { ServerResponse } from 'node:http';
 
 export interface SseOptions { pingMs: number; retryMs: number; maxBufferedBytes: number }
 
+export interface SseEvent { id?: number | string; event?: string; data: string }
+
+function frameOf(event: SseEvent): string {
+  let frame = '';
+  if (event.id !== undefined) frame += `id: ${event.id}\n`;
+  if (event.event) frame += `event: ${event.event}\n`;
+  return `${frame}data: ${event.data}\n\n`;
+}
+
 /** Frames held for the end of the turn are written at once beyond this size. */
 const FLUSH_AT = 64 * 1024;
 
@@ -36,12 +45,15 @@ export class SseStream {
   get signal(): AbortSignal { return this.abort.signal; }
 
   /** Writes one event; resolves once the socket drained if it was over its buffer. */
-  async send(event: { id?: number | string; event?: string; data: string }): Promise<void> {
-    let frame = '';
-    if (event.id !== undefined) frame += `id: ${event.id}\n`;
-    if (event.event) frame += `event: ${event.event}\n`;
-    frame += `data: ${event.data}\n\n`;
-    if (!this.write(frame)) await this.drained();
+  async send(event: SseEvent): Promise<void> {
+    if (!this.write(frameOf(event))) await this.drained();
+  }
+
+  /** Writes events in order (a burst of tokens); resolves once the socket drained if it was over its buffer. */
+  async sendAll(events: readonly SseEvent[]): Promise<void> {
+    let ok = true;
+    for (const event of events) ok = this.write(frameOf(event));
+    if (!ok) await this.drained();
   }
 
   end(): void {

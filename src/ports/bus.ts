@@ -26,6 +26,12 @@ export interface Subscription { close(): Promise<void> }
 export interface Bus {
   /** Atomically assigns the next sequence number, appends, refreshes the log's TTL and publishes live. */
   append(requestId: string, event: EventBody): Promise<LogEvent>;
+  /**
+   * Appends several events in order, as `append` would one after another, in one operation (one
+   * round trip where the backend allows): a burst of tokens costs one append, not one each.
+   * Returns the logged events in the same order; an empty list appends nothing.
+   */
+  appendMany(requestId: string, events: readonly EventBody[]): Promise<LogEvent[]>;
   /** Events with seq > afterSeq, in order (at most `limit`). Empty if the log expired or never existed. */
   read(requestId: string, afterSeq: number, limit?: number): Promise<LogEvent[]>;
   /** Live events appended after the subscription is active. Delivery may duplicate or skip; callers merge by seq. */

@@ -14,9 +14,13 @@ export interface ModelRequest {
   seed?: number;
 }
 
-/** One piece of the model's answer. The last chunk of a successful stream is `usage`. */
+/**
+ * One piece of the model's answer. `tokens` holds the tokens that arrived together (one read of an
+ * upstream stream), in order and never empty, so a burst is handled once rather than per token.
+ * The last chunk of a successful stream is `usage`.
+ */
 export type ModelChunk =
-  | { type: 'token'; text: string }
+  | { type: 'tokens'; texts: string[] }
   | { type: 'usage'; promptTokens: number; completionTokens: number; finishReason: FinishReason };
 
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'error';

@@ -15,13 +15,17 @@ import { ModelError, type ChatMessage, type ModelBackend, type ModelChunk, type 
 const messages: ChatMessage[] = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Tell me a story.' }];
 const request = (over: Partial<ModelRequest> = {}): ModelRequest => ({ model: 'sim', messages, maxTokens: 30, ...over });
 
-interface Collected { tokens: string[]; text: string; usage: Extract<ModelChunk, { type: 'usage' }> | undefined; error: unknown }
+interface Collected { tokens: string[]; batches: number; text: string; usage: Extract<ModelChunk, { type: 'usage' }> | undefined; error: unknown }
 
 async function collect(model: ModelBackend, req: ModelRequest, signal = new AbortController().signal, onToken?: (n: number) => void): Promise<Collected> {
-  const out: Collected = { tokens: [], text: '', usage: undefined, error: undefined };
+  const out: Collected = { tokens: [], batches: 0, text: '', usage: undefined, error: undefined };
   try {
     for await (const chunk of model.stream(req, signal)) {
-      if (chunk.type === 'token') { out.tokens.push(chunk.text); onToken?.(out.tokens.length); } else {
+      if (chunk.type === 'tokens') {
+        assert.ok(chunk.texts.length > 0, 'a tokens chunk is never empty');
+        out.batches++;
+        for (const text of chunk.texts) { out.tokens.push(text); onToken?.(out.tokens.length); }
+      } else {
         assert.equal(out.usage, undefined, 'usage comes once');
         out.usage = chunk;
       }
@@ -105,6 +109,13 @@ describe('SimModel', () => {
     assert.ok(firstAt - started >= 55, `first token after ${firstAt - started} ms`);
     assert.ok(total >= 60 + 4 * 15 - 10, `whole stream took ${total} ms`);
     assert.equal(r.usage?.completionTokens, 5);
+    assert.equal(r.batches, 5, 'with an inter-token delay each token is its own chunk');
+  });
+
+  it('tokens produced without a pause leave together, a turn of the event loop at a time', async () => {
+    const r = await collect(fast(), request({ maxTokens: 150, seed: 3 }));
+    assert.equal(r.tokens.length, 150);
+    assert.equal(r.batches, 3, '64 + 64 + 22');
   });
 
   it('stop_probability=1 ends at the first sentence end with finishReason stop', async () => {
@@ -327,6 +338,7 @@ describe('HttpModel', () => {
   it('counts usage itself when the upstream omits it', async () => {
     const r = await collect(httpModel(`${upstream.url}/nousage/v1`), request());
     assert.equal(r.text, 'Hello wonderful world');
+    assert.ok(r.batches < r.tokens.length, 'the tokens of one upstream write travel as one chunk');
     assert.deepEqual(r.usage, { type: 'usage', promptTokens: countPromptTokens(messages), completionTokens: countTextTokens('Hello wonderful world'), finishReason: 'stop' });
     assert.ok((r.usage?.completionTokens ?? 0) > 0);
   });
@@ -369,6 +381,8 @@ describe('HttpModel', () => {
       assert.equal(r.usage, undefined, mode);
       assert.ok(r.tokens.length >= 1, mode);
     }
+    // Tokens that arrived in the same read as the error were still produced: they reach the caller.
+    assert.deepEqual((await collect(httpModel(`${upstream.url}/midError/v1`), request())).tokens, ['Hi']);
   });
 
   it('abort closes the upstream request promptly and ends without usage or error', async () => {
@@ -383,7 +397,7 @@ describe('HttpModel', () => {
   it('leaving the loop early also closes the upstream request', async () => {
     const before = upstream.closes.filter((m) => m === 'hang').length;
     for await (const chunk of httpModel(`${upstream.url}/hang/v1`).stream(request(), new AbortController().signal)) {
-      assert.equal(chunk.type, 'token');
+      assert.equal(chunk.type, 'tokens');
       break;
     }
     for (let i = 0; i < 100 && upstream.closes.filter((m) => m === 'hang').length === before; i++) await new Promise((res) => setTimeout(res, 10));

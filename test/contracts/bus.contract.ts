@@ -78,6 +78,39 @@ export function busContract(name: string, makeHarness: () => Promise<BusHarness>
       for (const e of log) assert.deepEqual(e, bySeq.get(e.seq), 'the log holds what each append returned');
     });
 
+    it('appends a burst in order with consecutive sequences, read back and delivered live as single appends', async () => {
+      const id = newRequestId();
+      const live: LogEvent[] = [];
+      const sub = await b.subscribe(id, (e) => live.push(e));
+      try {
+        assert.deepEqual(await a.appendMany(id, []), [], 'an empty burst appends nothing');
+        await a.append(id, token('a'));
+        const burst = await a.appendMany(id, [token('b'), token('c'), token('d'), completed()]);
+        assert.deepEqual(burst.map((e) => e.seq), [2, 3, 4, 5]);
+        assert.deepEqual(burst.map((e) => e.type === 'token' ? e.text : e.type), ['b', 'c', 'd', 'completed']);
+        assert.deepEqual(burst[3], { ...completed(), seq: 5, ts: burst[3]!.ts });
+        assert.equal((await a.append(id, token('e'))).seq, 6, 'the sequence continues after a burst');
+        const log = await b.read(id, 0);
+        assert.deepEqual(log.slice(1, 5), burst, 'the log holds what the burst returned');
+        await waitFor(() => live.length >= 6, 'six live events');
+        assert.deepEqual(live.map((e) => e.seq), [1, 2, 3, 4, 5, 6]);
+      } finally {
+        await sub.close();
+      }
+    });
+
+    it('gives 40 concurrent bursts of 5 from two instances the sequences 1..200, each once, each burst in order', async () => {
+      const id = newRequestId();
+      const bursts = await Promise.all(Array.from({ length: 40 }, (_, i) =>
+        (i % 2 === 0 ? a : b).appendMany(id, Array.from({ length: 5 }, (_, j) => token(`b${i}.${j}`)))));
+      const seqs = bursts.flat().map((e) => e.seq).sort((x, y) => x - y);
+      assert.deepEqual(seqs, Array.from({ length: 200 }, (_, i) => i + 1));
+      for (const burst of bursts) {
+        for (let j = 1; j < burst.length; j++) assert.ok(burst[j]!.seq > burst[j - 1]!.seq, 'a burst keeps its order');
+      }
+      assert.deepEqual((await a.read(id, 0)).map((e) => e.seq), seqs);
+    });
+
     it('reads the suffix after a sequence, in order, at most `limit`', async () => {
       const id = newRequestId();
       for (let i = 1; i <= 6; i++) await a.append(id, token(`t${i}`));

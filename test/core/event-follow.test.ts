@@ -24,6 +24,7 @@ function lossyBus(inner: Bus, drop: (seq: number) => boolean): Bus & { openSubsc
   let open = 0;
   return {
     append: (id, e) => inner.append(id, e),
+    appendMany: (id, events) => inner.appendMany(id, events),
     read: (id, after, limit) => inner.read(id, after, limit),
     publishControl: (id, s) => inner.publishControl(id, s),
     onControl: (id, fn) => inner.onControl(id, fn),

@@ -56,8 +56,18 @@ export class NatsBus implements Bus {
   }
 
   async append(requestId: string, event: EventBody): Promise<LogEvent> {
+    return (await this.appendMany(requestId, [event]))[0]!;
+  }
+
+  /** One publish per event (each is conditional on the one before), in one turn of the local queue. */
+  async appendMany(requestId: string, events: readonly EventBody[]): Promise<LogEvent[]> {
+    if (events.length === 0) return [];
     const previous = this.appending.get(requestId) ?? Promise.resolve();
-    const result = previous.catch(() => undefined).then(() => this.appendNow(requestId, event));
+    const result = previous.catch(() => undefined).then(async () => {
+      const out: LogEvent[] = [];
+      for (const event of events) out.push(await this.appendNow(requestId, event));
+      return out;
+    });
     this.appending.set(requestId, result);
     try {
       return await result;

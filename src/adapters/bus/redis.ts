@@ -12,7 +12,7 @@ export interface RedisBusOptions { ttlSeconds: number; maxLen: number; prefix: s
 
 /** The script registered with `defineCommand`; ioredis runs it by EVALSHA with an EVAL fallback. */
 interface AppendCommand {
-  sluiceBusAppend(stream: string, seqKey: string, channel: string, body: string, ttl: number, maxLen: number): Promise<number>;
+  sluiceBusAppend(stream: string, seqKey: string, channel: string, ttl: number, maxLen: number, ...bodies: string[]): Promise<number>;
 }
 
 export class RedisBus implements Bus {
@@ -28,13 +28,18 @@ export class RedisBus implements Bus {
   }
 
   async append(requestId: string, event: EventBody): Promise<LogEvent> {
+    return (await this.appendMany(requestId, [event]))[0]!;
+  }
+
+  async appendMany(requestId: string, events: readonly EventBody[]): Promise<LogEvent[]> {
+    if (events.length === 0) return [];
     const ts = Date.now();
-    const body = { ...event, ts };
+    const bodies = events.map((e) => ({ ...e, ts }));
     const stream = this.streamKey(requestId);
-    const seq = await guard(() => (this.redis as unknown as AppendCommand).sluiceBusAppend(
-      stream, `${stream}:seq`, this.liveChannel(requestId), JSON.stringify(body), this.opts.ttlSeconds, this.opts.maxLen,
-    ));
-    return { ...body, seq: Number(seq) } as LogEvent;
+    const first = Number(await guard(() => (this.redis as unknown as AppendCommand).sluiceBusAppend(
+      stream, `${stream}:seq`, this.liveChannel(requestId), this.opts.ttlSeconds, this.opts.maxLen, ...bodies.map((b) => JSON.stringify(b)),
+    )));
+    return bodies.map((b, i) => ({ ...b, seq: first + i }) as LogEvent);
   }
 
   async read(requestId: string, afterSeq: number, limit?: number): Promise<LogEvent[]> {

@@ -1,7 +1,8 @@
 // Any OpenAI-compatible upstream (`http(s)://host:port/v1`: vLLM, Ollama, llama.cpp server, TGI, …).
 //
 // Guarantees:
-// - Tokens are yielded as soon as each SSE event is parsed: no buffering between upstream and caller.
+// - Tokens are yielded as soon as the upstream read that completed them is parsed: no buffering
+//   between upstream and caller, and the tokens of one read travel on as one chunk.
 // - The last chunk is always `usage`; when the upstream omits usage (or a field of it), prompt and
 //   completion tokens are counted locally so billing never sees 0 for real work.
 // - Failures are ModelErrors: network errors, timeouts, 408/425/429/5xx and streams that end before
@@ -11,7 +12,7 @@
 import { Pool } from 'undici';
 import { ModelError, type FinishReason, type ModelBackend, type ModelChunk, type ModelRequest } from '../../ports/model.ts';
 import { countPromptTokens, countTextTokens } from '../../core/tokens.ts';
-import { sseData } from './sse-data.ts';
+import { sseDataBatches } from './sse-data.ts';
 
 export { SseDataParser } from './sse-data.ts';
 
@@ -74,14 +75,25 @@ export class HttpModel implements ModelBackend {
     let sawDone = false;
     let bodyEnded = false;
     try {
-      for await (const data of sseData(body)) {
-        if (sawDone) continue;
-        if (data === '[DONE]') { sawDone = true; continue; }
-        const event = parseEvent(data);
-        if (event.error !== undefined) throw new ModelError('transient', `upstream stream error: ${event.error}`);
-        if (event.content) { pieces.push(event.content); yield { type: 'token', text: event.content }; }
-        if (event.finishReason) finishReason = event.finishReason;
-        if (event.usage) usage = event.usage;
+      for await (const batch of sseDataBatches(body)) {
+        const texts: string[] = [];
+        let failure: unknown;
+        try {
+          for (const data of batch) {
+            if (sawDone) break;
+            if (data === '[DONE]') { sawDone = true; break; }
+            const event = parseEvent(data);
+            if (event.error !== undefined) throw new ModelError('transient', `upstream stream error: ${event.error}`);
+            if (event.content) texts.push(event.content);
+            if (event.finishReason) finishReason = event.finishReason;
+            if (event.usage) usage = event.usage;
+          }
+        } catch (e) {
+          failure = e;
+        }
+        // Tokens that came before a failure in the same read were produced: they are logged and billed.
+        if (texts.length > 0) { pieces.push(...texts); yield { type: 'tokens', texts }; }
+        if (failure !== undefined) throw failure;
       }
       bodyEnded = true;
     } catch (e) {

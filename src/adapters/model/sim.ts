@@ -142,9 +142,14 @@ export class SimModel implements ModelBackend {
     let emitted = 0;
     let tail = '';
     let finishReason: 'stop' | 'length' = 'length';
+    // Tokens produced without a pause between them leave together, as an upstream read would bring them.
+    let batch: string[] = [];
     while (emitted < req.maxTokens) {
-      if (failAt === emitted) throw this.injectedError(emitted);
-      if (emitted > 0 && !(await this.delay(this.options.itlMs, signal))) return;
+      if (failAt === emitted) break;
+      if (emitted > 0 && this.pausesBeforeNext(this.options.itlMs)) {
+        if (batch.length > 0) { yield { type: 'tokens', texts: batch }; batch = []; }
+        if (!(await this.delay(this.options.itlMs, signal))) return;
+      }
       const piece = text.next().value;
       if (stops.length > 0) {
         tail += piece;
@@ -152,10 +157,11 @@ export class SimModel implements ModelBackend {
         tail = tail.slice(-longestStop);
       }
       if (signal.aborted) return;
-      yield { type: 'token', text: piece };
+      batch.push(piece);
       emitted++;
       if (stopProbability > 0 && isSentenceEnd(piece) && random() < stopProbability) { finishReason = 'stop'; break; }
     }
+    if (batch.length > 0) yield { type: 'tokens', texts: batch };
     if (failAt === emitted && finishReason === 'length') throw this.injectedError(emitted);
     if (signal.aborted) return;
     yield { type: 'usage', promptTokens: countPromptTokens(req.messages), completionTokens: emitted, finishReason };
@@ -176,11 +182,17 @@ export class SimModel implements ModelBackend {
     return new ModelError(kind, `simulated ${kind} model failure after ${afterTokens} tokens`, kind === 'transient' ? 503 : 400);
   }
 
+  /** Whether the stream waits before its next token: always with a delay, else every TOKENS_PER_TURN. */
+  private pausesBeforeNext(ms: number): boolean {
+    if (ms > 0) return true;
+    this.turn = (this.turn + 1) % TOKENS_PER_TURN;
+    return this.turn === 0;
+  }
+
   private async delay(ms: number, signal: AbortSignal): Promise<boolean> {
     if (signal.aborted) return false;
     if (ms > 0) return pause(ms, signal);
-    this.turn = (this.turn + 1) % TOKENS_PER_TURN;
-    if (this.turn === 0) await yieldToEventLoop();
+    await yieldToEventLoop();
     return !signal.aborted;
   }
 }

@@ -3,10 +3,19 @@
 
 /** The `data` of each SSE event of a response body, as soon as the event is complete. */
 export async function* sseData(body: AsyncIterable<unknown>): AsyncGenerator<string> {
+  for await (const batch of sseDataBatches(body)) yield* batch;
+}
+
+/** The same, grouped by read: the events each chunk of the body completed (never an empty group). */
+export async function* sseDataBatches(body: AsyncIterable<unknown>): AsyncGenerator<string[]> {
   const decoder = new TextDecoder();
   const parser = new SseDataParser();
-  for await (const chunk of body) yield* parser.push(decoder.decode(chunk as Uint8Array, { stream: true }));
-  yield* parser.push(`${decoder.decode()}\n\n`);
+  for await (const chunk of body) {
+    const events = parser.push(decoder.decode(chunk as Uint8Array, { stream: true }));
+    if (events.length > 0) yield events;
+  }
+  const rest = parser.push(`${decoder.decode()}\n\n`);
+  if (rest.length > 0) yield rest;
 }
 
 /**
