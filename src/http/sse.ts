@@ -16,6 +16,10 @@ function frameOf(event: SseEvent): string {
 
 /** Frames held for the end of the turn are written at once beyond this size. */
 const FLUSH_AT = 64 * 1024;
+/** Longest the headers and `retry:` wait for a first event to leave with (one write, not two). */
+const PREAMBLE_WAIT_MS = 20;
+/** The signal's reason when the stream ends: one shared value, not a DOMException with a stack per response. */
+const STREAM_CLOSED = new Error('SSE stream closed');
 
 export class SseStream {
   private readonly abort = new AbortController();
@@ -24,6 +28,9 @@ export class SseStream {
   private ended = false;
   /** Frames written in this turn of the event loop, not yet handed to the response. */
   private pending = '';
+  /** Whether a flush at the end of this turn is due. */
+  private flushDue = false;
+  private preamble: NodeJS.Timeout | undefined;
 
   constructor(private readonly res: ServerResponse, opts: SseOptions, headers: Record<string, string> = {}) {
     res.writeHead(200, {
@@ -35,7 +42,10 @@ export class SseStream {
     });
     res.socket?.setNoDelay(true);
     this.maxBuffered = opts.maxBufferedBytes;
-    this.write(`retry: ${opts.retryMs}\n\n`);
+    // Not sent at once: the first event usually follows within a few milliseconds and takes the
+    // headers along in its write; a stream with nothing to say yet gets them after PREAMBLE_WAIT_MS.
+    this.pending = `retry: ${opts.retryMs}\n\n`;
+    this.preamble = setTimeout(this.flush, PREAMBLE_WAIT_MS);
     this.ping = setInterval(() => this.write(': ping\n\n'), opts.pingMs);
     this.ping.unref();
     res.on('close', () => this.finish());
@@ -71,13 +81,15 @@ export class SseStream {
    */
   private write(frame: string): boolean {
     if (this.ended) return true;
-    if (this.pending === '') setImmediate(this.flush);
+    if (!this.flushDue) { this.flushDue = true; setImmediate(this.flush); }
     this.pending += frame;
     if (this.pending.length >= FLUSH_AT) this.flush();
     return !this.res.writableNeedDrain;
   }
 
   private readonly flush = (): void => {
+    this.flushDue = false;
+    if (this.preamble) { clearTimeout(this.preamble); this.preamble = undefined; }
     if (this.ended || this.pending === '') return;
     const chunk = this.pending;
     this.pending = '';
@@ -102,6 +114,7 @@ export class SseStream {
     this.ended = true;
     this.pending = '';
     clearInterval(this.ping);
-    this.abort.abort();
+    if (this.preamble) clearTimeout(this.preamble);
+    this.abort.abort(STREAM_CLOSED);
   }
 }

@@ -14,14 +14,16 @@ let server: http.Server | undefined;
 afterEach(() => { server?.closeAllConnections(); server?.close(); server = undefined; });
 
 /** An SseStream on a real connection; the client's response is handed back unread (paused). */
-async function open(maxBufferedBytes = 1 << 20): Promise<Harness> {
+async function open(maxBufferedBytes = 1 << 20, onOpen?: (sse: SseStream) => void): Promise<Harness> {
   let made: (h: Omit<Harness, 'client'>) => void;
   const ready = new Promise<Omit<Harness, 'client'>>((r) => { made = r; });
   server = http.createServer((_req, res) => {
     const writes: string[] = [];
     const write = res.write.bind(res) as (chunk: string) => boolean;
     res.write = ((chunk: string) => { writes.push(chunk); return write(chunk); }) as typeof res.write;
-    made({ sse: new SseStream(res, { pingMs: 60_000, retryMs: 1000, maxBufferedBytes }), writes, res });
+    const sse = new SseStream(res, { pingMs: 60_000, retryMs: 1000, maxBufferedBytes });
+    onOpen?.(sse);
+    made({ sse, writes, res });
   });
   await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
   const { port } = server.address() as AddressInfo;
@@ -40,8 +42,8 @@ async function readAll(client: http.IncomingMessage): Promise<string> {
 describe('SseStream', () => {
   it('writes the frames of one turn as one chunk, in order', async () => {
     const { sse, writes, client } = await open();
-    await turn();
-    assert.deepEqual(writes, ['retry: 1000\n\n']);
+    await new Promise((r) => setTimeout(r, 60));
+    assert.deepEqual(writes, ['retry: 1000\n\n'], 'with nothing to say, the preamble leaves on its own after a moment');
     for (let i = 1; i <= 50; i++) void sse.send({ id: i, data: `t${i}` });
     await turn();
     assert.equal(writes.length, 2);
@@ -52,6 +54,14 @@ describe('SseStream', () => {
     const body = await readAll(client);
     assert.deepEqual([...body.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1])), Array.from({ length: 51 }, (_, i) => i + 1));
     assert.match(body, /event: completed\ndata: \{\}\n\n$/);
+  });
+
+  it('sends the preamble with the first frames when they come at once', async () => {
+    const { sse, writes, client } = await open(undefined, (s) => { void s.send({ id: 1, data: 'first' }); });
+    assert.deepEqual(writes, ['retry: 1000\n\nid: 1\ndata: first\n\n']);
+    sse.end();
+    assert.equal(await readAll(client), 'retry: 1000\n\nid: 1\ndata: first\n\n');
+    assert.equal(sse.signal.aborted, true);
   });
 
   it('holds a producer that awaits send until the client reads, then delivers everything', async () => {
