@@ -17,14 +17,17 @@ async function requestsStats(client: SqlClient): Promise<TableStats> {
   return row as unknown as TableStats;
 }
 
-/** Statistics reach the view up to a second late: polls until `ok` holds. */
+/**
+ * Statistics reach the view up to a second late: polls until `ok` holds. Slowly, as the store
+ * vacuums only once it has been quiet for a moment and these reads are statements too.
+ */
 async function statsWhen(client: SqlClient, ok: (s: TableStats) => boolean, what: string): Promise<TableStats> {
-  const until = Date.now() + 15_000;
+  const until = Date.now() + 20_000;
   for (;;) {
     const s = await requestsStats(client);
     if (ok(s)) return s;
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(s)}`);
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, 600));
   }
 }
 
