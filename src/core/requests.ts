@@ -40,7 +40,8 @@ export class RequestService {
 
   async submit(principal: Principal, input: ChatInput, opts: { idempotencyKey?: string | undefined; mode: DeliveryMode }): Promise<Submitted> {
     const { store } = this.deps;
-    const hash = bodyHash(input);
+    // Only a replay compares bodies, and only a request with an Idempotency-Key can be replayed.
+    const hash = opts.idempotencyKey ? bodyHash(input) : '';
     const id = opts.idempotencyKey ? idempotentId(principal.userId, opts.idempotencyKey) : randomUUID();
     if (opts.idempotencyKey) {
       const existing = await store.getRequest(id);

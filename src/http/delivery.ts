@@ -103,7 +103,7 @@ export async function streamNative(deps: GatewayDeps, sse: SseStream, record: Re
 export async function streamOpenAI(deps: GatewayDeps, sse: SseStream, record: RequestRecord, afterSeq: number, opts: { includeUsage: boolean; object?: 'chat.completion.chunk' | 'text_completion'; source?: EventSource }): Promise<void> {
   const chunks = new OpenAIChunks(record.id, record.model, opts.includeUsage, opts.object);
   const source = opts.source ?? logSource(deps, record, afterSeq);
-  const end = await source(sse.signal, (events) => sse.sendAll(events.flatMap((e) => chunks.frames(e))));
+  const end = await source(sse.signal, (events) => sse.sendText(chunks.sseText(events)));
   if (end === 'stored') {
     const r = await deps.store.getRequest(record.id);
     if (r) {

@@ -3,6 +3,7 @@
 // resumes with Last-Event-ID.
 import type { LogEvent, Usage } from '../ports/bus.ts';
 import type { RequestRecord } from '../ports/store.ts';
+import { sseFrame } from './sse.ts';
 
 export const openaiUsage = (u: Usage) => ({ prompt_tokens: u.promptTokens, completion_tokens: u.completionTokens, total_tokens: u.totalTokens });
 
@@ -44,6 +45,19 @@ export class OpenAIChunks {
     }
     const error = { error: { code: e.code, message: e.message, type: e.status === 'cancelled' ? 'invalid_request_error' : 'server_error', param: null } };
     return [{ id: e.seq, data: JSON.stringify(error) }, { id: e.seq, data: '[DONE]' }];
+  }
+
+  /**
+   * The frames of several events as SSE text: what a stream writes per burst, without building a
+   * frame object per token on the way.
+   */
+  sseText(events: readonly LogEvent[]): string {
+    let text = '';
+    for (const e of events) {
+      if (e.type === 'token') text += `id: ${e.seq}\ndata: ${this.tokenChunk(e.text)}\n\n`;
+      else for (const f of this.frames(e)) text += sseFrame(f);
+    }
+    return text;
   }
 
   /**

@@ -7,7 +7,8 @@ export interface SseOptions { pingMs: number; retryMs: number; maxBufferedBytes:
 
 export interface SseEvent { id?: number | string; event?: string; data: string }
 
-function frameOf(event: SseEvent): string {
+/** One event as SSE text. */
+export function sseFrame(event: SseEvent): string {
   let frame = '';
   if (event.id !== undefined) frame += `id: ${event.id}\n`;
   if (event.event) frame += `event: ${event.event}\n`;
@@ -56,14 +57,19 @@ export class SseStream {
 
   /** Writes one event; resolves once the socket drained if it was over its buffer. */
   async send(event: SseEvent): Promise<void> {
-    if (!this.write(frameOf(event))) await this.drained();
+    await this.sendText(sseFrame(event));
   }
 
   /** Writes events in order (a burst of tokens); resolves once the socket drained if it was over its buffer. */
   async sendAll(events: readonly SseEvent[]): Promise<void> {
-    let ok = true;
-    for (const event of events) ok = this.write(frameOf(event));
-    if (!ok) await this.drained();
+    let text = '';
+    for (const event of events) text += sseFrame(event);
+    await this.sendText(text);
+  }
+
+  /** Writes frames already in SSE form (see sseFrame); resolves once the socket drained if it was over its buffer. */
+  async sendText(text: string): Promise<void> {
+    if (!this.write(text)) await this.drained();
   }
 
   end(): void {

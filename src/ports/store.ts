@@ -35,7 +35,7 @@ export interface RequestPayload {
 export interface NewRequest {
   id: string; userId: string; keyId: string | null; model: string; mode: DeliveryMode;
   payload: RequestPayload; priority: number; idempotencyKey: string | null;
-  /** Fingerprint of the body, so a reused Idempotency-Key with another body can be refused. */
+  /** Fingerprint of the body, so a reused Idempotency-Key with another body can be refused ('' without a key). */
   bodyHash: string;
   estimatedTokens: number; promptTokens: number;
 }

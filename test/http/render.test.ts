@@ -3,6 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { OpenAIChunks } from '../../src/http/render.ts';
+import { sseFrame } from '../../src/http/sse.ts';
 import type { LogEvent } from '../../src/ports/bus.ts';
 
 const token = (seq: number, text: string): LogEvent => ({ type: 'token', attempt: 1, text, seq, ts: 0 });
@@ -36,5 +37,17 @@ describe('OpenAIChunks', () => {
     const c = [1, 2].map((i) => JSON.parse(chunks.frames(token(i, `t"${i}`))[0]!.data));
     assert.deepEqual(c.map((x) => x.choices[0].text), ['t"1', 't"2']);
     assert.equal(c[0].object, 'text_completion');
+  });
+
+  it('writes a burst as the same SSE text its frames make one by one', () => {
+    const events: LogEvent[] = [
+      token(1, 'Hi'), token(2, ' "there"'), { type: 'restart', attempt: 2, reason: 'retry', seq: 3, ts: 0 }, token(4, '\n'),
+      { type: 'completed', attempt: 2, finishReason: 'stop', usage: { promptTokens: 2, completionTokens: 3, totalTokens: 5 }, seq: 5, ts: 0 },
+    ];
+    const bulk = new OpenAIChunks('r4', 'sim', true);
+    const single = new OpenAIChunks('r4', 'sim', true);
+    const text = bulk.sseText(events.slice(0, 2)) + bulk.sseText(events.slice(2));
+    assert.equal(text, events.flatMap((e) => single.frames(e)).map(sseFrame).join(''));
+    assert.deepEqual([...text.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1])), [1, 2, 4, 5, 5, 5]);
   });
 });

@@ -177,8 +177,8 @@ function parseEvent(data: string): StreamEvent {
   if (!isRecord(json)) return {};
   if (json.error !== undefined) return { error: errorMessage(json) ?? 'unknown error' };
   const event: StreamEvent = {};
-  const choice = Array.isArray(json.choices) ? json.choices.find((c) => isRecord(c) && (c.index ?? 0) === 0) : undefined;
-  if (isRecord(choice)) {
+  const choice = choiceZero(json.choices);
+  if (choice) {
     const delta = choice.delta;
     if (isRecord(delta) && typeof delta.content === 'string' && delta.content !== '') event.content = delta.content;
     if (typeof choice.finish_reason === 'string') event.finishReason = choice.finish_reason;
@@ -191,6 +191,13 @@ function parseEvent(data: string): StreamEvent {
     if (completionTokens !== undefined) event.usage.completionTokens = completionTokens;
   }
   return event;
+}
+
+/** Choice 0 of a chunk (runs once per token: a plain loop, no closure). */
+function choiceZero(choices: unknown): Record<string, unknown> | undefined {
+  if (!Array.isArray(choices)) return undefined;
+  for (const c of choices) if (isRecord(c) && (c.index ?? 0) === 0) return c;
+  return undefined;
 }
 
 function toFinishReason(upstream: string | undefined): FinishReason {
