@@ -31,6 +31,26 @@ export async function followEventLog(
   onEvent: (e: LogEvent) => void | Promise<void>,
   opts: { signal: AbortSignal },
 ): Promise<FollowOutcome> {
+  return followEventRuns(bus, requestId, afterSeq, async (run) => {
+    for (const e of run) {
+      if (opts.signal.aborted) return;
+      await onEvent(e);
+    }
+  }, opts);
+}
+
+/**
+ * The same, in runs: each call of `onEvents` gets the next events in sequence that are at hand (a
+ * page of history, or a burst that arrived live together), never past the terminal event. A
+ * stream's tokens then cost one delivery per burst, not one per token.
+ */
+export async function followEventRuns(
+  bus: Bus,
+  requestId: string,
+  afterSeq: number,
+  onEvents: (run: readonly LogEvent[]) => void | Promise<void>,
+  opts: { signal: AbortSignal },
+): Promise<FollowOutcome> {
   const { signal } = opts;
   if (signal.aborted) return 'aborted';
   let last = afterSeq;
@@ -54,10 +74,10 @@ export async function followEventLog(
         if (signal.aborted) break;
         gapRetries = last > before ? 0 : gapRetries + 1;
       }
-      const next = takeNext();
-      if (next) {
+      const run = takeRun();
+      if (run.length > 0) {
         gapRetries = 0;
-        if (await deliver(next)) return 'terminal';
+        if (await deliver(run)) return 'terminal';
         continue;
       }
       for (const seq of pending.keys()) if (seq <= last) pending.delete(seq);
@@ -79,27 +99,34 @@ export async function followEventLog(
   async function deliverHistory(): Promise<boolean> {
     for (;;) {
       const page = await bus.read(requestId, last, PAGE);
-      for (const e of page) {
-        if (signal.aborted) return false;
-        // The log is the authority: a hole in it (trimmed by maxLen) cannot be filled by anyone.
-        if (e.seq > last && (await deliver(e))) return true;
-      }
+      if (signal.aborted) return false;
+      // The log is the authority: a hole in it (trimmed by maxLen) cannot be filled by anyone.
+      const run: LogEvent[] = [];
+      for (const e of page) if (e.seq > (run.at(-1)?.seq ?? last)) run.push(e);
+      if (run.length > 0 && (await deliver(run))) return true;
       if (page.length < PAGE) return false;
     }
   }
 
-  function takeNext(): LogEvent | undefined {
-    const e = pending.get(last + 1);
-    if (e) pending.delete(e.seq);
-    return e;
+  /** The live events that follow `last` without a gap. */
+  function takeRun(): LogEvent[] {
+    const run: LogEvent[] = [];
+    for (let e = pending.get(last + 1); e; e = pending.get(e.seq + 1)) {
+      pending.delete(e.seq);
+      run.push(e);
+    }
+    return run;
   }
 
-  async function deliver(e: LogEvent): Promise<boolean> {
+  /** Hands a run over, cut after its terminal event; true if it held one (and nobody aborted meanwhile). */
+  async function deliver(events: LogEvent[]): Promise<boolean> {
     if (signal.aborted) return false;
-    await onEvent(e);
-    last = e.seq;
-    pending.delete(e.seq);
-    return isTerminal(e);
+    const end = events.findIndex(isTerminal);
+    const run = end === -1 ? events : events.slice(0, end + 1);
+    await onEvents(run);
+    last = run[run.length - 1]!.seq;
+    for (const e of run) pending.delete(e.seq);
+    return end !== -1 && !signal.aborted;
   }
 
   function sleepOrWake(ms: number): Promise<void> {

@@ -5,7 +5,7 @@
 import { isTerminal, type LogEvent } from '../ports/bus.ts';
 import { isEnded, type RequestRecord } from '../ports/store.ts';
 import { endingOf, terminalEvent } from '../core/attempt-runner.ts';
-import { followEventLog, readAll } from '../core/event-follow.ts';
+import { followEventRuns, readAll } from '../core/event-follow.ts';
 import { SluiceError } from '../core/errors.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
 import { nativeEvent, OpenAIChunks, requestView } from './render.ts';
@@ -14,7 +14,10 @@ import { SseStream } from './sse.ts';
 
 export type DeliveryEnd = 'terminal' | 'aborted' | 'stored';
 
-export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, afterSeq: number, signal: AbortSignal, onEvent: (e: LogEvent) => void | Promise<void>): Promise<DeliveryEnd> {
+/** Events of a finished request's history handed over at once. */
+const HISTORY_RUN = 500;
+
+export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, afterSeq: number, signal: AbortSignal, sink: EventSink): Promise<DeliveryEnd> {
   const { bus, runner } = deps;
   if (isEnded(record)) {
     let events = await readAll(bus, record.id, afterSeq);
@@ -27,7 +30,10 @@ export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, af
       await runner.repairTerminal(record);
       events = await readAll(bus, record.id, afterSeq);
     }
-    for (const e of events) { if (signal.aborted) return 'aborted'; await onEvent(e); }
+    for (let i = 0; i < events.length; i += HISTORY_RUN) {
+      if (signal.aborted) return 'aborted';
+      await sink(events.slice(i, i + HISTORY_RUN));
+    }
     return 'terminal';
   }
   const watchdog = setInterval(() => {
@@ -35,7 +41,7 @@ export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, af
   }, Math.max(1000, deps.config.sse.pingMs));
   watchdog.unref();
   try {
-    const end = await followEventLog(bus, record.id, afterSeq, onEvent, { signal });
+    const end = await followEventRuns(bus, record.id, afterSeq, sink, { signal });
     return end === 'terminal' ? 'terminal' : 'aborted';
   } finally {
     clearInterval(watchdog);
@@ -58,7 +64,7 @@ export type EventSource = (signal: AbortSignal, sink: EventSink) => Promise<Deli
 
 /** Follows the request's log after `afterSeq`: history, then live. */
 export function logSource(deps: GatewayDeps, record: RequestRecord, afterSeq: number): EventSource {
-  return (signal, sink) => deliverEvents(deps, record, afterSeq, signal, (e) => sink([e]));
+  return (signal, sink) => deliverEvents(deps, record, afterSeq, signal, sink);
 }
 
 /**
@@ -79,7 +85,7 @@ export function directSource(deps: GatewayDeps, record: RequestRecord): EventSou
     });
     if (ended) return 'terminal';
     if (signal.aborted) return 'aborted';
-    return deliverEvents(deps, (await deps.store.getRequest(record.id)) ?? record, last, signal, (e) => sink([e]));
+    return deliverEvents(deps, (await deps.store.getRequest(record.id)) ?? record, last, signal, sink);
   };
 }
 

@@ -51,7 +51,7 @@ export function registerWebSocketRoutes(app: FastifyInstance, deps: GatewayDeps)
       following.get(record.id)?.abort();
       const ac = new AbortController();
       following.set(record.id, ac);
-      void deliverEvents(deps, record, after, ac.signal, (e) => send(wsEvent(e, record.id)))
+      void deliverEvents(deps, record, after, ac.signal, (events) => { for (const e of events) send(wsEvent(e, record.id)); })
         .then(async (end) => {
           if (end === 'stored') { const r = await deps.store.getRequest(record.id); if (r) send({ type: r.status === 'completed' ? 'completed' : 'error', ...requestView(r), replayed_from: 'store' }); }
         })

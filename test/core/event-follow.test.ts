@@ -1,6 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { followEventLog, readAll } from '../../src/core/event-follow.ts';
+import { followEventLog, followEventRuns, readAll } from '../../src/core/event-follow.ts';
 import type { Bus, LogEvent, Subscription } from '../../src/ports/bus.ts';
 import {
   completed, memoryHarness, newRequestId, purgeNats, purgeRedis, serviceHarness, sleep, token, waitFor, type BusHarness,
@@ -66,6 +66,21 @@ function followSuite(name: string, makeHarness: () => Promise<BusHarness>, suite
       const outcome = await followEventLog(b, id, 3, (e) => { got.push(e); }, { signal: new AbortController().signal });
       assert.equal(outcome, 'terminal');
       assert.deepEqual(seqs(got), range(4, 9));
+    });
+
+    it('in runs: the history at hand as one run, then live bursts, each seq once, none past the terminal', async () => {
+      const id = newRequestId();
+      for (let i = 1; i <= 10; i++) await a.append(id, token(`t${i}`));
+      const runs: LogEvent[][] = [];
+      const following = followEventRuns(b, id, 0, (run) => { runs.push([...run]); }, { signal: new AbortController().signal });
+      await waitFor(() => runs.length > 0, 'the history run');
+      await a.appendMany(id, [token('b1'), token('b2'), token('b3')]);
+      await a.appendMany(id, [token('b4'), completed()]);
+      assert.equal(await following, 'terminal');
+      assert.deepEqual(seqs(runs[0]!), range(1, 10), 'the history in one run');
+      assert.deepEqual(seqs(runs.flat()), range(1, 15));
+      assert.equal(runs.flat().at(-1)?.type, 'completed');
+      assert.ok(runs.length <= 6, `${runs.length} runs for 15 events`);
     });
 
     it('continues on another instance after a disconnect with no gap and no duplicate', async () => {
