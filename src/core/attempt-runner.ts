@@ -1,7 +1,7 @@
 // One attempt of one request: call the model, append every token to the request's event log,
 // honour cancel, deadline and claim loss, then settle exactly once and append the terminal event.
 // The worker (queued mode) and the gateway (direct mode) both run requests through this.
-import { isTerminal, type Bus, type EventBody, type LogEvent } from '../ports/bus.ts';
+import { isTerminal, PartialAppendError, type Bus, type EventBody, type LogEvent } from '../ports/bus.ts';
 import { ModelError, type ModelBackend, type ModelRequest } from '../ports/model.ts';
 import { isEnded, type RequestRecord, type Store } from '../ports/store.ts';
 import type { Config } from '../config.ts';
@@ -65,18 +65,32 @@ export class AttemptRunner {
 
     let text = '';
     let produced = 0;
+    let last = 0;
+    /** A token in the log is a token produced (and billed). */
+    const count = (logged: readonly LogEvent[]) => {
+      let n = 0;
+      for (const e of logged) if (e.type === 'token') { text += e.text; n++; }
+      if (n > 0) { last = this.observeTokens(record, produced, n, last); produced += n; }
+    };
     try {
-      const append = async (events: EventBody[]) => { const logged = await bus.appendMany(record.id, events); await hooks.onEvents?.(logged); };
+      const append = async (events: EventBody[]) => {
+        let logged: readonly LogEvent[];
+        try {
+          logged = await bus.appendMany(record.id, events);
+        } catch (err) {
+          if (!(err instanceof PartialAppendError)) throw err;
+          count(err.appended);
+          throw err.cause;
+        }
+        count(logged);
+        await hooks.onEvents?.(logged);
+      };
       if (record.attempt > 1) await append([{ type: 'restart', attempt: record.attempt, reason: 'retry' }]);
       const req: ModelRequest = { model: record.model, ...record.payload };
-      let last = 0;
       for await (const chunk of this.deps.model.stream(req, abort.signal)) {
         if (abort.signal.aborted) break;
         if (chunk.type === 'tokens') {
           await append(chunk.texts.map((t) => ({ type: 'token', attempt: record.attempt, text: t })));
-          last = this.observeTokens(record, produced, chunk.texts.length, last);
-          for (const t of chunk.texts) text += t;
-          produced += chunk.texts.length;
         } else {
           return await this.end(record, {
             status: 'completed', attempt: record.attempt, result: text, finishReason: chunk.finishReason,

@@ -26,6 +26,7 @@ export class SseStream {
   private readonly abort = new AbortController();
   private readonly ping: NodeJS.Timeout;
   private readonly maxBuffered: number;
+  private readonly flushAt: number;
   private ended = false;
   /** Frames written in this turn of the event loop, not yet handed to the response. */
   private pending = '';
@@ -43,10 +44,13 @@ export class SseStream {
     });
     res.socket?.setNoDelay(true);
     this.maxBuffered = opts.maxBufferedBytes;
+    // A chunk larger than the buffer limit would trip it on its own against a client that is merely busy.
+    this.flushAt = Math.min(FLUSH_AT, opts.maxBufferedBytes);
     // Not sent at once: the first event usually follows within a few milliseconds and takes the
     // headers along in its write; a stream with nothing to say yet gets them after PREAMBLE_WAIT_MS.
     this.pending = `retry: ${opts.retryMs}\n\n`;
     this.preamble = setTimeout(this.flush, PREAMBLE_WAIT_MS);
+    this.preamble.unref();
     this.ping = setInterval(() => this.write(': ping\n\n'), opts.pingMs);
     this.ping.unref();
     res.on('close', () => this.finish());
@@ -89,7 +93,7 @@ export class SseStream {
     if (this.ended) return true;
     if (!this.flushDue) { this.flushDue = true; setImmediate(this.flush); }
     this.pending += frame;
-    if (this.pending.length >= FLUSH_AT) this.flush();
+    if (this.pending.length >= this.flushAt) this.flush();
     return !this.res.writableNeedDrain;
   }
 

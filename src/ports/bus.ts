@@ -19,6 +19,18 @@ export type LogEvent = EventBody & { seq: number; ts: number };
 
 export const isTerminal = (e: EventBody): boolean => e.type === 'completed' || e.type === 'error';
 
+/**
+ * appendMany failed after logging the first events of the burst (an adapter that cannot append a
+ * burst atomically). Those events are in the log and may have reached listeners, so the caller
+ * counts them (a token logged is a token billed); `cause` is the failure itself.
+ */
+export class PartialAppendError extends Error {
+  override readonly name = 'PartialAppendError';
+  constructor(readonly appended: readonly LogEvent[], options: { cause: unknown }) {
+    super(`appended ${appended.length} events of a burst, then failed`, options);
+  }
+}
+
 export type ControlSignal = 'cancel';
 
 export interface Subscription { close(): Promise<void> }
@@ -29,7 +41,8 @@ export interface Bus {
   /**
    * Appends several events in order, as `append` would one after another, in one operation (one
    * round trip where the backend allows): a burst of tokens costs one append, not one each.
-   * Returns the logged events in the same order; an empty list appends nothing.
+   * Returns the logged events in the same order; an empty list appends nothing. An adapter that
+   * cannot append a burst atomically throws PartialAppendError when it fails part-way.
    */
   appendMany(requestId: string, events: readonly EventBody[]): Promise<LogEvent[]>;
   /** Events with seq > afterSeq, in order (at most `limit`). Empty if the log expired or never existed. */

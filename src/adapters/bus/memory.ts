@@ -40,7 +40,7 @@ export class MemoryBus implements Bus {
     // Shared: the log, every listener and every reader see one object, so no copy or serialisation
     // is paid per token per listener (the appender's own object is copied, so it cannot alter the log).
     const stored = events.map((e) => storedEvent(e, ++log.lastSeq, now));
-    log.events.push(...stored);
+    for (const e of stored) log.events.push(e);
     if (log.events.length > this.opts.maxLen) log.events.splice(0, log.events.length - this.opts.maxLen);
     this.publish(liveTopic(requestId), stored);
     await Promise.resolve();

@@ -13,7 +13,7 @@ import { randomUUID } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { JetStreamClient, JetStreamManager, StreamConfig } from '@nats-io/jetstream';
 import { SluiceError, isSluiceError } from '../../core/errors.ts';
-import type { Bus, ControlSignal, EventBody, LogEvent, Subscription } from '../../ports/bus.ts';
+import { PartialAppendError, type Bus, type ControlSignal, type EventBody, type LogEvent, type Subscription } from '../../ports/bus.ts';
 import { decodingEvents, InterestFanout } from './fanout.ts';
 
 export interface NatsBusOptions { ttlSeconds: number; maxLen: number; prefix: string; stream: string }
@@ -59,13 +59,23 @@ export class NatsBus implements Bus {
     return (await this.appendMany(requestId, [event]))[0]!;
   }
 
-  /** One publish per event (each is conditional on the one before), in one turn of the local queue. */
+  /**
+   * One publish per event (each conditional on the one before), one after another in this
+   * request's local queue: NATS gains no round trip from a burst. Not atomic: a failure part-way
+   * throws PartialAppendError with the events already logged.
+   */
   async appendMany(requestId: string, events: readonly EventBody[]): Promise<LogEvent[]> {
     if (events.length === 0) return [];
     const previous = this.appending.get(requestId) ?? Promise.resolve();
     const result = previous.catch(() => undefined).then(async () => {
       const out: LogEvent[] = [];
-      for (const event of events) out.push(await this.appendNow(requestId, event));
+      for (const event of events) {
+        try {
+          out.push(await this.appendNow(requestId, event));
+        } catch (err) {
+          throw out.length > 0 ? new PartialAppendError(out, { cause: err }) : err;
+        }
+      }
       return out;
     });
     this.appending.set(requestId, result);
