@@ -7,7 +7,44 @@ import { exponentialBackoff } from '../../core/backoff.ts';
 import { SluiceError } from '../../core/errors.ts';
 import { clampPriority, runHandler } from './common.ts';
 
-interface Entry { job: Job; deliveryCount: number; seq: number }
+interface Entry { job: Job; deliveryCount: number }
+
+/** A FIFO with O(1) push and shift (Array#shift copies the rest of a long array on every call). */
+class Fifo<T> {
+  private items: T[] = [];
+  private head = 0;
+
+  get size(): number { return this.items.length - this.head; }
+
+  push(item: T): void { this.items.push(item); }
+
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const item = this.items[this.head++];
+    // Drop the consumed prefix now and then, so memory follows the backlog.
+    if (this.head >= 1024 && this.head * 2 >= this.items.length) { this.items = this.items.slice(this.head); this.head = 0; }
+    return item;
+  }
+}
+
+/** Waiting jobs: one FIFO per priority (0-9, see clampPriority), highest first. */
+class PriorityFifo<T> {
+  private readonly levels = Array.from({ length: 10 }, () => new Fifo<T>());
+  private count = 0;
+
+  get size(): number { return this.count; }
+
+  push(priority: number, item: T): void { this.levels[priority]!.push(item); this.count++; }
+
+  shift(): T | undefined {
+    if (this.count === 0) return undefined;
+    for (let p = this.levels.length - 1; p >= 0; p--) {
+      const level = this.levels[p]!;
+      if (level.size > 0) { this.count--; return level.shift(); }
+    }
+    return undefined;
+  }
+}
 
 export interface MemoryQueueOptions {
   retryBaseMs: number;
@@ -30,7 +67,7 @@ class MemoryConsumer implements Consumer {
     // Unsettled jobs go back for another consumer; their late settle calls become no-ops.
     for (const d of this.inFlight) {
       d.settled = true;
-      this.queue.enqueue({ job: d.job, deliveryCount: d.deliveryCount + 1, seq: 0 });
+      this.queue.enqueue({ job: d.job, deliveryCount: d.deliveryCount + 1 });
     }
     this.inFlight.clear();
   }
@@ -55,7 +92,7 @@ class MemoryDelivery implements Delivery {
     if (!this.settle()) return;
     const queue = this.consumer.queue;
     const delay = delayMs ?? queue.backoff(this.deliveryCount);
-    queue.later(delay, { job: this.job, deliveryCount: this.deliveryCount + 1, seq: 0 });
+    queue.later(delay, { job: this.job, deliveryCount: this.deliveryCount + 1 });
   }
 
   async deadLetter(reason: string): Promise<void> {
@@ -69,11 +106,10 @@ class MemoryDelivery implements Delivery {
 export interface DeadLetter { job: Job; reason: string; deliveryCount: number; at: number }
 
 export class MemoryQueue implements Queue {
-  private readonly waiting: Entry[] = [];
+  private readonly waiting = new PriorityFifo<Entry>();
   private readonly consumers: MemoryConsumer[] = [];
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly dead: DeadLetter[] = [];
-  private seq = 0;
   private nextConsumer = 0;
   private pumpScheduled = false;
   private closed = false;
@@ -82,7 +118,7 @@ export class MemoryQueue implements Queue {
 
   async publish(job: Job): Promise<void> {
     if (this.closed) throw new SluiceError('SLUICE_ERR_UNAVAILABLE', 'queue is closed');
-    this.enqueue({ job: { requestId: job.requestId, priority: clampPriority(job.priority) }, deliveryCount: 1, seq: 0 });
+    this.enqueue({ job: { requestId: job.requestId, priority: clampPriority(job.priority) }, deliveryCount: 1 });
   }
 
   async consume(handler: Handler, opts: ConsumeOptions): Promise<Consumer> {
@@ -93,7 +129,7 @@ export class MemoryQueue implements Queue {
     return consumer;
   }
 
-  async depth(): Promise<number> { return this.waiting.length; }
+  async depth(): Promise<number> { return this.waiting.size; }
 
   /** Jobs given up on, oldest first (for tests and operators). */
   deadLettered(): Job[] { return this.dead.map((d) => d.job); }
@@ -118,11 +154,7 @@ export class MemoryQueue implements Queue {
 
   enqueue(entry: Entry): void {
     if (this.closed) return;
-    entry.seq = ++this.seq;
-    // Insert after the last entry of the same or higher priority: FIFO within a priority.
-    let i = this.waiting.length;
-    while (i > 0 && this.waiting[i - 1]!.job.priority < entry.job.priority) i--;
-    this.waiting.splice(i, 0, entry);
+    this.waiting.push(entry.job.priority, entry);
     this.pump();
   }
 
@@ -149,7 +181,7 @@ export class MemoryQueue implements Queue {
   }
 
   private deliver(): void {
-    while (this.waiting.length > 0) {
+    while (this.waiting.size > 0) {
       const consumer = this.pickConsumer();
       if (!consumer) return;
       const entry = this.waiting.shift()!;
