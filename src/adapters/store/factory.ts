@@ -8,34 +8,32 @@ import { mkdir } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { SluiceError } from '../../core/errors.ts';
 import type { Store } from '../../ports/store.ts';
+import { urlScheme } from '../url-scheme.ts';
 import { SqlStore } from './sql-store.ts';
 import type { SqlClient } from './sql-store.ts';
 
-const PGLITE = 'pglite://';
-
-/** PGlite has one connection: one batch of a statement at a time. A pool overlaps a few. */
-const BATCHES_IN_FLIGHT = { pglite: 1, postgres: 4 };
-
 async function openClient(url: string): Promise<SqlClient> {
-  if (url.startsWith(PGLITE)) {
-    const target = url.slice(PGLITE.length);
-    if (target === '') throw new SluiceError('SLUICE_ERR_CONFIG', `pglite URL needs a directory or "memory": ${url}`);
-    if (target === 'memory') return (await import('./pglite.ts')).openPglite(null);
-    const dir = resolve(target);
-    await mkdir(dirname(dir), { recursive: true });
-    return (await import('./pglite.ts')).openPglite(dir);
+  const scheme = urlScheme(url);
+  switch (scheme) {
+    case 'pglite': {
+      const target = url.slice('pglite://'.length);
+      if (target === '') throw new SluiceError('SLUICE_ERR_CONFIG', `pglite URL needs a directory or "memory": ${url}`);
+      if (target === 'memory') return (await import('./pglite.ts')).openPglite(null);
+      const dir = resolve(target);
+      await mkdir(dirname(dir), { recursive: true });
+      return (await import('./pglite.ts')).openPglite(dir);
+    }
+    case 'postgres':
+    case 'postgresql':
+      return (await import('./postgres.ts')).openPostgres(url);
+    default:
+      throw new SluiceError('SLUICE_ERR_CONFIG', `Unsupported database URL scheme: ${scheme || url}`);
   }
-  if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
-    return (await import('./postgres.ts')).openPostgres(url);
-  }
-  throw new SluiceError('SLUICE_ERR_CONFIG', `Unsupported database URL scheme: ${url.split(':')[0] ?? url}`);
 }
 
 /** Opens the store for `url`; applies pending migrations unless `migrate: false`. */
 export async function createStore(url: string, opts: { migrate?: boolean } = {}): Promise<Store> {
-  const store = new SqlStore(await openClient(url), {
-    batchesInFlight: url.startsWith(PGLITE) ? BATCHES_IN_FLIGHT.pglite : BATCHES_IN_FLIGHT.postgres,
-  });
+  const store = new SqlStore(await openClient(url));
   if (opts.migrate ?? true) {
     try {
       await store.migrate();

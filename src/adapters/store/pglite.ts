@@ -20,6 +20,8 @@ export async function openPglite(dataDir: string | null): Promise<SqlClient> {
   const prepared = new PreparedStatements(db);
   const maintenance = new Maintenance(db, () => prepared.lastUse);
   return {
+    // One connection: one batch of a statement at a time.
+    parallelism: 1,
     query: (sql, params = []) => prepared.query(sql, params),
     exec: async (sql) => { await db.exec(sql); },
     // Inside a transaction only statements prepared before are used: a PREPARE is kept out of
@@ -72,17 +74,20 @@ class Maintenance {
 
   private async tick(): Promise<void> {
     try {
-      const { rows } = await this.db.query<{ relname: string; live: number; dead: number; analyzed: number }>(
-        `SELECT s.relname, s.n_live_tup::float8 AS live, s.n_dead_tup::float8 AS dead, c.reltuples::float8 AS analyzed
-         FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-         WHERE s.n_dead_tup > 50 + 0.2 * s.n_live_tup OR s.n_live_tup > 50 + 2 * greatest(c.reltuples, 0)`);
+      const { rows } = await this.db.query<{ relname: string; vacuum_due: boolean; vacuum_now: boolean; analyze_due: boolean }>(
+        `SELECT relname, vacuum_due, vacuum_now, analyze_due FROM (
+           SELECT s.relname,
+                  s.n_dead_tup > 50 + 0.2 * s.n_live_tup AS vacuum_due,
+                  s.n_dead_tup > 10000 + 4 * s.n_live_tup AS vacuum_now,
+                  s.n_live_tup > 50 + 2 * greatest(c.reltuples, 0) AS analyze_due
+           FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid) t
+         WHERE vacuum_due OR analyze_due`);
       for (const t of rows) {
         if (this.stopped) return;
         const table = `"${t.relname.replaceAll('"', '""')}"`;
         const quiet = performance.now() - this.lastUse() >= VACUUM_QUIET_MS;
-        const vacuum = t.dead > 50 + 0.2 * t.live && (quiet || t.dead > 10_000 + 4 * t.live);
-        if (vacuum) await this.db.exec(`VACUUM (ANALYZE) ${table}`);
-        else if (t.live > 50 + 2 * Math.max(t.analyzed, 0)) await this.db.exec(`ANALYZE ${table}`);
+        if (t.vacuum_due && (quiet || t.vacuum_now)) await this.db.exec(`VACUUM (ANALYZE) ${table}`);
+        else if (t.analyze_due) await this.db.exec(`ANALYZE ${table}`);
       }
     } catch {
       // Closing, or a statement refused: the next tick looks again.

@@ -5,6 +5,8 @@ import type { Row, SqlClient, SqlExecutor } from './sql-store.ts';
 /** Connections per process: enough for a worker's concurrent claims and finishes, small enough
  *  that several gateways and workers stay under PostgreSQL's default max_connections (100). */
 const POOL_SIZE = 10;
+/** Batches of one hot statement at once: a few of the pool's connections, never all of them. */
+const BATCHES_IN_FLIGHT = 4;
 
 export async function openPostgres(url: string): Promise<SqlClient> {
   const { default: pg } = await import('pg');
@@ -27,6 +29,7 @@ export async function openPostgres(url: string): Promise<SqlClient> {
   });
 
   return {
+    parallelism: BATCHES_IN_FLIGHT,
     ...over(pool),
     async transaction(fn) {
       const conn = await pool.connect();

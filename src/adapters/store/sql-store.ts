@@ -8,6 +8,7 @@ import { SluiceError, isSluiceError } from '../../core/errors.ts';
 import { Batcher } from './batch.ts';
 import type { ErrorCode } from '../../core/errors.ts';
 import type { FinishReason } from '../../ports/model.ts';
+import { isEnded } from '../../ports/store.ts';
 import type {
   ApiKeyRecord, ClaimResult, DeliveryMode, InsertClaim, NewRequest, Outcome, QuotaOverride, RequestError,
   RequestPayload, RequestRecord, RequestStatus, Store, TerminalStatus, UsageRow, UsageTotals, UserRecord,
@@ -25,6 +26,9 @@ export interface SqlExecutor {
 
 /** A database handle a driver produces. */
 export interface SqlClient extends SqlExecutor {
+  /** Batches of one hot statement that may run at once (batch.ts): 1 for a single-connection
+   *  engine, a few for a pool, so one slow batch does not hold every caller. */
+  readonly parallelism: number;
   /** Runs fn on one connection inside BEGIN/COMMIT; rolls back and rethrows if fn throws. */
   transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;
   /** Releases every connection. */
@@ -159,32 +163,33 @@ const UNFINISHED = `status IN ('queued', 'running')`;
  * unfinished requests. That index also holds the dead entries of every request ever finished
  * until a VACUUM (which PGlite never runs on its own), so a finish cost grew with the store's
  * history (0.3 ms after 2,000 requests, 1 ms after 4,000). `= ANY (ARRAY(...))` is a primary-key
- * probe per row. Callers that filter on status write it as `NOT IN` the terminal statuses, which
- * the partial index cannot serve.
+ * probe per row. Callers that filter on status use NOT_ENDED, which the partial index cannot serve.
  */
 const BY_KEY = (rows: string): string => `r.request_id = ANY (ARRAY(SELECT request_id FROM ${rows}))`;
+/** `UNFINISHED` for `requests r`, worded so that the partial index is not chosen (see BY_KEY). */
+const NOT_ENDED = `r.status NOT IN ('completed', 'failed', 'cancelled')`;
 
 interface InsertCall { r: NewRequest; claim: InsertClaim | undefined }
 interface ClaimCall { id: string; workerId: string; claimMs: number }
 interface FinishCall { id: string; o: Outcome }
-const MS = `($MS::double precision * interval '1 millisecond')`;
-const interval = (param: number): string => MS.replace('$MS', `$${param}`);
+/** An interval of `expr` milliseconds (a parameter like `$4`, or a column). */
+const ms = (expr: string): string => `(${expr}::double precision * interval '1 millisecond')`;
+
+/** Rows returned by a batched statement, in the order of its calls (null where a call got none). */
+function inCallOrder(rows: readonly Row[], ids: readonly string[]): (Row | null)[] {
+  const byId = new Map(rows.map((row) => [str(row.request_id), row]));
+  return ids.map((id) => byId.get(id) ?? null);
+}
 
 // ---------------------------------------------------------------------------------------------
-
-export interface SqlStoreOptions {
-  /** Batches of one hot statement running at once: 1 for a single-connection engine (PGlite),
-   *  a few for a pool, so a slow batch does not hold every caller. */
-  batchesInFlight: number;
-}
 
 export class SqlStore implements Store {
   private readonly inserts: Batcher<InsertCall, Row | null>;
   private readonly claims: Batcher<ClaimCall, Row | null>;
   private readonly finishes: Batcher<FinishCall, boolean>;
 
-  constructor(private readonly db: SqlClient, opts: SqlStoreOptions = { batchesInFlight: 1 }) {
-    const common = { inFlight: opts.batchesInFlight, retryAlone: (e: unknown) => !isSluiceError(e, 'SLUICE_ERR_UNAVAILABLE') };
+  constructor(private readonly db: SqlClient) {
+    const common = { inFlight: db.parallelism, retryAlone: (e: unknown) => !isSluiceError(e, 'SLUICE_ERR_UNAVAILABLE') };
     this.inserts = new Batcher({ ...common, key: (c) => c.r.id, many: (calls) => this.insertMany(calls) });
     this.claims = new Batcher({ ...common, key: (c) => c.id, many: (calls) => this.claimMany(calls) });
     this.finishes = new Batcher({ ...common, key: (c) => c.id, many: (calls) => this.finishMany(calls) });
@@ -349,7 +354,7 @@ export class SqlStore implements Store {
       const row = await this.one(`SELECT *, claim_expires_at > now() AS claim_live FROM requests WHERE request_id = $1`, [id]);
       if (!row) return { state: 'missing' };
       const record = toRequest(row);
-      if (record.status !== 'queued' && record.status !== 'running') return { state: 'terminal', record };
+      if (isEnded(record)) return { state: 'terminal', record };
       // The claim expired between the UPDATE and this read: try to take it again.
       if (row.claim_live !== true) continue;
       return { state: 'busy', record, until: date(row.claim_expires_at).getTime() };
@@ -358,7 +363,7 @@ export class SqlStore implements Store {
 
   async renewClaim(id: string, workerId: string, attempt: number, claimMs: number): Promise<boolean> {
     const rows = await this.q(
-      `UPDATE requests SET claim_expires_at = now() + ${interval(4)}
+      `UPDATE requests SET claim_expires_at = now() + ${ms('$4')}
        WHERE request_id = $1 AND status = 'running' AND claimed_by = $2 AND attempt = $3
        RETURNING request_id`,
       [id, workerId, attempt, claimMs],
@@ -398,7 +403,7 @@ export class SqlStore implements Store {
               CASE WHEN x.claimed_by IS NULL THEN 'queued' ELSE 'running' END,
               CASE WHEN x.claimed_by IS NULL THEN 0 ELSE 1 END, x.claimed_by,
               CASE WHEN x.claimed_by IS NULL THEN NULL ELSE now() END,
-              CASE WHEN x.claimed_by IS NULL THEN NULL ELSE now() + x.claim_ms * interval '1 millisecond' END
+              CASE WHEN x.claimed_by IS NULL THEN NULL ELSE now() + ${ms('x.claim_ms')} END
        FROM jsonb_to_recordset($1::jsonb) AS x(request_id text, user_id text, key_id text, model text, mode text,
               payload jsonb, priority int, idempotency_key text, body_hash text, estimated_tokens int,
               prompt_tokens int, claimed_by text, claim_ms double precision)
@@ -409,8 +414,7 @@ export class SqlStore implements Store {
         prompt_tokens: r.promptTokens, claimed_by: claim?.workerId ?? null, claim_ms: claim?.claimMs ?? 0,
       })))],
     );
-    const byId = new Map(rows.map((row) => [str(row.request_id), row]));
-    return calls.map((c) => byId.get(c.r.id) ?? null);
+    return inCallOrder(rows, calls.map((c) => c.r.id));
   }
 
   /** The claimed rows; null for a request that is missing, finished or held by a live claim. */
@@ -421,15 +425,14 @@ export class SqlStore implements Store {
       `WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(request_id text, worker_id text, claim_ms double precision))
        UPDATE requests r
        SET status = 'running', attempt = r.attempt + 1, started_at = now(), claimed_by = x.worker_id,
-           claim_expires_at = now() + x.claim_ms * interval '1 millisecond'
+           claim_expires_at = now() + ${ms('x.claim_ms')}
        FROM x
        WHERE r.request_id = x.request_id AND ${BY_KEY('x')}
          AND (r.status = 'queued' OR (r.status = 'running' AND (r.claim_expires_at IS NULL OR r.claim_expires_at <= now())))
        RETURNING r.*`,
       [JSON.stringify(calls.map((c) => ({ request_id: c.id, worker_id: c.workerId, claim_ms: c.claimMs })))],
     );
-    const byId = new Map(rows.map((row) => [str(row.request_id), row]));
-    return calls.map((c) => byId.get(c.id) ?? null);
+    return inCallOrder(rows, calls.map((c) => c.id));
   }
 
   /** Whether each call ended its request (and wrote its ledger row). */
@@ -447,7 +450,7 @@ export class SqlStore implements Store {
              prompt_tokens = CASE WHEN x.prompt_tokens > 0 THEN x.prompt_tokens ELSE r.prompt_tokens END,
              error = x.error, completed_at = now()
          FROM x
-         WHERE r.request_id = x.request_id AND ${BY_KEY('x')} AND r.status NOT IN ('completed', 'failed', 'cancelled')
+         WHERE r.request_id = x.request_id AND ${BY_KEY('x')} AND ${NOT_ENDED}
            AND (x.attempt IS NULL OR r.attempt = x.attempt)
          RETURNING r.request_id, r.user_id, r.key_id, r.model, r.created_at
        )
