@@ -248,11 +248,7 @@ class AmqpConsumer implements Consumer {
     const header = Number(msg.properties.headers?.[DELIVERY_COUNT_HEADER] ?? 0);
     const previous = Number.isFinite(header) && header > 0 ? Math.floor(header) : 0;
     const delivery = new AmqpDelivery(this, ch, msg, job, previous + 1 + (msg.fields.redelivered ? 1 : 0), this.queue);
-    void this.run(delivery);
-  }
-
-  private run(delivery: AmqpDelivery): Promise<void> {
-    return runHandler(this.handler, delivery);
+    void runHandler(this.handler, delivery);
   }
 }
 

@@ -187,7 +187,7 @@ export class MemoryQueue implements Queue {
       const entry = this.waiting.shift()!;
       const delivery = new MemoryDelivery(entry.job, entry.deliveryCount, consumer);
       consumer.inFlight.add(delivery);
-      void this.run(consumer, delivery);
+      void runHandler(consumer.handler, delivery);
     }
   }
 
@@ -198,9 +198,5 @@ export class MemoryQueue implements Queue {
       if (c.hasRoom) { this.nextConsumer = (this.nextConsumer + n + 1) % this.consumers.length; return c; }
     }
     return undefined;
-  }
-
-  private run(consumer: MemoryConsumer, delivery: MemoryDelivery): Promise<void> {
-    return runHandler(consumer.handler, delivery);
   }
 }

@@ -289,15 +289,11 @@ class NatsConsumer implements Consumer {
         if (this.stopped) { await delivery.abandon(); return; }
         if (delivery.job.requestId === '') { void delivery.deadLetter('unreadable job').catch(noop); continue; }
         this.inFlight.add(delivery);
-        void this.dispatch(delivery);
+        void runHandler(this.handler, delivery);
         continue;
       }
       if (this.queue.rings === rings) await this.idle(this.queue.rescanMs);
     }
-  }
-
-  private dispatch(d: NatsDelivery): Promise<void> {
-    return runHandler(this.handler, d);
   }
 
   private idle(ms: number): Promise<void> {
