@@ -5,12 +5,13 @@ import { isTerminal, type Bus, type LogEvent } from '../ports/bus.ts';
 
 export type FollowOutcome = 'terminal' | 'aborted';
 
-const PAGE = 500;
+/** Events read from the log, and handed to a listener, at a time. */
+export const LOG_PAGE = 500;
 /** Backoff while the log cannot yet fill a gap the live channel revealed (e.g. a lagging replica). */
 const GAP_RETRY_MS = [10, 25, 50, 100, 250, 500, 1000] as const;
 
 /** Every event with seq > afterSeq, paging through `read` so no single call is unbounded. */
-export async function readAll(bus: Bus, requestId: string, afterSeq: number, pageSize = PAGE): Promise<LogEvent[]> {
+export async function readAll(bus: Bus, requestId: string, afterSeq: number, pageSize = LOG_PAGE): Promise<LogEvent[]> {
   const out: LogEvent[] = [];
   let after = afterSeq;
   for (;;) {
@@ -98,13 +99,13 @@ export async function followEventRuns(
   /** Reads the log after `last` and delivers it; true once a terminal event was delivered. */
   async function deliverHistory(): Promise<boolean> {
     for (;;) {
-      const page = await bus.read(requestId, last, PAGE);
+      const page = await bus.read(requestId, last, LOG_PAGE);
       if (signal.aborted) return false;
       // The log is the authority: a hole in it (trimmed by maxLen) cannot be filled by anyone.
       const run: LogEvent[] = [];
       for (const e of page) if (e.seq > (run.at(-1)?.seq ?? last)) run.push(e);
       if (run.length > 0 && (await deliver(run))) return true;
-      if (page.length < PAGE) return false;
+      if (page.length < LOG_PAGE) return false;
     }
   }
 

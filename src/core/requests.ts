@@ -41,11 +41,15 @@ export class RequestService {
   async submit(principal: Principal, input: ChatInput, opts: { idempotencyKey?: string | undefined; mode: DeliveryMode }): Promise<Submitted> {
     const { store } = this.deps;
     // Only a replay compares bodies, and only a request with an Idempotency-Key can be replayed.
-    const hash = opts.idempotencyKey ? bodyHash(input) : '';
-    const id = opts.idempotencyKey ? idempotentId(principal.userId, opts.idempotencyKey) : randomUUID();
+    let id: string;
+    let hash = '';
     if (opts.idempotencyKey) {
+      id = idempotentId(principal.userId, opts.idempotencyKey);
+      hash = bodyHash(input);
       const existing = await store.getRequest(id);
       if (existing) return this.replay(existing, hash, principal);
+    } else {
+      id = randomUUID();
     }
     const admitted = await this.deps.admission.admit(principal, input, id);
     let inserted: { record: RequestRecord; created: boolean };

@@ -5,17 +5,14 @@
 import { isTerminal, type LogEvent } from '../ports/bus.ts';
 import { isEnded, type RequestRecord } from '../ports/store.ts';
 import { endingOf, terminalEvent } from '../core/attempt-runner.ts';
-import { followEventRuns, readAll } from '../core/event-follow.ts';
+import { followEventRuns, LOG_PAGE, readAll } from '../core/event-follow.ts';
 import { SluiceError } from '../core/errors.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
-import { nativeEvent, OpenAIChunks, requestView } from './render.ts';
+import { nativeSseText, OpenAIChunks, requestView } from './render.ts';
 import type { FastifyReply } from 'fastify';
 import { SseStream } from './sse.ts';
 
 export type DeliveryEnd = 'terminal' | 'aborted' | 'stored';
-
-/** Events of a finished request's history handed over at once. */
-const HISTORY_RUN = 500;
 
 export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, afterSeq: number, signal: AbortSignal, sink: EventSink): Promise<DeliveryEnd> {
   const { bus, runner } = deps;
@@ -30,9 +27,9 @@ export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, af
       await runner.repairTerminal(record);
       events = await readAll(bus, record.id, afterSeq);
     }
-    for (let i = 0; i < events.length; i += HISTORY_RUN) {
+    for (let i = 0; i < events.length; i += LOG_PAGE) {
       if (signal.aborted) return 'aborted';
-      await sink(events.slice(i, i + HISTORY_RUN));
+      await sink(events.slice(i, i + LOG_PAGE));
     }
     return 'terminal';
   }
@@ -100,7 +97,7 @@ export async function withSse(deps: GatewayDeps, reply: FastifyReply, headers: R
 /** Native SSE: connected, then token/restart/completed/error events. */
 export async function streamNative(deps: GatewayDeps, sse: SseStream, record: RequestRecord, afterSeq: number, source: EventSource = logSource(deps, record, afterSeq)): Promise<void> {
   await sse.send({ event: 'connected', data: JSON.stringify({ request_id: record.id, model: record.model, status: record.status, resumed_after: afterSeq }) });
-  const end = await source(sse.signal, (events) => sse.sendAll(events.map((e) => nativeEvent(record.id, e))));
+  const end = await source(sse.signal, (events) => sse.sendText(nativeSseText(record.id, events)));
   if (end === 'stored') await sendStored(deps, sse, record.id);
   sse.end();
 }
@@ -114,9 +111,8 @@ export async function streamOpenAI(deps: GatewayDeps, sse: SseStream, record: Re
     const r = await deps.store.getRequest(record.id);
     if (r) {
       // The log expired: the whole stored answer as one chunk, then the end.
-      const seq = 1;
-      for (const f of chunks.frames({ type: 'token', attempt: r.attempt, text: r.result ?? '', seq, ts: Date.now() })) await sse.send(f);
-      for (const f of chunks.frames({ ...terminalEvent(endingOf(r)), seq: seq + 1, ts: Date.now() })) await sse.send(f);
+      const ts = Date.now();
+      await sse.sendText(chunks.sseText([{ type: 'token', attempt: r.attempt, text: r.result ?? '', seq: 1, ts }, { ...terminalEvent(endingOf(r)), seq: 2, ts }]));
     }
   }
   sse.end();

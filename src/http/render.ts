@@ -7,7 +7,7 @@ import { sseFrame } from './sse.ts';
 
 export const openaiUsage = (u: Usage) => ({ prompt_tokens: u.promptTokens, completion_tokens: u.completionTokens, total_tokens: u.totalTokens });
 
-export function nativeEvent(requestId: string, e: LogEvent): { id: number; event: string; data: string } {
+function nativeEvent(requestId: string, e: LogEvent): { id: number; event: string; data: string } {
   switch (e.type) {
     case 'token':
       return { id: e.seq, event: 'token', data: JSON.stringify({ request_id: requestId, token: e.text, sequence: e.seq, attempt: e.attempt, done: false, timestamp: e.ts }) };
@@ -18,6 +18,13 @@ export function nativeEvent(requestId: string, e: LogEvent): { id: number; event
     case 'error':
       return { id: e.seq, event: 'error', data: JSON.stringify({ request_id: requestId, sequence: e.seq, attempt: e.attempt, done: true, status: e.status, error: { code: e.code, message: e.message }, usage: openaiUsage(e.usage), timestamp: e.ts }) };
   }
+}
+
+/** Native events as SSE text, in order (a burst at once). */
+export function nativeSseText(requestId: string, events: readonly LogEvent[]): string {
+  let text = '';
+  for (const e of events) text += sseFrame(nativeEvent(requestId, e));
+  return text;
 }
 
 /** Stands for the token text while a chunk's constant part is serialised. */

@@ -64,13 +64,6 @@ export class SseStream {
     await this.sendText(sseFrame(event));
   }
 
-  /** Writes events in order (a burst of tokens); resolves once the socket drained if it was over its buffer. */
-  async sendAll(events: readonly SseEvent[]): Promise<void> {
-    let text = '';
-    for (const event of events) text += sseFrame(event);
-    await this.sendText(text);
-  }
-
   /** Writes frames already in SSE form (see sseFrame); resolves once the socket drained if it was over its buffer. */
   async sendText(text: string): Promise<void> {
     if (!this.write(text)) await this.drained();

@@ -14,8 +14,6 @@ import { ModelError, type FinishReason, type ModelBackend, type ModelChunk, type
 import { countPromptTokens, countTextTokens } from '../../core/tokens.ts';
 import { sseDataBatches } from './sse-data.ts';
 
-export { SseDataParser } from './sse-data.ts';
-
 export interface HttpModelOptions {
   /** Base URL including the API prefix, e.g. `http://vllm:8000/v1`. */
   baseUrl: string;

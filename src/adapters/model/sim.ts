@@ -146,7 +146,7 @@ export class SimModel implements ModelBackend {
     let batch: string[] = [];
     while (emitted < req.maxTokens) {
       if (failAt === emitted) break;
-      if (emitted > 0 && this.pausesBeforeNext(this.options.itlMs)) {
+      if (emitted > 0 && this.pausesBeforeNext()) {
         if (batch.length > 0) { yield { type: 'tokens', texts: batch }; batch = []; }
         if (!(await this.delay(this.options.itlMs, signal))) return;
       }
@@ -183,8 +183,8 @@ export class SimModel implements ModelBackend {
   }
 
   /** Whether the stream waits before its next token: always with a delay, else every TOKENS_PER_TURN. */
-  private pausesBeforeNext(ms: number): boolean {
-    if (ms > 0) return true;
+  private pausesBeforeNext(): boolean {
+    if (this.options.itlMs > 0) return true;
     this.turn = (this.turn + 1) % TOKENS_PER_TURN;
     return this.turn === 0;
   }
