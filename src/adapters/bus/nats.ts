@@ -32,8 +32,9 @@ interface Tip { seq: number; streamSeq: number }
 interface JetStreamModule { JetStreamApiError: new (...args: never[]) => Error & { code: number } }
 
 export class NatsBus implements Bus {
-  /** Live events arrive decoded (once per message, however many local listeners); control signals as text. */
-  private readonly fanout: InterestFanout<LogEvent | string>;
+  /** Live events arrive decoded (once per message, however many local listeners). */
+  private readonly events = new InterestFanout<LogEvent>((subject, deliver) => this.listen(subject, decodingEvents(deliver)));
+  private readonly control = new InterestFanout<string>((subject, deliver) => this.listen(subject, deliver));
   private readonly tips = new Map<string, Tip>();
   private readonly appending = new Map<string, Promise<unknown>>();
   private readonly decoder = new TextDecoder();
@@ -45,14 +46,13 @@ export class NatsBus implements Bus {
     private readonly jsm: JetStreamManager,
     private readonly mod: JetStreamModule,
     private readonly opts: NatsBusOptions,
-  ) {
-    this.fanout = new InterestFanout<LogEvent | string>(async (subject, deliver) => {
-      const receive = subject.startsWith(`${opts.prefix}.events.`) ? decodingEvents(deliver) : deliver;
-      const sub = this.nc.subscribe(subject, { callback: (err, msg) => { if (!err) receive(this.decoder.decode(msg.data)); } });
-      // Resolve only once the server has the interest, so later publishes reach this listener.
-      await guard(() => this.nc.flush());
-      return async () => { sub.unsubscribe(); };
-    });
+  ) {}
+
+  /** A core subscription to `subject`; resolves once the server has the interest, so later publishes arrive. */
+  private async listen(subject: string, receive: (message: string) => void): Promise<() => Promise<void>> {
+    const sub = this.nc.subscribe(subject, { callback: (err, msg) => { if (!err) receive(this.decoder.decode(msg.data)); } });
+    await guard(() => this.nc.flush());
+    return async () => { sub.unsubscribe(); };
   }
 
   async append(requestId: string, event: EventBody): Promise<LogEvent> {
@@ -105,7 +105,7 @@ export class NatsBus implements Bus {
   }
 
   async subscribe(requestId: string, onEvent: (e: LogEvent) => void): Promise<Subscription> {
-    return this.fanout.add(this.eventSubject(requestId), (m) => { if (typeof m !== 'string') onEvent(m); });
+    return this.events.add(this.eventSubject(requestId), onEvent);
   }
 
   async publishControl(requestId: string, signal: ControlSignal): Promise<void> {
@@ -116,11 +116,11 @@ export class NatsBus implements Bus {
   }
 
   async onControl(requestId: string, onSignal: (signal: ControlSignal) => void): Promise<Subscription> {
-    return this.fanout.add(this.controlSubject(requestId), (m) => { if (m === 'cancel') onSignal('cancel'); });
+    return this.control.add(this.controlSubject(requestId), (m) => { if (m === 'cancel') onSignal('cancel'); });
   }
 
   async close(): Promise<void> {
-    await this.fanout.closeAll();
+    await Promise.all([this.events.closeAll(), this.control.closeAll()]);
     if (!this.nc.isClosed()) await this.nc.close();
   }
 

@@ -17,14 +17,13 @@ interface AppendCommand {
 
 export class RedisBus implements Bus {
   private readonly deliverers = new Map<string, (message: string) => void>();
-  /** Live events arrive decoded (once per message, however many local listeners); control signals as sent. */
-  private readonly fanout: InterestFanout<LogEvent | string>;
+  /** Live events arrive decoded (once per message, however many local listeners). */
+  private readonly events = new InterestFanout<LogEvent>((channel, deliver) => this.listen(channel, decodingEvents(deliver)));
+  private readonly control = new InterestFanout<string>((channel, deliver) => this.listen(channel, deliver));
   private subscriber: Redis | undefined;
 
   constructor(private readonly redis: Redis, private readonly opts: RedisBusOptions) {
     redis.defineCommand('sluiceBusAppend', { numberOfKeys: 2, lua: APPEND_LUA });
-    this.fanout = new InterestFanout<LogEvent | string>((channel, deliver) =>
-      this.listen(channel, channel.startsWith(`${opts.prefix}:live:`) ? decodingEvents(deliver) : deliver));
   }
 
   async append(requestId: string, event: EventBody): Promise<LogEvent> {
@@ -53,7 +52,7 @@ export class RedisBus implements Bus {
   }
 
   async subscribe(requestId: string, onEvent: (e: LogEvent) => void): Promise<Subscription> {
-    return this.fanout.add(this.liveChannel(requestId), (m) => { if (typeof m !== 'string') onEvent(m); });
+    return this.events.add(this.liveChannel(requestId), onEvent);
   }
 
   async publishControl(requestId: string, signal: ControlSignal): Promise<void> {
@@ -61,11 +60,11 @@ export class RedisBus implements Bus {
   }
 
   async onControl(requestId: string, onSignal: (signal: ControlSignal) => void): Promise<Subscription> {
-    return this.fanout.add(this.controlChannel(requestId), (m) => { if (m === 'cancel') onSignal(m); });
+    return this.control.add(this.controlChannel(requestId), (m) => { if (m === 'cancel') onSignal(m); });
   }
 
   async close(): Promise<void> {
-    await this.fanout.closeAll();
+    await Promise.all([this.events.closeAll(), this.control.closeAll()]);
     this.subscriber?.disconnect();
     this.subscriber = undefined;
     await this.redis.quit().catch(() => this.redis.disconnect());
