@@ -13,14 +13,15 @@
 //   4. RSS per concurrent listener on the gateway: 10 requests × 100 listeners, 50 tokens 100 ms apart.
 // Models are in-process simulators (sim://) so the figures are Sluice's and the services', not a model's.
 // env: TOPOLOGIES (amqp,nats-queue,nats-all), ROUNDS (3), TTFT_REQUESTS (200), ACCEPT_SECONDS (5)
-import { deleteAmqpQueues, deleteNatsStreams, deleteRedisKeys, streamBase } from '../test/helpers/services.ts';
+import { isolatedNames, removeIsolated, SERVICES } from '../test/helpers/services.ts';
 import { bearer, closedLoopPost, createUserKey, freshPostgres, onCleanup, get, listen, log, main, MASTER_KEY, pct, r2, rssMiB, sleep, startSluice, streamTtft, submit, table, type ListenerResult, type Proc } from './lib.ts';
 
-const REDIS = 'redis://127.0.0.1:6379', AMQP = 'amqp://guest:guest@127.0.0.1:5672', NATS = 'nats://127.0.0.1:4222';
-const TOPOLOGIES: Record<string, { QUEUE_URL: string; BUS_URL: string; LIMITER_URL: string }> = {
-  amqp: { QUEUE_URL: AMQP, BUS_URL: REDIS, LIMITER_URL: REDIS },
-  'nats-queue': { QUEUE_URL: NATS, BUS_URL: REDIS, LIMITER_URL: REDIS },
-  'nats-all': { QUEUE_URL: NATS, BUS_URL: NATS, LIMITER_URL: REDIS },
+const { redis: REDIS, rabbitmq: AMQP, nats: NATS } = SERVICES;
+type Topology = { queue: 'amqp' | 'nats'; bus: 'redis' | 'nats'; QUEUE_URL: string; BUS_URL: string; LIMITER_URL: string };
+const TOPOLOGIES: Record<string, Topology> = {
+  amqp: { queue: 'amqp', bus: 'redis', QUEUE_URL: AMQP, BUS_URL: REDIS, LIMITER_URL: REDIS },
+  'nats-queue': { queue: 'nats', bus: 'redis', QUEUE_URL: NATS, BUS_URL: REDIS, LIMITER_URL: REDIS },
+  'nats-all': { queue: 'nats', bus: 'nats', QUEUE_URL: NATS, BUS_URL: NATS, LIMITER_URL: REDIS },
 };
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const TTFT_N = Number(process.env.TTFT_REQUESTS ?? 200);
@@ -49,28 +50,15 @@ async function listenerPhase(gw: Proc, key: string, requests: number, per: numbe
   return { results, rssBefore, rssConnected, rssPeak };
 }
 
-async function cleanupServices(services: { QUEUE_URL: string; BUS_URL: string }, names: { QUEUE_NAME: string; BUS_PREFIX: string; LIMITER_PREFIX: string }): Promise<void> {
-  const results = await Promise.allSettled([
-    // LIMITER_PREFIX is `${BUS_PREFIX}:`, so one pattern covers the limiter's and the bus's keys.
-    deleteRedisKeys(`${names.LIMITER_PREFIX}*`),
-    services.QUEUE_URL.startsWith('amqp') ? deleteAmqpQueues([names.QUEUE_NAME, `${names.QUEUE_NAME}.dlq`]) : Promise.resolve(),
-    deleteNatsStreams(NATS, [
-      ...(services.QUEUE_URL.startsWith('nats') ? [`${streamBase(names.QUEUE_NAME)}_JOBS`, `${streamBase(names.QUEUE_NAME)}_DLQ`] : []),
-      ...(services.BUS_URL.startsWith('nats') ? [`${streamBase(names.BUS_PREFIX)}_EVENTS`] : []),
-    ]),
-  ]);
-  for (const r of results) if (r.status === 'rejected') log(`cleanup: ${String(r.reason)}`);
-}
-
 const completeCount = (rs: ListenerResult[]) => rs.filter((r) => r.completed && r.completionTokens !== null && r.seqs.size === r.completionTokens).length;
 
 async function runTopology(name: string): Promise<Record<string, string | number | null>> {
-  const services = TOPOLOGIES[name]!;
+  const { queue, bus, ...services } = TOPOLOGIES[name]!;
   const base = `sluice_bench_${name.replace('-', '_')}_${process.pid}`;
   const db = await freshPostgres(base);
   // Own queue, stream and key names, removed afterwards, so a run leaves nothing on the shared services.
-  const names = { QUEUE_NAME: `${base}.requests`, BUS_PREFIX: base, LIMITER_PREFIX: `${base}:` };
-  onCleanup(() => cleanupServices(services, names));
+  const names = isolatedNames(base);
+  onCleanup(async () => { for (const f of await removeIsolated(names, { queue, bus })) log(`cleanup: ${String(f)}`); });
   const common = { DATABASE_URL: db, ...services, ...names, SLUICE_DELIVERY_MODE: 'queued', SSE_PING_MS: '60000' };
   const gw = await startSluice({ ...common, SLUICE_ROLE: 'gateway', MODEL_URL: FAST }, `${name}-gateway`);
   const startWorker = (model: string) => startSluice({ ...common, SLUICE_ROLE: 'worker', MODEL_URL: model, WORKER_CONCURRENCY: '32' }, `${name}-worker`);

@@ -10,8 +10,6 @@ import { fileURLToPath } from 'node:url';
 import { freePort } from '../test/helpers/process.ts';
 import { createDatabase, dropDatabase } from '../test/helpers/services.ts';
 
-export { freePort };
-
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** The shared bench tools live beside the repo (CI layout); SLUICE_SHARED_BENCH overrides. */
 export const SHARED = resolve(process.env.SLUICE_SHARED_BENCH ?? join(REPO, '..', 'shared', 'bench'));
@@ -24,7 +22,6 @@ if (!existsSync(join(SHARED, 'load.mjs'))) {
 
 export const log = (...a: unknown[]): void => { console.log(`[${new Date().toISOString().slice(11, 19)}]`, ...a); };
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 
 export interface Proc { name: string; child: ChildProcess; pid: number; port: number; url: string; stop(): Promise<void> }
 const procs = new Set<Proc>();

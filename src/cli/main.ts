@@ -54,7 +54,6 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-
 /** Shared flag parsing: unknown flags are an error with the command's usage. */
 export function flags<T extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(args: string[], options: T) {
   return parseArgs({ args, options, allowPositionals: true, strict: true });

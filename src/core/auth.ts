@@ -87,7 +87,6 @@ export class Authenticator {
     };
   }
 
-
   private async lookup(hash: string): Promise<Principal> {
     const found = await this.store.findApiKey(hash);
     if (!found) throw new SluiceError('SLUICE_ERR_INVALID_API_KEY');

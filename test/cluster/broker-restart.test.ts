@@ -118,4 +118,3 @@ describe('private nats-server restarts with 100 requests queued', natsSuite, () 
   });
 });
 
-

@@ -1,5 +1,4 @@
 // Runs the Queue contract against every adapter: memory always, RabbitMQ and NATS where they run.
-import { deleteAmqpQueues } from '../helpers/services.ts';
 import { describe, it } from 'node:test';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -15,7 +14,7 @@ import { NatsQueue } from '../../src/adapters/queue/nats.ts';
 import { isSluiceError } from '../../src/core/errors.ts';
 import type { Queue } from '../../src/ports/queue.ts';
 import { freePort, startNatsServer } from '../helpers/process.ts';
-import { SERVICES, serviceSuite, uniqueName } from '../helpers/services.ts';
+import { deleteAmqpQueues, SERVICES, serviceSuite, uniqueName } from '../helpers/services.ts';
 
 queueContract('memory', async (): Promise<QueueHarness> => {
   // One process: every open() returns the same in-memory queue.

@@ -7,9 +7,7 @@ import { join } from 'node:path';
 import { createStore } from '../../src/adapters/store/factory.ts';
 import { MASTER_KEY, api, createUserKey, usageWindows, waitFor } from './app.ts';
 import { spawnSluice, type SluiceProcess } from './process.ts';
-import { createDatabase, deleteAmqpQueues, deleteNatsStreams, deleteRedisKeys, dropDatabase, pgClient, SERVICES, streamBase, uniqueName, withDatabase } from './services.ts';
-
-export { deleteAmqpQueues, deleteNatsStreams, deleteRedisKeys, streamBase, withDatabase };
+import { createDatabase, dropDatabase, isolatedNames, pgClient, removeIsolated, SERVICES, uniqueName } from './services.ts';
 
 export type Role = 'gateway' | 'worker' | 'ledger' | 'all';
 
@@ -43,13 +41,14 @@ export async function createCluster(opts: ClusterOptions): Promise<Cluster> {
 
   const dir = mkdtempSync(join(tmpdir(), 'sluice-cluster-'));
   const nats = opts.natsUrl ?? SERVICES.nats;
-  const queueName = `${base}.requests`;
+  const names = isolatedNames(base);
+  const queueName = names.QUEUE_NAME;
   const env: Record<string, string> = {
     DATABASE_URL: databaseUrl,
     LIMITER_URL: SERVICES.redis,
     QUEUE_URL: opts.queue === 'amqp' ? SERVICES.rabbitmq : nats,
     BUS_URL: opts.bus === 'redis' ? SERVICES.redis : nats,
-    QUEUE_NAME: queueName, BUS_PREFIX: base, LIMITER_PREFIX: `${base}:`,
+    ...names,
     SLUICE_MASTER_KEY: MASTER_KEY, SLUICE_DATA_DIR: dir, LOG_LEVEL: 'warn',
     WORKER_CLAIM_MS: '1500', WORKER_RETRY_BASE_MS: '50', SIM_TTFT_MS: '0', SIM_ITL_MS: '2',
     SLUICE_SWEEP_INTERVAL_MS: '200', SLUICE_REQUEUE_AFTER_MS: '1000', SLUICE_RESERVATION_GRACE_MS: '0',
@@ -85,16 +84,9 @@ export async function createCluster(opts: ClusterOptions): Promise<Cluster> {
     async cleanup() {
       await Promise.all(procs.map((p) => p.kill('SIGKILL')));
       rmSync(dir, { recursive: true, force: true });
-      const results = await Promise.allSettled([
-        dropDatabase(base),
-        deleteRedisKeys(`${base}:*`),
-        opts.queue === 'amqp' ? deleteAmqpQueues([queueName, `${queueName}.dlq`]) : Promise.resolve(),
-        deleteNatsStreams(nats, [
-          ...(opts.queue === 'nats' ? [`${streamBase(queueName)}_JOBS`, `${streamBase(queueName)}_DLQ`] : []),
-          ...(opts.bus === 'nats' ? [`${streamBase(base)}_EVENTS`] : []),
-        ]),
-      ]);
-      for (const r of results) if (r.status === 'rejected') console.warn(`cluster cleanup: ${String(r.reason)}`);
+      const [dropped, removed] = await Promise.allSettled([dropDatabase(base), removeIsolated(names, { queue: opts.queue, bus: opts.bus, natsUrl: nats })]);
+      const failures = [...(dropped.status === 'rejected' ? [dropped.reason] : []), ...(removed.status === 'fulfilled' ? removed.value : [removed.reason])];
+      for (const f of failures) console.warn(`cluster cleanup: ${String(f)}`);
     },
   };
   return cluster;

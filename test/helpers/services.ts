@@ -52,7 +52,7 @@ export async function pgClient(url: string) {
   return client;
 }
 
-export function withDatabase(url: string, db: string): string {
+function withDatabase(url: string, db: string): string {
   const u = new URL(url);
   u.pathname = `/${db}`;
   return u.toString();
@@ -103,4 +103,27 @@ export async function deleteNatsStreams(url: string, streams: string[]): Promise
     const jsm = await jetstreamManager(nc);
     for (const s of streams) await jsm.streams.delete(s).catch(() => false);
   } finally { await nc.close(); }
+}
+
+/** The names one isolated deployment uses on the shared services (its env variables). */
+export interface IsolatedNames { QUEUE_NAME: string; BUS_PREFIX: string; LIMITER_PREFIX: string }
+
+export const isolatedNames = (base: string): IsolatedNames => ({ QUEUE_NAME: `${base}.requests`, BUS_PREFIX: base, LIMITER_PREFIX: `${base}:` });
+
+/**
+ * Removes what an isolated deployment left on the shared services: its Redis keys (limiter and
+ * bus share the prefix), its RabbitMQ queues, its NATS streams. Returns the failures, if any.
+ */
+export async function removeIsolated(names: IsolatedNames, uses: { queue: 'amqp' | 'nats' | 'memory'; bus: 'redis' | 'nats' | 'memory'; natsUrl?: string }): Promise<unknown[]> {
+  const queueStream = streamBase(names.QUEUE_NAME);
+  const results = await Promise.allSettled([
+    // LIMITER_PREFIX is `${BUS_PREFIX}:`, so one pattern covers the limiter's and the bus's keys.
+    deleteRedisKeys(`${names.LIMITER_PREFIX}*`),
+    uses.queue === 'amqp' ? deleteAmqpQueues([names.QUEUE_NAME, `${names.QUEUE_NAME}.dlq`]) : Promise.resolve(),
+    deleteNatsStreams(uses.natsUrl ?? SERVICES.nats, [
+      ...(uses.queue === 'nats' ? [`${queueStream}_JOBS`, `${queueStream}_DLQ`] : []),
+      ...(uses.bus === 'nats' ? [`${streamBase(names.BUS_PREFIX)}_EVENTS`] : []),
+    ]),
+  ]);
+  return results.flatMap((r) => (r.status === 'rejected' ? [r.reason] : []));
 }
