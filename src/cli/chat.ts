@@ -1,8 +1,7 @@
 // `sluice chat "prompt"`: streams a chat completion from a running gateway, printing tokens as
 // they arrive, then the time to first token and the throughput.
-import { existsSync, readFileSync } from 'node:fs';
 import { sseData } from '../adapters/model/sse-data.ts';
-import { devKeyFile } from '../core/api-keys.ts';
+import { readDevKey } from '../core/api-keys.ts';
 import { flags } from './main.ts';
 
 /** The key for CLI calls: --key, SLUICE_API_KEY, SLUICE_MASTER_KEY, else the development key file. */
@@ -10,8 +9,7 @@ export function cliKey(explicit: string | undefined, env: NodeJS.ProcessEnv): st
   if (explicit) return explicit;
   if (env.SLUICE_API_KEY) return env.SLUICE_API_KEY;
   if (env.SLUICE_MASTER_KEY) return env.SLUICE_MASTER_KEY;
-  const file = devKeyFile(env.SLUICE_DATA_DIR ?? './.sluice');
-  return existsSync(file) ? readFileSync(file, 'utf8').trim() : undefined;
+  return readDevKey(env.SLUICE_DATA_DIR ?? './.sluice');
 }
 
 export function cliUrl(explicit: string | undefined, env: NodeJS.ProcessEnv): string {

@@ -2,6 +2,7 @@
 import { loadConfig } from '../config.ts';
 import { startSluice } from '../app.ts';
 import { redact } from '../adapters/url-scheme.ts';
+import { devKeyFile } from '../core/api-keys.ts';
 import { flags } from './main.ts';
 
 export async function start(args: string[]): Promise<number> {
@@ -20,7 +21,7 @@ export async function start(args: string[]): Promise<number> {
     `  model      ${redact(config.modelUrl)}   delivery ${config.deliveryMode}`,
   ];
   if (app.url) {
-    lines.push(app.devKey ? `  dev key    ${app.masterKey}   (generated once into ${config.dataDir}/dev-key; set SLUICE_MASTER_KEY in production)` : '  master key from SLUICE_MASTER_KEY');
+    lines.push(app.devKey ? `  dev key    ${app.masterKey}   (generated once into ${devKeyFile(config.dataDir)}; set SLUICE_MASTER_KEY in production)` : '  master key from SLUICE_MASTER_KEY');
     lines.push('', `Try: curl -N ${app.url}/chat -H "Authorization: Bearer ${app.devKey ? app.masterKey : '$SLUICE_MASTER_KEY'}" -d '{"message":"Hello"}'`);
   }
   process.stdout.write(`${lines.join('\n')}\n`);

@@ -45,11 +45,6 @@ export function unshareable(config: Config): string | null {
   return null;
 }
 
-/** Children must agree on the master key: make the development key exist before any of them looks. */
-function ensureDevKey(config: Config): void {
-  resolveMasterKey(config);
-}
-
 function launch(name: string, role: Role, port: number): Member {
   const args = [BIN, 'start', '--role', role, '--port', String(port)];
   // Migrations already ran once, before any child started.
@@ -96,7 +91,8 @@ export async function up(args: string[]): Promise<number> {
 
   const store = await createStore(config.databaseUrl, { migrate: true });
   await store.close();
-  ensureDevKey(config);
+  // Children must agree on the master key: make the development key exist before any of them looks.
+  resolveMasterKey(config);
   process.stdout.write(`[up] migrations applied to ${redact(config.databaseUrl)}; starting ${gateways} gateway(s), ${workers} worker(s)${ledger ? ', 1 ledger' : ''}\n`);
 
   const members: Member[] = [

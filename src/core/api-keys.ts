@@ -18,13 +18,19 @@ export function hashApiKey(key: string): string {
 /** Where the development key is kept in a data directory. */
 export const devKeyFile = (dataDir: string): string => join(dataDir, 'dev-key');
 
+/** The development key kept in `dataDir`, if one was generated there. */
+export function readDevKey(dataDir: string): string | undefined {
+  const file = devKeyFile(dataDir);
+  return existsSync(file) ? readFileSync(file, 'utf8').trim() : undefined;
+}
+
 /** The master key: the configured one, else a development key generated once into the data dir. */
 export function resolveMasterKey(config: { masterKey?: string | undefined; dataDir: string }): { key: string; dev: boolean } {
   if (config.masterKey) return { key: config.masterKey, dev: false };
-  const file = devKeyFile(config.dataDir);
-  if (existsSync(file)) return { key: readFileSync(file, 'utf8').trim(), dev: true };
+  const existing = readDevKey(config.dataDir);
+  if (existing !== undefined) return { key: existing, dev: true };
   mkdirSync(config.dataDir, { recursive: true });
   const { key } = generateApiKey();
-  writeFileSync(file, `${key}\n`, { mode: 0o600 });
+  writeFileSync(devKeyFile(config.dataDir), `${key}\n`, { mode: 0o600 });
   return { key, dev: true };
 }

@@ -9,7 +9,7 @@ import type { Config } from '../config.ts';
 import type { Limiter } from '../ports/limiter.ts';
 import type { Queue } from '../ports/queue.ts';
 import { isEnded, type RequestRecord, type Store } from '../ports/store.ts';
-import { Ledger } from './ledger.ts';
+import type { Ledger } from './ledger.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 import { periodsAt, windowLimits, windowStart } from './quota-windows.ts';
@@ -115,15 +115,18 @@ export class Sweeper {
     // The four windows of now, every limit set to `limit` (restoring and re-reserving never refuse).
     const windows = (limit: number) => windowLimits({ requestsPerDay: limit, tokensPerDay: limit, requestsPerMonth: limit, tokensPerMonth: limit }, t, config.timeZone);
     const current = windows(0);
+    const daily = current.filter((w) => w.window === 'daily');
+    const monthly = current.filter((w) => w.window === 'monthly');
+    const unbounded = windows(Number.MAX_SAFE_INTEGER);
     for (const [userId, u] of byUser) {
-      await limiter.restoreUsage(userId, current.filter((w) => w.window === 'daily'), u.day);
-      await limiter.restoreUsage(userId, current.filter((w) => w.window === 'monthly'), u.month);
+      await limiter.restoreUsage(userId, daily, u.day);
+      await limiter.restoreUsage(userId, monthly, u.month);
     }
     for (const r of unfinished) {
       if (r.userId === 'master') continue;
       await limiter.reserve({
         requestId: r.id, userId: r.userId, tokens: r.estimatedTokens,
-        windows: windows(Number.MAX_SAFE_INTEGER),
+        windows: unbounded,
         deadlineAt: t + config.worker.requestTimeoutMs + config.reservationGraceMs,
       });
     }
