@@ -67,30 +67,14 @@ export class HttpModel implements ModelBackend {
     const { statusCode, body } = response;
     if (statusCode < 200 || statusCode >= 300) throw await httpError(statusCode, body);
 
-    const pieces: string[] = [];
-    let finishReason: string | undefined;
-    let usage: UpstreamUsage | undefined;
-    let sawDone = false;
+    const upstream = new UpstreamEvents();
     let bodyEnded = false;
     try {
       for await (const batch of sseDataBatches(body)) {
-        const texts: string[] = [];
-        let failure: unknown;
-        try {
-          for (const data of batch) {
-            if (sawDone) break;
-            if (data === '[DONE]') { sawDone = true; break; }
-            const event = parseEvent(data);
-            if (event.error !== undefined) throw new ModelError('transient', `upstream stream error: ${event.error}`);
-            if (event.content) texts.push(event.content);
-            if (event.finishReason) finishReason = event.finishReason;
-            if (event.usage) usage = event.usage;
-          }
-        } catch (e) {
-          failure = e;
-        }
+        if (upstream.done) continue; // after [DONE], read the body to its end (keep-alive) and ignore it
+        const { texts, failure } = upstream.read(batch);
         // Tokens that came before a failure in the same read were produced: they are logged and billed.
-        if (texts.length > 0) { pieces.push(...texts); yield { type: 'tokens', texts }; }
+        if (texts.length > 0) yield { type: 'tokens', texts };
         if (failure !== undefined) throw failure;
       }
       bodyEnded = true;
@@ -102,7 +86,8 @@ export class HttpModel implements ModelBackend {
       if (!bodyEnded) body.destroy();
     }
     if (signal.aborted) return;
-    if (!sawDone && finishReason === undefined) {
+    const { done, finishReason, usage, pieces } = upstream;
+    if (!done && finishReason === undefined) {
       throw new ModelError('transient', 'upstream stream ended before [DONE] or a finish reason');
     }
     yield {
@@ -164,6 +149,35 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 
 function count(v: unknown): number | undefined {
   return typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : undefined;
+}
+
+/** What an upstream stream's events have said so far. */
+class UpstreamEvents {
+  done = false;
+  finishReason: string | undefined;
+  usage: UpstreamUsage | undefined;
+  /** Every token text, for counting usage when the upstream reports none. */
+  readonly pieces: string[] = [];
+
+  /** The token texts of one read's events. A failure after some of them is returned with them, not thrown. */
+  read(batch: readonly string[]): { texts: string[]; failure?: unknown } {
+    const texts: string[] = [];
+    try {
+      for (const data of batch) {
+        if (data === '[DONE]') { this.done = true; break; }
+        const event = parseEvent(data);
+        if (event.error !== undefined) throw new ModelError('transient', `upstream stream error: ${event.error}`);
+        if (event.content) texts.push(event.content);
+        if (event.finishReason) this.finishReason = event.finishReason;
+        if (event.usage) this.usage = event.usage;
+      }
+      return { texts };
+    } catch (failure) {
+      return { texts, failure };
+    } finally {
+      for (const t of texts) this.pieces.push(t);
+    }
+  }
 }
 
 /** Picks what Sluice needs from one `chat.completion.chunk` (only choice 0 is used). */
