@@ -57,7 +57,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     onDegraded: (reason) => { metrics.limiterDegraded.set(1); logger.warn({ reason }, 'limiter degraded: using the per-process fallback'); },
   });
   const queue = await createQueue(config.queueUrl, { ...(config.queueName && { name: config.queueName }), retryBaseMs: config.worker.retryBaseMs });
-  const bus = await createBus(config.busUrl, { ttlSeconds: config.eventLog.ttlSeconds, maxLen: config.eventLog.maxLen, ...(config.busPrefix && { prefix: config.busPrefix }) });
+  const bus = await createBus(config.busUrl, { ttlSeconds: config.eventLog.ttlSeconds, maxLen: config.eventLog.maxLen, memoryMaxEvents: config.eventLog.memoryMaxEvents, ...(config.busPrefix && { prefix: config.busPrefix }) });
   const model = await createModel(config.modelUrl, { ttftMs: config.sim.ttftMs, itlMs: config.sim.itlMs, models: [...config.models] });
 
   // Queue depth is sampled, not read per request: admission must not pay a broker round trip.

@@ -53,7 +53,7 @@ export const configSchema = z.object({
     retryBaseMs: int(1).default(500),
     requestTimeoutMs: int(1000).default(600_000),
   }).prefault({}),
-  eventLog: z.object({ ttlSeconds: int(1).default(3600), maxLen: int(100).default(100_000) }).prefault({}),
+  eventLog: z.object({ ttlSeconds: int(1).default(3600), maxLen: int(100).default(100_000), memoryMaxEvents: int(1000).default(1_000_000) }).prefault({}),
   sse: z.object({ pingMs: int(10).default(15_000), retryMs: int(0).default(3000), maxBufferedBytes: int(1024).default(1024 * 1024) })
     .prefault({}),
   tiers: z.record(z.string(), tierSchema).default(DEFAULT_TIERS),
@@ -107,7 +107,7 @@ const NESTED_ENV: Record<string, [string, string]> = {
   SIM_TTFT_MS: ['sim', 'ttftMs'], SIM_ITL_MS: ['sim', 'itlMs'],
   WORKER_CONCURRENCY: ['worker', 'concurrency'], WORKER_CLAIM_MS: ['worker', 'claimMs'],
   WORKER_MAX_ATTEMPTS: ['worker', 'maxAttempts'], WORKER_RETRY_BASE_MS: ['worker', 'retryBaseMs'],
-  EVENT_LOG_TTL_SECONDS: ['eventLog', 'ttlSeconds'], SSE_PING_MS: ['sse', 'pingMs'],
+  EVENT_LOG_TTL_SECONDS: ['eventLog', 'ttlSeconds'], EVENT_LOG_MEMORY_MAX_EVENTS: ['eventLog', 'memoryMaxEvents'], SSE_PING_MS: ['sse', 'pingMs'],
 };
 
 function isObject(v: unknown): v is Record<string, unknown> { return typeof v === 'object' && v !== null && !Array.isArray(v); }

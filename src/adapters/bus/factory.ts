@@ -3,7 +3,13 @@ import { SluiceError } from '../../core/errors.ts';
 import { urlScheme } from '../url-scheme.ts';
 import type { Bus } from '../../ports/bus.ts';
 
-export interface BusFactoryOptions { ttlSeconds: number; maxLen: number; prefix?: string }
+export interface BusFactoryOptions {
+  ttlSeconds: number;
+  maxLen: number;
+  /** The in-process bus's bound on events kept over all logs (memory: only). */
+  memoryMaxEvents?: number;
+  prefix?: string;
+}
 
 const DEFAULT_PREFIX = 'sluice';
 
@@ -14,7 +20,7 @@ export async function createBus(url: string, opts: BusFactoryOptions): Promise<B
   switch (scheme) {
     case 'memory': {
       const { MemoryBus } = await import('./memory.ts');
-      return new MemoryBus({ ttlSeconds: opts.ttlSeconds, maxLen: opts.maxLen });
+      return new MemoryBus({ ttlSeconds: opts.ttlSeconds, maxLen: opts.maxLen, ...(opts.memoryMaxEvents && { maxEvents: opts.memoryMaxEvents }) });
     }
     case 'redis':
     case 'rediss': {
