@@ -5,8 +5,15 @@ import type { Metric, ReserveInput, WindowKind, WindowLimit, WindowState } from 
 
 /** Counters outlive their period a little, so a settle just after midnight still finds them. */
 export const COUNTER_GRACE_MS = 3_600_000;
-/** How long a settled request id is remembered, so a late duplicate settle changes nothing. */
-export const SETTLED_TTL_MS = 3 * 86_400_000;
+/**
+ * How long a settled request id is remembered. What it guards: a reserve for a request id that was
+ * already settled must be a duplicate, not a new charge. That happens when an idempotent replay
+ * read the store before the first request's row existed, and reserves after that request ended:
+ * normally milliseconds apart. (A second settle needs no memory: only held reservations change
+ * counters.) Every id settled in this window is kept (memory here, a key in Redis), so it is
+ * minutes, not days: three days at 100 requests/s was 26 M ids.
+ */
+export const SETTLED_TTL_MS = 15 * 60_000;
 /** A fencing counter outlives any lease that could still compare against it. */
 export const FENCE_TTL_MS = 7 * 86_400_000;
 

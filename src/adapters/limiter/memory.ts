@@ -52,7 +52,11 @@ export class MemoryLimiter implements Limiter {
     for (const map of [this.counters, this.fences, this.hits]) {
       for (const [k, v] of map) if (v.expiresAt <= now) map.delete(k);
     }
-    for (const [id, forgetAt] of this.settled) if (forgetAt <= now) this.settled.delete(id);
+    // Settled ids share one lifetime, so the map is in forgetting order: stop at the first kept one.
+    for (const [id, forgetAt] of this.settled) {
+      if (forgetAt > now) break;
+      this.settled.delete(id);
+    }
     for (const userId of this.leases.keys()) this.liveLeases(userId, now);
   }
 
