@@ -1,9 +1,14 @@
 // The attempt runner counts what reached the log: a burst that an adapter appended only in part
 // (PartialAppendError, as NATS can) is still produced, stored and billed for its logged tokens.
+// Its latency metrics follow the model's reads: a burst's gap is shared by its tokens.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { AttemptRunner } from '../../src/core/attempt-runner.ts';
 import { SluiceError } from '../../src/core/errors.ts';
+import { createMetrics } from '../../src/core/metrics.ts';
 import { PartialAppendError, type EventBody } from '../../src/ports/bus.ts';
+import type { ModelBackend, ModelChunk } from '../../src/ports/model.ts';
 import { api, startTestSluice, waitFor, type TestSluice } from '../helpers/app.ts';
 
 describe('AttemptRunner', () => {
@@ -36,4 +41,40 @@ describe('AttemptRunner', () => {
       bus.appendMany = appendMany;
     }
   });
+
+  it('observes time to first token once, then each later read\'s gap shared by its tokens', async () => {
+    let clock = Date.now();
+    // Reads of 1, 4 and 2 tokens; the model's clock moves 40 ms before the second and 10 ms before the third.
+    const model: ModelBackend = {
+      async *stream(): AsyncGenerator<ModelChunk> {
+        clock += 25;
+        yield { type: 'tokens', texts: ['a'] };
+        clock += 40;
+        yield { type: 'tokens', texts: ['b', 'c', 'd', 'e'] };
+        clock += 10;
+        yield { type: 'tokens', texts: ['f', 'g'] };
+        yield { type: 'usage', promptTokens: 3, completionTokens: 7, finishReason: 'stop' };
+      },
+      models: async () => ['sim'],
+      close: async () => {},
+    };
+    const metrics = createMetrics();
+    const runner = new AttemptRunner({ config: app.config, store: app.store, bus: app.bus, model, ledger: app.ledger, metrics, logger: app.logger, now: () => clock });
+    const { record } = await app.store.insertRequest({
+      id: randomUUID(), userId: 'master', keyId: null, model: 'sim', mode: 'direct', payload: { messages: [{ role: 'user', content: 'hi' }], maxTokens: 7 },
+      priority: 0, idempotencyKey: null, bodyHash: '', estimatedTokens: 10, promptTokens: 3,
+    }, { workerId: 'test', claimMs: 60_000 });
+    assert.deepEqual(await runner.run(record, 'test'), { kind: 'finished' });
+
+    const values = async (name: string) => (await metrics.registry.getSingleMetric(name)!.get()).values as { value: number; metricName?: string }[];
+    const ttftCount = (await values('sluice_time_to_first_token_seconds')).find((v) => v.metricName?.endsWith('_count'));
+    assert.equal(ttftCount?.value, 1);
+    const itl = await values('sluice_inter_token_seconds');
+    const count = itl.find((v) => v.metricName?.endsWith('_count'))?.value;
+    const sum = itl.find((v) => v.metricName?.endsWith('_sum'))?.value ?? NaN;
+    assert.equal(count, 2, 'one observation per read after the first');
+    assert.ok(Math.abs(sum - (0.040 / 4 + 0.010 / 2)) < 1e-9, `sum ${sum}`);
+    assert.equal((await app.store.getRequest(record.id))?.result, 'abcdefg');
+  });
 });
+
