@@ -50,7 +50,10 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const { key: masterKey, dev } = resolveMasterKey(config);
   const roles = new Set(config.role === 'all' ? ['gateway', 'worker', 'ledger'] : [config.role]);
 
-  const store = await createStore(config.databaseUrl, { migrate: config.migrateOnStart });
+  const store = await createStore(config.databaseUrl, {
+    migrate: config.migrateOnStart,
+    onMaintenanceError: (err) => logger.warn({ err }, 'embedded store maintenance (VACUUM/ANALYZE) failed; retrying'),
+  });
   const limiter = await createLimiter(config.limiterUrl, {
     ...(config.limiterPrefix !== undefined && { prefix: config.limiterPrefix }),
     failurePolicy: config.limiterFailure,

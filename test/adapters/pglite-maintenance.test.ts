@@ -4,7 +4,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { openPglite } from '../../src/adapters/store/pglite.ts';
+import { Maintenance, openPglite } from '../../src/adapters/store/pglite.ts';
 import { SqlStore } from '../../src/adapters/store/sql-store.ts';
 import type { SqlClient } from '../../src/adapters/store/sql-store.ts';
 
@@ -65,4 +65,22 @@ describe('PGlite maintenance', { timeout: 60_000 }, () => {
       await store.close();
     }
   });
+
+  it('reports a failure that repeats every check once, not every second', async () => {
+    let checks = 0;
+    const failing = {
+      query: async () => { checks++; throw new Error('catalog unreadable'); },
+      exec: async () => [],
+    };
+    const reported: unknown[] = [];
+    const maintenance = new Maintenance(failing, () => 0, (err) => reported.push(err));
+    try {
+      while (checks < 3) await new Promise((r) => setTimeout(r, 100));
+    } finally {
+      await maintenance.stop();
+    }
+    assert.equal(reported.length, 1);
+    assert.equal((reported[0] as Error).message, 'catalog unreadable');
+  });
 });
+

@@ -12,16 +12,24 @@ import { urlScheme } from '../url-scheme.ts';
 import { SqlStore } from './sql-store.ts';
 import type { SqlClient } from './sql-store.ts';
 
-async function openClient(url: string): Promise<SqlClient> {
+export interface StoreOptions {
+  /** Apply pending migrations (default true). */
+  migrate?: boolean;
+  /** Told when the embedded engine's background VACUUM or ANALYZE fails (pglite:// only). */
+  onMaintenanceError?: (err: unknown) => void;
+}
+
+async function openClient(url: string, opts: StoreOptions): Promise<SqlClient> {
   const scheme = urlScheme(url);
   switch (scheme) {
     case 'pglite': {
       const target = url.slice('pglite://'.length);
       if (target === '') throw new SluiceError('SLUICE_ERR_CONFIG', `pglite URL needs a directory or "memory": ${url}`);
-      if (target === 'memory') return (await import('./pglite.ts')).openPglite(null);
+      const pglite = { ...(opts.onMaintenanceError && { onMaintenanceError: opts.onMaintenanceError }) };
+      if (target === 'memory') return (await import('./pglite.ts')).openPglite(null, pglite);
       const dir = resolve(target);
       await mkdir(dirname(dir), { recursive: true });
-      return (await import('./pglite.ts')).openPglite(dir);
+      return (await import('./pglite.ts')).openPglite(dir, pglite);
     }
     case 'postgres':
     case 'postgresql':
@@ -32,8 +40,8 @@ async function openClient(url: string): Promise<SqlClient> {
 }
 
 /** Opens the store for `url`; applies pending migrations unless `migrate: false`. */
-export async function createStore(url: string, opts: { migrate?: boolean } = {}): Promise<Store> {
-  const store = new SqlStore(await openClient(url));
+export async function createStore(url: string, opts: StoreOptions = {}): Promise<Store> {
+  const store = new SqlStore(await openClient(url, opts));
   if (opts.migrate ?? true) {
     try {
       await store.migrate();

@@ -9,8 +9,13 @@ interface PgliteExecutor {
   exec(sql: string): Promise<{ rows: unknown[] }[]>;
 }
 
+export interface PgliteOptions {
+  /** Told when a background VACUUM or ANALYZE fails (at most once a minute; it is retried every second). */
+  onMaintenanceError?: (err: unknown) => void;
+}
+
 /** Opens PGlite on `dataDir`, or in memory when dataDir is null. */
-export async function openPglite(dataDir: string | null): Promise<SqlClient> {
+export async function openPglite(dataDir: string | null, opts: PgliteOptions = {}): Promise<SqlClient> {
   const { PGlite } = await import('@electric-sql/pglite');
   const db = dataDir === null ? await PGlite.create() : await PGlite.create(dataDir);
   // Literals below rely on it: a quote is the only character that needs escaping.
@@ -18,7 +23,7 @@ export async function openPglite(dataDir: string | null): Promise<SqlClient> {
   // ANALYZE samples 300 rows per unit of target: 3,000 rows keep it short (see Maintenance).
   await db.exec('SET default_statistics_target = 10');
   const prepared = new PreparedStatements(db);
-  const maintenance = new Maintenance(db, () => prepared.lastUse);
+  const maintenance = new Maintenance(db, () => prepared.lastUse, opts.onMaintenanceError);
   return {
     // One connection: one batch of a statement at a time.
     parallelism: 1,
@@ -38,6 +43,8 @@ export async function openPglite(dataDir: string | null): Promise<SqlClient> {
 const MAINTENANCE_CHECK_MS = 1000;
 /** A VACUUM waits for the store to have been quiet this long, unless the dead rows pile up far. */
 const VACUUM_QUIET_MS = 250;
+/** A failure that repeats every check is reported this often. */
+const REPORT_EVERY_MS = 60_000;
 
 /**
  * PGlite runs no autovacuum, so without this nothing would ever VACUUM or ANALYZE. The plans of the
@@ -56,12 +63,13 @@ const VACUUM_QUIET_MS = 250;
  *   VACUUM_QUIET_MS, because it scans every index of the table (84 ms at 74,000 rows); under
  *   unbroken load it runs anyway once the dead rows outnumber the live ones four times over.
  */
-class Maintenance {
+export class Maintenance {
   private readonly timer: NodeJS.Timeout;
   private running: Promise<void> | undefined;
   private stopped = false;
+  private reportedAt = Number.NEGATIVE_INFINITY;
 
-  constructor(private readonly db: PgliteExecutor, private readonly lastUse: () => number) {
+  constructor(private readonly db: PgliteExecutor, private readonly lastUse: () => number, private readonly onError?: (err: unknown) => void) {
     this.timer = setInterval(() => { this.running ??= this.tick().finally(() => { this.running = undefined; }); }, MAINTENANCE_CHECK_MS);
     this.timer.unref();
   }
@@ -89,8 +97,11 @@ class Maintenance {
         if (t.vacuum_due && (quiet || t.vacuum_now)) await this.db.exec(`VACUUM (ANALYZE) ${table}`);
         else if (t.analyze_due) await this.db.exec(`ANALYZE ${table}`);
       }
-    } catch {
-      // Closing, or a statement refused: the next tick looks again.
+    } catch (err) {
+      // The next tick looks again; a failure that persists is reported, but not every second.
+      if (this.stopped || performance.now() - this.reportedAt < REPORT_EVERY_MS) return;
+      this.reportedAt = performance.now();
+      this.onError?.(err);
     }
   }
 }
