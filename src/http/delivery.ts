@@ -24,6 +24,9 @@ export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, af
       return expired ? 'stored' : 'terminal';
     }
     if (!isTerminal(events[events.length - 1]!)) {
+      // The log may have expired (or been dropped) between two pages: then the stored result it
+      // is, not a repair that would start a new log at sequence 1.
+      if ((await bus.read(record.id, 0, 1)).length === 0) return 'stored';
       await runner.repairTerminal(record);
       events = await readAll(bus, record.id, afterSeq);
     }

@@ -1,5 +1,6 @@
 // The in-memory bus keeps its logs in the heap: past its bound on events kept, the logs of ended
-// requests are dropped, oldest ended first, and the logs of running requests are kept.
+// requests are dropped, least recently ended or read first; the logs of running requests, and of
+// requests somebody is subscribed to, are kept.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { MemoryBus } from '../../src/adapters/bus/memory.ts';
@@ -71,4 +72,30 @@ describe('MemoryBus bound on events kept', () => {
       Date.now = realNow;
     }
   });
+
+  it('keeps an ended log while somebody is subscribed to it, and drops it once they leave', async () => {
+    const bus = new MemoryBus({ ttlSeconds: 3600, maxEvents: 1000, maxLen: 10_000 });
+    await bus.appendMany('watched', tokens(600));
+    const sub = await bus.subscribe('watched', () => {});
+    await bus.append('watched', completed());
+    await bus.appendMany('other', tokens(600));
+    assert.equal((await bus.read('watched', 0)).length, 601, 'a listener part-way through it keeps it');
+    await sub.close();
+    await bus.appendMany('other', tokens(1));
+    assert.equal((await bus.read('watched', 0)).length, 0);
+    assert.equal((await bus.read('other', 0)).length, 601);
+    await bus.close();
+  });
+
+  it('drops the least recently read ended log first: a reader paging through a log keeps it', async () => {
+    const bus = new MemoryBus({ ttlSeconds: 3600, maxEvents: 1000, maxLen: 10_000 });
+    for (const id of ['old', 'young']) { await bus.appendMany(id, tokens(300)); await bus.append(id, completed()); }
+    // A resume pages through the older log: it is now the more recently used of the two.
+    assert.equal((await bus.read('old', 0, 100)).length, 100);
+    await bus.appendMany('running', tokens(500));
+    assert.equal((await bus.read('young', 0)).length, 0);
+    assert.equal((await bus.read('old', 100)).length, 201);
+    await bus.close();
+  });
 });
+

@@ -3,8 +3,9 @@
 // rely on synchronous re-entrancy that Redis or NATS would never give it.
 //
 // Its logs live in the heap, so besides the TTL they are bounded by a count of events kept: past
-// `maxEvents`, the logs of ended requests go first, oldest ended first (a resume then gets the
-// stored result, as after the TTL). Logs of running requests are never dropped. Without the
+// `maxEvents`, the logs of ended requests go first, least recently ended or read first (a resume
+// then gets the stored result, as after the TTL). The log of a running request, or of one somebody
+// is subscribed to, is never dropped: a listener part-way through a log keeps it. Without the
 // bound, a TTL of an hour at 1,000 streamed requests/s is ~30 GB of heap.
 import { SluiceError } from '../../core/errors.ts';
 import { isTerminal, type Bus, type ControlSignal, type EventBody, type LogEvent, type Subscription } from '../../ports/bus.ts';
@@ -23,7 +24,7 @@ export const DEFAULT_MEMORY_MAX_EVENTS = 1_000_000;
 
 export class MemoryBus implements Bus {
   private readonly logs = new Map<string, EventLog>();
-  /** Requests whose log holds its terminal event, in the order they ended. */
+  /** Requests whose log holds its terminal event, least recently ended or read first. */
   private readonly ended = new Set<string>();
   /** Events over all logs. */
   private kept = 0;
@@ -73,6 +74,8 @@ export class MemoryBus implements Bus {
     await Promise.resolve();
     const log = this.live(requestId, Date.now());
     if (!log) return [];
+    // A reader pages through a log with a read per page: the log it reads goes to the back of the line.
+    if (this.ended.delete(requestId)) this.ended.add(requestId);
     const out: LogEvent[] = [];
     for (const e of log.events) {
       if (out.length >= limit) break;
@@ -127,13 +130,12 @@ export class MemoryBus implements Bus {
     for (const [id, log] of this.logs) if (log.expiresAt <= now) this.drop(id, log);
   }
 
-  /** Over the bound: drops the logs of the requests that ended first. */
+  /** Over the bound: drops the logs of ended requests, least recently ended or read first, unless subscribed to. */
   private dropEnded(): void {
     for (const id of this.ended) {
       if (this.kept <= this.maxEvents) return;
-      const log = this.logs.get(id);
-      if (log) this.drop(id, log);
-      else this.ended.delete(id);
+      if (this.deliverers.has(liveTopic(id))) continue;
+      this.drop(id, this.logs.get(id)!);
     }
   }
 
