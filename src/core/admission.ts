@@ -22,7 +22,7 @@ export interface Admitted {
   degraded: boolean;
   /** x-ratelimit-* headers describing the caller's windows after this reservation. */
   headers: Record<string, string>;
-  /** A reservation exists and must be settled or refunded. */
+  /** This admission made a reservation (not a duplicate of another's): if the request is never stored, it releases it. */
   reserved: boolean;
 }
 
@@ -78,7 +78,8 @@ export class Admission {
           : `${exceeded.window} ${exceeded.metric} quota exceeded: ${exceeded.used} of ${exceeded.limit} used; resets in ${retryAfter}s`,
         { headers: { 'retry-after': String(retryAfter), ...rateLimitHeaders(result.windows, t) }, window: exceeded.window, metric: exceeded.metric });
     }
-    return { ...base, headers: rateLimitHeaders(result.windows, t), reserved: true };
+    // A duplicate is another submission's reservation (a concurrent replay of the same key): not ours to give back.
+    return { ...base, headers: rateLimitHeaders(result.windows, t), reserved: !result.duplicate };
   }
 }
 

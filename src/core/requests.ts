@@ -60,7 +60,9 @@ export class RequestService {
         estimatedTokens: admitted.estimatedTokens, promptTokens: admitted.promptTokens,
       }, opts.mode === 'direct' ? { workerId: this.gatewayId, claimMs: this.deps.config.worker.claimMs } : undefined);
     } catch (err) {
-      if (admitted.reserved) await this.deps.limiter.settle(id, { tokens: 0, requests: 0 }).catch(() => {});
+      // The request never came to exist: its reservation goes as if never made, so a retry with
+      // the same Idempotency-Key (the same id) reserves again instead of running unreserved.
+      if (admitted.reserved) await this.deps.limiter.release(id).catch(() => {});
       throw err;
     }
     // A concurrent replay of the same key inserted first: the reservation (same id) is that request's.

@@ -54,6 +54,12 @@ export interface Limiter {
    * request id. A refund is settle with 0 tokens and 0 requests.
    */
   settle(requestId: string, charged: { tokens: number; requests: 0 | 1 }): Promise<SettleResult>;
+  /**
+   * Takes back a reservation as if it had never been made, for a request that never came to
+   * exist (its row could not be stored): unlike a refund, no settled mark is left, so the same
+   * id (an idempotent retry) reserves again. False if no reservation was held.
+   */
+  release(requestId: string): Promise<boolean>;
   /** Current counters (reserved + settled) of these windows. */
   usage(userId: string, windows: WindowLimit[]): Promise<WindowState[]>;
   /** Unsettled reservations whose deadline is before `now` (for the sweeper). */

@@ -2,6 +2,7 @@
 // produced, stream leases, status polls that cost no quota, and accounting's bad input.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { SluiceError } from '../../src/core/errors.ts';
 import { api, createUserKey, ledgerRows, readSse, startTestSluice, usageWindows, waitFor, type TestSluice } from '../helpers/app.ts';
 
 const chat = (max_tokens: number, extra: Record<string, unknown> = {}) => ({ model: 'sim', max_tokens, messages: [{ role: 'user', content: 'Tell me about rivers' }], ...extra });
@@ -29,6 +30,35 @@ describe('settlement', () => {
     const afterwards = await usageWindows(app.url, key);
     assert.equal(afterwards.daily_tokens!.used, before.daily_tokens!.used);
     assert.equal(afterwards.daily_requests!.used, 1);
+  });
+
+  it('a request whose row could not be stored leaves no trace: its retry with the same Idempotency-Key is reserved and charged', async () => {
+    const key = await createUserKey(app.url, { id: 'insert-fails', quota: big });
+    const call = api(app.url, key);
+    const insert = app.store.insertRequest.bind(app.store);
+    let failed = false;
+    app.store.insertRequest = async (...args) => {
+      if (failed) return insert(...args);
+      failed = true;
+      throw new SluiceError('SLUICE_ERR_UNAVAILABLE', 'store down for a moment');
+    };
+    try {
+      const headers = { 'idempotency-key': 'retry-after-store-failure' };
+      const first = await call('/v1/requests', { method: 'POST', json: chat(5), headers });
+      assert.equal(first.status, 503);
+      const nothing = await usageWindows(app.url, key);
+      assert.equal(nothing.daily_requests!.used, 0, 'the refused request holds nothing');
+      const retry = await call('/v1/requests', { method: 'POST', json: chat(5), headers });
+      assert.equal(retry.status, 202);
+      const { request_id } = (await retry.json()) as { request_id: string };
+      const [row] = await waitFor(async () => { const rows = await ledgerRows(app.url, 'insert-fails'); return rows.length === 1 && rows; });
+      assert.equal(row!.request_id, request_id);
+      const charged = await usageWindows(app.url, key);
+      assert.equal(charged.daily_requests!.used, 1, 'the retry counts against the quota');
+      assert.equal(charged.daily_tokens!.used, row!.charged_tokens);
+    } finally {
+      app.store.insertRequest = insert;
+    }
   });
 
   it('a cut stream (direct mode) is charged the tokens the model produced, not 0 and not max_tokens', async () => {

@@ -187,6 +187,25 @@ export function limiterContract(name: string, factory: () => Promise<LimiterPair
       assert.equal((await a.reserve(request(u, 1, ws))).ok, true);
     });
 
+    it('release takes a reservation back without a settled mark: the same id reserves again', async () => {
+      const u = user();
+      const ws = windows({ 'daily:requests': 1 });
+      const r = request(u, 300, ws);
+      assert.equal((await a.reserve(r)).ok, true);
+      assert.equal(await b.release(r.requestId), true);
+      assert.deepEqual(await used(a, u, ws), [0, 0, 0, 0]);
+      const again = await a.reserve(r);
+      assert.ok(again.ok && !again.duplicate, 'a released id is not a duplicate');
+      assert.deepEqual(await used(a, u, ws), [1, 300, 1, 300]);
+      // Once settled, there is nothing to release, and nothing changes.
+      assert.equal(await a.settle(r.requestId, { tokens: 120, requests: 1 }), 'settled');
+      assert.equal(await b.release(r.requestId), false);
+      assert.equal(await a.release(randomUUID()), false);
+      assert.deepEqual(await used(a, u, ws), [1, 120, 1, 120]);
+      const dup = await a.reserve(r);
+      assert.ok(dup.ok && dup.duplicate, 'a settled id stays a duplicate');
+    });
+
     it('settle of an unknown request id is unknown', async () => {
       assert.equal(await a.settle(randomUUID(), { tokens: 1, requests: 1 }), 'unknown');
       assert.equal(await a.extend(randomUUID(), Date.now()), false);

@@ -90,6 +90,11 @@ export class ResilientLimiter implements Limiter {
     return this.via(() => this.primary.settle(requestId, charged), () => this.local.settle(requestId, charged));
   }
 
+  release(requestId: string): Promise<boolean> {
+    if (this.local.holds(requestId)) return this.local.release(requestId);
+    return this.via(() => this.primary.release(requestId), () => this.local.release(requestId));
+  }
+
   usage(userId: string, windows: WindowLimit[]): Promise<WindowState[]> {
     return this.via(() => this.primary.usage(userId, windows), () => this.local.usage(userId, windows));
   }

@@ -97,18 +97,28 @@ export class MemoryLimiter implements Limiter {
   settle(requestId: string, charged: { tokens: number; requests: 0 | 1 }): Promise<SettleResult> {
     return this.atomically((now): SettleResult => {
       assertCharge(charged);
-      const h = this.held.get(requestId);
-      if (!h) return this.settled.has(requestId) ? 'already-settled' : 'unknown';
-      for (const c of h.counters) {
-        const delta = c.metric === 'tokens' ? charged.tokens - h.reservation.tokens : charged.requests - 1;
-        const counter = this.counters.get(c.key);
-        // Like Redis: a counter that expired with its period is not recreated.
-        if (delta !== 0 && counter && counter.expiresAt > now) counter.value = Math.max(0, counter.value + delta);
-      }
-      this.held.delete(requestId);
+      if (!this.unhold(requestId, charged, now)) return this.settled.has(requestId) ? 'already-settled' : 'unknown';
       this.settled.set(requestId, now + SETTLED_TTL_MS);
       return 'settled';
     });
+  }
+
+  release(requestId: string): Promise<boolean> {
+    return this.atomically((now) => this.unhold(requestId, { tokens: 0, requests: 0 }, now));
+  }
+
+  /** Replaces a held reservation by `charged` in each of its counters; false if none was held. */
+  private unhold(requestId: string, charged: { tokens: number; requests: 0 | 1 }, now: number): boolean {
+    const h = this.held.get(requestId);
+    if (!h) return false;
+    for (const c of h.counters) {
+      const delta = c.metric === 'tokens' ? charged.tokens - h.reservation.tokens : charged.requests - 1;
+      const counter = this.counters.get(c.key);
+      // Like Redis: a counter that expired with its period is not recreated.
+      if (delta !== 0 && counter && counter.expiresAt > now) counter.value = Math.max(0, counter.value + delta);
+    }
+    this.held.delete(requestId);
+    return true;
   }
 
   usage(userId: string, windows: WindowLimit[]): Promise<WindowState[]> {

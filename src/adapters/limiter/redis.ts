@@ -115,15 +115,27 @@ export class RedisLimiter implements Limiter {
 
   async settle(requestId: string, charged: { tokens: number; requests: 0 | 1 }): Promise<SettleResult> {
     assertCharge(charged);
+    const status = await this.runSettle(requestId, charged, false);
+    if (status === 'ok') return 'settled';
+    if (status === 'already-settled' || status === 'unknown') return status;
+    throw new SluiceError('SLUICE_ERR_INTERNAL', `settle returned ${status}`);
+  }
+
+  async release(requestId: string): Promise<boolean> {
+    const status = await this.runSettle(requestId, { tokens: 0, requests: 0 }, true);
+    if (status === 'ok' || status === 'already-settled' || status === 'unknown') return status === 'ok';
+    throw new SluiceError('SLUICE_ERR_INTERNAL', `release returned ${status}`);
+  }
+
+  /** settle.lua, found through the request's index key; `release` leaves no settled marker. */
+  private async runSettle(requestId: string, charged: { tokens: number; requests: 0 | 1 }, release: boolean): Promise<Status> {
     const userId = await this.call(() => this.client.get(this.keys.reservationIndex(requestId)));
     if (userId === null) return 'unknown';
     const k = this.keys;
     const { status } = await this.run('settle',
       [k.reservation(userId, requestId), k.settled(userId, requestId), k.reservationIndex(requestId), k.deadlines],
-      [requestId, charged.tokens, charged.requests, SETTLED_TTL_MS]);
-    if (status === 'ok') return 'settled';
-    if (status === 'already-settled' || status === 'unknown') return status;
-    throw new SluiceError('SLUICE_ERR_INTERNAL', `settle returned ${status}`);
+      [requestId, charged.tokens, charged.requests, SETTLED_TTL_MS, release ? '1' : '0']);
+    return status;
   }
 
   async usage(userId: string, windows: WindowLimit[]): Promise<WindowState[]> {

@@ -9,6 +9,8 @@
 -- ARGV[2]  charged tokens
 -- ARGV[3]  charged requests (0 or 1)
 -- ARGV[4]  how long the settled marker and the index are kept (ms)
+-- ARGV[5]  '1' to release instead: the same adjustment with a charge of 0, but no settled marker
+--          and no index are left, so the request id can reserve again
 --
 -- Returns {code}:
 --   0 OK               settled now
@@ -32,6 +34,10 @@ end
 
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
+if ARGV[5] == '1' then
+  redis.call('DEL', KEYS[3])
+else
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+end
 return {0}
