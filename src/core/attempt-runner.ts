@@ -10,6 +10,9 @@ import { usageOf, type Ending, type Ledger } from './ledger.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 
+/** What repairTerminal found: the request still running, its log ending with its terminal event (already, or now), or no log. */
+export type LogRepair = 'running' | 'intact' | 'repaired' | 'gone';
+
 export type AttemptResult =
   | { kind: 'finished' }
   /** A transient failure with attempts left: run it again later. */
@@ -136,15 +139,20 @@ export class AttemptRunner {
   /**
    * Makes sure the log of an ended request carries its terminal event (after a crash between
    * settle and append). Given a record read after the request ended, it does not read it again.
+   * A log that is gone (expired, dropped by the memory bus's bound, or never written) is left
+   * alone: a terminal event appended there would start a new log at sequence 1, and its
+   * listeners get the stored result instead.
    */
-  async repairTerminal(target: RequestRecord | string): Promise<void> {
+  async repairTerminal(target: RequestRecord | string): Promise<LogRepair> {
     const record = typeof target === 'string' ? await this.deps.store.getRequest(target) : target;
-    if (!record || !isEnded(record)) return;
-    const requestId = record.id;
-    const events = await readAll(this.deps.bus, requestId, 0);
+    if (!record) return 'gone';
+    if (!isEnded(record)) return 'running';
+    const events = await readAll(this.deps.bus, record.id, 0);
     const last = events[events.length - 1];
-    if (last && isTerminal(last)) return;
-    await this.deps.bus.append(requestId, terminalEvent(endingOf(record)));
+    if (!last) return 'gone';
+    if (isTerminal(last)) return 'intact';
+    await this.deps.bus.append(record.id, terminalEvent(endingOf(record)));
+    return 'repaired';
   }
 
   /** A cancel before the model saw the prompt costs nothing; after, the prompt and what was produced. */

@@ -60,9 +60,11 @@ export class RequestService {
         estimatedTokens: admitted.estimatedTokens, promptTokens: admitted.promptTokens,
       }, opts.mode === 'direct' ? { workerId: this.gatewayId, claimMs: this.deps.config.worker.claimMs } : undefined);
     } catch (err) {
-      // The request never came to exist: its reservation goes as if never made, so a retry with
-      // the same Idempotency-Key (the same id) reserves again instead of running unreserved.
-      if (admitted.reserved) await this.deps.limiter.release(id).catch(() => {});
+      // If the request never came to exist, its reservation goes as if never made, so a retry with
+      // the same Idempotency-Key (the same id) reserves again instead of running unreserved. A
+      // row that exists after all (the insert committed but reported an error, or a concurrent
+      // replay of the key inserted it) keeps the hold: that request runs and settles it.
+      if (admitted.reserved && !(await store.getRequest(id).catch(() => null))) await this.deps.limiter.release(id).catch(() => {});
       throw err;
     }
     // A concurrent replay of the same key inserted first: the reservation (same id) is that request's.

@@ -69,13 +69,21 @@ export class Sweeper {
         await limiter.extend(res.requestId, now() + config.worker.requestTimeoutMs + config.reservationGraceMs);
         continue;
       }
+      if (!record) {
+        // Never stored: released as if never made (no settled mark, so a retry of the same
+        // Idempotency-Key, which has the same id, reserves again instead of running unreserved).
+        await limiter.release(res.requestId);
+        metrics.sweeperActions.inc({ action: 'refund_reservation' });
+        logger.info({ request_id: res.requestId }, 'released an expired reservation whose request was never stored');
+        continue;
+      }
       // The ledger row is what the request was billed; the limiter must end on the same charge.
       // (Worked out again from the record, a request cancelled after its claim but before the
       // model ran was charged its prompt here and nothing in the ledger.)
-      const row = record ? await store.ledgerRow(res.requestId) : null;
+      const row = await store.ledgerRow(res.requestId);
       const charge = row ? { tokens: row.chargedTokens, requests: row.chargedRequests > 0 ? 1 as const : 0 as const } : { tokens: 0, requests: 0 as const };
       await ledger.settleQuota(res.requestId, charge);
-      metrics.sweeperActions.inc({ action: record ? 'settle_reservation' : 'refund_reservation' });
+      metrics.sweeperActions.inc({ action: 'settle_reservation' });
       logger.info({ request_id: res.requestId, charge }, 'reclaimed an expired reservation');
     }
     return expired.length;

@@ -1,7 +1,8 @@
 // Delivers a request's events to one listener: history after the listener's last sequence, then
 // live, each sequence exactly once (followEventLog). If the log has expired, the stored result is
 // delivered instead. A watchdog repairs a log that lacks its terminal event (a crash between the
-// settle and the append), so no listener waits forever.
+// settle and the append), or ends the listener with the stored result when the request ended
+// without a log, so no listener waits forever.
 import { isTerminal, type LogEvent } from '../ports/bus.ts';
 import { isEnded, type RequestRecord } from '../ports/store.ts';
 import { endingOf, terminalEvent } from '../core/attempt-runner.ts';
@@ -24,11 +25,11 @@ export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, af
       return expired ? 'stored' : 'terminal';
     }
     if (!isTerminal(events[events.length - 1]!)) {
-      // The log may have expired (or been dropped) between two pages: then the stored result it
-      // is, not a repair that would start a new log at sequence 1.
-      if ((await bus.read(record.id, 0, 1)).length === 0) return 'stored';
-      await runner.repairTerminal(record);
+      // A log that lost its terminal event is repaired; one that went away between two pages
+      // (expired, or dropped by the memory bus's bound) gives the stored result instead.
+      if (await runner.repairTerminal(record) === 'gone') return 'stored';
       events = await readAll(bus, record.id, afterSeq);
+      if (events.length === 0) return 'stored';
     }
     for (let i = 0; i < events.length; i += LOG_PAGE) {
       if (signal.aborted) return 'aborted';
@@ -36,13 +37,17 @@ export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, af
     }
     return 'terminal';
   }
+  // The request ended but its log has no terminal event, or no log at all: repair it, or stop
+  // following and deliver the stored result.
+  const gone = new AbortController();
   const watchdog = setInterval(() => {
-    void runner.repairTerminal(record.id).catch(() => {});
+    void runner.repairTerminal(record.id).then((state) => { if (state === 'gone') gone.abort(); }, () => {});
   }, Math.max(1000, deps.config.sse.pingMs));
   watchdog.unref();
   try {
-    const end = await followEventRuns(bus, record.id, afterSeq, sink, { signal });
-    return end === 'terminal' ? 'terminal' : 'aborted';
+    const end = await followEventRuns(bus, record.id, afterSeq, sink, { signal: AbortSignal.any([signal, gone.signal]) });
+    if (end === 'terminal') return 'terminal';
+    return gone.signal.aborted && !signal.aborted ? 'stored' : 'aborted';
   } finally {
     clearInterval(watchdog);
   }

@@ -109,13 +109,17 @@ describe('refunds and restarts (embedded)', () => {
       const t = Date.now();
       const windows = windowLimits({ requestsPerDay: 10, tokensPerDay: 1000, requestsPerMonth: 10, tokensPerMonth: 1000 }, t, 'UTC');
       // A gateway reserved, then died before inserting the request row.
-      const r = await app.limiter.reserve({ requestId: crypto.randomUUID(), userId: 'ghost', tokens: 400, windows, deadlineAt: t - 1 });
+      const requestId = crypto.randomUUID();
+      const r = await app.limiter.reserve({ requestId, userId: 'ghost', tokens: 400, windows, deadlineAt: t - 1 });
       assert.equal(r.ok, true);
       assert.equal((await app.limiter.usage('ghost', windows)).find((w) => w.metric === 'tokens' && w.window === 'daily')!.used, 400);
       const swept = await app.sweeper.sweepOnce();
       assert.equal(swept.reclaimed, 1);
       const after = await app.limiter.usage('ghost', windows);
       assert.deepEqual(after.map((w) => w.used), [0, 0, 0, 0]);
+      // Released, not refunded: a retry of the same Idempotency-Key (the same id) reserves anew.
+      const retry = await app.limiter.reserve({ requestId, userId: 'ghost', tokens: 400, windows, deadlineAt: t + 60_000 });
+      assert.ok(retry.ok && !retry.duplicate);
     } finally { await app.stop(); }
   });
 

@@ -82,6 +82,7 @@ class FlakyLimiter extends MemoryLimiter implements ProbedLimiter {
   async ping(): Promise<void> { this.check(); }
   override async reserve(...args: Parameters<MemoryLimiter['reserve']>) { this.check(); return super.reserve(...args); }
   override async settle(...args: Parameters<MemoryLimiter['settle']>) { this.check(); return super.settle(...args); }
+  override async release(...args: Parameters<MemoryLimiter['release']>) { this.check(); return super.release(...args); }
 }
 
 describe('ResilientLimiter', () => {
@@ -107,6 +108,26 @@ describe('ResilientLimiter', () => {
     assert.equal(after.windows[0]?.used, 100, 'served by the durable limiter again, which saw none of the outage');
     assert.ok(duringId);
     assert.equal(await l.settle(duringId, { tokens: 0, requests: 0 }), 'settled');
+    await l.close();
+  });
+
+  it('releases a reservation where it was taken: locally for one from the outage, durably otherwise', async () => {
+    const durable = new FlakyLimiter();
+    const l = new ResilientLimiter(durable, { policy: 'fallback', probeIntervalMs: 20 });
+    const ws = windows();
+    const before = { requestId: randomUUID(), userId: 'u', tokens: 10, windows: ws, deadlineAt: Date.now() + 60_000 };
+    assert.ok((await l.reserve(before)).ok);
+    durable.down = true;
+    const during = { ...before, requestId: randomUUID(), tokens: 20 };
+    assert.ok((await l.reserve(during)).ok);
+    durable.down = false;
+    await sleep(100);
+    assert.equal(l.degraded, false);
+    assert.equal(await l.release(during.requestId), true, 'the outage reservation is released where it was taken');
+    assert.equal(await l.release(before.requestId), true);
+    assert.equal((await durable.usage('u', ws))[0]?.used, 0);
+    const again = await l.reserve(during);
+    assert.ok(again.ok && !again.duplicate, 'a released id reserves again');
     await l.close();
   });
 

@@ -13,7 +13,7 @@ const body = (maxTokens: number) => ({ model: 'sim', max_tokens: maxTokens, mess
 
 describe('delivery of an ended request whose log goes away', () => {
   let app: TestSluice;
-  before(async () => { app = await startTestSluice({ sim: { ttftMs: 0, itlMs: 0 }, eventLog: { ttlSeconds: 3600, maxLen: 10_000, memoryMaxEvents: 1000 } }); });
+  before(async () => { app = await startTestSluice({ sim: { ttftMs: 0, itlMs: 0 }, eventLog: { ttlSeconds: 3600, maxLen: 10_000, memoryMaxEvents: 1000 }, sse: { pingMs: 10 } }); });
   after(() => app.stop());
 
   const completedRequest = async (maxTokens: number): Promise<string> => {
@@ -64,4 +64,27 @@ describe('delivery of an ended request whose log goes away', () => {
     assert.equal(frames.filter((f) => f.event === 'token').length, 300);
     assert.equal(frames.at(-1)!.event, 'completed');
   });
+
+  it('a listener of a request that ended without a log gets the stored result, and no log is started', async () => {
+    // A request row nobody runs (no job published), then ended in the store with no event ever
+    // logged: a crash between the settle and the terminal append of a request that produced nothing.
+    const id = crypto.randomUUID();
+    await app.store.insertRequest({
+      id, userId: 'master', keyId: null, model: 'sim', mode: 'queued', payload: { messages: [{ role: 'user', content: 'hi' }], maxTokens: 5 },
+      priority: 0, idempotencyKey: null, bodyHash: '', estimatedTokens: 6, promptTokens: 1,
+    });
+    const listening = readSse(await api(app.url)(`/v1/requests/${id}/events`));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(await app.store.finishRequest(id, {
+      status: 'cancelled', attempt: null, result: '', finishReason: 'cancelled', usage: { promptTokens: 0, completionTokens: 0, totalTokens: 0 },
+      error: { code: 'SLUICE_ERR_CANCELLED', message: 'Request was cancelled' }, chargedTokens: 0, chargedRequests: 0,
+    }), true);
+    const frames = await listening;
+    const last = frames.at(-1)!;
+    assert.equal(last.event, 'error');
+    assert.equal(JSON.parse(last.data).replayed_from, 'store');
+    assert.equal(JSON.parse(last.data).status, 'cancelled');
+    assert.deepEqual(await app.bus.read(id, 0), []);
+  });
 });
+
