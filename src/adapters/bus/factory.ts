@@ -20,7 +20,7 @@ export async function createBus(url: string, opts: BusFactoryOptions): Promise<B
   switch (scheme) {
     case 'memory': {
       const { MemoryBus } = await import('./memory.ts');
-      return new MemoryBus({ ttlSeconds: opts.ttlSeconds, maxLen: opts.maxLen, ...(opts.memoryMaxEvents && { maxEvents: opts.memoryMaxEvents }) });
+      return new MemoryBus({ ttlSeconds: opts.ttlSeconds, maxLen: opts.maxLen, maxEvents: opts.memoryMaxEvents });
     }
     case 'redis':
     case 'rediss': {

@@ -17,10 +17,10 @@ export interface MemoryBusOptions {
   ttlSeconds: number;
   maxLen: number;
   /** Events kept over all logs before ended requests' logs are dropped (default 1,000,000). */
-  maxEvents?: number;
+  maxEvents?: number | undefined;
 }
 
-export const DEFAULT_MEMORY_MAX_EVENTS = 1_000_000;
+const DEFAULT_MEMORY_MAX_EVENTS = 1_000_000;
 
 export class MemoryBus implements Bus {
   private readonly logs = new Map<string, EventLog>();

@@ -25,11 +25,10 @@ async function openClient(url: string, opts: StoreOptions): Promise<SqlClient> {
     case 'pglite': {
       const target = url.slice('pglite://'.length);
       if (target === '') throw new SluiceError('SLUICE_ERR_CONFIG', `pglite URL needs a directory or "memory": ${url}`);
-      const pglite = { ...(opts.onMaintenanceError && { onMaintenanceError: opts.onMaintenanceError }) };
-      if (target === 'memory') return (await import('./pglite.ts')).openPglite(null, pglite);
+      if (target === 'memory') return (await import('./pglite.ts')).openPglite(null, opts);
       const dir = resolve(target);
       await mkdir(dirname(dir), { recursive: true });
-      return (await import('./pglite.ts')).openPglite(dir, pglite);
+      return (await import('./pglite.ts')).openPglite(dir, opts);
     }
     case 'postgres':
     case 'postgresql':
