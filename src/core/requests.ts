@@ -63,8 +63,10 @@ export class RequestService {
       // If the request never came to exist, its reservation goes as if never made, so a retry with
       // the same Idempotency-Key (the same id) reserves again instead of running unreserved. A
       // row that exists after all (the insert committed but reported an error, or a concurrent
-      // replay of the key inserted it) keeps the hold: that request runs and settles it.
-      if (admitted.reserved && !(await store.getRequest(id).catch(() => null))) await this.deps.limiter.release(id).catch(() => {});
+      // replay of the key inserted it) keeps the hold: that request runs and settles it. So does
+      // a request the store cannot tell about yet: the sweeper releases its hold once past the
+      // deadline if it never came to exist.
+      if (admitted.reserved && (await store.getRequest(id).then((r) => r === null, () => false))) await this.deps.limiter.release(id).catch(() => {});
       throw err;
     }
     // A concurrent replay of the same key inserted first: the reservation (same id) is that request's.

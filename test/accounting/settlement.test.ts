@@ -61,6 +61,39 @@ describe('settlement', () => {
     }
   });
 
+  it('a request whose insert committed while the store reported errors keeps its hold and is charged when it runs', async () => {
+    const key = await createUserKey(app.url, { id: 'insert-unsure', quota: big });
+    const { insertRequest: insert, getRequest: get } = app.store;
+    let id = '';
+    let flapping = true;
+    // The insert commits, then the connection drops before the answer; the check that follows fails too.
+    app.store.insertRequest = async (r, claim) => {
+      const done = await insert.call(app.store, r, claim);
+      if (!flapping) return done;
+      id = r.id;
+      throw new SluiceError('SLUICE_ERR_UNAVAILABLE', 'connection lost after commit');
+    };
+    app.store.getRequest = async (rid) => {
+      if (flapping && rid === id) { flapping = false; throw new SluiceError('SLUICE_ERR_UNAVAILABLE', 'still down'); }
+      return get.call(app.store, rid);
+    };
+    try {
+      const res = await api(app.url, key)('/v1/requests', { method: 'POST', json: chat(5) });
+      assert.equal(res.status, 503);
+      assert.ok(id, 'the insert ran');
+      assert.equal((await usageWindows(app.url, key)).daily_requests!.used, 1, 'the hold stays while the store cannot say');
+      // The stored row is found by the sweeper in time; here its job is published at once.
+      await app.queue.publish({ requestId: id, priority: 5 });
+      const [row] = await waitFor(async () => { const rows = await ledgerRows(app.url, 'insert-unsure'); return rows.length === 1 && rows; });
+      assert.equal(row!.request_id, id);
+      const charged = await usageWindows(app.url, key);
+      assert.equal(charged.daily_requests!.used, 1);
+      assert.equal(charged.daily_tokens!.used, row!.charged_tokens, 'the reservation was replaced by the charge');
+    } finally {
+      Object.assign(app.store, { insertRequest: insert, getRequest: get });
+    }
+  });
+
   it('a cut stream (direct mode) is charged the tokens the model produced, not 0 and not max_tokens', async () => {
     const key = await createUserKey(app.url, { id: 'cut-stream', quota: big });
     const ac = new AbortController();
