@@ -1,6 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -49,6 +49,15 @@ describe('Store on PGlite on disk', () => {
     } finally {
       await second.close();
     }
+  });
+
+  it('refuses a store path it cannot create a cluster in with SLUICE_ERR_CONFIG naming the path', async () => {
+    const file = join(base, 'a-file');
+    await writeFile(file, 'not a directory');
+    await assert.rejects(createStore(`pglite://${file}`), (e) => isSluiceError(e, 'SLUICE_ERR_CONFIG') && e.message.includes(file));
+    // The cluster is created in a worker thread; its failure comes back with the path and a reason.
+    const unwritable = '/proc/sluice-store-test';
+    await assert.rejects(createStore(`pglite://${unwritable}`), (e) => isSluiceError(e, 'SLUICE_ERR_CONFIG') && e.message.includes(unwritable) && !e.message.endsWith(': '));
   });
 });
 
