@@ -1,6 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -55,9 +55,12 @@ describe('Store on PGlite on disk', () => {
     const file = join(base, 'a-file');
     await writeFile(file, 'not a directory');
     await assert.rejects(createStore(`pglite://${file}`), (e) => isSluiceError(e, 'SLUICE_ERR_CONFIG') && e.message.includes(file));
-    // The cluster is created in a worker thread; its failure comes back with the path and a reason.
-    const unwritable = '/proc/sluice-store-test';
-    await assert.rejects(createStore(`pglite://${unwritable}`), (e) => isSluiceError(e, 'SLUICE_ERR_CONFIG') && e.message.includes(unwritable) && !e.message.endsWith(': '));
+    // The cluster is created in a worker thread; its failure comes back with the path and the reason
+    // (here a file stands where the cluster's base directory must go).
+    const blocked = join(base, 'blocked');
+    await mkdir(blocked);
+    await writeFile(join(blocked, 'base'), 'in the way');
+    await assert.rejects(createStore(`pglite://${blocked}`), (e) => isSluiceError(e, 'SLUICE_ERR_CONFIG') && e.message.includes(blocked) && e.message.includes('ENOTDIR'));
   });
 });
 

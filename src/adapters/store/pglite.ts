@@ -46,21 +46,23 @@ export async function openPglite(dataDir: string | null, opts: PgliteOptions = {
 }
 
 /**
- * Run in a worker thread: creates the cluster in workerData.dir, then exits; a failure is posted
- * as text first (PGlite throws file system errors that are not Errors and carry only an errno).
+ * Run in a worker thread: creates the cluster in workerData.dir, then exits. A failure is posted
+ * as text first: PGlite throws file system errors that are not Errors and carry only a WASI errno,
+ * named here for the common ones.
  */
 const CREATE_CLUSTER = `
 const { parentPort, workerData } = require('node:worker_threads');
+const ERRNO = { 2: 'EACCES', 20: 'EEXIST', 28: 'EINVAL', 31: 'EISDIR', 44: 'ENOENT', 51: 'ENOSPC', 54: 'ENOTDIR', 55: 'ENOTEMPTY', 63: 'EPERM', 69: 'EROFS' };
 import(workerData.pglite)
   .then(async ({ PGlite }) => { const db = await PGlite.create(workerData.dir); await db.close(); })
-  .catch((e) => { parentPort.postMessage(e instanceof Error ? e.message : 'file system error ' + (e && e.errno)); process.exit(1); });
+  .catch((e) => { parentPort.postMessage(e instanceof Error ? e.message : 'file system error ' + (ERRNO[e && e.errno] ?? 'errno ' + (e && e.errno))); process.exit(1); });
 `;
 
 /**
  * Creates a new directory's cluster (initdb) in a worker thread whose memory goes with it.
  * Creating a cluster grows PGlite's WebAssembly memory to ~630 MB, and WebAssembly memory never
- * shrinks: a gateway that created its store in place started serving at ~870 MiB of RSS, against
- * ~560 MiB with the cluster created apart (~450 MiB on an existing store). A directory that
+ * shrinks: a gateway that created its store in place started serving at ~900 MiB of RSS, against
+ * ~550 MiB with the cluster created apart (~470 MiB on an existing store; bench/startup.ts). A directory that
  * already holds a cluster is left alone.
  */
 async function createClusterApart(dataDir: string): Promise<void> {
