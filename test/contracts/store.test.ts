@@ -51,12 +51,11 @@ describe('Store on PGlite on disk', () => {
     }
   });
 
-  it('refuses a store path it cannot create a cluster in with SLUICE_ERR_CONFIG naming the path', async () => {
+  it('refuses a store path it cannot open a cluster in with SLUICE_ERR_CONFIG naming the path and the reason', async () => {
     const file = join(base, 'a-file');
     await writeFile(file, 'not a directory');
     await assert.rejects(createStore(`pglite://${file}`), (e) => isSluiceError(e, 'SLUICE_ERR_CONFIG') && e.message.includes(file));
-    // The cluster is created in a worker thread; its failure comes back with the path and the reason
-    // (here a file stands where the cluster's base directory must go).
+    // A file where the cluster's base directory must go: the reason is named.
     const blocked = join(base, 'blocked');
     await mkdir(blocked);
     await writeFile(join(blocked, 'base'), 'in the way');

@@ -2,10 +2,6 @@
 // PGlite has a single connection and serializes every query and transaction behind one mutex,
 // so a transaction body must use only the `tx` it is given (using the outer handle would wait
 // for the transaction that is waiting for it).
-import { existsSync, statSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { SluiceError } from '../../core/errors.ts';
 import type { Row, SqlClient } from './sql-store.ts';
 
@@ -21,9 +17,8 @@ export interface PgliteOptions {
 
 /** Opens PGlite on `dataDir`, or in memory when dataDir is null. */
 export async function openPglite(dataDir: string | null, opts: PgliteOptions = {}): Promise<SqlClient> {
-  if (dataDir !== null) await createClusterApart(dataDir);
   const { PGlite } = await import('@electric-sql/pglite');
-  const db = dataDir === null ? await PGlite.create() : await PGlite.create(dataDir);
+  const db = dataDir === null ? await PGlite.create() : await openOnDisk(PGlite, dataDir);
   // Literals below rely on it: a quote is the only character that needs escaping.
   await db.exec('SET standard_conforming_strings = on');
   // ANALYZE samples 300 rows per unit of target: 3,000 rows keep it short (see Maintenance).
@@ -45,41 +40,21 @@ export async function openPglite(dataDir: string | null, opts: PgliteOptions = {
   };
 }
 
-/**
- * Run in a worker thread: creates the cluster in workerData.dir, then exits. A failure is posted
- * as text first: PGlite throws file system errors that are not Errors and carry only a WASI errno,
- * named here for the common ones.
- */
-const CREATE_CLUSTER = `
-const { parentPort, workerData } = require('node:worker_threads');
-const ERRNO = { 2: 'EACCES', 20: 'EEXIST', 28: 'EINVAL', 31: 'EISDIR', 44: 'ENOENT', 51: 'ENOSPC', 54: 'ENOTDIR', 55: 'ENOTEMPTY', 63: 'EPERM', 69: 'EROFS' };
-import(workerData.pglite)
-  .then(async ({ PGlite }) => { const db = await PGlite.create(workerData.dir); await db.close(); })
-  .catch((e) => { parentPort.postMessage(e instanceof Error ? e.message : 'file system error ' + (ERRNO[e && e.errno] ?? 'errno ' + (e && e.errno))); process.exit(1); });
-`;
+/** WASI errno values PGlite's file system errors carry, named for the common ones. */
+const ERRNO: Record<number, string> = { 2: 'EACCES', 20: 'EEXIST', 28: 'EINVAL', 31: 'EISDIR', 44: 'ENOENT', 51: 'ENOSPC', 54: 'ENOTDIR', 55: 'ENOTEMPTY', 63: 'EPERM', 69: 'EROFS' };
 
 /**
- * Creates a new directory's cluster (initdb) in a worker thread whose memory goes with it.
- * Creating a cluster grows PGlite's WebAssembly memory to ~630 MB, and WebAssembly memory never
- * shrinks: a gateway that created its store in place started serving at ~900 MiB of RSS, against
- * ~550 MiB with the cluster created apart (~470 MiB on an existing store; bench/startup.ts). A directory that
- * already holds a cluster is left alone.
+ * Opens (creating if new) the cluster in `dataDir`. PGlite throws its file system errors as bare
+ * objects carrying only an errno: they become a configuration error naming the path.
  */
-async function createClusterApart(dataDir: string): Promise<void> {
-  if (existsSync(join(dataDir, 'PG_VERSION'))) return;
-  if (existsSync(dataDir) && !statSync(dataDir).isDirectory()) throw new SluiceError('SLUICE_ERR_CONFIG', `The PGlite store path ${dataDir} is not a directory`);
-  const { Worker } = await import('node:worker_threads');
-  // Resolved here: an eval'd worker would resolve the package from the working directory.
-  const pglite = pathToFileURL(createRequire(import.meta.url).resolve('@electric-sql/pglite')).href;
-  let reason = '';
-  const code = await new Promise<number>((resolve, reject) => {
-    // No inherited execArgv: a TypeScript loader hook would make the worker's import ~6x slower.
-    const worker = new Worker(CREATE_CLUSTER, { eval: true, execArgv: [], workerData: { dir: dataDir, pglite } });
-    worker.on('message', (m) => { reason = String(m); });
-    worker.once('error', reject);
-    worker.once('exit', resolve);
-  });
-  if (code !== 0) throw new SluiceError('SLUICE_ERR_CONFIG', `Cannot create the PGlite store in ${dataDir}: ${reason || `exit ${code}`}`);
+async function openOnDisk(PGlite: typeof import('@electric-sql/pglite').PGlite, dataDir: string) {
+  try {
+    return await PGlite.create(dataDir);
+  } catch (e) {
+    const errno = e instanceof Error ? undefined : (e as { errno?: unknown } | null)?.errno;
+    if (typeof errno !== 'number') throw e;
+    throw new SluiceError('SLUICE_ERR_CONFIG', `Cannot open the PGlite store in ${dataDir}: file system error ${ERRNO[errno] ?? `errno ${errno}`}`);
+  }
 }
 
 /** How often the tables' change counters are looked at. */
