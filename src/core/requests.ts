@@ -66,7 +66,10 @@ export class RequestService {
       // replay of the key inserted it) keeps the hold: that request runs and settles it. So does
       // a request the store cannot tell about yet: the sweeper releases its hold once past the
       // deadline if it never came to exist.
-      if (admitted.reserved && (await store.getRequest(id).then((r) => r === null, () => false))) await this.deps.limiter.release(id).catch(() => {});
+      if (admitted.reserved) {
+        const absent = await store.getRequest(id).then((r) => r === null, () => false);
+        if (absent) await this.deps.limiter.release(id).catch(() => {});
+      }
       throw err;
     }
     // A concurrent replay of the same key inserted first: the reservation (same id) is that request's.
