@@ -3,7 +3,7 @@
 // - a queued request whose job was never published (crash between insert and publish) or whose
 //   job died with a non-durable queue is published again (workers claim by id: duplicates are harmless);
 // - a running request whose worker's claim expired is published again (a new attempt);
-// - a reservation past its deadline is settled from the stored outcome, refunded if its request
+// - a reservation past its deadline is settled from the stored outcome, released if its request
 //   never reached the store, or extended while its request is still alive.
 import type { Config } from '../config.ts';
 import type { Limiter } from '../ports/limiter.ts';

@@ -53,44 +53,46 @@ describe('settlement', () => {
       const { request_id } = (await retry.json()) as { request_id: string };
       const [row] = await waitFor(async () => { const rows = await ledgerRows(app.url, 'insert-fails'); return rows.length === 1 && rows; });
       assert.equal(row!.request_id, request_id);
-      const charged = await usageWindows(app.url, key);
+      // The limiter settles just after the ledger row is written.
+      const charged = await waitFor(async () => { const w = await usageWindows(app.url, key); return w.daily_tokens!.used === row!.charged_tokens && w; });
       assert.equal(charged.daily_requests!.used, 1, 'the retry counts against the quota');
-      assert.equal(charged.daily_tokens!.used, row!.charged_tokens);
     } finally {
       app.store.insertRequest = insert;
     }
   });
 
-  it('a request whose insert committed while the store reported errors keeps its hold and is charged when it runs', async () => {
-    const key = await createUserKey(app.url, { id: 'insert-unsure', quota: big });
-    const { insertRequest: insert, getRequest: get } = app.store;
-    let id = '';
-    let flapping = true;
-    // The insert commits, then the connection drops before the answer; the check that follows fails too.
-    app.store.insertRequest = async (r, claim) => {
-      const done = await insert.call(app.store, r, claim);
-      if (!flapping) return done;
-      id = r.id;
-      throw new SluiceError('SLUICE_ERR_UNAVAILABLE', 'connection lost after commit');
-    };
-    app.store.getRequest = async (rid) => {
-      if (flapping && rid === id) { flapping = false; throw new SluiceError('SLUICE_ERR_UNAVAILABLE', 'still down'); }
-      return get.call(app.store, rid);
-    };
+  it('a request whose insert committed while the store reported errors keeps its hold, is found by the sweeper and charged', async () => {
+    // Its own gateway: the sweeper republishes an unpublished queued row after 100 ms, not 30 s.
+    const own = await startTestSluice({ requeueAfterMs: 100 });
     try {
-      const res = await api(app.url, key)('/v1/requests', { method: 'POST', json: chat(5) });
+      const key = await createUserKey(own.url, { id: 'insert-unsure', quota: big });
+      const insert = own.store.insertRequest.bind(own.store);
+      const get = own.store.getRequest.bind(own.store);
+      let id = '';
+      let flapping = true;
+      // The insert commits, then the connection drops before the answer; the check that follows fails too.
+      own.store.insertRequest = async (r, claim) => {
+        const done = await insert(r, claim);
+        if (!flapping) return done;
+        id = r.id;
+        throw new SluiceError('SLUICE_ERR_UNAVAILABLE', 'connection lost after commit');
+      };
+      own.store.getRequest = async (rid) => {
+        if (flapping && rid === id) { flapping = false; throw new SluiceError('SLUICE_ERR_UNAVAILABLE', 'still down'); }
+        return get(rid);
+      };
+      const res = await api(own.url, key)('/v1/requests', { method: 'POST', json: chat(5) });
       assert.equal(res.status, 503);
       assert.ok(id, 'the insert ran');
-      assert.equal((await usageWindows(app.url, key)).daily_requests!.used, 1, 'the hold stays while the store cannot say');
-      // The stored row is found by the sweeper in time; here its job is published at once.
-      await app.queue.publish({ requestId: id, priority: 5 });
-      const [row] = await waitFor(async () => { const rows = await ledgerRows(app.url, 'insert-unsure'); return rows.length === 1 && rows; });
+      // Held (or already charged, if the sweeper was quick): never 0.
+      assert.equal((await usageWindows(own.url, key)).daily_requests!.used, 1, 'the hold stays while the store cannot say');
+      const [row] = await waitFor(async () => { const rows = await ledgerRows(own.url, 'insert-unsure'); return rows.length === 1 && rows; });
       assert.equal(row!.request_id, id);
-      const charged = await usageWindows(app.url, key);
-      assert.equal(charged.daily_requests!.used, 1);
-      assert.equal(charged.daily_tokens!.used, row!.charged_tokens, 'the reservation was replaced by the charge');
+      // The limiter settles just after the ledger row is written.
+      const charged = await waitFor(async () => { const w = await usageWindows(own.url, key); return w.daily_tokens!.used === row!.charged_tokens && w; });
+      assert.equal(charged.daily_requests!.used, 1, 'the reservation was replaced by the charge');
     } finally {
-      Object.assign(app.store, { insertRequest: insert, getRequest: get });
+      await own.stop();
     }
   });
 

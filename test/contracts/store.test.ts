@@ -55,6 +55,7 @@ describe('Store on PGlite on disk', () => {
     const file = join(base, 'a-file');
     await writeFile(file, 'not a directory');
     await assert.rejects(createStore(`pglite://${file}`), (e) => isSluiceError(e, 'SLUICE_ERR_CONFIG') && e.message.includes(file));
+    await assert.rejects(createStore(`pglite://${join(file, 'db')}`), (e) => isSluiceError(e, 'SLUICE_ERR_CONFIG') && e.message.includes(file));
     // A file where the cluster's base directory must go: the reason is named.
     const blocked = join(base, 'blocked');
     await mkdir(blocked);

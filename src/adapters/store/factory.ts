@@ -4,8 +4,7 @@
 //   pglite://./relative/dir  PGlite on disk, relative to the working directory
 //   pglite:///absolute/dir   PGlite on disk
 //   postgres://… postgresql://…  PostgreSQL
-import { mkdir } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { SluiceError } from '../../core/errors.ts';
 import type { Store } from '../../ports/store.ts';
 import { urlScheme } from '../url-scheme.ts';
@@ -26,9 +25,7 @@ async function openClient(url: string, opts: StoreOptions): Promise<SqlClient> {
       const target = url.slice('pglite://'.length);
       if (target === '') throw new SluiceError('SLUICE_ERR_CONFIG', `pglite URL needs a directory or "memory": ${url}`);
       if (target === 'memory') return (await import('./pglite.ts')).openPglite(null, opts);
-      const dir = resolve(target);
-      await mkdir(dirname(dir), { recursive: true });
-      return (await import('./pglite.ts')).openPglite(dir, opts);
+      return (await import('./pglite.ts')).openPglite(resolve(target), opts);
     }
     case 'postgres':
     case 'postgresql':

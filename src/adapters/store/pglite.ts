@@ -2,6 +2,8 @@
 // PGlite has a single connection and serializes every query and transaction behind one mutex,
 // so a transaction body must use only the `tx` it is given (using the outer handle would wait
 // for the transaction that is waiting for it).
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { SluiceError } from '../../core/errors.ts';
 import type { Row, SqlClient } from './sql-store.ts';
 
@@ -40,21 +42,33 @@ export async function openPglite(dataDir: string | null, opts: PgliteOptions = {
   };
 }
 
-/** WASI errno values PGlite's file system errors carry, named for the common ones. */
+/** WASI errno values of PGlite's file system errors, named for the common ones. */
 const ERRNO: Record<number, string> = { 2: 'EACCES', 20: 'EEXIST', 28: 'EINVAL', 31: 'EISDIR', 44: 'ENOENT', 51: 'ENOSPC', 54: 'ENOTDIR', 55: 'ENOTEMPTY', 63: 'EPERM', 69: 'EROFS' };
+/** File system errors that say the path is wrong for a store; others (ENOSPC, EIO) are disk faults. */
+const PATH_ERRORS = new Set(['EACCES', 'EEXIST', 'EISDIR', 'ENOENT', 'ENOTDIR', 'ENOTEMPTY', 'EPERM', 'EROFS']);
 
-/**
- * Opens (creating if new) the cluster in `dataDir`. PGlite throws its file system errors as bare
- * objects carrying only an errno: they become a configuration error naming the path.
- */
+/** Opens the cluster in `dataDir`, creating it (and its parent directories) if new. */
 async function openOnDisk(PGlite: typeof import('@electric-sql/pglite').PGlite, dataDir: string) {
   try {
+    await mkdir(dirname(dataDir), { recursive: true });
     return await PGlite.create(dataDir);
   } catch (e) {
-    const errno = e instanceof Error ? undefined : (e as { errno?: unknown } | null)?.errno;
-    if (typeof errno !== 'number') throw e;
-    throw new SluiceError('SLUICE_ERR_CONFIG', `Cannot open the PGlite store in ${dataDir}: file system error ${ERRNO[errno] ?? `errno ${errno}`}`);
+    const code = fsErrorCode(e);
+    if (code === undefined) throw e;
+    const message = `Cannot open the PGlite store in ${dataDir}: file system error ${code}`;
+    if (PATH_ERRORS.has(code)) throw new SluiceError('SLUICE_ERR_CONFIG', message, undefined, { cause: e });
+    throw new Error(message, { cause: e });
   }
+}
+
+/** The code of a file system error: Node's (`code: 'EACCES'`), or PGlite's, a bare object carrying a WASI errno. */
+function fsErrorCode(e: unknown): string | undefined {
+  if (e instanceof Error) {
+    const { code } = e as NodeJS.ErrnoException;
+    return typeof code === 'string' && /^E[A-Z]+$/.test(code) ? code : undefined;
+  }
+  const errno = (e as { errno?: unknown } | null)?.errno;
+  return typeof errno === 'number' ? ERRNO[errno] ?? `errno ${errno}` : undefined;
 }
 
 /** How often the tables' change counters are looked at. */
