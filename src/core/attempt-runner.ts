@@ -77,6 +77,7 @@ export class AttemptRunner {
     };
     try {
       const append = async (events: EventBody[]) => {
+        if (events.length === 0) return;
         let logged: readonly LogEvent[];
         try {
           logged = await bus.appendMany(record.id, events);

@@ -22,28 +22,10 @@ export async function readAll(bus: Bus, requestId: string, afterSeq: number, pag
 }
 
 /**
- * Delivers the events of `requestId` after `afterSeq` to `onEvent`, awaiting it before the next,
- * until a terminal event was delivered ('terminal') or `signal` aborts ('aborted').
- */
-export async function followEventLog(
-  bus: Bus,
-  requestId: string,
-  afterSeq: number,
-  onEvent: (e: LogEvent) => void | Promise<void>,
-  opts: { signal: AbortSignal },
-): Promise<FollowOutcome> {
-  return followEventRuns(bus, requestId, afterSeq, async (run) => {
-    for (const e of run) {
-      if (opts.signal.aborted) return;
-      await onEvent(e);
-    }
-  }, opts);
-}
-
-/**
- * The same, in runs: each call of `onEvents` gets the next events in sequence that are at hand (a
- * page of history, or a burst that arrived live together), never past the terminal event. A
- * stream's tokens then cost one delivery per burst, not one per token.
+ * Delivers the events of `requestId` after `afterSeq` in runs, awaiting `onEvents` before the next,
+ * until a terminal event was delivered ('terminal') or `signal` aborts ('aborted'). Each run is
+ * the next events in sequence that are at hand (a page of history, or a burst that arrived live
+ * together), never past the terminal event: a stream's tokens cost one delivery per burst.
  */
 export async function followEventRuns(
   bus: Bus,

@@ -13,7 +13,7 @@ import type { AttemptRunner } from './attempt-runner.ts';
 import type { Principal } from './auth.ts';
 import type { ChatInput } from './chat-request.ts';
 import { SluiceError } from './errors.ts';
-import { followEventLog } from './event-follow.ts';
+import { followEventRuns } from './event-follow.ts';
 import type { Logger } from './logger.ts';
 import { jitteredBackoff } from './backoff.ts';
 
@@ -117,7 +117,7 @@ export class RequestService {
     await bus.publishControl(id, 'cancel');
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), 2000);
-    try { await followEventLog(bus, id, 0, () => {}, { signal: ac.signal }); } finally { clearTimeout(timer); }
+    try { await followEventRuns(bus, id, 0, () => {}, { signal: ac.signal }); } finally { clearTimeout(timer); }
     return (await store.getRequest(id)) ?? record;
   }
 

@@ -65,16 +65,16 @@ export class Sweeper {
     const expired = await limiter.expired(now(), BATCH);
     for (const res of expired) {
       const record = await store.getRequest(res.requestId);
-      if (record && !isEnded(record)) {
-        await limiter.extend(res.requestId, now() + config.worker.requestTimeoutMs + config.reservationGraceMs);
-        continue;
-      }
       if (!record) {
         // Never stored: released as if never made (no settled mark, so a retry of the same
         // Idempotency-Key, which has the same id, reserves again instead of running unreserved).
         await limiter.release(res.requestId);
         metrics.sweeperActions.inc({ action: 'refund_reservation' });
         logger.info({ request_id: res.requestId }, 'released an expired reservation whose request was never stored');
+        continue;
+      }
+      if (!isEnded(record)) {
+        await limiter.extend(res.requestId, now() + config.worker.requestTimeoutMs + config.reservationGraceMs);
         continue;
       }
       // The ledger row is what the request was billed; the limiter must end on the same charge.

@@ -1,5 +1,5 @@
 // Delivers a request's events to one listener: history after the listener's last sequence, then
-// live, each sequence exactly once (followEventLog). If the log has expired, the stored result is
+// live, each sequence exactly once (followEventRuns). If the log has expired, the stored result is
 // delivered instead. A watchdog repairs a log that lacks its terminal event (a crash between the
 // settle and the append), or ends the listener with the stored result when the request ended
 // without a log, so no listener waits forever.
@@ -28,8 +28,10 @@ export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, af
       // A log that lost its terminal event is repaired; one that went away between two pages
       // (expired, or dropped by the memory bus's bound) gives the stored result instead.
       if (await runner.repairTerminal(record) === 'gone') return 'stored';
-      events = await readAll(bus, record.id, afterSeq);
-      if (events.length === 0) return 'stored';
+      // Nothing is delivered yet and a log only grows: what follows the events at hand completes them.
+      const rest = await readAll(bus, record.id, events[events.length - 1]!.seq);
+      if (rest.length === 0) return 'stored';
+      events = events.concat(rest);
     }
     for (let i = 0; i < events.length; i += LOG_PAGE) {
       if (signal.aborted) return 'aborted';
@@ -83,7 +85,7 @@ export function directSource(deps: GatewayDeps, record: RequestRecord): EventSou
     let last = 0;
     let ended = false;
     await deps.requests.runDirect(record, signal, async (events) => {
-      if (signal.aborted || events.length === 0) return;
+      if (signal.aborted) return;
       await sink(events);
       last = events[events.length - 1]!.seq;
       ended ||= events.some(isTerminal);

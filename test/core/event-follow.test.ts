@@ -1,6 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { followEventLog, followEventRuns, readAll } from '../../src/core/event-follow.ts';
+import { followEventRuns, readAll, type FollowOutcome } from '../../src/core/event-follow.ts';
 import type { Bus, LogEvent, Subscription } from '../../src/ports/bus.ts';
 import {
   completed, memoryHarness, newRequestId, purgeNats, purgeRedis, serviceHarness, sleep, token, waitFor, type BusHarness,
@@ -14,6 +14,16 @@ async function produce(bus: Bus, id: string, count: number, from = 1): Promise<v
     if (i % 3 === 0) await sleep(1);
   }
   await bus.append(id, completed());
+}
+
+/** One event at a time over followEventRuns, awaiting `onEvent` before the next, as a listener sees them. */
+function followEventLog(bus: Bus, id: string, afterSeq: number, onEvent: (e: LogEvent) => void | Promise<void>, opts: { signal: AbortSignal }): Promise<FollowOutcome> {
+  return followEventRuns(bus, id, afterSeq, async (run) => {
+    for (const e of run) {
+      if (opts.signal.aborted) return;
+      await onEvent(e);
+    }
+  }, opts);
 }
 
 const seqs = (events: LogEvent[]): number[] => events.map((e) => e.seq);
