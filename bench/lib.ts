@@ -103,10 +103,13 @@ async function waitOutput(p: Proc, re: RegExp, timeoutMs: number): Promise<void>
   });
 }
 
-export function rssMiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+/** A memory field of /proc/PID/status in MiB: VmRSS (resident now), VmHWM (peak resident so far). */
+export function procStatusMiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
 }
+
+export const rssMiB = (pid: number): number => procStatusMiB(pid, 'VmRSS');
 
 export interface LoadResult { ok: number; errors: number; first_error?: string; rps: number; ttfb_p50: number; ttfb_p99: number; total_p50: number; total_p99: number; sse_events: number }
 

@@ -2,17 +2,10 @@
 // /healthz answers, the process's peak RSS so far and its RSS once it has settled, on a new store
 // (its cluster is created) and then again on the same store (a restart), per round.
 // env: ROUNDS (3), SETTLE_MS (2000: wait after ready before RSS is read)
-import { readFileSync } from 'node:fs';
-import { log, main, median, r2, rssMiB, sleep, startSluice, table, tmpDir } from './lib.ts';
+import { log, main, median, procStatusMiB, r2, rssMiB, sleep, startSluice, table, tmpDir } from './lib.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const SETTLE_MS = Number(process.env.SETTLE_MS ?? 2000);
-
-/** The process's peak resident set so far (VmHWM). */
-function peakRssMiB(pid: number): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
 
 main('startup', ROUNDS * 2 * (SETTLE_MS + 60_000), async () => {
   const rows: { round: number; start: string; ready_ms: number; peak_rss_mib: number; rss_mib: number }[] = [];
@@ -24,7 +17,7 @@ main('startup', ROUNDS * 2 * (SETTLE_MS + 60_000), async () => {
       const readyMs = Math.round(performance.now() - t0);
       await sleep(SETTLE_MS);
       const rss = r2(rssMiB(sluice.pid));
-      const peak = r2(peakRssMiB(sluice.pid));
+      const peak = r2(procStatusMiB(sluice.pid, 'VmHWM'));
       log(`round ${round} ${start}: ready after ${readyMs} ms, peak RSS ${peak} MiB, RSS ${rss} MiB`);
       rows.push({ round, start, ready_ms: readyMs, peak_rss_mib: peak, rss_mib: rss });
       await sluice.stop();

@@ -15,6 +15,7 @@ describe('Store factory', () => {
   it('refuses an unknown scheme with SLUICE_ERR_CONFIG', async () => {
     await assert.rejects(createStore('mysql://localhost/db'), (e) => isSluiceError(e, 'SLUICE_ERR_CONFIG'));
     await assert.rejects(createStore('pglite://'), (e) => isSluiceError(e, 'SLUICE_ERR_CONFIG'));
+    await assert.rejects(createStore('pglite:memory'), (e) => isSluiceError(e, 'SLUICE_ERR_CONFIG'));
   });
 
   it('maps an unreachable server to SLUICE_ERR_UNAVAILABLE', async () => {

@@ -38,7 +38,8 @@ export class RedisBus implements Bus {
     const first = Number(await guard(() => (this.redis as unknown as AppendCommand).sluiceBusAppend(
       stream, `${stream}:seq`, this.liveChannel(requestId), this.opts.ttlSeconds, this.opts.maxLen, ...bodies.map((b) => JSON.stringify(b)),
     )));
-    return bodies.map((b, i) => ({ ...b, seq: first + i }) as LogEvent);
+    // The bodies are this call's own copies, already sent: they become the logged events.
+    return bodies.map((b, i) => Object.assign(b, { seq: first + i }) as LogEvent);
   }
 
   async read(requestId: string, afterSeq: number, limit?: number): Promise<LogEvent[]> {

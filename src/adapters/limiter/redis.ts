@@ -116,26 +116,23 @@ export class RedisLimiter implements Limiter {
   async settle(requestId: string, charged: { tokens: number; requests: 0 | 1 }): Promise<SettleResult> {
     assertCharge(charged);
     const status = await this.runSettle(requestId, charged, false);
-    if (status === 'ok') return 'settled';
-    if (status === 'already-settled' || status === 'unknown') return status;
-    throw new SluiceError('SLUICE_ERR_INTERNAL', `settle returned ${status}`);
+    return status === 'ok' ? 'settled' : status;
   }
 
   async release(requestId: string): Promise<boolean> {
-    const status = await this.runSettle(requestId, { tokens: 0, requests: 0 }, true);
-    if (status === 'ok' || status === 'already-settled' || status === 'unknown') return status === 'ok';
-    throw new SluiceError('SLUICE_ERR_INTERNAL', `release returned ${status}`);
+    return (await this.runSettle(requestId, { tokens: 0, requests: 0 }, true)) === 'ok';
   }
 
   /** settle.lua, found through the request's index key; `release` leaves no settled marker. */
-  private async runSettle(requestId: string, charged: { tokens: number; requests: 0 | 1 }, release: boolean): Promise<Status> {
+  private async runSettle(requestId: string, charged: { tokens: number; requests: 0 | 1 }, release: boolean): Promise<'ok' | 'already-settled' | 'unknown'> {
     const userId = await this.call(() => this.client.get(this.keys.reservationIndex(requestId)));
     if (userId === null) return 'unknown';
     const k = this.keys;
     const { status } = await this.run('settle',
       [k.reservation(userId, requestId), k.settled(userId, requestId), k.reservationIndex(requestId), k.deadlines],
       [requestId, charged.tokens, charged.requests, SETTLED_TTL_MS, release ? '1' : '0']);
-    return status;
+    if (status === 'ok' || status === 'already-settled' || status === 'unknown') return status;
+    throw new SluiceError('SLUICE_ERR_INTERNAL', `settle.lua returned ${status}`);
   }
 
   async usage(userId: string, windows: WindowLimit[]): Promise<WindowState[]> {

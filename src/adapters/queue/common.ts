@@ -3,9 +3,12 @@
 import { SluiceError } from '../../core/errors.ts';
 import type { Delivery } from '../../ports/queue.ts';
 
-/** Priorities are integers 0..9; anything else is clamped rather than refused. */
+/** The highest priority: priorities are integers 0..MAX_PRIORITY. */
+export const MAX_PRIORITY = 9;
+
+/** Anything outside 0..MAX_PRIORITY is clamped rather than refused. */
 export function clampPriority(p: number): number {
-  return Number.isFinite(p) ? Math.min(9, Math.max(0, Math.round(p))) : 0;
+  return Number.isFinite(p) ? Math.min(MAX_PRIORITY, Math.max(0, Math.round(p))) : 0;
 }
 
 /** The one place broker and driver failures become catalogue errors. */

@@ -5,7 +5,7 @@
 import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
 import { exponentialBackoff } from '../../core/backoff.ts';
 import { SluiceError } from '../../core/errors.ts';
-import { clampPriority, runHandler } from './common.ts';
+import { clampPriority, MAX_PRIORITY, runHandler } from './common.ts';
 
 interface Entry { job: Job; deliveryCount: number }
 
@@ -27,9 +27,9 @@ class Fifo<T> {
   }
 }
 
-/** Waiting jobs: one FIFO per priority (0-9, see clampPriority), highest first. */
+/** Waiting jobs: one FIFO per priority (see clampPriority), highest first. */
 class PriorityFifo<T> {
-  private readonly levels = Array.from({ length: 10 }, () => new Fifo<T>());
+  private readonly levels = Array.from({ length: MAX_PRIORITY + 1 }, () => new Fifo<T>());
   private count = 0;
 
   get size(): number { return this.count; }
@@ -37,7 +37,6 @@ class PriorityFifo<T> {
   push(priority: number, item: T): void { this.levels[priority]!.push(item); this.count++; }
 
   shift(): T | undefined {
-    if (this.count === 0) return undefined;
     for (let p = this.levels.length - 1; p >= 0; p--) {
       const level = this.levels[p]!;
       if (level.size > 0) { this.count--; return level.shift(); }

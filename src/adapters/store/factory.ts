@@ -7,23 +7,23 @@
 import { resolve } from 'node:path';
 import { SluiceError } from '../../core/errors.ts';
 import type { Store } from '../../ports/store.ts';
+import type { PgliteOptions } from './pglite.ts';
 import { urlScheme } from '../url-scheme.ts';
 import { SqlStore } from './sql-store.ts';
 import type { SqlClient } from './sql-store.ts';
 
-export interface StoreOptions {
+/** PGlite's options apply to pglite:// only. */
+export interface StoreOptions extends PgliteOptions {
   /** Apply pending migrations (default true). */
   migrate?: boolean;
-  /** Told when the embedded engine's background VACUUM or ANALYZE fails (pglite:// only). */
-  onMaintenanceError?: (err: unknown) => void;
 }
 
 async function openClient(url: string, opts: StoreOptions): Promise<SqlClient> {
   const scheme = urlScheme(url);
   switch (scheme) {
     case 'pglite': {
-      const target = url.slice('pglite://'.length);
-      if (target === '') throw new SluiceError('SLUICE_ERR_CONFIG', `pglite URL needs a directory or "memory": ${url}`);
+      const target = url.startsWith('pglite://') ? url.slice('pglite://'.length) : '';
+      if (target === '') throw new SluiceError('SLUICE_ERR_CONFIG', `A pglite URL is pglite://DIRECTORY or pglite://memory, not ${url}`);
       if (target === 'memory') return (await import('./pglite.ts')).openPglite(null, opts);
       return (await import('./pglite.ts')).openPglite(resolve(target), opts);
     }
