@@ -6,7 +6,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { MASTER_KEY, waitFor } from '../helpers/app.ts';
 import { client, createCluster, type Cluster } from '../helpers/cluster.ts';
-import { freePort } from '../helpers/process.ts';
+import { freePortRun } from '../helpers/process.ts';
 import { serviceSuite } from '../helpers/services.ts';
 
 const run = promisify(execFile);
@@ -39,8 +39,7 @@ describe('sluice up', () => {
     it('starts gateways, workers and a ledger, serves, and stops them all on SIGTERM', async () => {
       cluster = await createCluster({ queue: 'amqp', bus: 'redis' });
       // Four children on four consecutive ports.
-      let port = await freePort();
-      while (!(await portsFree(port + 1, 3))) port = await freePort();
+      const port = await freePortRun(4);
       up = spawn(process.execPath, ['bin/sluice.mjs', 'up', '--gateways', '2', '--workers', '1', '--port', String(port), '--stop-timeout-ms', '5000'], {
         env: { ...process.env, ...cluster.env }, stdio: ['ignore', 'pipe', 'pipe'],
       });
@@ -75,8 +74,7 @@ describe('sluice up after a SIGKILL', suite, () => {
 
   it('its children notice the parent is gone and stop', async () => {
     cluster = await createCluster({ queue: 'amqp', bus: 'redis' });
-    let port = await freePort();
-    while (!(await portsFree(port + 1, 1))) port = await freePort();
+    const port = await freePortRun(2);
     const up = spawn(process.execPath, ['bin/sluice.mjs', 'up', '--gateways', '1', '--workers', '1', '--no-ledger', '--port', String(port)], {
       env: { ...process.env, ...cluster.env }, stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -90,17 +88,3 @@ describe('sluice up after a SIGKILL', suite, () => {
     await waitFor(async () => pids.every((pid) => !alive(pid)), 20_000, 100);
   });
 });
-
-async function portsFree(from: number, n: number): Promise<boolean> {
-  for (let p = from; p < from + n; p++) if (!(await portFree(p))) return false;
-  return true;
-}
-
-async function portFree(port: number): Promise<boolean> {
-  const net = await import('node:net');
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}

@@ -11,6 +11,32 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * The first of `n` consecutive free ports, for a command that numbers its listeners from a base.
+ * Taken below 32768, where neither Linux (32768-60999) nor macOS (49152-65535) hands out ephemeral
+ * ports: an outgoing connection of a test running alongside cannot take one of them while the
+ * command starts (freePort's ports, being ephemeral, could be).
+ */
+export async function freePortRun(n: number): Promise<number> {
+  for (;;) {
+    const base = 20_000 + Math.floor(Math.random() * (32_768 - 20_000 - n));
+    if (await portsFree(base, n)) return base;
+  }
+}
+
+async function portsFree(from: number, n: number): Promise<boolean> {
+  for (let p = from; p < from + n; p++) if (!(await portFree(p))) return false;
+  return true;
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
 export interface SluiceProcess { child: ChildProcess; url: string; output(): string; kill(signal?: NodeJS.Signals): Promise<void> }
 
 export async function spawnSluice(args: string[], env: Record<string, string>, opts: { port?: number; waitPath?: string | null; timeoutMs?: number } = {}): Promise<SluiceProcess> {
