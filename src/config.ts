@@ -44,6 +44,11 @@ export const configSchema = z.object({
   migrateOnStart: z.boolean().default(true),
   deliveryMode: z.enum(['queued', 'direct']).default('queued'),
   bodyLimitBytes: int(1024).default(1024 * 1024),
+  /**
+   * Browser origins allowed to call the API (CORS) and to open WebSockets; empty = none (closed).
+   * '*' allows any origin. Exact origins such as 'https://console.example.com'.
+   */
+  corsOrigins: z.array(z.string().min(1)).default([]),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   sim: z.object({ ttftMs: int().default(20), itlMs: int().default(5), promptTokensOverhead: int().default(0) }).prefault({}),
   worker: z.object({
@@ -94,6 +99,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   SLUICE_MIGRATE: (v) => ({ migrateOnStart: !['false', '0', 'no', 'off'].includes(v.toLowerCase()) }),
   SLUICE_DELIVERY_MODE: (v) => ({ deliveryMode: v }),
   SLUICE_BODY_LIMIT: (v) => ({ bodyLimitBytes: v }),
+  SLUICE_CORS_ORIGINS: (v) => ({ corsOrigins: v.split(',').map((s) => s.trim()).filter(Boolean) }),
   LOG_LEVEL: (v) => ({ logLevel: v }),
   SLUICE_TIME_ZONE: (v) => ({ timeZone: v }),
   SLUICE_LIMITER_FAILURE: (v) => ({ limiterFailure: v }),
