@@ -90,9 +90,10 @@ function registerOpsRoutes(app: FastifyInstance, deps: { metrics: Metrics; readi
 }
 
 /** The HTTP server of a worker or ledger process: probes and metrics only. */
-export async function buildOpsServer(deps: { logger: Logger; metrics: Metrics; readiness: Readiness }): Promise<FastifyInstance> {
+export async function buildOpsServer(deps: { logger: Logger; metrics: Metrics; readiness: Readiness; http: Config['http'] }): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger, logController: quietRequests(), forceCloseConnections: true,
+    ...transportOptions(deps.http),
     clientErrorHandler: clientErrorHandler(deps.logger), frameworkErrors: frameworkError,
   });
   registerResponseHeaders(app);
