@@ -85,7 +85,8 @@ export async function startSluice(env: Record<string, string>, name = 'sluice'):
   const port = await freePort();
   const dir = tmpDir('sluice-bench-');
   const p = spawnNode(name, ['bin/sluice.mjs', 'start'], {
-    PORT: String(port), HOST: '127.0.0.1', SLUICE_MASTER_KEY: MASTER_KEY, LOG_LEVEL: 'warn',
+    // Every bench client connects from 127.0.0.1 (up to ~2,000 listeners): no per-address cap.
+    PORT: String(port), HOST: '127.0.0.1', SLUICE_MASTER_KEY: MASTER_KEY, LOG_LEVEL: 'warn', SLUICE_MAX_CONNECTIONS_PER_IP: '0',
     SLUICE_DATA_DIR: dir, DATABASE_URL: `pglite://${dir}/db`, ...env,
   }, port);
   if (env.SLUICE_ROLE === 'worker' || env.SLUICE_ROLE === 'ledger') await waitOutput(p, /started/, 60_000);

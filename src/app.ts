@@ -100,7 +100,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   // Every role listens on PORT: the gateway with the whole API, workers and ledgers with probes and metrics.
   const server = roles.has('gateway')
     ? await buildServer({ config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now, readiness })
-    : await buildOpsServer({ logger, metrics, readiness });
+    : await buildOpsServer({ logger, metrics, readiness, http: config.http });
   await server.listen({ host: config.host, port: config.port });
   const addr = server.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.port;

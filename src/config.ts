@@ -49,6 +49,15 @@ export const configSchema = z.object({
    * '*' allows any origin. Exact origins such as 'https://console.example.com'.
    */
   corsOrigins: z.array(z.string().min(1)).default([]),
+  /** HTTP transport limits: slow or hoarding clients must not hold sockets (and file descriptors) open. */
+  http: z.object({
+    /** Whole request, headers and body, from its first byte. */
+    requestTimeoutMs: int(100).default(30_000),
+    /** Headers alone; at most requestTimeoutMs. */
+    headersTimeoutMs: int(100).default(10_000),
+    /** Open connections per client address; 0 = unlimited. Behind a proxy every client has the proxy's address. */
+    maxConnectionsPerIp: int(0).default(256),
+  }).prefault({}),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   sim: z.object({ ttftMs: int().default(20), itlMs: int().default(5), promptTokensOverhead: int().default(0) }).prefault({}),
   worker: z.object({
@@ -110,6 +119,8 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   SLUICE_RESERVATION_GRACE_MS: (v) => ({ reservationGraceMs: v }),
 };
 const NESTED_ENV: Record<string, [string, string]> = {
+  SLUICE_REQUEST_TIMEOUT_MS: ['http', 'requestTimeoutMs'], SLUICE_HEADERS_TIMEOUT_MS: ['http', 'headersTimeoutMs'],
+  SLUICE_MAX_CONNECTIONS_PER_IP: ['http', 'maxConnectionsPerIp'],
   SIM_TTFT_MS: ['sim', 'ttftMs'], SIM_ITL_MS: ['sim', 'itlMs'],
   WORKER_CONCURRENCY: ['worker', 'concurrency'], WORKER_CLAIM_MS: ['worker', 'claimMs'],
   WORKER_MAX_ATTEMPTS: ['worker', 'maxAttempts'], WORKER_RETRY_BASE_MS: ['worker', 'retryBaseMs'],
@@ -156,6 +167,9 @@ export function parseConfig(raw: unknown): Config {
   }
   const cfg = parsed.data;
   if (!cfg.tiers[cfg.defaultTier]) throw new SluiceError('SLUICE_ERR_CONFIG', `defaultTier "${cfg.defaultTier}" is not among the configured tiers`);
+  if (cfg.http.headersTimeoutMs > cfg.http.requestTimeoutMs) {
+    throw new SluiceError('SLUICE_ERR_CONFIG', `http.headersTimeoutMs (${cfg.http.headersTimeoutMs}) must not exceed http.requestTimeoutMs (${cfg.http.requestTimeoutMs})`);
+  }
   try { new Intl.DateTimeFormat('en-US', { timeZone: cfg.timeZone }); } catch {
     throw new SluiceError('SLUICE_ERR_CONFIG', `timeZone "${cfg.timeZone}" is not a valid IANA time zone`);
   }

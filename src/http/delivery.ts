@@ -96,10 +96,23 @@ export function directSource(deps: GatewayDeps, record: RequestRecord): EventSou
   };
 }
 
+/**
+ * Headers the hooks already set on the reply (security, CORS): a hijacked response bypasses
+ * Fastify's sending, so they are handed to the stream. The stream keeps its own cache-control.
+ */
+function hookHeaders(reply: FastifyReply): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(reply.getHeaders())) {
+    if (value !== undefined && name !== 'cache-control') out[name] = Array.isArray(value) ? value.join(', ') : String(value);
+  }
+  return out;
+}
+
 /** Takes the response over as an SSE stream, counted in the active-streams gauge while `fn` runs. */
 export async function withSse(deps: GatewayDeps, reply: FastifyReply, headers: Record<string, string>, fn: (sse: SseStream) => Promise<void>): Promise<void> {
+  const inherited = hookHeaders(reply);
   reply.hijack();
-  const sse = new SseStream(reply.raw, deps.config.sse, headers);
+  const sse = new SseStream(reply.raw, deps.config.sse, { ...inherited, ...headers });
   deps.metrics.activeStreams.inc();
   try { await fn(sse); } finally { deps.metrics.activeStreams.dec(); }
 }

@@ -12,6 +12,10 @@ import { registerOpenAIRoutes } from './openai-routes.ts';
 import { registerRequestRoutes } from './request-routes.ts';
 import { registerWebSocketRoutes } from './ws-routes.ts';
 import { registerAccountRoutes } from './account-routes.ts';
+import { guardConnections } from './connection-guard.ts';
+import { registerCors } from './cors.ts';
+import { SECURITY_HEADERS } from './response-headers.ts';
+import { clientErrorHandler, isClientAbort, transportOptions } from './transport.ts';
 
 export type AuthLevel = 'none' | 'user' | 'admin';
 
@@ -29,6 +33,7 @@ export function principalOf(req: FastifyRequest): Principal {
 /** Maps Fastify's and Node's own failures into the catalogue, in one place. */
 function toSluiceError(err: unknown): SluiceError {
   if (isSluiceError(err)) return err;
+  if (isClientAbort(err)) return new SluiceError('SLUICE_ERR_CLIENT_ABORTED');
   const e = err as { code?: string; statusCode?: number; message?: string; validation?: unknown };
   switch (e.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE': return new SluiceError('SLUICE_ERR_BODY_TOO_LARGE');
@@ -36,6 +41,9 @@ function toSluiceError(err: unknown): SluiceError {
     case 'FST_ERR_CTP_EMPTY_JSON_BODY': return new SluiceError('SLUICE_ERR_BAD_JSON', 'Request body is empty; send a JSON object');
     case 'FST_ERR_CTP_INVALID_JSON_BODY': return new SluiceError('SLUICE_ERR_BAD_JSON');
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH': return new SluiceError('SLUICE_ERR_BAD_JSON', 'Content-Length does not match the body');
+    // Ids are short: one longer than any route accepts names nothing that exists.
+    case 'FST_ERR_MAX_PARAM_LENGTH': return new SluiceError('SLUICE_ERR_NOT_FOUND', 'No such resource: the id in the path is too long');
+    case 'FST_ERR_BAD_URL': return new SluiceError('SLUICE_ERR_BAD_REQUEST', 'The URL path is not validly encoded');
     default: break;
   }
   if (err instanceof SyntaxError) return new SluiceError('SLUICE_ERR_BAD_JSON', `Request body is not valid JSON: ${err.message}`);
@@ -48,6 +56,22 @@ function toSluiceError(err: unknown): SluiceError {
 export function sendError(reply: FastifyReply, err: SluiceError): FastifyReply {
   if (err.details?.headers) reply.headers(err.details.headers);
   return reply.code(err.status).type('application/json').send(err.toJSON());
+}
+
+/**
+ * Headers on every response (security), and `connection: close` on one sent before its request's
+ * body was read (an early 401 or 413): the socket closes after the answer instead of staying open
+ * while the client trickles a body nobody will use.
+ */
+function registerResponseHeaders(app: FastifyInstance): void {
+  app.addHook('onRequest', async (_req, reply) => { reply.headers(SECURITY_HEADERS); });
+  app.addHook('onSend', async (req, reply) => { if (!req.raw.complete) reply.header('connection', 'close'); });
+}
+
+/** Failures before routing (bad URL encoding, an over-long path parameter) get the catalogue shape too. */
+function frameworkError(err: Error, _req: FastifyRequest, reply: FastifyReply): FastifyReply {
+  reply.headers(SECURITY_HEADERS);
+  return sendError(reply, toSluiceError(err));
 }
 
 /** No per-request log lines: they would cost more than the request on the hot path; errors are still logged. */
@@ -66,8 +90,13 @@ function registerOpsRoutes(app: FastifyInstance, deps: { metrics: Metrics; readi
 }
 
 /** The HTTP server of a worker or ledger process: probes and metrics only. */
-export async function buildOpsServer(deps: { logger: Logger; metrics: Metrics; readiness: Readiness }): Promise<FastifyInstance> {
-  const app = Fastify({ loggerInstance: deps.logger as FastifyBaseLogger, logController: quietRequests(), forceCloseConnections: true });
+export async function buildOpsServer(deps: { logger: Logger; metrics: Metrics; readiness: Readiness; http: Config['http'] }): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger, logController: quietRequests(), forceCloseConnections: true,
+    ...transportOptions(deps.http),
+    clientErrorHandler: clientErrorHandler(deps.logger), frameworkErrors: frameworkError,
+  });
+  registerResponseHeaders(app);
   registerOpsRoutes(app, deps);
   app.setNotFoundHandler((req, reply) => sendError(reply, new SluiceError('SLUICE_ERR_ROUTE_NOT_FOUND', `No route ${req.method} ${req.url.split('?')[0]} (this process serves only /healthz, /readyz and /metrics)`)));
   return app;
@@ -83,7 +112,11 @@ export async function buildServer(deps: GatewayDeps & { config: Config; auth: Au
     return503OnClosing: true,
     forceCloseConnections: true,
     keepAliveTimeout: 65_000,
+    ...transportOptions(config.http),
+    clientErrorHandler: clientErrorHandler(logger),
+    frameworkErrors: frameworkError,
   });
+  guardConnections(app.server, config.http.maxConnectionsPerIp);
   app.decorateRequest('principal', null);
 
   // Any content type is read as JSON (curl -d sends form encoding by default); the body limit applies.
@@ -96,11 +129,15 @@ export async function buildServer(deps: GatewayDeps & { config: Config; auth: Au
 
   app.setErrorHandler((err, req, reply) => {
     const se = toSluiceError(err);
-    if (se.status >= 500) req.log.error({ err, request_id: req.id, code: se.code }, 'request failed');
+    if (se.code === 'SLUICE_ERR_CLIENT_ABORTED') req.log.debug({ request_id: req.id, code: se.code }, 'client went away mid-request');
+    else if (se.status >= 500) req.log.error({ err, req, request_id: req.id, code: se.code }, 'request failed');
     return sendError(reply, se);
   });
   app.setNotFoundHandler((req, reply) => sendError(reply, new SluiceError('SLUICE_ERR_ROUTE_NOT_FOUND', `No route ${req.method} ${req.url.split('?')[0]}`)));
 
+  registerResponseHeaders(app);
+  // Before authentication: a preflight carries no key.
+  registerCors(app, config.corsOrigins);
   app.addHook('onRequest', async (req) => {
     const level = req.routeOptions.config.auth ?? 'none';
     if (level === 'none') return;

@@ -37,7 +37,8 @@ export class SseStream {
   constructor(private readonly res: ServerResponse, opts: SseOptions, headers: Record<string, string> = {}) {
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache, no-transform',
+      // no-store: a stream is one caller's tokens; no-transform: no proxy may buffer or compress it.
+      'cache-control': 'no-store, no-transform',
       connection: 'keep-alive',
       'x-accel-buffering': 'no',
       ...headers,

@@ -14,7 +14,8 @@ async function settled(app: TestSluice, userId: string, n: number) {
 
 describe('accounting race (embedded limiter)', () => {
   let app: TestSluice;
-  before(async () => { app = await startTestSluice({ sim: { ttftMs: 0, itlMs: 0 }, worker: { concurrency: 32, claimMs: 15_000, maxAttempts: 3, retryBaseMs: 50, requestTimeoutMs: 600_000 } }); });
+  // 500 concurrent fetches open up to 500 sockets from 127.0.0.1: lift the per-address cap.
+  before(async () => { app = await startTestSluice({ http: { maxConnectionsPerIp: 0 }, sim: { ttftMs: 0, itlMs: 0 }, worker: { concurrency: 32, claimMs: 15_000, maxAttempts: 3, retryBaseMs: 50, requestTimeoutMs: 600_000 } }); });
   after(() => app.stop());
 
   it('500 concurrent requests, budget fits exactly K=137: exactly K admitted, the rest 429, counters == ledger', async () => {

@@ -4,13 +4,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../../src/config.ts';
-import { startSluice, type Sluice } from '../../src/app.ts';
+import { startSluice, type Sluice, type StartOptions } from '../../src/app.ts';
 
 export const MASTER_KEY = 'sk-test-master-key-0123456789';
 
 export interface TestSluice extends Sluice { url: string; dir: string; stop(): Promise<void> }
 
-export async function startTestSluice(overrides: Record<string, unknown> = {}, opts: { now?: () => number } = {}): Promise<TestSluice> {
+export async function startTestSluice(overrides: Record<string, unknown> = {}, opts: StartOptions = {}): Promise<TestSluice> {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-test-'));
   const config = parseConfig({
     port: 0, host: '127.0.0.1', dataDir: dir, databaseUrl: 'pglite://memory', logLevel: 'silent', masterKey: MASTER_KEY,
