@@ -12,13 +12,25 @@ const tierSchema = z.object({
   maxTokens: z.number().int().positive(),
   concurrentStreams: z.number().int().positive(),
   priority: z.number().int().min(0).max(9),
+  /**
+   * Requests one user may have queued or running at once (fair sharing: one user cannot fill the
+   * queue). Optional so existing config files parse: see withInFlightDefault.
+   */
+  maxInFlight: z.number().int().positive().optional(),
 });
-export type Tier = z.infer<typeof tierSchema>;
+export type Tier = Omit<z.infer<typeof tierSchema>, 'maxInFlight'> & { maxInFlight: number };
+
+/** maxInFlight of the built-in tiers; a tier of another name without one gets 8 per concurrent stream. */
+const DEFAULT_MAX_IN_FLIGHT: Record<string, number> = { free: 8, pro: 64, enterprise: 1024 };
+
+function withInFlightDefault(name: string, t: z.infer<typeof tierSchema>): Tier {
+  return { ...t, maxInFlight: t.maxInFlight ?? (Object.hasOwn(DEFAULT_MAX_IN_FLIGHT, name) ? DEFAULT_MAX_IN_FLIGHT[name]! : 8 * t.concurrentStreams) };
+}
 
 const DEFAULT_TIERS: Record<string, Tier> = {
-  free: { requestsPerDay: 200, tokensPerDay: 100_000, requestsPerMonth: 3_000, tokensPerMonth: 1_000_000, maxTokens: 1024, concurrentStreams: 2, priority: 1 },
-  pro: { requestsPerDay: 10_000, tokensPerDay: 5_000_000, requestsPerMonth: 200_000, tokensPerMonth: 100_000_000, maxTokens: 4096, concurrentStreams: 10, priority: 5 },
-  enterprise: { requestsPerDay: 1_000_000, tokensPerDay: 500_000_000, requestsPerMonth: 20_000_000, tokensPerMonth: 10_000_000_000, maxTokens: 16384, concurrentStreams: 100, priority: 9 },
+  free: { requestsPerDay: 200, tokensPerDay: 100_000, requestsPerMonth: 3_000, tokensPerMonth: 1_000_000, maxTokens: 1024, concurrentStreams: 2, priority: 1, maxInFlight: 8 },
+  pro: { requestsPerDay: 10_000, tokensPerDay: 5_000_000, requestsPerMonth: 200_000, tokensPerMonth: 100_000_000, maxTokens: 4096, concurrentStreams: 10, priority: 5, maxInFlight: 64 },
+  enterprise: { requestsPerDay: 1_000_000, tokensPerDay: 500_000_000, requestsPerMonth: 20_000_000, tokensPerMonth: 10_000_000_000, maxTokens: 16384, concurrentStreams: 100, priority: 9, maxInFlight: 1024 },
 };
 
 const int = (min = 0) => z.coerce.number().int().min(min);
@@ -61,7 +73,8 @@ export const configSchema = z.object({
   eventLog: z.object({ ttlSeconds: int(1).default(3600), maxLen: int(100).default(100_000), memoryMaxEvents: int(1000).default(1_000_000) }).prefault({}),
   sse: z.object({ pingMs: int(10).default(15_000), retryMs: int(0).default(3000), maxBufferedBytes: int(1024).default(1024 * 1024) })
     .prefault({}),
-  tiers: z.record(z.string(), tierSchema).default(DEFAULT_TIERS),
+  tiers: z.record(z.string(), tierSchema).default(DEFAULT_TIERS)
+    .transform((tiers) => Object.fromEntries(Object.entries(tiers).map(([name, t]) => [name, withInFlightDefault(name, t)]))),
   defaultTier: z.string().default('free'),
   /** IANA time zone whose midnight (and first of month) resets the daily (monthly) windows. */
   timeZone: z.string().default('UTC'),

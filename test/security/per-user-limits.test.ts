@@ -2,7 +2,7 @@
 // call (streaming or not), and a user's queued + running requests are capped by tier (maxInFlight).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { api, createUserKey, startTestSluice, usageWindows, type TestSluice } from '../helpers/app.ts';
+import { api, createUserKey, startTestSluice, usageWindows, waitFor, type TestSluice } from '../helpers/app.ts';
 
 const chat = (max_tokens: number, extra: Record<string, unknown> = {}) => ({ model: 'sim', max_tokens, messages: [{ role: 'user', content: 'Tell me about rivers' }], ...extra });
 const big = { tokens_per_day: 10_000_000, requests_per_day: 100_000, tokens_per_month: 100_000_000, requests_per_month: 1_000_000 };
@@ -39,5 +39,39 @@ describe('per-user limits across delivery modes', () => {
     const responses = await Promise.all([queued(), queued(), queued()]);
     assert.deepEqual(responses.map((r) => r.status), [200, 200, 200]);
     await Promise.all(responses.map((r) => r.json()));
+  });
+
+  it('a free user with 8 requests queued or running is refused the 9th with SLUICE_ERR_IN_FLIGHT_LIMIT', async () => {
+    const key = await createUserKey(app.url, { id: 'in-flight-free', tier: 'free', quota: big });
+    const call = api(app.url, key);
+    const submit = () => call('/v1/requests', { method: 'POST', json: chat(4) });
+    const accepted: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const r = await submit();
+      assert.equal(r.status, 202);
+      accepted.push(((await r.json()) as { request_id: string }).request_id);
+    }
+    const refused = await submit();
+    assert.equal(refused.status, 429);
+    const body = (await refused.json()) as ErrorBody;
+    assert.equal(body.error.code, 'SLUICE_ERR_IN_FLIGHT_LIMIT');
+    assert.match(body.error.message, /8/);
+    assert.ok(Number(refused.headers.get('retry-after')) >= 1);
+    assert.equal((await usageWindows(app.url, key)).daily_requests!.used, 8, 'the refusal reserved nothing');
+    const metrics = await (await api(app.url)('/metrics')).text();
+    assert.match(metrics, /sluice_quota_rejections_total\{reason="in_flight"\} [1-9]/);
+    // Settlement frees the slots: once the first request completes, a new one is accepted.
+    await waitFor(async () => {
+      const j = (await (await call(`/v1/requests/${accepted[0]}`)).json()) as { status: string };
+      return j.status === 'completed';
+    }, 30_000, 100);
+    assert.equal((await submit()).status, 202);
+  });
+
+  it('the master key has no in-flight cap', async () => {
+    const call = api(app.url);
+    const statuses: number[] = [];
+    for (let i = 0; i < 12; i++) statuses.push((await call('/v1/requests', { method: 'POST', json: chat(2) })).status);
+    assert.deepEqual(statuses, Array(12).fill(202));
   });
 });
