@@ -69,6 +69,14 @@ export const configSchema = z.object({
     maxAttempts: int(1).default(3),
     retryBaseMs: int(1).default(500),
     requestTimeoutMs: int(1000).default(600_000),
+    /**
+     * Fair sharing on FIFO brokers: a job whose user already holds its share of this worker's
+     * slots (concurrency / users seen lately) while jobs wait is deferred by this long, not run
+     * and not counted as an attempt. 0 = never defer.
+     */
+    fairDeferMs: int(0).default(100),
+    /** A user counts towards the share while one of its jobs reached this worker this recently. */
+    fairWindowMs: int(100).default(2_000),
   }).prefault({}),
   eventLog: z.object({ ttlSeconds: int(1).default(3600), maxLen: int(100).default(100_000), memoryMaxEvents: int(1000).default(1_000_000) }).prefault({}),
   sse: z.object({ pingMs: int(10).default(15_000), retryMs: int(0).default(3000), maxBufferedBytes: int(1024).default(1024 * 1024) })
@@ -126,6 +134,7 @@ const NESTED_ENV: Record<string, [string, string]> = {
   SIM_TTFT_MS: ['sim', 'ttftMs'], SIM_ITL_MS: ['sim', 'itlMs'],
   WORKER_CONCURRENCY: ['worker', 'concurrency'], WORKER_CLAIM_MS: ['worker', 'claimMs'],
   WORKER_MAX_ATTEMPTS: ['worker', 'maxAttempts'], WORKER_RETRY_BASE_MS: ['worker', 'retryBaseMs'],
+  WORKER_FAIR_DEFER_MS: ['worker', 'fairDeferMs'], WORKER_FAIR_WINDOW_MS: ['worker', 'fairWindowMs'],
   EVENT_LOG_TTL_SECONDS: ['eventLog', 'ttlSeconds'], EVENT_LOG_MEMORY_MAX_EVENTS: ['eventLog', 'memoryMaxEvents'], SSE_PING_MS: ['sse', 'pingMs'],
 };
 
