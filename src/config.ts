@@ -12,13 +12,25 @@ const tierSchema = z.object({
   maxTokens: z.number().int().positive(),
   concurrentStreams: z.number().int().positive(),
   priority: z.number().int().min(0).max(9),
+  /**
+   * Requests one user may have queued or running at once (fair sharing: one user cannot fill the
+   * queue). Optional so existing config files parse: see withInFlightDefault.
+   */
+  maxInFlight: z.number().int().positive().optional(),
 });
-export type Tier = z.infer<typeof tierSchema>;
+export type Tier = Omit<z.infer<typeof tierSchema>, 'maxInFlight'> & { maxInFlight: number };
+
+/** maxInFlight of the built-in tiers; a tier of another name without one gets 8 per concurrent stream. */
+const DEFAULT_MAX_IN_FLIGHT: Record<string, number> = { free: 8, pro: 64, enterprise: 1024 };
+
+function withInFlightDefault(name: string, t: z.infer<typeof tierSchema>): Tier {
+  return { ...t, maxInFlight: t.maxInFlight ?? (Object.hasOwn(DEFAULT_MAX_IN_FLIGHT, name) ? DEFAULT_MAX_IN_FLIGHT[name]! : 8 * t.concurrentStreams) };
+}
 
 const DEFAULT_TIERS: Record<string, Tier> = {
-  free: { requestsPerDay: 200, tokensPerDay: 100_000, requestsPerMonth: 3_000, tokensPerMonth: 1_000_000, maxTokens: 1024, concurrentStreams: 2, priority: 1 },
-  pro: { requestsPerDay: 10_000, tokensPerDay: 5_000_000, requestsPerMonth: 200_000, tokensPerMonth: 100_000_000, maxTokens: 4096, concurrentStreams: 10, priority: 5 },
-  enterprise: { requestsPerDay: 1_000_000, tokensPerDay: 500_000_000, requestsPerMonth: 20_000_000, tokensPerMonth: 10_000_000_000, maxTokens: 16384, concurrentStreams: 100, priority: 9 },
+  free: { requestsPerDay: 200, tokensPerDay: 100_000, requestsPerMonth: 3_000, tokensPerMonth: 1_000_000, maxTokens: 1024, concurrentStreams: 2, priority: 1, maxInFlight: 8 },
+  pro: { requestsPerDay: 10_000, tokensPerDay: 5_000_000, requestsPerMonth: 200_000, tokensPerMonth: 100_000_000, maxTokens: 4096, concurrentStreams: 10, priority: 5, maxInFlight: 64 },
+  enterprise: { requestsPerDay: 1_000_000, tokensPerDay: 500_000_000, requestsPerMonth: 20_000_000, tokensPerMonth: 10_000_000_000, maxTokens: 16384, concurrentStreams: 100, priority: 9, maxInFlight: 1024 },
 };
 
 const int = (min = 0) => z.coerce.number().int().min(min);
@@ -66,11 +78,20 @@ export const configSchema = z.object({
     maxAttempts: int(1).default(3),
     retryBaseMs: int(1).default(500),
     requestTimeoutMs: int(1000).default(600_000),
+    /**
+     * Fair sharing on FIFO brokers: a job whose user already holds its share of this worker's
+     * slots (concurrency / users seen lately) while jobs wait is deferred by this long, not run
+     * and not counted as an attempt. 0 = never defer.
+     */
+    fairDeferMs: int(0).default(100),
+    /** A user counts towards the share while one of its jobs reached this worker this recently. */
+    fairWindowMs: int(100).default(2_000),
   }).prefault({}),
   eventLog: z.object({ ttlSeconds: int(1).default(3600), maxLen: int(100).default(100_000), memoryMaxEvents: int(1000).default(1_000_000) }).prefault({}),
   sse: z.object({ pingMs: int(10).default(15_000), retryMs: int(0).default(3000), maxBufferedBytes: int(1024).default(1024 * 1024) })
     .prefault({}),
-  tiers: z.record(z.string(), tierSchema).default(DEFAULT_TIERS),
+  tiers: z.record(z.string(), tierSchema).default(DEFAULT_TIERS)
+    .transform((tiers) => Object.fromEntries(Object.entries(tiers).map(([name, t]) => [name, withInFlightDefault(name, t)]))),
   defaultTier: z.string().default('free'),
   /** IANA time zone whose midnight (and first of month) resets the daily (monthly) windows. */
   timeZone: z.string().default('UTC'),
@@ -124,6 +145,7 @@ const NESTED_ENV: Record<string, [string, string]> = {
   SIM_TTFT_MS: ['sim', 'ttftMs'], SIM_ITL_MS: ['sim', 'itlMs'],
   WORKER_CONCURRENCY: ['worker', 'concurrency'], WORKER_CLAIM_MS: ['worker', 'claimMs'],
   WORKER_MAX_ATTEMPTS: ['worker', 'maxAttempts'], WORKER_RETRY_BASE_MS: ['worker', 'retryBaseMs'],
+  WORKER_FAIR_DEFER_MS: ['worker', 'fairDeferMs'], WORKER_FAIR_WINDOW_MS: ['worker', 'fairWindowMs'],
   EVENT_LOG_TTL_SECONDS: ['eventLog', 'ttlSeconds'], EVENT_LOG_MEMORY_MAX_EVENTS: ['eventLog', 'memoryMaxEvents'], SSE_PING_MS: ['sse', 'pingMs'],
 };
 

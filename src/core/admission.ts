@@ -66,7 +66,16 @@ export class Admission {
     const result = await limiter.reserve({
       requestId, userId: principal.userId, tokens: estimatedTokens, windows,
       deadlineAt: t + config.worker.requestTimeoutMs + config.reservationGraceMs,
+      maxInFlight: limits.maxInFlight,
     });
+    if (!result.ok && result.reason === 'in_flight') {
+      metrics.quotaRejections.inc({ reason: 'in_flight' });
+      const { open, limit } = result.inFlight;
+      // A slot frees when any of the user's requests ends; there is no reset time to point at.
+      throw new SluiceError('SLUICE_ERR_IN_FLIGHT_LIMIT',
+        `Too many requests in flight: ${open} of ${limit} queued or running, the limit of tier "${principal.tier}"; retry when one has finished`,
+        { headers: { 'retry-after': '1', ...rateLimitHeaders(result.windows, t) }, limit: 'in_flight' });
+    }
     if (!result.ok) {
       const { exceeded } = result;
       metrics.quotaRejections.inc({ reason: `${exceeded.window}_${exceeded.metric}` });

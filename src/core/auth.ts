@@ -84,6 +84,7 @@ export class Authenticator {
       maxTokens: o.maxTokens ?? base.maxTokens,
       concurrentStreams: o.concurrentStreams ?? base.concurrentStreams,
       priority: o.priority ?? base.priority,
+      maxInFlight: base.maxInFlight,
     };
   }
 
@@ -101,5 +102,5 @@ export class Authenticator {
 /** The master key's principal: every right, no quota, the largest tier's max_tokens. */
 function masterPrincipal(config: Config): Principal {
   const top = Object.values(config.tiers).reduce((a, b) => (b.maxTokens > a.maxTokens ? b : a));
-  return { userId: 'master', keyId: null, admin: true, unlimited: true, tier: 'master', limits: { ...top, priority: 9, concurrentStreams: 1_000_000 } };
+  return { userId: 'master', keyId: null, admin: true, unlimited: true, tier: 'master', limits: { ...top, priority: 9, concurrentStreams: 1_000_000, maxInFlight: Number.MAX_SAFE_INTEGER } };
 }

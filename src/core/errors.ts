@@ -40,6 +40,7 @@ export const catalogue = {
   SLUICE_ERR_USER_EXISTS: { status: 409, type: 'invalid_request_error', message: 'User already exists' },
   SLUICE_ERR_QUOTA_EXCEEDED: { status: 429, type: 'rate_limit_error', message: 'Quota exceeded' },
   SLUICE_ERR_STREAM_LIMIT: { status: 429, type: 'rate_limit_error', message: 'Too many concurrent streams' },
+  SLUICE_ERR_IN_FLIGHT_LIMIT: { status: 429, type: 'rate_limit_error', message: 'Too many requests queued or running' },
   SLUICE_ERR_RATE_LIMITED: { status: 429, type: 'rate_limit_error', message: 'Too many status requests' },
   SLUICE_ERR_TOO_MANY_CONNECTIONS: { status: 503, type: 'service_unavailable', message: 'Too many open connections from this client address' },
   SLUICE_ERR_QUEUE_FULL: { status: 503, type: 'service_unavailable', message: 'Queue is full, retry later' },

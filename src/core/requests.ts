@@ -82,7 +82,7 @@ export class RequestService {
   /** Publishes the job; on failure the row stays queued and the sweeper re-enqueues it. */
   async enqueue(record: RequestRecord): Promise<void> {
     try {
-      await this.deps.queue.publish({ requestId: record.id, priority: record.priority });
+      await this.deps.queue.publish({ requestId: record.id, priority: record.priority, userId: record.userId });
     } catch (err) {
       this.deps.logger.error({ request_id: record.id, err }, 'queue publish failed; the sweeper will re-enqueue');
     }

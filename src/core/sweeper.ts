@@ -51,7 +51,7 @@ export class Sweeper {
     for (const r of stale) {
       const orphaned = r.status === 'queued' || (r.claimExpiresAt !== null && r.claimExpiresAt.getTime() < t);
       if (!orphaned || (this.republished.get(r.id) ?? 0) > t - config.requeueAfterMs) continue;
-      await queue.publish({ requestId: r.id, priority: r.priority });
+      await queue.publish({ requestId: r.id, priority: r.priority, userId: r.userId });
       this.republished.set(r.id, t);
       metrics.sweeperActions.inc({ action: r.status === 'queued' ? 'requeue_queued' : 'requeue_orphaned' });
       n++;
@@ -101,7 +101,7 @@ export class Sweeper {
     const unfinished = await store.listUnfinished({ limit: 1_000_000 });
     let restoredUsers = 0;
     if (opts.rebuildLimiter) restoredUsers = await this.rebuildLimiter(unfinished);
-    for (const r of unfinished) await queue.publish({ requestId: r.id, priority: r.priority });
+    for (const r of unfinished) await queue.publish({ requestId: r.id, priority: r.priority, userId: r.userId });
     if (unfinished.length) logger.info({ requeued: unfinished.length }, 'recovered unfinished requests');
     return { requeued: unfinished.length, restoredUsers };
   }

@@ -1,6 +1,13 @@
 // The worker role: consumes jobs, claims each request in the store (the claim, not the queue,
 // decides who runs it, so duplicate jobs are harmless), runs one attempt, then acks, retries
 // with backoff, or dead-letters after the last attempt (the request is failed and refunded).
+//
+// Fair sharing: a broker queue is FIFO within a priority, so a user who queued many jobs would
+// take every slot as they free. Before claiming, the worker defers (retry after fairDeferMs, no
+// claim, so no attempt is spent) a job whose user already holds its share of this worker's slots
+// while other jobs wait; the share is concurrency / users whose jobs reached this worker lately.
+// The deferred job goes to the back of its priority, so other users' jobs behind it get the slot.
+// A user alone keeps every slot (share = concurrency), and nothing is deferred with an empty queue.
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config.ts';
 import type { Consumer, Delivery, Queue } from '../ports/queue.ts';
@@ -12,6 +19,10 @@ import type { Logger } from './logger.ts';
 export class Worker {
   readonly id = `worker-${process.pid}-${randomUUID().slice(0, 8)}`;
   private consumer: Consumer | null = null;
+  /** userId -> this worker's slots that user's jobs hold now. */
+  private readonly holding = new Map<string, number>();
+  /** userId -> when one of its jobs last reached this worker (the users sharing the slots). */
+  private readonly lastSeen = new Map<string, number>();
 
   constructor(private readonly deps: { config: Config; store: Store; queue: Queue; runner: AttemptRunner; logger: Logger; now: () => number }) {}
 
@@ -23,6 +34,31 @@ export class Worker {
   async stop(): Promise<void> { await this.consumer?.close(); this.consumer = null; }
 
   async handle(d: Delivery): Promise<void> {
+    const userId = d.job.userId;
+    if (userId === undefined) return this.run(d);
+    this.lastSeen.set(userId, this.deps.now());
+    if (await this.overShare(userId)) return d.retry(this.deps.config.worker.fairDeferMs).catch(() => {});
+    this.holding.set(userId, (this.holding.get(userId) ?? 0) + 1);
+    try { return await this.run(d); } finally {
+      const left = (this.holding.get(userId) ?? 1) - 1;
+      if (left > 0) this.holding.set(userId, left); else this.holding.delete(userId);
+    }
+  }
+
+  /** True if `userId` already holds its fair share of the slots while other jobs wait. */
+  private async overShare(userId: string): Promise<boolean> {
+    const { config, queue, now } = this.deps;
+    if (config.worker.fairDeferMs === 0) return false;
+    const held = this.holding.get(userId) ?? 0;
+    if (held === 0) return false;
+    const since = now() - config.worker.fairWindowMs;
+    for (const [user, at] of this.lastSeen) if (at < since && !this.holding.has(user)) this.lastSeen.delete(user);
+    const share = Math.max(1, Math.floor(config.worker.concurrency / Math.max(1, this.lastSeen.size)));
+    if (held < share) return false;
+    return (await queue.depth().catch(() => 0)) > 0;
+  }
+
+  private async run(d: Delivery): Promise<void> {
     const { store, runner, config, logger } = this.deps;
     const id = d.job.requestId;
     try {

@@ -40,11 +40,14 @@ function clientGone(reply: FastifyReply): AbortSignal {
 
 interface Started { record: RequestRecord; headers: Record<string, string>; lease: Lease; source: EventSource }
 
-/** Admits, persists and starts a synchronous request; the caller delivers its events. */
+/** Admits, persists and starts a synchronous request; the caller delivers its events. A live listener or a direct call holds a stream lease. */
 async function start(deps: GatewayDeps, req: FastifyRequest, reply: FastifyReply, principal: Principal, input: ChatInput, live: boolean): Promise<Started> {
   const mode = modeOf(req, input, deps.config.deliveryMode);
   const leaseId = crypto.randomUUID();
-  const lease = live ? await deps.leases.acquire(principal, leaseId) : { release: async () => {} };
+  // Direct mode runs the model in this gateway, outside the worker pool: a lease for the whole call
+  // (streaming or not) is what bounds one user's concurrent direct model calls.
+  const needsLease = live || mode === 'direct';
+  const lease = needsLease ? await deps.leases.acquire(principal, leaseId) : { release: async () => {} };
   try {
     const { record, created, admitted } = await deps.requests.submit(principal, input, { idempotencyKey: idempotencyKeyOf(req), mode });
     // Direct mode runs here, for this caller; a replayed request (same Idempotency-Key) is followed in its log.

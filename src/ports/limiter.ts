@@ -30,13 +30,21 @@ export interface ReserveInput {
   windows: WindowLimit[];
   /** After this (ms since epoch) an unsettled reservation may be reclaimed by the sweeper. */
   deadlineAt: number;
+  /**
+   * The most open reservations (reserved, neither settled nor released: requests queued or
+   * running) the user may hold, this one included; absent = no cap. Checked in the same atomic
+   * step as the windows, so it holds exactly across gateways.
+   */
+  maxInFlight?: number;
 }
 
 export type ReserveResult =
   /** duplicate: a reservation for this request id already existed; nothing changed. */
   | { ok: true; duplicate: boolean; windows: WindowState[] }
-  /** Refused: no counter changed; `exceeded` is the first window that did not fit. */
-  | { ok: false; exceeded: WindowState; windows: WindowState[] };
+  /** Refused by a quota window: no counter changed; `exceeded` is the first window that did not fit. */
+  | { ok: false; reason: 'window'; exceeded: WindowState; windows: WindowState[] }
+  /** Refused: the user already holds `limit` open reservations; no counter changed. */
+  | { ok: false; reason: 'in_flight'; inFlight: { open: number; limit: number }; windows: WindowState[] };
 
 export interface Reservation {
   requestId: string; userId: string; tokens: number; windows: WindowLimit[]; deadlineAt: number;
@@ -47,7 +55,11 @@ export type SettleResult = 'settled' | 'already-settled' | 'unknown';
 export type LeaseResult = { ok: true; fence: number } | { ok: false; active: number; limit: number };
 
 export interface Limiter {
-  /** Reserves 1 request and `tokens` in every window, all or none. Idempotent per request id. */
+  /**
+   * Reserves 1 request and `tokens` in every window, all or none, and opens one of the user's
+   * `maxInFlight` slots; settle and release close it. Idempotent per request id (a duplicate
+   * opens nothing).
+   */
   reserve(r: ReserveInput): Promise<ReserveResult>;
   /**
    * Replaces the reservation by the actual charge in every window it was made in, once per

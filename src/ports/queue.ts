@@ -6,6 +6,8 @@ export interface Job {
   requestId: string;
   /** 0 (lowest) … 9 (highest); tiers map to priorities. */
   priority: number;
+  /** Whose request: the unit of fair sharing. Absent on jobs published before it existed. */
+  userId?: string;
 }
 
 export interface Delivery {
@@ -33,6 +35,12 @@ export interface Consumer {
 }
 
 export interface Queue {
+  /**
+   * True if, within a priority, jobs are dequeued round-robin over users (FIFO per user), so one
+   * user's backlog cannot hold back another user's job. False for brokers that are FIFO within a
+   * priority: there the worker's deferral provides the fairness (see core/worker.ts).
+   */
+  readonly fairDequeue: boolean;
   /** Durably enqueues the job; resolves once the broker confirmed it. */
   publish(job: Job): Promise<void>;
   consume(handler: (d: Delivery) => Promise<void>, opts: ConsumeOptions): Promise<Consumer>;

@@ -12,6 +12,7 @@ async function settled(app: TestSluice, userId: string, n: number) {
   return waitFor(async () => { const rows = await ledgerRows(app.url, userId); return rows.length === n && rows; }, 30_000, 100);
 }
 
+// Users are on the enterprise tier so its in-flight cap (1024) stays above the 500 concurrent requests.
 describe('accounting race (embedded limiter)', () => {
   let app: TestSluice;
   // 500 concurrent fetches open up to 500 sockets from 127.0.0.1: lift the per-address cap.
@@ -21,7 +22,7 @@ describe('accounting race (embedded limiter)', () => {
   it('500 concurrent requests, budget fits exactly K=137: exactly K admitted, the rest 429, counters == ledger', async () => {
     const K = 137;
     const per = estimate(16);
-    const key = await createUserKey(app.url, { id: 'race-fixed', quota: { tokens_per_day: K * per, requests_per_day: 100_000, tokens_per_month: 100_000_000, requests_per_month: 100_000 } });
+    const key = await createUserKey(app.url, { id: 'race-fixed', tier: 'enterprise', quota: { tokens_per_day: K * per, requests_per_day: 100_000, tokens_per_month: 100_000_000, requests_per_month: 100_000 } });
     const call = api(app.url, key);
     const results = await Promise.all(Array.from({ length: 500 }, () =>
       call('/v1/requests', { method: 'POST', json: { model: 'sim', max_tokens: 16, messages: [{ role: 'user', content: CONTENT }] } })
@@ -48,7 +49,7 @@ describe('accounting race (embedded limiter)', () => {
 
   it('mixed max_tokens: never over the limit, counters == sum of admitted estimates, then == ledger', async () => {
     const limit = 20_000;
-    const key = await createUserKey(app.url, { id: 'race-mixed', quota: { tokens_per_day: limit, requests_per_day: 100_000, tokens_per_month: 100_000_000, requests_per_month: 100_000 } });
+    const key = await createUserKey(app.url, { id: 'race-mixed', tier: 'enterprise', quota: { tokens_per_day: limit, requests_per_day: 100_000, tokens_per_month: 100_000_000, requests_per_month: 100_000 } });
     const call = api(app.url, key);
     let seed = 42;
     const rand = () => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed / 2 ** 31; };
@@ -68,7 +69,7 @@ describe('accounting race (embedded limiter)', () => {
   });
 
   it('the request-count window: requests_per_day = K admits exactly K', async () => {
-    const key = await createUserKey(app.url, { id: 'race-requests', quota: { requests_per_day: 25, tokens_per_day: 100_000_000, tokens_per_month: 100_000_000, requests_per_month: 100_000 } });
+    const key = await createUserKey(app.url, { id: 'race-requests', tier: 'enterprise', quota: { requests_per_day: 25, tokens_per_day: 100_000_000, tokens_per_month: 100_000_000, requests_per_month: 100_000 } });
     const call = api(app.url, key);
     const statuses = await Promise.all(Array.from({ length: 120 }, () =>
       call('/v1/requests', { method: 'POST', json: { model: 'sim', max_tokens: 4, messages: [{ role: 'user', content: 'x' }] } }).then((r) => r.status)));

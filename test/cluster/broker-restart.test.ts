@@ -64,7 +64,7 @@ describe('RabbitMQ restarts with 100 requests queued', rabbitSuite, () => {
 
   it('all requests complete once after stop_app/start_app', async (t) => {
     try { await run('rabbitmqctl', ['status'], { timeout: 15_000 }); } catch (e) { t.skip(`rabbitmqctl unusable here: ${(e as Error).message}`); return; }
-    const user = await cluster.user({ tier: 'pro' });
+    const user = await cluster.user({ tier: 'enterprise' }); // in-flight cap 1024 > COUNT queued at once
     const ids = await submitAll(gateway.url, user.key, COUNT);
     assert.equal(await amqpDepth(cluster.queueName), COUNT);
 
@@ -107,7 +107,7 @@ describe('private nats-server restarts with 100 requests queued', natsSuite, () 
   });
 
   it('all requests complete once after the server restarts', async () => {
-    const user = await cluster.user({ tier: 'pro' });
+    const user = await cluster.user({ tier: 'enterprise' }); // in-flight cap 1024 > COUNT queued at once
     const ids = await submitAll(gateway.url, user.key, COUNT);
     const stopped = new Promise((r) => server!.once('exit', r));
     server!.kill('SIGTERM');

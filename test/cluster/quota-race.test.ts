@@ -30,7 +30,8 @@ describe('quota race across two gateways (limiter redis, queue nats)', suite, ()
     assert.ok(estimate > body.max_tokens, `estimate ${estimate}`);
 
     const limit = K * estimate;
-    const user = await cluster.user({ quota: { tokens_per_day: limit, requests_per_day: 100_000 } });
+    // Enterprise: its in-flight cap (1024) stays above N, so only the token window refuses.
+    const user = await cluster.user({ tier: 'enterprise', quota: { tokens_per_day: limit, requests_per_day: 100_000 } });
     const responses = await Promise.all(Array.from({ length: N }, async (_, i) => {
       const res = await client(gateways[i % 2]!.url, user.key).post('/v1/requests', body);
       return { status: res.status, body: (await res.json()) as { error?: { code: string } } };

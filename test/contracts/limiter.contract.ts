@@ -5,7 +5,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Limiter, Metric, ReserveInput, ReserveResult, WindowKind, WindowLimit } from '../../src/ports/limiter.ts';
+import type { Limiter, Metric, ReserveInput, ReserveResult, WindowKind, WindowLimit, WindowState } from '../../src/ports/limiter.ts';
 
 export interface LimiterPair { a: Limiter; b: Limiter; close(): Promise<void> }
 
@@ -28,6 +28,12 @@ function request(userId: string, tokens: number, ws: WindowLimit[], deadlineAt =
 }
 
 const user = () => `u-${randomUUID()}`;
+
+/** The window a refusal names; fails if the result is not a window refusal. */
+function exceededOf(r: ReserveResult): WindowState {
+  assert.ok(!r.ok && r.reason === 'window', `expected a window refusal, got ${JSON.stringify(r)}`);
+  return r.exceeded;
+}
 
 /** Counters in the fixed order of windows(): daily requests, daily tokens, monthly requests, monthly tokens. */
 async function used(l: Limiter, userId: string, ws: WindowLimit[]): Promise<number[]> {
@@ -97,8 +103,8 @@ export function limiterContract(name: string, factory: () => Promise<LimiterPair
       assert.equal((await a.reserve(request(u, 400, ws))).ok, true);
       const r = await a.reserve(request(u, 200, ws));
       assert.equal(r.ok, false);
-      assert.ok(!r.ok);
-      assert.deepEqual([r.exceeded.window, r.exceeded.metric, r.exceeded.used, r.exceeded.remaining], ['monthly', 'tokens', 400, 100]);
+      const exceeded = exceededOf(r);
+      assert.deepEqual([exceeded.window, exceeded.metric, exceeded.used, exceeded.remaining], ['monthly', 'tokens', 400, 100]);
       assert.deepEqual(r.windows.map((s) => s.used), [1, 400, 1, 400]);
       assert.deepEqual(await used(a, u, ws), [1, 400, 1, 400]);
       // A smaller one that fits is still admitted.
@@ -111,7 +117,7 @@ export function limiterContract(name: string, factory: () => Promise<LimiterPair
       const ws = windows({ 'daily:tokens': K * 100 });
       const results = await Promise.all(Array.from({ length: 500 }, (_, i) => (i % 2 ? a : b).reserve(request(u, 100, ws))));
       assert.equal(results.filter((r) => r.ok).length, K);
-      for (const r of results) if (!r.ok) assert.equal(r.exceeded.metric, 'tokens');
+      for (const r of results) if (!r.ok) assert.equal(exceededOf(r).metric, 'tokens');
       assert.deepEqual(await used(a, u, ws), [K, K * 100, K, K * 100]);
     });
 
@@ -121,7 +127,7 @@ export function limiterContract(name: string, factory: () => Promise<LimiterPair
       const ws = windows({ 'daily:requests': K });
       const results = await Promise.all(Array.from({ length: 500 }, (_, i) => (i % 2 ? a : b).reserve(request(u, 7, ws))));
       assert.equal(results.filter((r) => r.ok).length, K);
-      for (const r of results) if (!r.ok) assert.deepEqual([r.exceeded.window, r.exceeded.metric, r.exceeded.used], ['daily', 'requests', K]);
+      for (const r of results) if (!r.ok) { const e = exceededOf(r); assert.deepEqual([e.window, e.metric, e.used], ['daily', 'requests', K]); }
       assert.deepEqual(await used(a, u, ws), [K, K * 7, K, K * 7]);
     });
 
@@ -142,10 +148,67 @@ export function limiterContract(name: string, factory: () => Promise<LimiterPair
       for (const [i, r] of results.entries()) {
         if (r.ok) continue;
         // Refused only because it did not fit the usage at that moment, which never exceeds the end state.
-        assert.equal(r.exceeded.metric, 'tokens');
-        assert.ok(r.exceeded.used + amounts[i]! > limit, `refused ${amounts[i]} at used ${r.exceeded.used}`);
-        assert.ok(r.exceeded.used <= tokens!);
+        const exceeded = exceededOf(r);
+        assert.equal(exceeded.metric, 'tokens');
+        assert.ok(exceeded.used + amounts[i]! > limit, `refused ${amounts[i]} at used ${exceeded.used}`);
+        assert.ok(exceeded.used <= tokens!);
       }
+    });
+
+    it('in-flight cap: reserve refuses at maxInFlight open reservations, changing nothing; settle, release and a refund free a slot', async () => {
+      const u = user();
+      const ws = windows();
+      const capped = (tokens = 10) => ({ ...request(u, tokens, ws), maxInFlight: 2 });
+      const first = capped();
+      const second = capped();
+      assert.equal((await a.reserve(first)).ok, true);
+      assert.equal((await b.reserve(second)).ok, true);
+      // A duplicate of an open reservation opens nothing and is not refused.
+      const dup = await b.reserve(first);
+      assert.equal(dup.ok && dup.duplicate, true);
+      const refused = await a.reserve(capped());
+      assert.ok(!refused.ok && refused.reason === 'in_flight', JSON.stringify(refused));
+      assert.deepEqual(refused.inFlight, { open: 2, limit: 2 });
+      assert.deepEqual(await used(a, u, ws), [2, 20, 2, 20], 'the refusal changed no counter');
+      // Another user is not affected by this user's cap.
+      assert.equal((await a.reserve({ ...request(user(), 10, ws), maxInFlight: 2 })).ok, true);
+      // No cap given: the open reservations still count, but nothing refuses.
+      assert.equal((await b.reserve(request(u, 10, ws))).ok, true);
+      assert.equal((await a.reserve(capped())).ok, false, 'three open now');
+      assert.equal(await a.settle(first.requestId, { tokens: 5, requests: 1 }), 'settled');
+      assert.equal((await a.reserve(capped())).ok, false, 'still two open after one settle');
+      assert.equal(await b.release(second.requestId), true);
+      const third = capped();
+      assert.equal((await b.reserve(third)).ok, true, 'a release freed a slot');
+      assert.equal((await a.reserve(capped())).ok, false);
+      assert.equal(await b.settle(third.requestId, { tokens: 0, requests: 0 }), 'settled');
+      assert.equal((await a.reserve(capped())).ok, true, 'a refund freed a slot');
+      // A settled id replayed is a duplicate: it reopens nothing.
+      assert.equal((await a.reserve({ ...first, maxInFlight: 2 })).ok, true);
+      assert.equal((await a.reserve(capped())).ok, false);
+    });
+
+    it('in-flight cap: a reservation reclaimed by the sweeper (expired, then released) frees its slot', async () => {
+      const u = user();
+      const ws = windows();
+      const past = Date.now() - 1000;
+      const stale = { ...request(u, 10, ws, past), maxInFlight: 1 };
+      assert.equal((await a.reserve(stale)).ok, true);
+      assert.equal((await b.reserve({ ...request(u, 10, ws), maxInFlight: 1 })).ok, false);
+      const expired = await a.expired(Date.now(), 1000);
+      assert.ok(expired.some((r) => r.requestId === stale.requestId));
+      assert.equal(await b.release(stale.requestId), true);
+      assert.equal((await a.reserve({ ...request(u, 10, ws), maxInFlight: 1 })).ok, true);
+    });
+
+    it('race: 200 concurrent reserves with maxInFlight K admit exactly K', async () => {
+      const K = 13;
+      const u = user();
+      const ws = windows();
+      const results = await Promise.all(Array.from({ length: 200 }, (_, i) => (i % 2 ? a : b).reserve({ ...request(u, 1, ws), maxInFlight: K })));
+      assert.equal(results.filter((r) => r.ok).length, K);
+      for (const r of results) if (!r.ok) assert.equal(r.reason, 'in_flight');
+      assert.deepEqual(await used(a, u, ws), [K, K, K, K]);
     });
 
     it('settle applies actual - reserved in all four windows, exactly once', async () => {

@@ -164,6 +164,39 @@ export function queueContract(name: string, factory: HarnessFactory, suite: { sk
       assert.deepEqual(order, ['high', 'mid', 'low-a', 'low-b']);
     }));
 
+    it('a job keeps its userId through publish, retry and delivery; a job without one has none', () => withHarness(factory, async (h) => {
+      const q = await h.open();
+      const rec = recorder();
+      await q.consume(rec.handler, { concurrency: 2 });
+      await q.publish({ requestId: 'owned', priority: 3, userId: 'user-a' });
+      await q.publish({ requestId: 'legacy', priority: 3 });
+      await rec.wait(2);
+      const byId = new Map(rec.seen.map(({ d }) => [d.job.requestId, d]));
+      assert.deepEqual(byId.get('owned')!.job, { requestId: 'owned', priority: 3, userId: 'user-a' });
+      assert.deepEqual(byId.get('legacy')!.job, { requestId: 'legacy', priority: 3 });
+      await byId.get('owned')!.retry(20);
+      const again = await rec.wait(3, 'the retried job');
+      assert.deepEqual(again.job, { requestId: 'owned', priority: 3, userId: 'user-a' });
+      await Promise.all([again.ack(), byId.get('legacy')!.ack()]);
+    }));
+
+    it('fair dequeue (where promised): round-robin over users within a priority, FIFO per user', async (t) => {
+      const probe = await factory();
+      const q = await probe.open();
+      if (!q.fairDequeue) { await probe.cleanup(); t.skip('FIFO within a priority: the worker defers for fairness'); return; }
+      await withHarness(async () => probe, async () => {
+        const jobs: [string, string, number][] = [
+          ['a1', 'a', 1], ['a2', 'a', 1], ['a3', 'a', 1], ['a4', 'a', 1], ['b1', 'b', 1], ['b2', 'b', 1], ['c1', 'c', 1], ['high', 'a', 9],
+        ];
+        for (const [requestId, userId, priority] of jobs) await q.publish({ requestId, userId, priority });
+        await eventually(async () => (await q.depth()) === jobs.length, `depth ${jobs.length}`);
+        const order: string[] = [];
+        await q.consume(async (d) => { order.push(d.job.requestId); await d.ack(); }, { concurrency: 1 });
+        await eventually(() => order.length === jobs.length, `${jobs.length} deliveries`);
+        assert.deepEqual(order, ['high', 'a1', 'b1', 'c1', 'a2', 'b2', 'a3', 'a4']);
+      });
+    });
+
     it('depth() counts waiting jobs, not jobs in flight', () => withHarness(factory, async (h) => {
       const q = await h.open();
       assert.equal(await q.depth(), 0);

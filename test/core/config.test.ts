@@ -42,6 +42,15 @@ describe('configuration', () => {
     assert.deepEqual(Object.keys(c.tiers), ['gold']);
   });
 
+  it('tiers get maxInFlight: built-in defaults, a given value, 8 per stream for other tiers; a bad one is refused', () => {
+    const defaults = parseConfig({});
+    assert.deepEqual([defaults.tiers.free!.maxInFlight, defaults.tiers.pro!.maxInFlight, defaults.tiers.enterprise!.maxInFlight], [8, 64, 1024]);
+    const tier = { requestsPerDay: 1, tokensPerDay: 2, requestsPerMonth: 3, tokensPerMonth: 4, maxTokens: 5, concurrentStreams: 3, priority: 1 };
+    const c = parseConfig({ tiers: { free: tier, gold: tier, silver: { ...tier, maxInFlight: 5 } } });
+    assert.deepEqual([c.tiers.free!.maxInFlight, c.tiers.gold!.maxInFlight, c.tiers.silver!.maxInFlight], [8, 24, 5]);
+    assert.throws(() => parseConfig({ tiers: { free: { ...tier, maxInFlight: 0 } } }), isConfigError(/maxInFlight/));
+  });
+
   it('rejects bad values with SLUICE_ERR_CONFIG naming the field', () => {
     assert.throws(() => loadConfig({ PORT: 'eighty' }), isConfigError(/port/));
     assert.throws(() => loadConfig({ SLUICE_DELIVERY_MODE: 'sometimes' }), isConfigError(/deliveryMode/));

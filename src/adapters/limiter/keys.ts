@@ -27,6 +27,8 @@ export function limiterKeys(prefix: string) {
     settled: (userId: string, requestId: string) => `${user(userId)}:settled:${requestId}`,
     reservationIndex: (requestId: string) => `${prefix}sluice:reservation:${requestId}`,
     deadlines: `${prefix}sluice:reservations`,
+    /** The request ids of the user's open (unsettled, unreleased) reservations. */
+    open: (userId: string) => `${user(userId)}:in-flight`,
     leases: (userId: string) => `${user(userId)}:leases`,
     leaseFence: (userId: string) => `${user(userId)}:lease-fence`,
     hit: (key: string) => `${prefix}sluice:hit:${key}`,
@@ -49,6 +51,7 @@ function assertCount(name: string, v: number): void {
 
 export function assertReserveInput(r: ReserveInput): void {
   assertCount('tokens', r.tokens);
+  if (r.maxInFlight !== undefined) assertCount('maxInFlight', r.maxInFlight);
   for (const w of r.windows) assertCount(`limit of ${w.window} ${w.metric}`, w.limit);
 }
 

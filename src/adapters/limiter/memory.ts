@@ -25,6 +25,8 @@ export class MemoryLimiter implements Limiter {
   private readonly now: () => number;
   private readonly counters = new Map<string, Expiring>();
   private readonly held = new Map<string, Held>();
+  /** userId -> count of its held reservations (the in-flight cap). */
+  private readonly open = new Map<string, number>();
   /** Settled request id -> when it may be forgotten. */
   private readonly settled = new Map<string, number>();
   /** userId -> leaseId -> expiry. */
@@ -80,11 +82,16 @@ export class MemoryLimiter implements Limiter {
       const used = keys.map((k) => this.read(this.counters, k, now));
       const states = () => r.windows.map((w, i) => windowState(w, used[i] ?? 0));
       if (this.held.has(r.requestId) || this.settled.has(r.requestId)) return { ok: true, duplicate: true, windows: states() };
+      const open = this.open.get(r.userId) ?? 0;
+      if (r.maxInFlight !== undefined && open >= r.maxInFlight) {
+        return { ok: false, reason: 'in_flight', inFlight: { open, limit: r.maxInFlight }, windows: states() };
+      }
       const failed = r.windows.findIndex((w, i) => (used[i] ?? 0) + amountFor(w, r.tokens) > w.limit);
       if (failed >= 0) {
         const windows = states();
-        return { ok: false, exceeded: windows[failed] as WindowState, windows };
+        return { ok: false, reason: 'window', exceeded: windows[failed] as WindowState, windows };
       }
+      this.open.set(r.userId, open + 1);
       r.windows.forEach((w, i) => { used[i] = this.add(keys[i] as string, amountFor(w, r.tokens), w.resetAt + COUNTER_GRACE_MS, now); });
       this.held.set(r.requestId, {
         reservation: copy({ requestId: r.requestId, userId: r.userId, tokens: r.tokens, windows: r.windows, deadlineAt: r.deadlineAt }),
@@ -118,6 +125,8 @@ export class MemoryLimiter implements Limiter {
       if (delta !== 0 && counter && counter.expiresAt > now) counter.value = Math.max(0, counter.value + delta);
     }
     this.held.delete(requestId);
+    const open = (this.open.get(h.reservation.userId) ?? 1) - 1;
+    if (open > 0) this.open.set(h.reservation.userId, open); else this.open.delete(h.reservation.userId);
     return true;
   }
 

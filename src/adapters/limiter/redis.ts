@@ -17,7 +17,7 @@ const SCRIPTS = ['reserve', 'settle', 'extend', 'lease-acquire', 'lease-refresh'
 type Script = typeof SCRIPTS[number];
 
 /** The codes the Lua scripts return as their first element (see each file's header). */
-const STATUS = { 0: 'ok', 1: 'duplicate', 2: 'refused', 3: 'already-settled', 4: 'unknown' } as const;
+const STATUS = { 0: 'ok', 1: 'duplicate', 2: 'refused', 3: 'already-settled', 4: 'unknown', 5: 'in-flight' } as const;
 type Status = typeof STATUS[keyof typeof STATUS];
 
 /** The one place a script's numeric reply becomes a status; anything else is a bug. */
@@ -102,15 +102,16 @@ export class RedisLimiter implements Limiter {
     const counters = r.windows.map((w) => k.counter(r.userId, w));
     const perWindow = r.windows.flatMap((w) => [amountFor(w, r.tokens), w.limit, w.resetAt + COUNTER_GRACE_MS]);
     const { status, values } = await this.run('reserve',
-      [k.reservation(r.userId, r.requestId), k.settled(r.userId, r.requestId), k.reservationIndex(r.requestId), k.deadlines, ...counters],
+      [k.reservation(r.userId, r.requestId), k.settled(r.userId, r.requestId), k.reservationIndex(r.requestId), k.deadlines, k.open(r.userId), ...counters],
       [r.requestId, r.userId, r.tokens, r.deadlineAt, JSON.stringify(r.windows),
-        JSON.stringify(r.windows.map((w, i) => [counters[i], w.metric])), ...perWindow]);
-    const [failed = 0, ...used] = values;
+        JSON.stringify(r.windows.map((w, i) => [counters[i], w.metric])), r.maxInFlight ?? -1, ...perWindow]);
+    const [detail = 0, ...used] = values;
     const windows = r.windows.map((w, i) => windowState(w, used[i] ?? 0));
     if (status === 'ok' || status === 'duplicate') return { ok: true, duplicate: status === 'duplicate', windows };
-    const exceeded = windows[failed - 1];
+    if (status === 'in-flight' && r.maxInFlight !== undefined) return { ok: false, reason: 'in_flight', inFlight: { open: detail, limit: r.maxInFlight }, windows };
+    const exceeded = windows[detail - 1];
     if (status !== 'refused' || !exceeded) throw new SluiceError('SLUICE_ERR_INTERNAL', `reserve returned ${status}`);
-    return { ok: false, exceeded, windows };
+    return { ok: false, reason: 'window', exceeded, windows };
   }
 
   async settle(requestId: string, charged: { tokens: number; requests: 0 | 1 }): Promise<SettleResult> {
@@ -129,7 +130,7 @@ export class RedisLimiter implements Limiter {
     if (userId === null) return 'unknown';
     const k = this.keys;
     const { status } = await this.run('settle',
-      [k.reservation(userId, requestId), k.settled(userId, requestId), k.reservationIndex(requestId), k.deadlines],
+      [k.reservation(userId, requestId), k.settled(userId, requestId), k.reservationIndex(requestId), k.deadlines, k.open(userId)],
       [requestId, charged.tokens, charged.requests, SETTLED_TTL_MS, release ? '1' : '0']);
     if (status === 'ok' || status === 'already-settled' || status === 'unknown') return status;
     throw new SluiceError('SLUICE_ERR_INTERNAL', `settle.lua returned ${status}`);

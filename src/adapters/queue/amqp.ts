@@ -16,7 +16,7 @@ import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } f
 import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
 import { exponentialBackoff } from '../../core/backoff.ts';
 import { redact } from '../url-scheme.ts';
-import { clampPriority, noop, runHandler, unavailable } from './common.ts';
+import { clampPriority, jobBody, noop, runHandler, unavailable, userIdOf } from './common.ts';
 
 export interface AmqpQueueOptions {
   name: string;
@@ -62,9 +62,12 @@ export class AmqpQueue implements Queue {
   get deadLetterQueue(): string { return `${this.opts.name}.dlq`; }
   waitQueue(delayMs: number): string { return `${this.opts.name}.wait.${delayMs}`; }
 
+  /** FIFO within a priority: fairness between users comes from the worker's deferral. */
+  readonly fairDequeue = false;
+
   async publish(job: Job): Promise<void> {
     const priority = clampPriority(job.priority);
-    await this.confirmPublish(this.name, { requestId: job.requestId, priority }, { priority, headers: { [DELIVERY_COUNT_HEADER]: 0 } });
+    await this.confirmPublish(this.name, { ...job, priority }, { priority, headers: { [DELIVERY_COUNT_HEADER]: 0 } });
   }
 
   async consume(handler: Handler, opts: ConsumeOptions): Promise<Consumer> {
@@ -182,7 +185,7 @@ export class AmqpQueue implements Queue {
    * a duplicate job is harmless, a lost one is not.
    */
   private async confirmPublish(queue: string, job: Job, options: Options.Publish, prepare?: (pub: ConfirmChannel) => Promise<void>): Promise<void> {
-    const body = Buffer.from(JSON.stringify({ requestId: job.requestId, priority: job.priority }));
+    const body = Buffer.from(jobBody(job, job.priority));
     const deadline = Date.now() + (this.opts.publishTimeoutMs ?? 30_000);
     let lastError: unknown;
     for (;;) {
@@ -302,7 +305,7 @@ function parseJob(content: Buffer): Job | undefined {
     if (typeof v !== 'object' || v === null) return undefined;
     const { requestId, priority } = v as Record<string, unknown>;
     if (typeof requestId !== 'string' || requestId === '') return undefined;
-    return { requestId, priority: clampPriority(typeof priority === 'number' ? priority : 0) };
+    return { requestId, priority: clampPriority(typeof priority === 'number' ? priority : 0), ...userIdOf(v as Record<string, unknown>) };
   } catch { return undefined; }
 }
 

@@ -1,7 +1,7 @@
 // What every queue adapter shares: priorities, the catalogue error for broker failures, and how
 // a handler that throws is treated.
 import { SluiceError } from '../../core/errors.ts';
-import type { Delivery } from '../../ports/queue.ts';
+import type { Delivery, Job } from '../../ports/queue.ts';
 
 /** The highest priority: priorities are integers 0..MAX_PRIORITY. */
 export const MAX_PRIORITY = 9;
@@ -25,4 +25,14 @@ export async function runHandler<D extends Delivery & { readonly settled: boolea
   } catch {
     if (!delivery.settled) await delivery.retry().catch(noop);
   }
+}
+
+/** The job as it travels in a broker message: userId only when known, so old and new jobs read alike. */
+export function jobBody(job: Job, priority: number): string {
+  return JSON.stringify({ requestId: job.requestId, priority, ...(job.userId !== undefined && { userId: job.userId }) });
+}
+
+/** A string userId from a parsed message body, or nothing. */
+export function userIdOf(v: Record<string, unknown>): { userId?: string } {
+  return typeof v.userId === 'string' && v.userId !== '' ? { userId: v.userId } : {};
 }

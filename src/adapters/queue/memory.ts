@@ -1,6 +1,7 @@
 // In-process queue for the embedded mode and tests. Same semantics as the brokers: asynchronous
-// delivery, higher priority first (FIFO within a priority), at most `concurrency` unsettled
-// deliveries per consumer, unsettled work returned to the queue when its consumer closes.
+// delivery, higher priority first, at most `concurrency` unsettled deliveries per consumer,
+// unsettled work returned to the queue when its consumer closes. Within a priority it is fairer
+// than the brokers: round-robin over users, FIFO per user (so FIFO for jobs of one user).
 // Nothing survives the process: the embedded mode re-enqueues unfinished requests from the store.
 import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
 import { exponentialBackoff } from '../../core/backoff.ts';
@@ -27,16 +28,46 @@ class Fifo<T> {
   }
 }
 
-/** Waiting jobs: one FIFO per priority (see clampPriority), highest first. */
-class PriorityFifo<T> {
-  private readonly levels = Array.from({ length: MAX_PRIORITY + 1 }, () => new Fifo<T>());
+/**
+ * One priority's waiting jobs: a FIFO per user and a ring of the users with jobs waiting. Each
+ * shift serves the user at the head of the ring, who goes to its back if more jobs wait: a user
+ * with 96 jobs queued delays another user's job by at most one of its own.
+ */
+class FairLevel {
+  private readonly byUser = new Map<string, Fifo<Entry>>();
+  private readonly ring = new Fifo<string>();
+  size = 0;
+
+  push(entry: Entry): void {
+    // Jobs without a user (published before jobs had one) share one turn.
+    const user = entry.job.userId ?? '';
+    let mine = this.byUser.get(user);
+    if (!mine) { mine = new Fifo<Entry>(); this.byUser.set(user, mine); this.ring.push(user); }
+    mine.push(entry);
+    this.size++;
+  }
+
+  shift(): Entry | undefined {
+    const user = this.ring.shift();
+    if (user === undefined) return undefined;
+    const mine = this.byUser.get(user)!;
+    const entry = mine.shift();
+    if (mine.size > 0) this.ring.push(user); else this.byUser.delete(user);
+    this.size--;
+    return entry;
+  }
+}
+
+/** Waiting jobs: one fair level per priority (see clampPriority), highest first. */
+class PriorityFifo {
+  private readonly levels = Array.from({ length: MAX_PRIORITY + 1 }, () => new FairLevel());
   private count = 0;
 
   get size(): number { return this.count; }
 
-  push(priority: number, item: T): void { this.levels[priority]!.push(item); this.count++; }
+  push(priority: number, item: Entry): void { this.levels[priority]!.push(item); this.count++; }
 
-  shift(): T | undefined {
+  shift(): Entry | undefined {
     for (let p = this.levels.length - 1; p >= 0; p--) {
       const level = this.levels[p]!;
       if (level.size > 0) { this.count--; return level.shift(); }
@@ -105,7 +136,8 @@ class MemoryDelivery implements Delivery {
 export interface DeadLetter { job: Job; reason: string; deliveryCount: number; at: number }
 
 export class MemoryQueue implements Queue {
-  private readonly waiting = new PriorityFifo<Entry>();
+  readonly fairDequeue = true;
+  private readonly waiting = new PriorityFifo();
   private readonly consumers: MemoryConsumer[] = [];
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly dead: DeadLetter[] = [];
@@ -117,7 +149,8 @@ export class MemoryQueue implements Queue {
 
   async publish(job: Job): Promise<void> {
     if (this.closed) throw new SluiceError('SLUICE_ERR_UNAVAILABLE', 'queue is closed');
-    this.enqueue({ job: { requestId: job.requestId, priority: clampPriority(job.priority) }, deliveryCount: 1 });
+    const userId = job.userId !== undefined && job.userId !== '' ? { userId: job.userId } : {};
+    this.enqueue({ job: { requestId: job.requestId, priority: clampPriority(job.priority), ...userId }, deliveryCount: 1 });
   }
 
   async consume(handler: Handler, opts: ConsumeOptions): Promise<Consumer> {

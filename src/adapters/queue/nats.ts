@@ -29,7 +29,7 @@ import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
 import { exponentialBackoff } from '../../core/backoff.ts';
 import { redact } from '../url-scheme.ts';
-import { clampPriority, noop, runHandler, unavailable } from './common.ts';
+import { clampPriority, jobBody, noop, runHandler, unavailable, userIdOf } from './common.ts';
 
 export interface NatsQueueOptions {
   name: string;
@@ -101,9 +101,12 @@ export class NatsQueue implements Queue {
   subject(priority: number): string { return `${this.opts.name}.jobs.${priority}`; }
   consumerName(priority: number): string { return `${this.jobsStream.slice(0, -'_JOBS'.length)}_P${priority}`; }
 
+  /** FIFO within a priority: fairness between users comes from the worker's deferral. */
+  readonly fairDequeue = false;
+
   async publish(job: Job): Promise<void> {
     const priority = clampPriority(job.priority);
-    const body = JSON.stringify({ requestId: job.requestId, priority });
+    const body = jobBody(job, priority);
     const msgID = `${job.requestId}:${randomUUID()}`;
     const deadline = Date.now() + (this.opts.publishTimeoutMs ?? 30_000);
     for (;;) {
@@ -358,8 +361,8 @@ class NatsDelivery implements Delivery {
 
 function parseJob(data: Uint8Array, subjectPriority: number): Job {
   try {
-    const v = JSON.parse(new TextDecoder().decode(data)) as { requestId?: unknown };
-    if (typeof v.requestId === 'string') return { requestId: v.requestId, priority: subjectPriority };
+    const v = JSON.parse(new TextDecoder().decode(data)) as Record<string, unknown>;
+    if (typeof v.requestId === 'string') return { requestId: v.requestId, priority: subjectPriority, ...userIdOf(v) };
   } catch { /* fall through */ }
   return { requestId: '', priority: subjectPriority };
 }

@@ -5,6 +5,7 @@
 -- KEYS[2]  settled marker        user:{<userId>}:settled:<requestId>
 -- KEYS[3]  reservation index     sluice:reservation:<requestId>
 -- KEYS[4]  deadline sorted set   sluice:reservations
+-- KEYS[5]  open set              user:{<userId>}:in-flight  (the reservation's slot is closed)
 -- ARGV[1]  request id
 -- ARGV[2]  charged tokens
 -- ARGV[3]  charged requests (0 or 1)
@@ -34,6 +35,7 @@ end
 
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('SREM', KEYS[5], ARGV[1])
 if ARGV[5] == '1' then
   redis.call('DEL', KEYS[3])
 else
