@@ -1,11 +1,10 @@
 // One attempt of one request: call the model, append every token to the request's event log,
 // honour cancel, deadline and claim loss, then settle exactly once and append the terminal event.
 // The worker (queued mode) and the gateway (direct mode) both run requests through this.
-import { isTerminal, PartialAppendError, type Bus, type EventBody, type LogEvent } from '../ports/bus.ts';
+import { LogEndedError, PartialAppendError, type Bus, type EventBody, type LogEvent } from '../ports/bus.ts';
 import { ModelError, type ModelBackend, type ModelRequest } from '../ports/model.ts';
 import { isEnded, type RequestRecord, type Store } from '../ports/store.ts';
 import type { Config } from '../config.ts';
-import { readAll } from './event-follow.ts';
 import { usageOf, type Ending, type Ledger } from './ledger.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
@@ -107,6 +106,8 @@ export class AttemptRunner {
     } catch (err) {
       const reason = err instanceof Stop ? err.reason : abort.signal.reason instanceof Stop ? abort.signal.reason.reason : null;
       if (reason === 'lost') { logger.warn(where, 'claim lost; another worker owns this request now'); return { kind: 'lost' }; }
+      // The log already holds the request's terminal event: it was ended elsewhere (and settled first).
+      if (err instanceof LogEndedError) { logger.warn(where, 'the request ended elsewhere; this attempt stops'); return { kind: 'finished' }; }
       if (reason === 'cancel' || reason === 'disconnect') return await this.end(record, this.cancelled(record, produced, text, true), hooks);
       if (reason === 'timeout') return await this.end(record, this.failed(record, produced, text, 'SLUICE_ERR_MODEL_TIMEOUT', 'the request exceeded its deadline'), hooks);
       const me = err instanceof ModelError ? err : new ModelError('transient', (err as Error).message, undefined, { cause: err });
@@ -125,7 +126,12 @@ export class AttemptRunner {
     }
   }
 
-  /** Settles and, if this call ended the request, appends the terminal event. */
+  /**
+   * Settles and, if this call ended the request, appends the terminal event. A listener that
+   * resumes between the two repairs the log from the stored outcome; the bus keeps one terminal
+   * event per log, so the append then returns that one, and it is what this attempt's own
+   * listener (direct mode) gets too.
+   */
   async end(record: RequestRecord, ending: Ending, hooks: AttemptHooks = {}): Promise<AttemptResult> {
     const first = await this.deps.ledger.settle(record, ending);
     if (first) {
@@ -142,17 +148,17 @@ export class AttemptRunner {
    * settle and append). Given a record read after the request ended, it does not read it again.
    * A log that is gone (expired, dropped by the memory bus's bound, or never written) is left
    * alone: a terminal event appended there would start a new log at sequence 1, and its
-   * listeners get the stored result instead.
+   * listeners get the stored result instead. Safe against a racing appender of the terminal event
+   * (the attempt that settled, another repair): the bus keeps the first and answers the rest with it.
    */
   async repairTerminal(target: RequestRecord | string): Promise<LogRepair> {
-    const record = typeof target === 'string' ? await this.deps.store.getRequest(target) : target;
+    const { bus, store } = this.deps;
+    const record = typeof target === 'string' ? await store.getRequest(target) : target;
     if (!record) return 'gone';
     if (!isEnded(record)) return 'running';
-    const events = await readAll(this.deps.bus, record.id, 0);
-    const last = events[events.length - 1];
-    if (!last) return 'gone';
-    if (isTerminal(last)) return 'intact';
-    await this.deps.bus.append(record.id, terminalEvent(endingOf(record)));
+    if (await bus.terminal(record.id)) return 'intact';
+    if ((await bus.read(record.id, 0, 1)).length === 0) return 'gone';
+    await bus.append(record.id, terminalEvent(endingOf(record)));
     return 'repaired';
   }
 

@@ -41,15 +41,29 @@ export async function followEventRuns(
   let wake: (() => void) | undefined;
   const notify = (): void => { const w = wake; wake = undefined; w?.(); };
 
+  /**
+   * The terminal event of a log that ends at or before the listener's Last-Event-ID (a resume
+   * past the end): sent again, so the stream still ends with it rather than waiting forever.
+   */
+  let endBehind: LogEvent | undefined;
   // Live first, so nothing appended while history is being read can fall between the two.
   const subscription = await bus.subscribe(requestId, (e) => {
-    if (e.seq > last && !pending.has(e.seq)) { pending.set(e.seq, e); notify(); }
+    if (e.seq > last) {
+      if (!pending.has(e.seq)) { pending.set(e.seq, e); notify(); }
+    } else if (isTerminal(e)) {
+      // Nothing is delivered after a terminal event, so one at or below `last` was never delivered.
+      endBehind = e;
+      notify();
+    }
   });
   signal.addEventListener('abort', notify);
   try {
-    let catchUp = true;
+    let catchUp = false;
     let gapRetries = 0;
+    if (await deliverHistory()) return 'terminal';
+    if (last === afterSeq && afterSeq > 0) endBehind ??= behind(await bus.terminal(requestId));
     while (!signal.aborted) {
+      if (endBehind) return (await deliver([endBehind])) ? 'terminal' : 'aborted';
       if (catchUp) {
         catchUp = false;
         const before = last;
@@ -89,6 +103,11 @@ export async function followEventRuns(
       if (run.length > 0 && (await deliver(run))) return true;
       if (page.length < LOG_PAGE) return false;
     }
+  }
+
+  /** The log's terminal event if the listener is already past it. */
+  function behind(terminal: LogEvent | undefined): LogEvent | undefined {
+    return terminal && terminal.seq <= last ? terminal : undefined;
   }
 
   /** The live events that follow `last` without a gap. */

@@ -17,30 +17,10 @@ export type DeliveryEnd = 'terminal' | 'aborted' | 'stored';
 
 export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, afterSeq: number, signal: AbortSignal, sink: EventSink): Promise<DeliveryEnd> {
   const { bus, runner } = deps;
-  if (isEnded(record)) {
-    let events = await readAll(bus, record.id, afterSeq);
-    if (events.length === 0) {
-      // Nothing after afterSeq: the log expired (or never existed), unless it holds earlier events.
-      const expired = afterSeq === 0 || (await bus.read(record.id, 0, 1)).length === 0;
-      return expired ? 'stored' : 'terminal';
-    }
-    if (!isTerminal(events[events.length - 1]!)) {
-      // A log that lost its terminal event is repaired; one that went away between two pages
-      // (expired, or dropped by the memory bus's bound) gives the stored result instead.
-      if (await runner.repairTerminal(record) === 'gone') return 'stored';
-      // Nothing is delivered yet and a log only grows: what follows the events at hand completes them.
-      const rest = await readAll(bus, record.id, events[events.length - 1]!.seq);
-      if (rest.length === 0) return 'stored';
-      events = events.concat(rest);
-    }
-    for (let i = 0; i < events.length; i += LOG_PAGE) {
-      if (signal.aborted) return 'aborted';
-      await sink(events.slice(i, i + LOG_PAGE));
-    }
-    return 'terminal';
-  }
-  // The request ended but its log has no terminal event, or no log at all: repair it, or stop
-  // following and deliver the stored result.
+  if (isEnded(record)) return deliverEnded(deps, record, afterSeq, signal, sink);
+  // A running request: follow its log. If it ends without a terminal event in its log (a crash
+  // between the settle and the append), the watchdog repairs the log; with no log at all, the
+  // listener stops following and gets the stored result.
   const gone = new AbortController();
   const watchdog = setInterval(() => {
     void runner.repairTerminal(record.id).then((state) => { if (state === 'gone') gone.abort(); }, () => {});
@@ -54,6 +34,35 @@ export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, af
     clearInterval(watchdog);
   }
 }
+
+/**
+ * An ended request: its log after `afterSeq`, always ending with the terminal event. A log without
+ * it (a resume between the settle and the terminal append, or a crash there) is repaired from the
+ * stored outcome; the bus keeps one terminal event, so a racing append by the attempt is answered
+ * with the same one. A listener at or past the terminal event gets it again. No log: 'stored'.
+ */
+async function deliverEnded(deps: GatewayDeps, record: RequestRecord, afterSeq: number, signal: AbortSignal, sink: EventSink): Promise<DeliveryEnd> {
+  const { bus, runner } = deps;
+  let events = await readAll(bus, record.id, afterSeq);
+  if (!endsLog(events)) {
+    // Nothing is delivered yet and a log only grows: what follows the events at hand completes them.
+    if (await runner.repairTerminal(record) === 'gone') return 'stored';
+    events = events.concat(await readAll(bus, record.id, events.at(-1)?.seq ?? afterSeq));
+    if (!endsLog(events)) {
+      const terminal = events.length === 0 ? await bus.terminal(record.id) : undefined;
+      // A log that went away between two reads (the TTL, or the memory bus's bound): the stored result.
+      if (!terminal) return 'stored';
+      events = [terminal];
+    }
+  }
+  for (let i = 0; i < events.length; i += LOG_PAGE) {
+    if (signal.aborted) return 'aborted';
+    await sink(events.slice(i, i + LOG_PAGE));
+  }
+  return 'terminal';
+}
+
+const endsLog = (events: readonly LogEvent[]): boolean => events.length > 0 && isTerminal(events[events.length - 1]!);
 
 /** Parses Last-Event-ID (header) or ?last_event_id=; 0 when absent. */
 export function lastEventId(header: string | string[] | undefined, query: unknown): number {

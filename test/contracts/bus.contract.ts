@@ -1,7 +1,7 @@
 // The one contract every Bus adapter passes: the memory fake and every real backend.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { isTerminal, type Bus, type ControlSignal, type EventBody, type LogEvent } from '../../src/ports/bus.ts';
+import { isTerminal, LogEndedError, PartialAppendError, type Bus, type ControlSignal, type EventBody, type LogEvent } from '../../src/ports/bus.ts';
 import { MemoryBus } from '../../src/adapters/bus/memory.ts';
 import { createBus } from '../../src/adapters/bus/factory.ts';
 import { deleteNatsStreams, deleteRedisKeys, SERVICES, uniqueName } from '../helpers/services.ts';
@@ -35,6 +35,8 @@ export async function waitFor(cond: () => boolean, what: string, timeoutMs = 500
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+export const range = (from: number, to: number): number[] => Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -85,15 +87,18 @@ export function busContract(name: string, makeHarness: () => Promise<BusHarness>
       try {
         assert.deepEqual(await a.appendMany(id, []), [], 'an empty burst appends nothing');
         await a.append(id, token('a'));
-        const burst = await a.appendMany(id, [token('b'), token('c'), token('d'), completed()]);
+        const restart: EventBody = { type: 'restart', attempt: 2, reason: 'retry' };
+        const burst = await a.appendMany(id, [token('b'), token('c'), token('d'), restart]);
         assert.deepEqual(burst.map((e) => e.seq), [2, 3, 4, 5]);
-        assert.deepEqual(burst.map((e) => e.type === 'token' ? e.text : e.type), ['b', 'c', 'd', 'completed']);
-        assert.deepEqual(burst[3], { ...completed(), seq: 5, ts: burst[3]!.ts });
+        assert.deepEqual(burst.map((e) => e.type === 'token' ? e.text : e.type), ['b', 'c', 'd', 'restart']);
+        assert.deepEqual(burst[3], { ...restart, seq: 5, ts: burst[3]!.ts });
         assert.equal((await a.append(id, token('e'))).seq, 6, 'the sequence continues after a burst');
+        const end = await a.appendMany(id, [token('f'), completed()]);
+        assert.deepEqual(end[1], { ...completed(), seq: 8, ts: end[1]!.ts }, 'a burst may end the log');
         const log = await b.read(id, 0);
         assert.deepEqual(log.slice(1, 5), burst, 'the log holds what the burst returned');
-        await waitFor(() => live.length >= 6, 'six live events');
-        assert.deepEqual(live.map((e) => e.seq), [1, 2, 3, 4, 5, 6]);
+        await waitFor(() => live.length >= 8, 'eight live events');
+        assert.deepEqual(live.map((e) => e.seq), [1, 2, 3, 4, 5, 6, 7, 8]);
       } finally {
         await sub.close();
       }
@@ -120,6 +125,23 @@ export function busContract(name: string, makeHarness: () => Promise<BusHarness>
       assert.deepEqual(await b.read(id, 99), []);
     });
 
+    it('reads from any position of a log interleaved with other logs, short and long suffixes alike', async () => {
+      const id = newRequestId();
+      const others = [newRequestId(), newRequestId()];
+      for (let i = 1; i <= 40; i++) {
+        await a.append(id, token(`t${i}`));
+        // An uneven spread of other requests' events between this log's events.
+        for (let j = 0; j < (i % 7 === 0 ? 9 : i % 2); j++) await b.append(others[j % 2]!, token('noise'));
+      }
+      const all = await b.read(id, 0);
+      assert.deepEqual(all.map((e) => e.seq), range(1, 40));
+      for (const after of [0, 1, 6, 7, 13, 20, 33, 36, 38, 39, 40, 45]) {
+        assert.deepEqual((await b.read(id, after)).map((e) => e.seq), range(after + 1, 40), `after ${after}`);
+        assert.deepEqual((await a.read(id, after, 3)).map((e) => e.seq), range(after + 1, Math.min(40, after + 3)), `after ${after}, limit 3`);
+        assert.deepEqual((await a.read(id, after, 10)).map((e) => e.seq), range(after + 1, Math.min(40, after + 10)), `after ${after}, limit 10`);
+      }
+    });
+
     it('reads an unknown request as an empty log', async () => {
       assert.deepEqual(await a.read(newRequestId(), 0), []);
     });
@@ -138,6 +160,35 @@ export function busContract(name: string, makeHarness: () => Promise<BusHarness>
       assert.deepEqual(last, { ...completed(2), seq: 3, ts: last.ts });
       const [err] = await b.read(errId, 0);
       assert.ok(err && isTerminal(err) && err.type === 'error' && err.status === 'cancelled');
+    });
+
+    it('keeps one terminal event when ten appenders on two instances race to end a log; each learns it', async () => {
+      const id = newRequestId();
+      await a.append(id, token('a'));
+      const endings: EventBody[] = Array.from({ length: 10 }, (_, i) => (i % 3 === 2
+        ? { type: 'error', attempt: 1, status: 'failed', code: 'SLUICE_ERR_MODEL_PERMANENT', message: `e${i}`, usage: { promptTokens: 1, completionTokens: 1, totalTokens: 2 } }
+        : { ...completed(), usage: { promptTokens: 3, completionTokens: i, totalTokens: 3 + i } }));
+      const answers = await Promise.all(endings.map((e, i) => (i % 2 === 0 ? a : b).append(id, e)));
+      const log = await b.read(id, 0);
+      assert.equal(log.filter(isTerminal).length, 1, 'exactly one terminal event in the log');
+      assert.equal(log.length, 2);
+      const end = log[1]!;
+      for (const answer of answers) assert.deepEqual(answer, end, 'every appender learns the one terminal event');
+      assert.deepEqual(await a.terminal(id), end);
+      assert.equal(await a.terminal(newRequestId()), undefined);
+    });
+
+    it('refuses any event after the terminal one with LogEndedError, appending nothing', async () => {
+      const id = newRequestId();
+      await a.append(id, token('a'));
+      const end = await a.append(id, completed());
+      await assert.rejects(b.append(id, token('late')), (e) => e instanceof LogEndedError && e.terminal.seq === end.seq);
+      await assert.rejects(a.append(id, { type: 'restart', attempt: 2, reason: 'retry' }), LogEndedError);
+      await assert.rejects(b.appendMany(id, [token('x'), token('y')]), (e) => e instanceof LogEndedError || (e instanceof PartialAppendError && e.appended.length === 0));
+      await assert.rejects(a.appendMany(id, [token('x'), completed()]), LogEndedError);
+      assert.deepEqual((await b.appendMany(id, [completed(2)])), [end], 'a lone terminal event learns the existing one');
+      assert.deepEqual(await a.read(id, 0), [(await a.read(id, 0))[0], end], 'nothing was appended after the end');
+      await assert.rejects(a.appendMany(newRequestId(), [completed(), token('after')]), RangeError, 'a terminal event may only end a burst');
     });
 
     it('expires a log after ttlSeconds without appends', async () => {

@@ -36,6 +36,7 @@ function lossyBus(inner: Bus, drop: (seq: number) => boolean): Bus & { openSubsc
     append: (id, e) => inner.append(id, e),
     appendMany: (id, events) => inner.appendMany(id, events),
     read: (id, after, limit) => inner.read(id, after, limit),
+    terminal: (id) => inner.terminal(id),
     publishControl: (id, s) => inner.publishControl(id, s),
     onControl: (id, fn) => inner.onControl(id, fn),
     close: () => inner.close(),

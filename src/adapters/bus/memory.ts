@@ -8,10 +8,10 @@
 // is subscribed to, is never dropped: a listener part-way through a log keeps it. Without the
 // bound, a TTL of an hour at 1,000 streamed requests/s is ~30 GB of heap.
 import { SluiceError } from '../../core/errors.ts';
-import { isTerminal, type Bus, type ControlSignal, type EventBody, type LogEvent, type Subscription } from '../../ports/bus.ts';
+import { answerAfterEnd, assertBurst, isTerminal, type Bus, type ControlSignal, type EventBody, type LogEvent, type Subscription } from '../../ports/bus.ts';
 import { InterestFanout } from './fanout.ts';
 
-interface EventLog { events: LogEvent[]; lastSeq: number; expiresAt: number }
+interface EventLog { events: LogEvent[]; lastSeq: number; expiresAt: number; terminal?: LogEvent }
 
 export interface MemoryBusOptions {
   ttlSeconds: number;
@@ -52,8 +52,10 @@ export class MemoryBus implements Bus {
   async appendMany(requestId: string, events: readonly EventBody[]): Promise<LogEvent[]> {
     this.assertOpen();
     if (events.length === 0) return [];
+    assertBurst(events);
     const now = Date.now();
     let log = this.live(requestId, now);
+    if (log?.terminal) { const terminal = log.terminal; await Promise.resolve(); return answerAfterEnd(terminal, events); }
     if (!log) { log = { events: [], lastSeq: 0, expiresAt: 0 }; this.logs.set(requestId, log); }
     log.expiresAt = now + this.opts.ttlSeconds * 1000;
     // Shared: the log, every listener and every reader see one object, so no copy or serialisation
@@ -62,7 +64,8 @@ export class MemoryBus implements Bus {
     for (const e of stored) log.events.push(e);
     this.kept += stored.length;
     if (log.events.length > this.opts.maxLen) this.kept -= log.events.splice(0, log.events.length - this.opts.maxLen).length;
-    if (isTerminal(stored[stored.length - 1]!)) this.ended.add(requestId);
+    const last = stored[stored.length - 1]!;
+    if (isTerminal(last)) { log.terminal = last; this.ended.add(requestId); }
     if (this.kept > this.maxEvents) this.dropEnded();
     this.publish(liveTopic(requestId), stored);
     await Promise.resolve();
@@ -82,6 +85,12 @@ export class MemoryBus implements Bus {
       if (e.seq > afterSeq) out.push(e);
     }
     return out;
+  }
+
+  async terminal(requestId: string): Promise<LogEvent | undefined> {
+    this.assertOpen();
+    await Promise.resolve();
+    return this.live(requestId, Date.now())?.terminal;
   }
 
   async subscribe(requestId: string, onEvent: (e: LogEvent) => void): Promise<Subscription> {

@@ -7,13 +7,22 @@
 // re-read on a wrong-last-sequence refusal. Appends from one instance to one request are
 // serialised locally, so only writers on other instances ever collide.
 //
+// A log ends with one terminal event: the append checks the tip it publishes after, and the
+// publish is conditional on that tip still being the subject's last, so no event (and no second
+// terminal event) can follow a terminal one.
+//
+// Replay starts from the requested position: the subject's messages hold their log sequence in
+// increasing stream order, so a search by stream sequence (interpolation, then halving) finds the
+// first event to replay in a few direct gets, and an ordered consumer starting there fetches the
+// rest in batches.
+//
 // TTL differs slightly from Redis: the stream's max_age ages each event on its own, so a log
 // expires event by event rather than all at once ttl seconds after its last append.
 import { randomUUID } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { JetStreamClient, JetStreamManager, StreamConfig } from '@nats-io/jetstream';
 import { SluiceError, isSluiceError } from '../../core/errors.ts';
-import { PartialAppendError, type Bus, type ControlSignal, type EventBody, type LogEvent, type Subscription } from '../../ports/bus.ts';
+import { answerAfterEnd, assertBurst, isTerminal, PartialAppendError, type Bus, type ControlSignal, type EventBody, type LogEvent, type Subscription } from '../../ports/bus.ts';
 import { decodingEvents, InterestFanout } from './fanout.ts';
 
 export interface NatsBusOptions { ttlSeconds: number; maxLen: number; prefix: string; stream: string }
@@ -25,8 +34,18 @@ const MAX_APPEND_TRIES = 200;
 const NANOS_PER_SECOND = 1_000_000_000;
 const MAX_TIP_CACHE = 10_000;
 
-/** Last known event of a request's subject: its sequence and its JetStream stream sequence. */
-interface Tip { seq: number; streamSeq: number }
+/** Replays of this many events or fewer use direct gets; longer ones an ordered consumer. */
+const DIRECT_READ_MAX = 4;
+/** Events fetched per consumer pull. */
+const READ_BATCH = 256;
+/** Bound on one consumer pull's wait (the events are known to exist, so this is only a safety net). */
+const READ_FETCH_EXPIRES_MS = 5000;
+
+/** Last known event of a request's subject: its sequence and its JetStream stream sequence; `terminal` if it ends the log. */
+interface Tip { seq: number; streamSeq: number; terminal?: LogEvent | undefined }
+
+/** An event of the log with its JetStream stream sequence. */
+interface Stored { event: LogEvent; streamSeq: number }
 
 /** The parts of @nats-io/jetstream used here; the module is loaded only when a nats: URL is chosen. */
 interface JetStreamModule { JetStreamApiError: new (...args: never[]) => Error & { code: number } }
@@ -66,6 +85,7 @@ export class NatsBus implements Bus {
    */
   async appendMany(requestId: string, events: readonly EventBody[]): Promise<LogEvent[]> {
     if (events.length === 0) return [];
+    assertBurst(events);
     const previous = this.appending.get(requestId) ?? Promise.resolve();
     const result = previous.catch(() => undefined).then(async () => {
       const out: LogEvent[] = [];
@@ -88,20 +108,20 @@ export class NatsBus implements Bus {
 
   async read(requestId: string, afterSeq: number, limit = Number.POSITIVE_INFINITY): Promise<LogEvent[]> {
     const subject = this.eventSubject(requestId);
-    const out: LogEvent[] = [];
-    if (limit <= 0) return out;
-    const tip = await this.lastOf(subject);
-    if (!tip || tip.seq <= afterSeq) return out;
-    let from = 0;
-    while (out.length < limit) {
-      const m = await guard(() => this.jsm.direct.getMessage(this.opts.stream, { seq: from, next_by_subj: subject }));
-      if (!m) break;
-      const e = this.decode(m.data);
-      if (e.seq > afterSeq) out.push(e);
-      if (m.seq >= tip.streamSeq) break;
-      from = m.seq + 1;
-    }
-    return out;
+    if (limit <= 0) return [];
+    const tip = await this.lastStored(subject);
+    if (!tip || tip.event.seq <= afterSeq) return [];
+    const first = tip.event.seq === afterSeq + 1 ? tip : await this.locate(subject, afterSeq + 1, tip);
+    const want = Math.min(limit, tip.event.seq - first.event.seq + 1);
+    const out = want <= DIRECT_READ_MAX
+      ? await this.readDirect(subject, first, tip.streamSeq, want)
+      : await this.readBatched(subject, first.streamSeq, tip.streamSeq, want);
+    return out.filter((e) => e.seq > afterSeq);
+  }
+
+  async terminal(requestId: string): Promise<LogEvent | undefined> {
+    const tip = await this.lastStored(this.eventSubject(requestId));
+    return tip && isTerminal(tip.event) ? tip.event : undefined;
   }
 
   async subscribe(requestId: string, onEvent: (e: LogEvent) => void): Promise<Subscription> {
@@ -129,14 +149,17 @@ export class NatsBus implements Bus {
     // Stays the same across retries of this append, so a duplicate ack can only mean our own write.
     const nonce = randomUUID();
     for (let tries = 0; tries < MAX_APPEND_TRIES; tries++) {
-      const tip = this.tips.get(requestId) ?? (await this.lastOf(subject)) ?? { seq: 0, streamSeq: 0 };
+      const cached = this.tips.get(requestId);
+      // A cached end is checked against the server: the log may have expired and started over.
+      const tip = (cached && !cached.terminal ? cached : await this.lastOf(subject)) ?? { seq: 0, streamSeq: 0 };
+      if (tip.terminal) return answerAfterEnd(tip.terminal, [event])[0]!;
       const stored: LogEvent = { ...event, seq: tip.seq + 1, ts: Date.now() };
       try {
         const ack = await this.js.publish(subject, this.encoder.encode(JSON.stringify(stored)), {
           msgID: `${requestId}:${event.attempt}:${stored.seq}:${nonce}`,
           expect: { lastSubjectSequence: tip.streamSeq },
         });
-        this.remember(requestId, { seq: stored.seq, streamSeq: ack.seq });
+        this.remember(requestId, { seq: stored.seq, streamSeq: ack.seq, terminal: isTerminal(stored) ? stored : undefined });
         return stored;
       } catch (err) {
         this.tips.delete(requestId);
@@ -149,8 +172,82 @@ export class NatsBus implements Bus {
   }
 
   private async lastOf(subject: string): Promise<Tip | undefined> {
+    const last = await this.lastStored(subject);
+    if (!last) return undefined;
+    return { seq: last.event.seq, streamSeq: last.streamSeq, terminal: isTerminal(last.event) ? last.event : undefined };
+  }
+
+  private async lastStored(subject: string): Promise<Stored | undefined> {
     const m = await guard(() => this.jsm.direct.getMessage(this.opts.stream, { last_by_subj: subject }));
-    return m ? { seq: this.decode(m.data).seq, streamSeq: m.seq } : undefined;
+    return m ? { event: this.decode(m.data), streamSeq: m.seq } : undefined;
+  }
+
+  /** The subject's first message at stream sequence `from` or later (one direct get). */
+  private async nextStored(subject: string, from: number): Promise<Stored | undefined> {
+    const m = await guard(() => this.jsm.direct.getMessage(this.opts.stream, { seq: from, next_by_subj: subject }));
+    return m ? { event: this.decode(m.data), streamSeq: m.seq } : undefined;
+  }
+
+  /**
+   * The subject's first event with log sequence >= `target`, given its last (`tip`, whose sequence
+   * is >= target). Log sequences grow with stream sequences, so this searches stream sequences:
+   * the first probe is the subject's first event, then interpolation (exact when the request's
+   * events are evenly spread over the stream), halving every other probe after the third so a
+   * skewed spread still costs O(log n) direct gets.
+   */
+  private async locate(subject: string, target: number, tip: Stored): Promise<Stored> {
+    let lo = { seq: 0, streamSeq: 0 };
+    let hi = tip;
+    // The answer's stream sequence is within (lo.streamSeq, bound], or is hi itself.
+    let bound = tip.streamSeq;
+    for (let probe = 0; lo.streamSeq < bound; probe++) {
+      const guess = probe === 0 ? lo.streamSeq + 1
+        : probe > 2 && probe % 2 === 1 ? Math.floor((lo.streamSeq + 1 + bound) / 2)
+          : lo.streamSeq + Math.ceil((target - lo.seq) * (hi.streamSeq - lo.streamSeq) / (hi.event.seq - lo.seq));
+      const at = Math.min(bound, Math.max(lo.streamSeq + 1, guess));
+      const m = await this.nextStored(subject, at);
+      if (!m) break;
+      if (m.event.seq === target) return m;
+      if (m.event.seq < target) { lo = { seq: m.event.seq, streamSeq: m.streamSeq }; continue; }
+      if (m.streamSeq <= hi.streamSeq) hi = m;
+      bound = at - 1;
+    }
+    return hi;
+  }
+
+  /** `want` events from `first` on, one direct get each (short replays: fewer round trips than a consumer). */
+  private async readDirect(subject: string, first: Stored, lastStreamSeq: number, want: number): Promise<LogEvent[]> {
+    const out = [first.event];
+    let at = first;
+    while (out.length < want && at.streamSeq < lastStreamSeq) {
+      const m = await this.nextStored(subject, at.streamSeq + 1);
+      if (!m) break;
+      out.push(m.event);
+      at = m;
+    }
+    return out;
+  }
+
+  /** `want` events from stream sequence `from` on, through an ordered consumer, in batches. */
+  private async readBatched(subject: string, from: number, lastStreamSeq: number, want: number): Promise<LogEvent[]> {
+    const consumer = await guard(() => this.js.consumers.get(this.opts.stream, { filter_subjects: subject, opt_start_seq: from }));
+    const out: LogEvent[] = [];
+    try {
+      let done = false;
+      while (!done && out.length < want) {
+        const batch = await guard(() => consumer.fetch({ max_messages: Math.min(READ_BATCH, want - out.length), expires: READ_FETCH_EXPIRES_MS }));
+        let got = 0;
+        for await (const m of batch) {
+          got++;
+          out.push(this.decode(m.data));
+          if (m.seq >= lastStreamSeq || out.length >= want) { done = true; batch.stop(); break; }
+        }
+        if (got === 0) done = true;
+      }
+    } finally {
+      await consumer.delete().catch(() => undefined);
+    }
+    return out;
   }
 
   private remember(requestId: string, tip: Tip): void {

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import { SluiceError, isSluiceError } from '../../core/errors.ts';
-import type { Bus, ControlSignal, EventBody, LogEvent, Subscription } from '../../ports/bus.ts';
+import { answerAfterEnd, assertBurst, isTerminal, type Bus, type ControlSignal, type EventBody, type LogEvent, type Subscription } from '../../ports/bus.ts';
 import { decodingEvents, InterestFanout } from './fanout.ts';
 
 const APPEND_LUA = readFileSync(new URL('./lua/append.lua', import.meta.url), 'utf8');
@@ -12,7 +12,8 @@ export interface RedisBusOptions { ttlSeconds: number; maxLen: number; prefix: s
 
 /** The script registered with `defineCommand`; ioredis runs it by EVALSHA with an EVAL fallback. */
 interface AppendCommand {
-  sluiceBusAppend(stream: string, seqKey: string, channel: string, ttl: number, maxLen: number, ...bodies: string[]): Promise<number>;
+  /** The first sequence number appended, or the JSON of the log's terminal event if it already ended. */
+  sluiceBusAppend(stream: string, seqKey: string, endKey: string, channel: string, ttl: number, maxLen: number, endsLog: '0' | '1', ...bodies: string[]): Promise<number | string>;
 }
 
 export class RedisBus implements Bus {
@@ -23,7 +24,7 @@ export class RedisBus implements Bus {
   private subscriber: Redis | undefined;
 
   constructor(private readonly redis: Redis, private readonly opts: RedisBusOptions) {
-    redis.defineCommand('sluiceBusAppend', { numberOfKeys: 2, lua: APPEND_LUA });
+    redis.defineCommand('sluiceBusAppend', { numberOfKeys: 3, lua: APPEND_LUA });
   }
 
   async append(requestId: string, event: EventBody): Promise<LogEvent> {
@@ -32,12 +33,17 @@ export class RedisBus implements Bus {
 
   async appendMany(requestId: string, events: readonly EventBody[]): Promise<LogEvent[]> {
     if (events.length === 0) return [];
+    assertBurst(events);
     const ts = Date.now();
     const bodies = events.map((e) => ({ ...e, ts }));
     const stream = this.streamKey(requestId);
-    const first = Number(await guard(() => (this.redis as unknown as AppendCommand).sluiceBusAppend(
-      stream, `${stream}:seq`, this.liveChannel(requestId), this.opts.ttlSeconds, this.opts.maxLen, ...bodies.map((b) => JSON.stringify(b)),
-    )));
+    const endsLog = isTerminal(events[events.length - 1]!) ? '1' : '0';
+    const reply = await guard(() => (this.redis as unknown as AppendCommand).sluiceBusAppend(
+      stream, `${stream}:seq`, `${stream}:end`, this.liveChannel(requestId), this.opts.ttlSeconds, this.opts.maxLen, endsLog,
+      ...bodies.map((b) => JSON.stringify(b)),
+    ));
+    if (typeof reply === 'string') return answerAfterEnd(JSON.parse(reply) as LogEvent, events);
+    const first = Number(reply);
     // The bodies are this call's own copies, already sent: they become the logged events.
     return bodies.map((b, i) => Object.assign(b, { seq: first + i }) as LogEvent);
   }
@@ -50,6 +56,11 @@ export class RedisBus implements Bus {
       ? this.redis.xrange(key, start, '+')
       : this.redis.xrange(key, start, '+', 'COUNT', limit)));
     return entries.map(([, fields]) => JSON.parse(fieldValue(fields, 'e')) as LogEvent);
+  }
+
+  async terminal(requestId: string): Promise<LogEvent | undefined> {
+    const json = await guard(() => this.redis.get(`${this.streamKey(requestId)}:end`));
+    return json === null ? undefined : (JSON.parse(json) as LogEvent);
   }
 
   async subscribe(requestId: string, onEvent: (e: LogEvent) => void): Promise<Subscription> {
