@@ -67,9 +67,11 @@ export async function runSoak(opts: SoakOptions): Promise<SoakCounts> {
     const followed: Followed[] = [];
     const endAt = Date.now() + opts.seconds * 1000;
 
-    const chaos = runChaos(cluster, live, workers, endAt, opts, counts, log);
+    // Settled at once, so a chaos failure waits for the clients instead of rejecting unobserved.
+    const chaos = runChaos(cluster, live, workers, endAt, opts, counts, log).then(() => null, (err: unknown) => err);
     await Promise.all(users.map((u) => clientLoop(u.key, live, endAt, followed, counts)));
-    await chaos;
+    const chaosError = await chaos;
+    if (chaosError) throw chaosError;
     log(`soak ${opts.queue}/${opts.bus}: load done; ${followed.length} requests followed to their end`);
 
     const survivor = live[0]!;
@@ -83,24 +85,32 @@ export async function runSoak(opts: SoakOptions): Promise<SoakCounts> {
 /** Kills a worker every interval (a new one replaces it) and, once, a gateway with clients on it. */
 async function runChaos(cluster: Cluster, live: SluiceProcess[], workers: SluiceProcess[], endAt: number, opts: SoakOptions, counts: SoakCounts, log: (l: string) => void) {
   const start = Date.now();
-  const gatewayKillAt = start + (endAt - start) * 0.4;
-  let nextWorkerKill = start + Math.min(opts.workerKillEveryMs, (endAt - start) / 2);
-  while (Date.now() < endAt) {
-    await sleep(200);
-    if (counts.gatewayKills === 0 && Date.now() >= gatewayKillAt) {
-      const victim = live.splice(rand(live.length), 1)[0]!;
-      await victim.kill('SIGKILL');
-      counts.gatewayKills++;
-      log(`soak: SIGKILLed gateway ${victim.url}`);
-    }
-    if (Date.now() >= nextWorkerKill) {
+  // Two timelines, so a slow worker restart on a loaded machine cannot push the gateway kill past the end.
+  const gatewayKill = async () => {
+    await sleep((endAt - start) * 0.4);
+    const victim = live.splice(rand(live.length), 1)[0]!;
+    await victim.kill('SIGKILL');
+    counts.gatewayKills++;
+    log(`soak: SIGKILLed gateway ${victim.url}`);
+  };
+  const workerKills = async () => {
+    await sleep(Math.min(opts.workerKillEveryMs, (endAt - start) / 2));
+    while (Date.now() < endAt) {
       const i = rand(workers.length);
       await workers[i]!.kill('SIGKILL');
       counts.workerKills++;
-      workers[i] = await cluster.start('worker');
-      nextWorkerKill = Date.now() + opts.workerKillEveryMs;
       log(`soak: SIGKILLed a worker (${counts.workerKills})`);
+      workers[i] = await startWorker(cluster);
+      await sleep(Math.min(opts.workerKillEveryMs, Math.max(0, endAt - Date.now())));
     }
+  };
+  await Promise.all([gatewayKill(), workerKills()]);
+}
+
+/** A replacement worker; a start that times out on a loaded machine is tried again. */
+async function startWorker(cluster: Cluster): Promise<SluiceProcess> {
+  for (let tries = 1; ; tries++) {
+    try { return await cluster.start('worker'); } catch (err) { if (tries >= 3) throw err; }
   }
 }
 
