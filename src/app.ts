@@ -72,12 +72,12 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
   const models = new ModelCatalog(model, config.models, now);
   const auth = new Authenticator(store, config, masterKey, now);
-  const ledger = new Ledger({ store, limiter, metrics, logger });
-  const runner = new AttemptRunner({ config, store, bus, model, ledger, metrics, logger, now });
-  const admission = new Admission({ config, limiter, models, pressure: { depth: () => depth }, metrics, now });
   const crash = config.crashPoint
     ? (point: string) => { if (point === config.crashPoint) { logger.fatal({ point }, 'crash point reached (test)'); process.kill(process.pid, 'SIGKILL'); } }
     : undefined;
+  const ledger = new Ledger({ store, limiter, metrics, logger, ...(crash && { crash }) });
+  const runner = new AttemptRunner({ config, store, bus, model, ledger, metrics, logger, now });
+  const admission = new Admission({ config, limiter, models, pressure: { depth: () => depth }, metrics, now });
   const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, ...(crash && { crash }) });
   const sweeper = new Sweeper({ config, store, queue, limiter, ledger, logger, metrics, now });
   const leases = new StreamLeases(limiter, config.leaseTtlMs, metrics);
@@ -88,7 +88,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   }
 
   let worker: Worker | null = null;
-  if (roles.has('worker')) { worker = new Worker({ config, store, queue, runner, logger, now }); await worker.start(); }
+  if (roles.has('worker')) { worker = new Worker({ config, store, queue, runner, ledger, logger, now }); await worker.start(); }
   if (roles.has('ledger')) sweeper.start();
 
   const readiness = async () => {

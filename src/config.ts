@@ -103,10 +103,19 @@ export const configSchema = z.object({
   requeueAfterMs: int(100).default(30_000),
   /** Grace after a request's own deadline before its reservation is reclaimed. */
   reservationGraceMs: int(0).default(60_000),
+  /**
+   * An open reservation this old whose request already has its ledger row (its worker died between
+   * ending the request and settling the limiter) is settled by the sweeper with the row's charge,
+   * instead of waiting for the reservation's deadline. Longer than a normal settle takes.
+   */
+  reservationSettleAfterMs: int(100).default(5_000),
   queueMaxDepth: int(1).default(100_000),
   degrade: z.object({ queueDepth: int(1).default(10_000), maxTokens: int(1).default(256) }).prefault({}),
-  /** Test-only: exit abruptly at a named point ('after-insert' = between store insert and queue publish). */
-  crashPoint: z.enum(['after-insert']).optional(),
+  /**
+   * Test-only: exit abruptly at a named point ('after-insert' = between store insert and queue
+   * publish; 'after-finish' = between ending a request in the store and settling it in the limiter).
+   */
+  crashPoint: z.enum(['after-insert', 'after-finish']).optional(),
 });
 
 export type Config = Readonly<z.infer<typeof configSchema>>;
@@ -138,6 +147,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   SLUICE_SWEEP_INTERVAL_MS: (v) => ({ sweepIntervalMs: v }),
   SLUICE_REQUEUE_AFTER_MS: (v) => ({ requeueAfterMs: v }),
   SLUICE_RESERVATION_GRACE_MS: (v) => ({ reservationGraceMs: v }),
+  SLUICE_RESERVATION_SETTLE_AFTER_MS: (v) => ({ reservationSettleAfterMs: v }),
 };
 const NESTED_ENV: Record<string, [string, string]> = {
   SLUICE_REQUEST_TIMEOUT_MS: ['http', 'requestTimeoutMs'], SLUICE_HEADERS_TIMEOUT_MS: ['http', 'headersTimeoutMs'],

@@ -3,7 +3,7 @@
 // terminal status and the usage_ledger row whose primary key is the request id); the limiter's
 // settle is idempotent by request id, so replays and duplicate deliveries change nothing.
 import type { Usage } from '../ports/bus.ts';
-import type { Limiter } from '../ports/limiter.ts';
+import type { Limiter, SettleResult } from '../ports/limiter.ts';
 import type { Outcome, RequestRecord, Store, TerminalStatus } from '../ports/store.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
@@ -26,7 +26,11 @@ export function usageOf(promptTokens: number, completionTokens: number): Usage {
 export type Ending = Omit<Outcome, 'chargedTokens' | 'chargedRequests'>;
 
 export class Ledger {
-  constructor(private readonly deps: { store: Store; limiter: Limiter; metrics: Metrics; logger: Logger }) {}
+  constructor(private readonly deps: {
+    store: Store; limiter: Limiter; metrics: Metrics; logger: Logger;
+    /** Test-only crash points (config.crashPoint). */
+    crash?: (point: string) => void;
+  }) {}
 
   /** True iff this call ended the request (and so must publish its terminal event). */
   async settle(record: RequestRecord, ending: Ending): Promise<boolean> {
@@ -34,6 +38,7 @@ export class Ledger {
     const outcome: Outcome = { ...ending, chargedTokens: charged.tokens, chargedRequests: charged.requests };
     const first = await this.deps.store.finishRequest(record.id, outcome);
     if (!first) return false;
+    this.deps.crash?.('after-finish');
     await this.settleQuota(record.id, charged);
     const { metrics } = this.deps;
     metrics.requestsFinished.inc({ status: ending.status });
@@ -44,13 +49,26 @@ export class Ledger {
 
   /**
    * Applies the charge to the limiter. A failure here leaves the reservation in place; the
-   * sweeper settles it from the stored outcome after its deadline, so it is logged, not thrown.
+   * sweeper settles it from the ledger row (settleFromRow), so it is logged, not thrown.
    */
-  async settleQuota(requestId: string, charged: { tokens: number; requests: 0 | 1 }): Promise<void> {
+  async settleQuota(requestId: string, charged: { tokens: number; requests: 0 | 1 }): Promise<SettleResult | 'failed'> {
     try {
-      await this.deps.limiter.settle(requestId, charged);
+      return await this.deps.limiter.settle(requestId, charged);
     } catch (err) {
       this.deps.logger.warn({ request_id: requestId, err }, 'quota settle failed; the sweeper will settle it');
+      return 'failed';
     }
+  }
+
+  /**
+   * Applies an ended request's ledger row to the limiter: the row is what the request was billed,
+   * so the windows must end on the same charge (for a worker that died between finishRequest and
+   * settleQuota). The limiter settles once per id, so calling this after a normal settle, or twice,
+   * changes nothing ('already-settled'). 'no-row' while the request has not ended (or was never stored).
+   */
+  async settleFromRow(requestId: string): Promise<SettleResult | 'failed' | 'no-row'> {
+    const row = await this.deps.store.ledgerRow(requestId);
+    if (!row) return 'no-row';
+    return this.settleQuota(requestId, { tokens: row.chargedTokens, requests: row.chargedRequests > 0 ? 1 : 0 });
   }
 }

@@ -4,7 +4,9 @@
 //   job died with a non-durable queue is published again (workers claim by id: duplicates are harmless);
 // - a running request whose worker's claim expired is published again (a new attempt);
 // - a reservation past its deadline is settled from the stored outcome, released if its request
-//   never reached the store, or extended while its request is still alive.
+//   never reached the store, or extended while its request is still alive;
+// - a reservation left open by a worker that died between ending its request and settling the
+//   limiter is settled with the ledger row's charge within seconds, not at its deadline.
 import type { Config } from '../config.ts';
 import type { Limiter } from '../ports/limiter.ts';
 import type { Queue } from '../ports/queue.ts';
@@ -39,8 +41,10 @@ export class Sweeper {
     await this.running;
   }
 
-  async sweepOnce(): Promise<{ requeued: number; reclaimed: number }> {
-    return { requeued: await this.requeue(), reclaimed: await this.reclaimReservations() };
+  /** requeued: jobs published again; reclaimed: reservations past their deadline; settled: ended requests' open reservations settled early. */
+  async sweepOnce(): Promise<{ requeued: number; reclaimed: number; settled: number }> {
+    const requeued = await this.requeue();
+    return { requeued, ...await this.reclaimReservations() };
   }
 
   private async requeue(): Promise<number> {
@@ -60,33 +64,59 @@ export class Sweeper {
     return n;
   }
 
-  private async reclaimReservations(): Promise<number> {
-    const { store, limiter, ledger, config, now, metrics, logger } = this.deps;
-    const expired = await limiter.expired(now(), BATCH);
-    for (const res of expired) {
-      const record = await store.getRequest(res.requestId);
-      if (!record) {
-        // Never stored: released as if never made (no settled mark, so a retry of the same
-        // Idempotency-Key, which has the same id, reserves again instead of running unreserved).
-        await limiter.release(res.requestId);
-        metrics.sweeperActions.inc({ action: 'refund_reservation' });
-        logger.info({ request_id: res.requestId }, 'released an expired reservation whose request was never stored');
-        continue;
-      }
-      if (!isEnded(record)) {
-        await limiter.extend(res.requestId, now() + config.worker.requestTimeoutMs + config.reservationGraceMs);
-        continue;
-      }
-      // The ledger row is what the request was billed; the limiter must end on the same charge.
-      // (Worked out again from the record, a request cancelled after its claim but before the
-      // model ran was charged its prompt here and nothing in the ledger.)
-      const row = await store.ledgerRow(res.requestId);
-      const charge = row ? { tokens: row.chargedTokens, requests: row.chargedRequests > 0 ? 1 as const : 0 as const } : { tokens: 0, requests: 0 as const };
-      await ledger.settleQuota(res.requestId, charge);
-      metrics.sweeperActions.inc({ action: 'settle_reservation' });
-      logger.info({ request_id: res.requestId, charge }, 'reclaimed an expired reservation');
+  /**
+   * One pass over the open reservations made more than `reservationSettleAfterMs` ago (their
+   * deadline is their creation, or last extension, + request timeout + grace, so they all lie
+   * before the horizon below), oldest first. Past its deadline, a reservation is reclaimed; before
+   * it, one whose request already has its ledger row (its worker died between ending the request
+   * and settling the limiter) is settled with that row's charge now, not minutes later.
+   */
+  private async reclaimReservations(): Promise<{ reclaimed: number; settled: number }> {
+    const { limiter, config, now } = this.deps;
+    const t = now();
+    const horizon = t + config.worker.requestTimeoutMs + config.reservationGraceMs - config.reservationSettleAfterMs;
+    const open = await limiter.expired(Math.max(t, horizon), BATCH);
+    let reclaimed = 0;
+    let settled = 0;
+    for (const res of open) {
+      if (res.deadlineAt < t) { await this.reclaim(res.requestId); reclaimed++; }
+      else if (await this.settleEnded(res.requestId)) settled++;
     }
-    return expired.length;
+    return { reclaimed, settled };
+  }
+
+  /** A reservation still open before its deadline whose request has ended: the ledger row's charge, applied once. */
+  private async settleEnded(requestId: string): Promise<boolean> {
+    const { ledger, metrics, logger } = this.deps;
+    const result = await ledger.settleFromRow(requestId);
+    // 'already-settled': the request's own settle won the race since the reservation was listed.
+    if (result !== 'settled') return false;
+    metrics.sweeperActions.inc({ action: 'settle_ended' });
+    logger.info({ request_id: requestId }, 'settled an ended request whose reservation was left open');
+    return true;
+  }
+
+  private async reclaim(requestId: string): Promise<void> {
+    const { store, limiter, ledger, config, now, metrics, logger } = this.deps;
+    const record = await store.getRequest(requestId);
+    if (!record) {
+      // Never stored: released as if never made (no settled mark, so a retry of the same
+      // Idempotency-Key, which has the same id, reserves again instead of running unreserved).
+      await limiter.release(requestId);
+      metrics.sweeperActions.inc({ action: 'refund_reservation' });
+      logger.info({ request_id: requestId }, 'released an expired reservation whose request was never stored');
+      return;
+    }
+    if (!isEnded(record)) {
+      await limiter.extend(requestId, now() + config.worker.requestTimeoutMs + config.reservationGraceMs);
+      return;
+    }
+    // The ledger row is what the request was billed; the limiter must end on the same charge.
+    // (Worked out again from the record, a request cancelled after its claim but before the
+    // model ran was charged its prompt here and nothing in the ledger.) No row: refunded.
+    if (await ledger.settleFromRow(requestId) === 'no-row') await ledger.settleQuota(requestId, { tokens: 0, requests: 0 });
+    metrics.sweeperActions.inc({ action: 'settle_reservation' });
+    logger.info({ request_id: requestId }, 'reclaimed an expired reservation');
   }
 
   /**

@@ -11,8 +11,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config.ts';
 import type { Consumer, Delivery, Queue } from '../ports/queue.ts';
-import type { Store } from '../ports/store.ts';
+import type { RequestRecord, Store } from '../ports/store.ts';
 import type { AttemptRunner } from './attempt-runner.ts';
+import type { Ledger } from './ledger.ts';
 import { jitteredBackoff } from './backoff.ts';
 import type { Logger } from './logger.ts';
 
@@ -24,7 +25,7 @@ export class Worker {
   /** userId -> when one of its jobs last reached this worker (the users sharing the slots). */
   private readonly lastSeen = new Map<string, number>();
 
-  constructor(private readonly deps: { config: Config; store: Store; queue: Queue; runner: AttemptRunner; logger: Logger; now: () => number }) {}
+  constructor(private readonly deps: { config: Config; store: Store; queue: Queue; runner: AttemptRunner; ledger: Ledger; logger: Logger; now: () => number }) {}
 
   async start(): Promise<void> {
     this.consumer = await this.deps.queue.consume((d) => this.handle(d), { concurrency: this.deps.config.worker.concurrency });
@@ -64,7 +65,7 @@ export class Worker {
     try {
       const claim = await store.claimRequest(id, this.id, config.worker.claimMs);
       if (claim.state === 'missing') { logger.warn({ request_id: id }, 'job for an unknown request; dropped'); return await d.ack(); }
-      if (claim.state === 'terminal') { await runner.repairTerminal(claim.record); return await d.ack(); }
+      if (claim.state === 'terminal') { await this.recoverEnded(claim.record); return await d.ack(); }
       if (claim.state === 'busy') return await d.retry(Math.max(50, claim.until - this.deps.now() + 50));
       const record = claim.record;
       if (record.attempt > config.worker.maxAttempts) {
@@ -78,5 +79,15 @@ export class Worker {
       logger.error({ request_id: id, err }, 'job failed unexpectedly; retrying');
       await d.retry(jitteredBackoff(d.deliveryCount, config.worker.retryBaseMs)).catch(() => {});
     }
+  }
+
+  /**
+   * A job for a request that has already ended: usually a duplicate, but maybe the redelivery of
+   * a job whose worker died after ending it in the store. Finishes what that worker left undone:
+   * the terminal event in the log, and the ledger row's charge in the limiter (a no-op if settled).
+   */
+  private async recoverEnded(record: RequestRecord): Promise<void> {
+    await this.deps.runner.repairTerminal(record);
+    await this.deps.ledger.settleFromRow(record.id);
   }
 }

@@ -153,4 +153,41 @@ describe('refunds and restarts (embedded)', () => {
       assert.deepEqual(completed.filter((w) => w.window === 'daily').map((w) => [w.metric, w.used]), [['requests', 1], ['tokens', 25]]);
     } finally { await app.stop(); }
   });
+
+  it("the sweeper settles an ended request's open reservation with its ledger row within seconds, not at the deadline", async () => {
+    let clock = Date.now();
+    const app = await startTestSluice({ sweepIntervalMs: 100_000, reservationSettleAfterMs: 5000 }, { now: () => clock });
+    try {
+      const t = clock;
+      const deadlineAt = t + app.config.worker.requestTimeoutMs + app.config.reservationGraceMs;
+      const windows = windowLimits({ requestsPerDay: 10, tokensPerDay: 1000, requestsPerMonth: 10, tokensPerMonth: 1000 }, t, 'UTC');
+      const dailyTokens = async (userId: string) => (await app.limiter.usage(userId, windows)).find((w) => w.metric === 'tokens' && w.window === 'daily')!.used;
+      const stored = async (userId: string) => {
+        const id = crypto.randomUUID();
+        assert.equal((await app.limiter.reserve({ requestId: id, userId, tokens: 400, windows, deadlineAt })).ok, true);
+        await app.store.insertRequest({
+          id, userId, keyId: null, model: 'sim', mode: 'queued', payload: { messages: [{ role: 'user', content: 'hi' }], maxTokens: 390 },
+          priority: 0, idempotencyKey: null, bodyHash: 'h', estimatedTokens: 400, promptTokens: 10,
+        });
+        assert.equal((await app.store.claimRequest(id, 'w', 60_000)).state, 'claimed');
+        return id;
+      };
+      const ended = await stored('ended');
+      await stored('running');
+      // The worker ended the request (ledger row: 25 tokens), then died before the limiter's settle.
+      assert.equal(await app.store.finishRequest(ended, {
+        status: 'completed', attempt: 1, result: 'x', finishReason: 'stop', usage: { promptTokens: 10, completionTokens: 15, totalTokens: 25 }, error: null,
+        chargedTokens: 25, chargedRequests: 1,
+      }), true);
+      clock = t + 1000;
+      assert.equal((await app.sweeper.sweepOnce()).settled, 0, 'younger than reservationSettleAfterMs: its own settle may still be on the way');
+      assert.equal(await dailyTokens('ended'), 400);
+      clock = t + 6000;
+      assert.deepEqual(await app.sweeper.sweepOnce(), { requeued: 0, reclaimed: 0, settled: 1 });
+      assert.equal(await dailyTokens('ended'), 25, 'the ledger row\'s charge, not the estimate');
+      assert.equal(await dailyTokens('running'), 400, 'a running request keeps its reservation');
+      assert.deepEqual(await app.sweeper.sweepOnce(), { requeued: 0, reclaimed: 0, settled: 0 });
+      assert.equal(await dailyTokens('ended'), 25, 'settled once');
+    } finally { await app.stop(); }
+  });
 });
