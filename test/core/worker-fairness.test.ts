@@ -7,6 +7,7 @@ import { parseConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/core/logger.ts';
 import { Worker } from '../../src/core/worker.ts';
 import type { AttemptRunner } from '../../src/core/attempt-runner.ts';
+import type { Ledger } from '../../src/core/ledger.ts';
 import type { Delivery, Job, Queue } from '../../src/ports/queue.ts';
 import type { RequestRecord, Store } from '../../src/ports/store.ts';
 
@@ -35,7 +36,8 @@ function harness(opts: { concurrency: number; depth: number; fairDeferMs?: numbe
     run: () => new Promise((resolve) => { blocked.push(() => resolve({ kind: 'finished' })); }),
   } as unknown as AttemptRunner;
   const queue = { fairDequeue: false, depth: async () => state.depth } as unknown as Queue;
-  const worker = new Worker({ config, store, queue, runner, logger: createLogger('silent', 'worker'), now: Date.now });
+  const ledger = {} as Ledger;
+  const worker = new Worker({ config, store, queue, runner, ledger, logger: createLogger('silent', 'worker'), now: Date.now });
   /** Hands a job to the worker; resolves once it either started running (claimed) or was settled. */
   const give = async (requestId: string, userId: string): Promise<FakeDelivery> => {
     const d = delivery({ requestId, priority: 1, userId });
