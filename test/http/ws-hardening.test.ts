@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { MASTER_KEY, api, createUserKey, startTestSluice, usageWindows, type TestSluice } from '../helpers/app.ts';
 import { connectWs, refusedUpgrade, type WsMessage } from '../helpers/ws-client.ts';
 import { originAllowed } from '../../src/http/ws-routes.ts';
+import { loadConfig } from '../../src/config.ts';
 
 const chat = (max_tokens = 5) => ({ model: 'sim', max_tokens, messages: [{ role: 'user', content: 'Write something long' }] });
 const isError = (m: WsMessage) => m.type === 'error' && m.sequence === undefined;
@@ -206,6 +207,14 @@ describe('WebSocket: per-socket message rate limit', () => {
     assert.equal(code, 1008);
     assert.match(reason, /too many messages/);
     assert.equal((await fetch(`${app.url}/healthz`)).status, 200);
+  });
+});
+
+describe('WebSocket config', () => {
+  it('ws settings have defaults and come from WS_* environment variables', () => {
+    assert.deepEqual(loadConfig({}).ws, { maxFollowsPerSocket: 32, messagesPerSecond: 20, messageBurst: 50, maxBufferedBytes: 1024 * 1024, slowCloseMs: 10_000, authTimeoutMs: 10_000 });
+    const c = loadConfig({ WS_MAX_FOLLOWS_PER_SOCKET: '4', WS_MESSAGES_PER_SECOND: '5', WS_MESSAGE_BURST: '6', WS_MAX_BUFFERED_BYTES: '65536', WS_SLOW_CLOSE_MS: '2000', WS_AUTH_TIMEOUT_MS: '3000' });
+    assert.deepEqual(c.ws, { maxFollowsPerSocket: 4, messagesPerSecond: 5, messageBurst: 6, maxBufferedBytes: 65536, slowCloseMs: 2000, authTimeoutMs: 3000 });
   });
 });
 
