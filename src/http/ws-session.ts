@@ -65,7 +65,8 @@ export class WsSession {
 
   constructor(private readonly socket: WebSocket, private readonly deps: GatewayDeps) {
     const { messagesPerSecond, messageBurst } = deps.config.ws;
-    this.bucket = new TokenBucket(messagesPerSecond, messageBurst, deps.now);
+    // Real time, not deps.now: this shapes traffic on the wire, and an injected (test) clock may stand still.
+    this.bucket = new TokenBucket(messagesPerSecond, messageBurst);
   }
 
   /** Starts serving; `presentedKey` is the key from a header or ?api_key=, null to wait for an auth message. */
