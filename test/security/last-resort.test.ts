@@ -17,7 +17,7 @@ describe('last-resort handlers in sluice start', () => {
     dir = mkdtempSync(join(tmpdir(), 'sluice-last-resort-'));
     proc = await spawnSluice(['start'], {
       SLUICE_DATA_DIR: dir, DATABASE_URL: 'pglite://memory', SLUICE_MASTER_KEY: MASTER_KEY, SLUICE_CRASH_POINT: 'uncaught-after-start', LOG_LEVEL: 'info',
-    });
+    }, { timeoutMs: 90_000 });
   });
   after(async () => { await proc.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }); });
 

@@ -35,7 +35,7 @@ describe('WebSocket resource bounds (child process)', () => {
   let dir: string;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'sluice-ws-rss-'));
-    proc = await spawnSluice(['start'], { SLUICE_DATA_DIR: dir, DATABASE_URL: 'pglite://memory', SLUICE_MASTER_KEY: MASTER_KEY, SIM_TTFT_MS: '0', SIM_ITL_MS: '0' });
+    proc = await spawnSluice(['start'], { SLUICE_DATA_DIR: dir, DATABASE_URL: 'pglite://memory', SLUICE_MASTER_KEY: MASTER_KEY, SIM_TTFT_MS: '0', SIM_ITL_MS: '0' }, { timeoutMs: 90_000 });
   });
   after(async () => { await proc.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }); });
 
@@ -47,8 +47,11 @@ describe('WebSocket resource bounds (child process)', () => {
     const done = await waitFor(async () => { const r = (await (await call(`/v1/requests/${request_id}`)).json()) as { status: string; usage?: { completion_tokens: number } }; return r.status === 'completed' && r; }, 20_000, 100);
     assert.equal(done.usage?.completion_tokens, 1024);
 
-    // Warm up the paths the flood uses, so the baseline is not the cold process.
-    await healthzMs(proc.url);
+    // Warm up, and measure /healthz before the flood: on a box loaded by other test runs the bound
+    // is 2 s or 3x the quiet time, whichever is larger (the unbounded gateway stalled 12-40 s).
+    let quiet = 0;
+    for (let i = 0; i < 3; i++) quiet = Math.max(quiet, await healthzMs(proc.url));
+    const healthzBound = Math.max(HEALTHZ_BOUND_MS, 3 * quiet);
     const pid = proc.child.pid!;
     const baseline = rssOf(pid);
     let peak = baseline;
@@ -82,7 +85,7 @@ describe('WebSocket resource bounds (child process)', () => {
       console.log(`ws resource test: baseline RSS ${(baseline / MiB).toFixed(1)} MiB, peak growth ${(peakGrowth / MiB).toFixed(1)} MiB, growth 3 s after the client left ${(settled / MiB).toFixed(1)} MiB, slowest /healthz ${slowest} ms, client saw close code ${code}`);
 
       assert.ok([1008, 1013, 1006].includes(code), `closed by the server (code ${code})`);
-      assert.ok(slowest < HEALTHZ_BOUND_MS, `/healthz took ${slowest} ms`);
+      assert.ok(slowest < healthzBound, `/healthz took ${slowest} ms (bound ${healthzBound} ms)`);
       assert.ok(peakGrowth < PEAK_GROWTH_BOUND, `RSS grew by ${(peakGrowth / MiB).toFixed(1)} MiB`);
       assert.ok(settled < SETTLED_GROWTH_BOUND || settled < peakGrowth / 2, `RSS still ${(settled / MiB).toFixed(1)} MiB above the baseline after the client left`);
     } finally {
