@@ -90,6 +90,20 @@ export const configSchema = z.object({
   eventLog: z.object({ ttlSeconds: int(1).default(3600), maxLen: int(100).default(100_000), memoryMaxEvents: int(1000).default(1_000_000) }).prefault({}),
   sse: z.object({ pingMs: int(10).default(15_000), retryMs: int(0).default(3000), maxBufferedBytes: int(1024).default(1024 * 1024) })
     .prefault({}),
+  /** What one WebSocket may hold and send: bounds so that no client can grow the gateway without limit. */
+  ws: z.object({
+    /** Open follows (a submit's, or a resume's) on one socket, for keys without a stream limit (master). */
+    maxFollowsPerSocket: int(1).default(32),
+    /** Control messages per second per socket (token bucket), and the burst allowed above that rate. */
+    messagesPerSecond: int(1).default(20),
+    messageBurst: int(1).default(50),
+    /** Unsent bytes above which deliveries to a socket pause; 4x this closes the socket (1013). */
+    maxBufferedBytes: int(1024).default(1024 * 1024),
+    /** A socket that stays above maxBufferedBytes this long is closed (1013). */
+    slowCloseMs: int(100).default(10_000),
+    /** A socket opened without a key must send {"type":"auth"} within this long. */
+    authTimeoutMs: int(100).default(10_000),
+  }).prefault({}),
   tiers: z.record(z.string(), tierSchema).default(DEFAULT_TIERS)
     .transform((tiers) => Object.fromEntries(Object.entries(tiers).map(([name, t]) => [name, withInFlightDefault(name, t)]))),
   defaultTier: z.string().default('free'),
@@ -113,9 +127,10 @@ export const configSchema = z.object({
   degrade: z.object({ queueDepth: int(1).default(10_000), maxTokens: int(1).default(256) }).prefault({}),
   /**
    * Test-only: exit abruptly at a named point ('after-insert' = between store insert and queue
-   * publish; 'after-finish' = between ending a request in the store and settling it in the limiter).
+   * publish; 'after-finish' = between ending a request in the store and settling it in the limiter),
+   * or 'uncaught-after-start': throw from a timer and reject a promise nobody handles once serving.
    */
-  crashPoint: z.enum(['after-insert', 'after-finish']).optional(),
+  crashPoint: z.enum(['after-insert', 'after-finish', 'uncaught-after-start']).optional(),
 });
 
 export type Config = Readonly<z.infer<typeof configSchema>>;
@@ -157,6 +172,9 @@ const NESTED_ENV: Record<string, [string, string]> = {
   WORKER_MAX_ATTEMPTS: ['worker', 'maxAttempts'], WORKER_RETRY_BASE_MS: ['worker', 'retryBaseMs'],
   WORKER_FAIR_DEFER_MS: ['worker', 'fairDeferMs'], WORKER_FAIR_WINDOW_MS: ['worker', 'fairWindowMs'],
   EVENT_LOG_TTL_SECONDS: ['eventLog', 'ttlSeconds'], EVENT_LOG_MEMORY_MAX_EVENTS: ['eventLog', 'memoryMaxEvents'], SSE_PING_MS: ['sse', 'pingMs'],
+  WS_MAX_FOLLOWS_PER_SOCKET: ['ws', 'maxFollowsPerSocket'], WS_MESSAGES_PER_SECOND: ['ws', 'messagesPerSecond'],
+  WS_MESSAGE_BURST: ['ws', 'messageBurst'], WS_MAX_BUFFERED_BYTES: ['ws', 'maxBufferedBytes'],
+  WS_SLOW_CLOSE_MS: ['ws', 'slowCloseMs'], WS_AUTH_TIMEOUT_MS: ['ws', 'authTimeoutMs'],
 };
 
 function isObject(v: unknown): v is Record<string, unknown> { return typeof v === 'object' && v !== null && !Array.isArray(v); }

@@ -4,6 +4,7 @@ import { startSluice } from '../app.ts';
 import { redact } from '../adapters/url-scheme.ts';
 import { devKeyFile } from '../core/api-keys.ts';
 import { flags } from './main.ts';
+import { installLastResortHandlers, throwUncaughtForTest } from './last-resort.ts';
 
 export async function start(args: string[]): Promise<number> {
   const { values } = flags(args, { role: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' } });
@@ -13,6 +14,8 @@ export async function start(args: string[]): Promise<number> {
   if (values.host) overrides.host = values.host;
   const config = loadConfig(process.env, overrides);
   const app = await startSluice(config);
+  installLastResortHandlers(process, app.logger, app.metrics);
+  if (config.crashPoint === 'uncaught-after-start') throwUncaughtForTest();
   const lines = [
     `Sluice ${config.role} started (pid ${process.pid})`,
     app.url ? `  API        ${app.url}/v1   (OpenAI-compatible)` : `  probes     http://${config.host}:${(app.server.server.address() as { port: number }).port}/metrics, /healthz, /readyz`,

@@ -29,6 +29,7 @@ export const catalogue = {
   SLUICE_ERR_REQUEST_NOT_FOUND: { status: 404, type: 'not_found_error', message: 'No such request' },
   SLUICE_ERR_ROUTE_NOT_FOUND: { status: 404, type: 'not_found_error', message: 'No such route' },
   SLUICE_ERR_METHOD_NOT_ALLOWED: { status: 405, type: 'invalid_request_error', message: 'Method not allowed' },
+  SLUICE_ERR_UPGRADE_REQUIRED: { status: 426, type: 'invalid_request_error', message: 'This route speaks WebSocket: send Upgrade: websocket' },
   SLUICE_ERR_MISSING_API_KEY: { status: 401, type: 'authentication_error', message: 'Missing API key: send Authorization: Bearer <key>' },
   SLUICE_ERR_INVALID_API_KEY: { status: 401, type: 'authentication_error', message: 'Invalid API key' },
   SLUICE_ERR_REVOKED_API_KEY: { status: 401, type: 'authentication_error', message: 'This API key has been revoked' },
