@@ -6,13 +6,9 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Authenticator } from '../core/auth.ts';
 import { SluiceError } from '../core/errors.ts';
+import { CorsPolicy } from './cors.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
 import { WsSession } from './ws-session.ts';
-
-/** Whether a browser origin may open a socket: the same allow-list as CORS ('*' = any, empty = none). */
-export function originAllowed(allowed: readonly string[], origin: string): boolean {
-  return allowed.includes('*') || allowed.includes(origin);
-}
 
 function presentedKey(req: FastifyRequest): string | null {
   const q = req.query as { api_key?: unknown };
@@ -20,6 +16,8 @@ function presentedKey(req: FastifyRequest): string | null {
 }
 
 export function registerWebSocketRoutes(app: FastifyInstance, deps: GatewayDeps): void {
+  // The same allow-list as CORS ('*' = any, empty = none).
+  const origins = new CorsPolicy(deps.config.corsOrigins);
   app.route({
     method: 'GET',
     url: '/v1/ws',
@@ -27,7 +25,7 @@ export function registerWebSocketRoutes(app: FastifyInstance, deps: GatewayDeps)
     // or any web page could drive the API with a key the browser holds.
     onRequest: async (req) => {
       const origin = req.headers.origin;
-      if (req.ws && origin !== undefined && !originAllowed(deps.config.corsOrigins, origin)) {
+      if (req.ws && origin !== undefined && !origins.allows(origin)) {
         throw new SluiceError('SLUICE_ERR_ORIGIN_NOT_ALLOWED', `Origin ${origin.slice(0, 200)} may not open WebSockets here (see SLUICE_CORS_ORIGINS)`);
       }
     },

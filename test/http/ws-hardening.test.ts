@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { MASTER_KEY, api, createUserKey, startTestSluice, usageWindows, type TestSluice } from '../helpers/app.ts';
 import { connectWs, refusedUpgrade, type WsMessage } from '../helpers/ws-client.ts';
-import { originAllowed } from '../../src/http/ws-routes.ts';
+import { CorsPolicy } from '../../src/http/cors.ts';
 import { loadConfig } from '../../src/config.ts';
 
 const chat = (max_tokens = 5) => ({ model: 'sim', max_tokens, messages: [{ role: 'user', content: 'Write something long' }] });
@@ -78,9 +78,9 @@ describe('WebSocket: message validation, upgrade, origin, auth', () => {
   });
 
   it('origin allow-list: empty allows none, * allows any', () => {
-    assert.equal(originAllowed([], 'https://a.example'), false);
-    assert.equal(originAllowed(['*'], 'https://a.example'), true);
-    assert.equal(originAllowed(['https://a.example'], 'https://b.example'), false);
+    assert.equal(new CorsPolicy([]).allows('https://a.example'), false);
+    assert.equal(new CorsPolicy(['*']).allows('https://a.example'), true);
+    assert.equal(new CorsPolicy(['https://a.example']).allows('https://b.example'), false);
   });
 
   it('without a key: other messages get MISSING_API_KEY until an auth message, then the socket works', async () => {
