@@ -15,6 +15,15 @@ const tierSchema = z.object({
 });
 export type Tier = z.infer<typeof tierSchema>;
 
+/**
+ * A tier name: lower-case letters, digits, '_' and '-', and not a property every object has
+ * ('constructor'), so a name never means something else than a configured tier. Tiers are still
+ * only looked up with tierOf (own entries), never by indexing the record.
+ */
+const tierName = z.string()
+  .regex(/^[a-z][a-z0-9_-]{0,31}$/, 'a tier name is 1-32 of a-z 0-9 _ -, starting with a letter')
+  .refine((name) => !(name in Object.prototype), 'a tier name must not be a built-in object property');
+
 const DEFAULT_TIERS: Record<string, Tier> = {
   free: { requestsPerDay: 200, tokensPerDay: 100_000, requestsPerMonth: 3_000, tokensPerMonth: 1_000_000, maxTokens: 1024, concurrentStreams: 2, priority: 1 },
   pro: { requestsPerDay: 10_000, tokensPerDay: 5_000_000, requestsPerMonth: 200_000, tokensPerMonth: 100_000_000, maxTokens: 4096, concurrentStreams: 10, priority: 5 },
@@ -61,7 +70,7 @@ export const configSchema = z.object({
   eventLog: z.object({ ttlSeconds: int(1).default(3600), maxLen: int(100).default(100_000), memoryMaxEvents: int(1000).default(1_000_000) }).prefault({}),
   sse: z.object({ pingMs: int(10).default(15_000), retryMs: int(0).default(3000), maxBufferedBytes: int(1024).default(1024 * 1024) })
     .prefault({}),
-  tiers: z.record(z.string(), tierSchema).default(DEFAULT_TIERS),
+  tiers: z.record(tierName, tierSchema).default(DEFAULT_TIERS),
   defaultTier: z.string().default('free'),
   /** IANA time zone whose midnight (and first of month) resets the daily (monthly) windows. */
   timeZone: z.string().default('UTC'),
@@ -80,6 +89,11 @@ export const configSchema = z.object({
 });
 
 export type Config = Readonly<z.infer<typeof configSchema>>;
+
+/** The configured tier of that name; only the record's own entries count ('toString' is no tier). */
+export function tierOf(config: Pick<Config, 'tiers'>, name: string): Tier | undefined {
+  return Object.hasOwn(config.tiers, name) ? config.tiers[name] : undefined;
+}
 
 const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   SLUICE_ROLE: (v) => ({ role: v }),
@@ -148,14 +162,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
   return parseConfig(merge(raw, overrides));
 }
 
+/** A record key's issue says only "Invalid key in record"; its own first issue says why. */
+function issueMessage(issue: z.core.$ZodIssue): string {
+  return issue.code === 'invalid_key' ? issue.issues[0]?.message ?? issue.message : issue.message;
+}
+
 export function parseConfig(raw: unknown): Config {
+  // The record schema silently drops a '__proto__' key (JSON.parse makes it an own key): say so.
+  if (isObject(raw) && isObject(raw.tiers) && Object.hasOwn(raw.tiers, '__proto__')) {
+    throw new SluiceError('SLUICE_ERR_CONFIG', 'invalid configuration: tiers.__proto__: a tier name is 1-32 of a-z 0-9 _ -, starting with a letter');
+  }
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${issueMessage(i)}`).join('; ');
     throw new SluiceError('SLUICE_ERR_CONFIG', `invalid configuration: ${issues}`);
   }
   const cfg = parsed.data;
-  if (!cfg.tiers[cfg.defaultTier]) throw new SluiceError('SLUICE_ERR_CONFIG', `defaultTier "${cfg.defaultTier}" is not among the configured tiers`);
+  if (!tierOf(cfg, cfg.defaultTier)) throw new SluiceError('SLUICE_ERR_CONFIG', `defaultTier "${cfg.defaultTier}" is not among the configured tiers`);
   try { new Intl.DateTimeFormat('en-US', { timeZone: cfg.timeZone }); } catch {
     throw new SluiceError('SLUICE_ERR_CONFIG', `timeZone "${cfg.timeZone}" is not a valid IANA time zone`);
   }

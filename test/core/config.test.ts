@@ -51,4 +51,16 @@ describe('configuration', () => {
     assert.throws(() => parseConfig({ tiers: { free: { requestsPerDay: -1, tokensPerDay: 1, requestsPerMonth: 1, tokensPerMonth: 1, maxTokens: 1, concurrentStreams: 1, priority: 1 } } }), isConfigError(/requestsPerDay/));
     assert.throws(() => loadConfig({ SLUICE_CONFIG: '/nonexistent/sluice.json' }), isConfigError(/does not exist/));
   });
+
+  it('refuses tier names that are not plain lower-case names, and built-in property names as tiers or default tier', () => {
+    const t = { requestsPerDay: 1, tokensPerDay: 1, requestsPerMonth: 1, tokensPerMonth: 1, maxTokens: 1, concurrentStreams: 1, priority: 1 };
+    const fromJson = JSON.parse(`{"tiers": {"__proto__": ${JSON.stringify(t)}, "free": ${JSON.stringify(t)}}}`) as unknown;
+    assert.throws(() => parseConfig(fromJson), isConfigError(/tiers\.__proto__/));
+    assert.throws(() => parseConfig({ tiers: { constructor: t, free: t } }), isConfigError(/tiers\.constructor: .*built-in/));
+    assert.throws(() => parseConfig({ tiers: { 'Gold Plus': t, free: t } }), isConfigError(/tiers\.Gold Plus: a tier name/));
+    for (const name of ['constructor', 'toString', 'hasOwnProperty', '__proto__']) {
+      assert.throws(() => parseConfig({ defaultTier: name }), isConfigError(/defaultTier/), name);
+    }
+    assert.deepEqual(Object.keys(parseConfig({ tiers: { 'gold_2-x': t }, defaultTier: 'gold_2-x' }).tiers), ['gold_2-x']);
+  });
 });
