@@ -36,8 +36,10 @@ export const configSchema = z.object({
   role: z.enum(['all', 'gateway', 'worker', 'ledger']).default('all'),
   host: z.string().default('127.0.0.1'),
   port: int().max(65535).default(8080),
-  dataDir: z.string().default('./.sluice'),
-  databaseUrl: z.string().default('pglite://./.sluice/db'),
+  /** Where this instance keeps its files: the development key and, by default, the embedded store. */
+  dataDir: z.string().min(1).default('./.sluice'),
+  /** Default: the embedded store under dataDir (pglite://<dataDir>/db), so two data dirs never share one store. */
+  databaseUrl: z.string().min(1).optional(),
   limiterUrl: z.string().default('memory://'),
   queueUrl: z.string().default('memory://'),
   busUrl: z.string().default('memory://'),
@@ -88,7 +90,12 @@ export const configSchema = z.object({
   crashPoint: z.enum(['after-insert']).optional(),
 });
 
-export type Config = Readonly<z.infer<typeof configSchema>>;
+export type Config = Readonly<Omit<z.infer<typeof configSchema>, 'databaseUrl'> & { databaseUrl: string }>;
+
+/** The embedded store inside the data directory ('./.sluice' gives 'pglite://./.sluice/db'). */
+export function defaultDatabaseUrl(dataDir: string): string {
+  return `pglite://${dataDir.replace(/\/+$/, '')}/db`;
+}
 
 /** The configured tier of that name; only the record's own entries count ('toString' is no tier). */
 export function tierOf(config: Pick<Config, 'tiers'>, name: string): Tier | undefined {
@@ -177,7 +184,7 @@ export function parseConfig(raw: unknown): Config {
     const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${issueMessage(i)}`).join('; ');
     throw new SluiceError('SLUICE_ERR_CONFIG', `invalid configuration: ${issues}`);
   }
-  const cfg = parsed.data;
+  const cfg = { ...parsed.data, databaseUrl: parsed.data.databaseUrl ?? defaultDatabaseUrl(parsed.data.dataDir) };
   if (!tierOf(cfg, cfg.defaultTier)) throw new SluiceError('SLUICE_ERR_CONFIG', `defaultTier "${cfg.defaultTier}" is not among the configured tiers`);
   try { new Intl.DateTimeFormat('en-US', { timeZone: cfg.timeZone }); } catch {
     throw new SluiceError('SLUICE_ERR_CONFIG', `timeZone "${cfg.timeZone}" is not a valid IANA time zone`);

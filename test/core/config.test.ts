@@ -63,4 +63,14 @@ describe('configuration', () => {
     }
     assert.deepEqual(Object.keys(parseConfig({ tiers: { 'gold_2-x': t }, defaultTier: 'gold_2-x' }).tiers), ['gold_2-x']);
   });
+  it('keeps the default store under the data directory, unless DATABASE_URL says otherwise', () => {
+    assert.equal(loadConfig({ ...NO_FILE }).databaseUrl, 'pglite://./.sluice/db');
+    const a = loadConfig({ ...NO_FILE, SLUICE_DATA_DIR: '/srv/sluice-a' });
+    const b = loadConfig({ ...NO_FILE, SLUICE_DATA_DIR: '/srv/sluice-b/' });
+    assert.equal(a.databaseUrl, 'pglite:///srv/sluice-a/db');
+    assert.equal(b.databaseUrl, 'pglite:///srv/sluice-b/db');
+    assert.equal(parseConfig({ dataDir: 'relative/dir' }).databaseUrl, 'pglite://relative/dir/db');
+    assert.equal(loadConfig({ ...NO_FILE, SLUICE_DATA_DIR: '/srv/a', DATABASE_URL: 'postgres://db/x' }).databaseUrl, 'postgres://db/x');
+    assert.equal(parseConfig({ dataDir: '/srv/a', databaseUrl: 'pglite://memory' }).databaseUrl, 'pglite://memory');
+  });
 });
