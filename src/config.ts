@@ -27,6 +27,15 @@ function withInFlightDefault(name: string, t: z.infer<typeof tierSchema>): Tier 
   return { ...t, maxInFlight: t.maxInFlight ?? (Object.hasOwn(DEFAULT_MAX_IN_FLIGHT, name) ? DEFAULT_MAX_IN_FLIGHT[name]! : 8 * t.concurrentStreams) };
 }
 
+/**
+ * A tier name: lower-case letters, digits, '_' and '-', and not a property every object has
+ * ('constructor'), so a name never means something else than a configured tier. Tiers are still
+ * only looked up with tierOf (own entries), never by indexing the record.
+ */
+const tierName = z.string()
+  .regex(/^[a-z][a-z0-9_-]{0,31}$/, 'a tier name is 1-32 of a-z 0-9 _ -, starting with a letter')
+  .refine((name) => !(name in Object.prototype), 'a tier name must not be a built-in object property');
+
 const DEFAULT_TIERS: Record<string, Tier> = {
   free: { requestsPerDay: 200, tokensPerDay: 100_000, requestsPerMonth: 3_000, tokensPerMonth: 1_000_000, maxTokens: 1024, concurrentStreams: 2, priority: 1, maxInFlight: 8 },
   pro: { requestsPerDay: 10_000, tokensPerDay: 5_000_000, requestsPerMonth: 200_000, tokensPerMonth: 100_000_000, maxTokens: 4096, concurrentStreams: 10, priority: 5, maxInFlight: 64 },
@@ -39,8 +48,10 @@ export const configSchema = z.object({
   role: z.enum(['all', 'gateway', 'worker', 'ledger']).default('all'),
   host: z.string().default('127.0.0.1'),
   port: int().max(65535).default(8080),
-  dataDir: z.string().default('./.sluice'),
-  databaseUrl: z.string().default('pglite://./.sluice/db'),
+  /** Where this instance keeps its files: the development key and, by default, the embedded store. */
+  dataDir: z.string().min(1).default('./.sluice'),
+  /** Default: the embedded store under dataDir (pglite://<dataDir>/db), so two data dirs never share one store. */
+  databaseUrl: z.string().min(1).optional(),
   limiterUrl: z.string().default('memory://'),
   queueUrl: z.string().default('memory://'),
   busUrl: z.string().default('memory://'),
@@ -104,7 +115,7 @@ export const configSchema = z.object({
     /** A socket opened without a key must send {"type":"auth"} within this long. */
     authTimeoutMs: int(100).default(10_000),
   }).prefault({}),
-  tiers: z.record(z.string(), tierSchema).default(DEFAULT_TIERS)
+  tiers: z.record(tierName, tierSchema).default(DEFAULT_TIERS)
     .transform((tiers) => Object.fromEntries(Object.entries(tiers).map(([name, t]) => [name, withInFlightDefault(name, t)]))),
   defaultTier: z.string().default('free'),
   /** IANA time zone whose midnight (and first of month) resets the daily (monthly) windows. */
@@ -133,7 +144,17 @@ export const configSchema = z.object({
   crashPoint: z.enum(['after-insert', 'after-finish', 'uncaught-after-start']).optional(),
 });
 
-export type Config = Readonly<z.infer<typeof configSchema>>;
+export type Config = Readonly<Omit<z.infer<typeof configSchema>, 'databaseUrl'> & { databaseUrl: string }>;
+
+/** The embedded store inside the data directory ('./.sluice' gives 'pglite://./.sluice/db'). */
+export function defaultDatabaseUrl(dataDir: string): string {
+  return `pglite://${dataDir.replace(/\/+$/, '')}/db`;
+}
+
+/** The configured tier of that name; only the record's own entries count ('toString' is no tier). */
+export function tierOf(config: Pick<Config, 'tiers'>, name: string): Tier | undefined {
+  return Object.hasOwn(config.tiers, name) ? config.tiers[name] : undefined;
+}
 
 const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   SLUICE_ROLE: (v) => ({ role: v }),
@@ -209,14 +230,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
   return parseConfig(merge(raw, overrides));
 }
 
+/** A record key's issue says only "Invalid key in record"; its own first issue says why. */
+function issueMessage(issue: z.core.$ZodIssue): string {
+  return issue.code === 'invalid_key' ? issue.issues[0]?.message ?? issue.message : issue.message;
+}
+
 export function parseConfig(raw: unknown): Config {
+  // The record schema silently drops a '__proto__' key (JSON.parse makes it an own key): say so.
+  if (isObject(raw) && isObject(raw.tiers) && Object.hasOwn(raw.tiers, '__proto__')) {
+    throw new SluiceError('SLUICE_ERR_CONFIG', 'invalid configuration: tiers.__proto__: a tier name is 1-32 of a-z 0-9 _ -, starting with a letter');
+  }
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${issueMessage(i)}`).join('; ');
     throw new SluiceError('SLUICE_ERR_CONFIG', `invalid configuration: ${issues}`);
   }
-  const cfg = parsed.data;
-  if (!cfg.tiers[cfg.defaultTier]) throw new SluiceError('SLUICE_ERR_CONFIG', `defaultTier "${cfg.defaultTier}" is not among the configured tiers`);
+  const cfg = { ...parsed.data, databaseUrl: parsed.data.databaseUrl ?? defaultDatabaseUrl(parsed.data.dataDir) };
+  if (!tierOf(cfg, cfg.defaultTier)) throw new SluiceError('SLUICE_ERR_CONFIG', `defaultTier "${cfg.defaultTier}" is not among the configured tiers`);
   if (cfg.http.headersTimeoutMs > cfg.http.requestTimeoutMs) {
     throw new SluiceError('SLUICE_ERR_CONFIG', `http.headersTimeoutMs (${cfg.http.headersTimeoutMs}) must not exceed http.requestTimeoutMs (${cfg.http.requestTimeoutMs})`);
   }

@@ -3,7 +3,7 @@
 // quota, as LiteLLM's master key does. Other keys live in the store, hashed; lookups are cached
 // for a few seconds because they sit on every request's path (revocation in this process clears
 // the cache at once; other processes see it within the cache TTL).
-import type { Config, Tier } from '../config.ts';
+import { tierOf, type Config, type Tier } from '../config.ts';
 import type { QuotaOverride, Store } from '../ports/store.ts';
 import { timingSafeEqual } from 'node:crypto';
 import { hashApiKey } from './api-keys.ts';
@@ -73,7 +73,7 @@ export class Authenticator {
 
   /** A tier's limits with an override's non-null fields on top. */
   effectiveLimits(tier: string, o: QuotaOverride | null): EffectiveLimits {
-    const base = this.config.tiers[tier] ?? this.config.tiers[this.config.defaultTier];
+    const base = tierOf(this.config, tier) ?? tierOf(this.config, this.config.defaultTier);
     if (!base) throw new SluiceError('SLUICE_ERR_UNKNOWN_TIER', `Unknown tier "${tier}"`);
     if (!o) return base;
     return {

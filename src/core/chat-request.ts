@@ -1,9 +1,11 @@
 // Validation of OpenAI-shaped chat and completion bodies into one internal request. Every
-// failure is SLUICE_ERR_VALIDATION with the offending `param`, as OpenAI reports it.
+// failure is SLUICE_ERR_VALIDATION with the offending `param`, as OpenAI reports it; text the
+// store cannot hold (NUL, lone surrogates) anywhere in the body is SLUICE_ERR_INVALID_TEXT.
 import { z } from 'zod';
 import type { ChatMessage } from '../ports/model.ts';
 import type { DeliveryMode } from '../ports/store.ts';
 import { SluiceError } from './errors.ts';
+import { assertStorableText } from './text.ts';
 
 const textPart = z.object({ type: z.literal('text'), text: z.string() });
 const message = z.object({
@@ -53,8 +55,10 @@ export function fail(error: z.ZodError): never {
   throw new SluiceError('SLUICE_ERR_VALIDATION', message, { param: param || undefined });
 }
 
+/** The body as an object whose every string and key is storable text (passthrough fields too). */
 function bodyObject(body: unknown): Record<string, unknown> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new SluiceError('SLUICE_ERR_VALIDATION', 'Request body must be a JSON object');
+  assertStorableText(body);
   return body as Record<string, unknown>;
 }
 

@@ -1,21 +1,30 @@
 // Usage (GET /v1/usage) and the admin API: users, API keys, tiers, per-user quotas, requests and
 // the usage export for billing. Admin routes need an admin key; every change drops the auth cache.
+// Every number an admin sends is bounded to what its column holds, every string (body, query,
+// path) is storable text, and tiers are looked up by own name only: bad input is a 400, not a
+// database error.
 import { randomUUID } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { generateApiKey } from '../core/api-keys.ts';
+import { tierOf } from '../config.ts';
 import { fail } from '../core/chat-request.ts';
 import { SluiceError } from '../core/errors.ts';
 import { periodsAt, windowLimits, windowStart } from '../core/quota-windows.ts';
-import type { ApiKeyRecord, QuotaOverride, RequestStatus, UserRecord } from '../ports/store.ts';
+import { assertStorableText } from '../core/text.ts';
+import type { ApiKeyRecord, QuotaOverride, UserRecord } from '../ports/store.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
 import { requestView } from './render.ts';
 import { principalOf } from './server.ts';
 
-const limitField = z.number().int().nonnegative().nullable().optional();
+/** The largest value of a PostgreSQL `integer` column (max_tokens, concurrent_streams). */
+const INT4_MAX = 2 ** 31 - 1;
+/** Window limits are `bigint` columns, but they are counted in JS numbers: exact up to 2^53 - 1. */
+const limitField = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).nullable().optional();
+const int4Field = z.number().int().positive().max(INT4_MAX).nullable().optional();
 const quotaBody = z.object({
   requests_per_day: limitField, tokens_per_day: limitField, requests_per_month: limitField, tokens_per_month: limitField,
-  max_tokens: z.number().int().positive().nullable().optional(), concurrent_streams: z.number().int().positive().nullable().optional(),
+  max_tokens: int4Field, concurrent_streams: int4Field,
   priority: z.number().int().min(0).max(9).nullable().optional(),
 }).strict();
 const userBody = z.object({ id: z.string().regex(/^[A-Za-z0-9_.@-]{1,50}$/, 'id: 1-50 of A-Z a-z 0-9 _ . @ -').optional(), name: z.string().max(100).nullable().optional(), email: z.string().max(100).nullable().optional(), tier: z.string().optional() }).strict();
@@ -23,6 +32,7 @@ const userPatch = z.object({ name: z.string().max(100).nullable().optional(), em
 const keyBody = z.object({ user_id: z.string().min(1), name: z.string().max(100).nullable().optional(), admin: z.boolean().optional() }).strict();
 
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
+  assertStorableText(body);
   const r = schema.safeParse(body ?? {});
   if (r.success) return r.data;
   return fail(r.error);
@@ -32,11 +42,36 @@ const userView = (u: UserRecord) => ({ id: u.id, name: u.name, email: u.email, t
 const keyView = (k: ApiKeyRecord) => ({ id: k.id, user_id: k.userId, prefix: k.prefix, name: k.name, admin: k.admin, created_at: k.createdAt.toISOString(), revoked_at: k.revokedAt?.toISOString() ?? null });
 const overrideView = (q: QuotaOverride | null) => q && ({ requests_per_day: q.requestsPerDay, tokens_per_day: q.tokensPerDay, requests_per_month: q.requestsPerMonth, tokens_per_month: q.tokensPerMonth, max_tokens: q.maxTokens, concurrent_streams: q.concurrentStreams, priority: q.priority });
 
-function parseDate(v: unknown, name: string, fallback: Date): Date {
+/**
+ * Usage export bounds: dates JS, PostgreSQL timestamptz and an ISO file name all hold with a
+ * four-digit year (a far-future `to` such as +275760-09-13 is a valid JS date PostgreSQL refuses).
+ */
+const EARLIEST = Date.UTC(1970, 0, 1);
+const LATEST = Date.UTC(10000, 0, 1);
+
+function parseDate(v: string | undefined, name: string, fallback: Date): Date {
   if (v === undefined || v === '') return fallback;
-  const d = new Date(String(v));
+  const d = new Date(v);
   if (Number.isNaN(d.getTime())) throw new SluiceError('SLUICE_ERR_VALIDATION', `${name} must be an ISO date or date-time`, { param: name });
+  if (d.getTime() < EARLIEST || d.getTime() > LATEST) throw new SluiceError('SLUICE_ERR_VALIDATION', `${name} must be between 1970-01-01 and 10000-01-01`, { param: name });
   return d;
+}
+
+/** A query's parameters, each at most once (a repeated `?a=1&a=2` arrives as an array). */
+const single = z.string().optional();
+const keysQuery = z.object({ user_id: single });
+const requestsQuery = z.object({
+  user_id: single,
+  status: z.enum(['queued', 'running', 'completed', 'failed', 'cancelled']).optional(),
+  limit: z.string().regex(/^\d{1,4}$/, 'limit must be an integer from 1 to 1000').transform(Number)
+    .pipe(z.number().min(1, 'limit must be an integer from 1 to 1000').max(1000, 'limit must be an integer from 1 to 1000')).optional(),
+});
+const usageQuery = z.object({ from: single, to: single, user_id: single });
+
+/** Path and query strings reach store calls: refused like body text when they cannot be stored. */
+async function storableParams(req: FastifyRequest): Promise<void> {
+  assertStorableText(req.params);
+  assertStorableText(req.query);
 }
 
 const csvCell = (v: unknown) => { const s = v === null || v === undefined ? '' : String(v); return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s; };
@@ -45,9 +80,9 @@ const RECENT_ROWS = 50;
 
 export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): void {
   const { store, auth, config, limiter } = deps;
-  const user = { config: { auth: 'user' as const } };
-  const admin = { config: { auth: 'admin' as const } };
-  const tierOrThrow = (tier: string) => { if (!config.tiers[tier]) throw new SluiceError('SLUICE_ERR_UNKNOWN_TIER', `Unknown tier "${tier}"; configured tiers: ${Object.keys(config.tiers).join(', ')}`, { param: 'tier' }); return tier; };
+  const user = { config: { auth: 'user' as const }, preValidation: storableParams };
+  const admin = { config: { auth: 'admin' as const }, preValidation: storableParams };
+  const tierOrThrow = (tier: string) => { if (!tierOf(config, tier)) throw new SluiceError('SLUICE_ERR_UNKNOWN_TIER', `Unknown tier "${tier}"; configured tiers: ${Object.keys(config.tiers).join(', ')}`, { param: 'tier' }); return tier; };
   const userOrThrow = async (id: string) => { const u = await store.getUser(id); if (!u) throw new SluiceError('SLUICE_ERR_UNKNOWN_USER', `No user "${id}"`); return u; };
 
   /** The caller's windows (reserved + settled) and this month's settled requests. */
@@ -101,7 +136,7 @@ export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): 
     return reply.code(201).send({ ...keyView(k), key, note: 'The key is shown once; only its hash is stored.' });
   });
   app.get('/admin/keys', admin, async (req) => {
-    const q = req.query as { user_id?: string };
+    const q = parse(keysQuery, req.query);
     return { object: 'list', data: (await store.listApiKeys(q.user_id)).map(keyView) };
   });
   app.delete('/admin/keys/:id', admin, async (req) => {
@@ -135,16 +170,13 @@ export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): 
   });
 
   app.get('/admin/requests', admin, async (req) => {
-    const q = req.query as { user_id?: string; status?: string; limit?: string };
-    const statuses: RequestStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled'];
-    if (q.status !== undefined && !statuses.includes(q.status as RequestStatus)) throw new SluiceError('SLUICE_ERR_VALIDATION', `status must be one of ${statuses.join(', ')}`, { param: 'status' });
-    const limit = Math.min(1000, Math.max(1, Number(q.limit ?? 100) || 100));
-    const rows = await store.listRequests({ ...(q.user_id && { userId: q.user_id }), ...(q.status && { status: q.status as RequestStatus }), limit });
+    const q = parse(requestsQuery, req.query);
+    const rows = await store.listRequests({ ...(q.user_id && { userId: q.user_id }), ...(q.status && { status: q.status }), limit: q.limit ?? 100 });
     return { object: 'list', data: rows.map((r) => ({ ...requestView(r), user_id: r.userId })) };
   });
 
   app.get('/admin/usage.csv', admin, async (req, reply) => {
-    const q = req.query as { from?: string; to?: string; user_id?: string };
+    const q = parse(usageQuery, req.query);
     const to = parseDate(q.to, 'to', new Date(deps.now() + 1));
     const from = parseDate(q.from, 'from', new Date(to.getTime() - 31 * 86_400_000));
     if (from >= to) throw new SluiceError('SLUICE_ERR_VALIDATION', 'from must be before to', { param: 'from' });

@@ -37,7 +37,9 @@ export interface NewRequest {
   payload: RequestPayload; priority: number; idempotencyKey: string | null;
   /** Fingerprint of the body, so a reused Idempotency-Key with another body can be refused ('' without a key). */
   bodyHash: string;
-  estimatedTokens: number; promptTokens: number;
+  estimatedTokens: number;
+  /** The admission count until the request ends; then the outcome's, as in its ledger row. */
+  promptTokens: number;
 }
 
 export interface RequestError { code: string; message: string }

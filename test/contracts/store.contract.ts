@@ -435,7 +435,8 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
         const done = await store.getRequest(r.id);
         assert.equal(done?.status, 'failed');
         assert.deepEqual(done?.error, { code: 'SLUICE_ERR_MODEL_PERMANENT', message: 'no' });
-        assert.equal(done?.promptTokens, r.promptTokens, 'no usage keeps the admitted prompt count');
+        assert.equal(done?.promptTokens, 0, 'the request reports the usage it was charged for, not the admission count');
+        assert.equal((await store.ledgerRow(r.id))?.promptTokens, 0);
       });
 
       it('refuses a stale attempt and changes nothing', async () => {

@@ -60,4 +60,26 @@ describe('configuration', () => {
     assert.throws(() => parseConfig({ tiers: { free: { requestsPerDay: -1, tokensPerDay: 1, requestsPerMonth: 1, tokensPerMonth: 1, maxTokens: 1, concurrentStreams: 1, priority: 1 } } }), isConfigError(/requestsPerDay/));
     assert.throws(() => loadConfig({ SLUICE_CONFIG: '/nonexistent/sluice.json' }), isConfigError(/does not exist/));
   });
+
+  it('refuses tier names that are not plain lower-case names, and built-in property names as tiers or default tier', () => {
+    const t = { requestsPerDay: 1, tokensPerDay: 1, requestsPerMonth: 1, tokensPerMonth: 1, maxTokens: 1, concurrentStreams: 1, priority: 1 };
+    const fromJson = JSON.parse(`{"tiers": {"__proto__": ${JSON.stringify(t)}, "free": ${JSON.stringify(t)}}}`) as unknown;
+    assert.throws(() => parseConfig(fromJson), isConfigError(/tiers\.__proto__/));
+    assert.throws(() => parseConfig({ tiers: { constructor: t, free: t } }), isConfigError(/tiers\.constructor: .*built-in/));
+    assert.throws(() => parseConfig({ tiers: { 'Gold Plus': t, free: t } }), isConfigError(/tiers\.Gold Plus: a tier name/));
+    for (const name of ['constructor', 'toString', 'hasOwnProperty', '__proto__']) {
+      assert.throws(() => parseConfig({ defaultTier: name }), isConfigError(/defaultTier/), name);
+    }
+    assert.deepEqual(Object.keys(parseConfig({ tiers: { 'gold_2-x': t }, defaultTier: 'gold_2-x' }).tiers), ['gold_2-x']);
+  });
+  it('keeps the default store under the data directory, unless DATABASE_URL says otherwise', () => {
+    assert.equal(loadConfig({ ...NO_FILE }).databaseUrl, 'pglite://./.sluice/db');
+    const a = loadConfig({ ...NO_FILE, SLUICE_DATA_DIR: '/srv/sluice-a' });
+    const b = loadConfig({ ...NO_FILE, SLUICE_DATA_DIR: '/srv/sluice-b/' });
+    assert.equal(a.databaseUrl, 'pglite:///srv/sluice-a/db');
+    assert.equal(b.databaseUrl, 'pglite:///srv/sluice-b/db');
+    assert.equal(parseConfig({ dataDir: 'relative/dir' }).databaseUrl, 'pglite://relative/dir/db');
+    assert.equal(loadConfig({ ...NO_FILE, SLUICE_DATA_DIR: '/srv/a', DATABASE_URL: 'postgres://db/x' }).databaseUrl, 'postgres://db/x');
+    assert.equal(parseConfig({ dataDir: '/srv/a', databaseUrl: 'pglite://memory' }).databaseUrl, 'pglite://memory');
+  });
 });

@@ -440,6 +440,8 @@ export class SqlStore implements Store {
     // One statement is one transaction: the terminal update and the ledger row commit together or
     // not at all. The WHERE admits only the first finisher (and only the current attempt); a
     // second ledger row for a request would violate the primary key and roll the statement back.
+    // The request's prompt_tokens becomes the ledger's, also when it is 0 (cancelled before the
+    // model saw it): what a request reports as usage is what it was charged for.
     const rows = await this.q(
       `WITH x AS (
          SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(request_id text, status text, result text, finish_reason text,
@@ -447,7 +449,7 @@ export class SqlStore implements Store {
        ), done AS (
          UPDATE requests r
          SET status = x.status, result = x.result, finish_reason = x.finish_reason, completion_tokens = x.completion_tokens,
-             prompt_tokens = CASE WHEN x.prompt_tokens > 0 THEN x.prompt_tokens ELSE r.prompt_tokens END,
+             prompt_tokens = x.prompt_tokens,
              error = x.error, completed_at = now()
          FROM x
          WHERE r.request_id = x.request_id AND ${BY_KEY('x')} AND ${NOT_ENDED}
