@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createStore } from '../../src/adapters/store/factory.ts';
 import { MASTER_KEY, api, createUserKey, usageWindows, waitFor } from './app.ts';
-import { spawnSluice, type SluiceProcess } from './process.ts';
+import { spawnSluice, START_TIMEOUT_MS, type SluiceProcess } from './process.ts';
 import { createDatabase, dropDatabase, isolatedNames, pgClient, removeIsolated, SERVICES, uniqueName } from './services.ts';
 
 export type Role = 'gateway' | 'worker' | 'ledger' | 'all';
@@ -68,7 +68,7 @@ export async function createCluster(opts: ClusterOptions): Promise<Cluster> {
         await waitFor(async () => {
           if (proc.child.exitCode !== null) throw new Error(`sluice ${role} exited:\n${proc.output()}`);
           return proc.output().includes(`Sluice ${role} started`);
-        }, 20_000, 50);
+        }, START_TIMEOUT_MS, 50);
       }
       return proc;
     },

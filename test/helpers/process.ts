@@ -37,6 +37,13 @@ function portFree(port: number): Promise<boolean> {
   });
 }
 
+/**
+ * How long a spawned process may take to answer. A bound on waiting, not a speed check: a first
+ * start creates a PGlite cluster (~4 s alone), and CI runs two test files at once beside multi-process
+ * soaks on two cores, where 20 s was seen to run out.
+ */
+export const START_TIMEOUT_MS = 60_000;
+
 export interface SluiceProcess { child: ChildProcess; url: string; output(): string; kill(signal?: NodeJS.Signals): Promise<void> }
 
 export async function spawnSluice(args: string[], env: Record<string, string>, opts: { port?: number; waitPath?: string | null; timeoutMs?: number } = {}): Promise<SluiceProcess> {
@@ -58,7 +65,7 @@ export async function spawnSluice(args: string[], env: Record<string, string>, o
     }),
   };
   if (opts.waitPath === null) return proc;
-  const deadline = Date.now() + (opts.timeoutMs ?? 20_000);
+  const deadline = Date.now() + (opts.timeoutMs ?? START_TIMEOUT_MS);
   for (;;) {
     if (child.exitCode !== null) throw new Error(`sluice exited with ${child.exitCode}:\n${out}`);
     try { if ((await fetch(url + (opts.waitPath ?? '/healthz'))).ok) return proc; } catch { /* not yet */ }
