@@ -40,12 +40,14 @@ async function main(): Promise<void> {
   const deadline = started + MAX_SECONDS * 1000;
   let cases = 0;
   try {
-    for (const [i, p] of properties.entries()) {
-      const t0 = Date.now();
-      for (let done = 0, batch = 0; done < perProperty && Date.now() < deadline; batch++) {
-        const n = Math.min(BATCH, perProperty - done);
+    // Round-robin over the properties a batch at a time, so a run cut short by FUZZ_MAX_SECONDS still covers them all.
+    const batches = Math.ceil(perProperty / BATCH);
+    for (let batch = 0; batch < batches && Date.now() < deadline; batch++) {
+      for (const [i, p] of properties.entries()) {
+        const n = Math.min(BATCH, perProperty - batch * BATCH);
         // One seed per property and batch: a case replays from (seed, property, batch).
         for (const input of fc.sample(p.arbitrary, { seed: SEED + i * 100_003 + batch, numRuns: n })) {
+          if (Date.now() > deadline) break;
           try { await p.check({ target, tally }, input); } catch (err) {
             const v = err instanceof Violation ? err : new Violation(`${p.name}: harness error ${(err as Error).name}`, (err as Error).message);
             const example = show(input);
@@ -55,9 +57,8 @@ async function main(): Promise<void> {
           }
           cases++;
         }
-        done += n;
       }
-      log(`${p.name}: ${perProperty} cases in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      log(`batch ${batch + 1}/${batches}: ${cases} cases, ${failures.size} distinct failures, ${target.restarts} restarts`);
     }
   } finally {
     sampler.stop();

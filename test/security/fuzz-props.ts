@@ -545,7 +545,7 @@ const wsMessage: fc.Arbitrary<WsFrame> = fc.oneof(
   { arbitrary: fc.string({ unit: 'binary', maxLength: 40 }).map((text) => ({ text })), weight: 1 },
   { arbitrary: fc.uint8Array({ maxLength: 40 }).map((b) => ({ binary: [...b] })), weight: 1 },
 );
-const WS_IDLE_MS = 250;
+const WS_IDLE_MS = 150;
 const WS_MAX_MS = 3000;
 
 const wsCaller = fc.constantFrom<Caller>('master', 'user', 'user');
