@@ -99,8 +99,14 @@ export const configSchema = z.object({
     fairWindowMs: int(100).default(2_000),
   }).prefault({}),
   eventLog: z.object({ ttlSeconds: int(1).default(3600), maxLen: int(100).default(100_000), memoryMaxEvents: int(1000).default(1_000_000) }).prefault({}),
-  sse: z.object({ pingMs: int(10).default(15_000), retryMs: int(0).default(3000), maxBufferedBytes: int(1024).default(1024 * 1024) })
-    .prefault({}),
+  sse: z.object({
+    pingMs: int(10).default(15_000),
+    retryMs: int(0).default(3000),
+    /** Unsent bytes a listener may hold; past it the listener is dropped (it resumes from the log). */
+    maxBufferedBytes: int(1024).default(1024 * 1024),
+    /** A listener that has not taken a byte for this long while data waits is dropped too. */
+    stallMs: int(100).default(10_000),
+  }).prefault({}),
   /** What one WebSocket may hold and send: bounds so that no client can grow the gateway without limit. */
   ws: z.object({
     /** Open follows (a submit's, or a resume's) on one socket, for keys without a stream limit (master). */
@@ -193,6 +199,7 @@ const NESTED_ENV: Record<string, [string, string]> = {
   WORKER_MAX_ATTEMPTS: ['worker', 'maxAttempts'], WORKER_RETRY_BASE_MS: ['worker', 'retryBaseMs'],
   WORKER_FAIR_DEFER_MS: ['worker', 'fairDeferMs'], WORKER_FAIR_WINDOW_MS: ['worker', 'fairWindowMs'],
   EVENT_LOG_TTL_SECONDS: ['eventLog', 'ttlSeconds'], EVENT_LOG_MEMORY_MAX_EVENTS: ['eventLog', 'memoryMaxEvents'], SSE_PING_MS: ['sse', 'pingMs'],
+  SSE_MAX_BUFFERED_BYTES: ['sse', 'maxBufferedBytes'], SSE_STALL_MS: ['sse', 'stallMs'],
   WS_MAX_FOLLOWS_PER_SOCKET: ['ws', 'maxFollowsPerSocket'], WS_MESSAGES_PER_SECOND: ['ws', 'messagesPerSecond'],
   WS_MESSAGE_BURST: ['ws', 'messageBurst'], WS_MAX_BUFFERED_BYTES: ['ws', 'maxBufferedBytes'],
   WS_SLOW_CLOSE_MS: ['ws', 'slowCloseMs'], WS_AUTH_TIMEOUT_MS: ['ws', 'authTimeoutMs'],

@@ -1,9 +1,9 @@
 // Server-sent events over a raw Node response: `retry:` first, `: ping` comments on an interval,
-// a bounded write buffer (a listener that cannot keep up is disconnected and resumes from the
-// log), and an abort signal that fires when the client goes away.
+// a bounded write buffer and a bounded stall (a listener that cannot keep up, or stops reading, is
+// disconnected and resumes from the log), and an abort signal that fires when the client goes away.
 import type { ServerResponse } from 'node:http';
 
-export interface SseOptions { pingMs: number; retryMs: number; maxBufferedBytes: number }
+export interface SseOptions { pingMs: number; retryMs: number; maxBufferedBytes: number; stallMs: number }
 
 export interface SseEvent { id?: number | string; event?: string; data: string }
 
@@ -26,6 +26,7 @@ export class SseStream {
   private readonly abort = new AbortController();
   private readonly ping: NodeJS.Timeout;
   private readonly maxBuffered: number;
+  private readonly stallMs: number;
   private readonly flushAt: number;
   private ended = false;
   /** Frames written in this turn of the event loop, not yet handed to the response. */
@@ -45,6 +46,7 @@ export class SseStream {
     });
     res.socket?.setNoDelay(true);
     this.maxBuffered = opts.maxBufferedBytes;
+    this.stallMs = opts.stallMs;
     // A chunk larger than the buffer limit would trip it on its own against a client that is merely busy.
     this.flushAt = Math.min(FLUSH_AT, opts.maxBufferedBytes);
     // Not sent at once: the first event usually follows within a few milliseconds and takes the
@@ -104,10 +106,16 @@ export class SseStream {
     }
   };
 
+  /**
+   * Waits for the socket to take what it holds. A client that stops reading stops writes here,
+   * below maxBufferedBytes, so the buffer bound alone would keep it (its socket, follow and stream
+   * lease) forever: past stallMs it is dropped like one over the bound.
+   */
   private drained(): Promise<void> {
     if (this.ended) return Promise.resolve();
     return new Promise((resolve) => {
-      const done = () => { this.res.off('drain', done); this.abort.signal.removeEventListener('abort', done); resolve(); };
+      const stalled = setTimeout(() => { this.res.destroy(); this.finish(); }, this.stallMs);
+      const done = () => { clearTimeout(stalled); this.res.off('drain', done); this.abort.signal.removeEventListener('abort', done); resolve(); };
       this.res.once('drain', done);
       this.abort.signal.addEventListener('abort', done, { once: true });
     });

@@ -1,5 +1,6 @@
 // SseStream: frames of one event-loop turn leave in one write, back-pressure holds an awaiting
-// producer, and a listener whose buffer grows past the limit anyway is disconnected.
+// producer, and a listener whose buffer grows past the limit anyway, or who stops reading, is
+// disconnected.
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -14,14 +15,14 @@ let server: http.Server | undefined;
 afterEach(() => { server?.closeAllConnections(); server?.close(); server = undefined; });
 
 /** An SseStream on a real connection; the client's response is handed back unread (paused). */
-async function open(maxBufferedBytes = 1 << 20, onOpen?: (sse: SseStream) => void): Promise<Harness> {
+async function open(maxBufferedBytes = 1 << 20, onOpen?: (sse: SseStream) => void, stallMs = 60_000): Promise<Harness> {
   let made: (h: Omit<Harness, 'client'>) => void;
   const ready = new Promise<Omit<Harness, 'client'>>((r) => { made = r; });
   server = http.createServer((_req, res) => {
     const writes: string[] = [];
     const write = res.write.bind(res) as (chunk: string) => boolean;
     res.write = ((chunk: string) => { writes.push(chunk); return write(chunk); }) as typeof res.write;
-    const sse = new SseStream(res, { pingMs: 60_000, retryMs: 1000, maxBufferedBytes });
+    const sse = new SseStream(res, { pingMs: 60_000, retryMs: 1000, maxBufferedBytes, stallMs });
     onOpen?.(sse);
     made({ sse, writes, res });
   });
@@ -98,6 +99,20 @@ describe('SseStream', () => {
     }
     assert.equal(sse.signal.aborted, true);
     assert.equal(res.destroyed, true);
+    client.resume();
+    await closed;
+  });
+
+  it('disconnects a client that stops reading for stallMs while a producer waits, below the buffer bound', { timeout: 10_000 }, async () => {
+    // The bound (1 MiB) is far above what a held producer lets pile up: only the stall can end it.
+    const { sse, res, client } = await open(1 << 20, undefined, 300);
+    const closed = new Promise<void>((r) => client.on('close', () => r()));
+    const frame = 'z'.repeat(16 * 1024);
+    const producer = (async () => { for (let i = 1; i <= 2000 && !sse.signal.aborted; i++) await sse.send({ id: i, data: frame }); })();
+    await producer;
+    assert.equal(sse.signal.aborted, true, 'the stalled listener was dropped, which released the producer');
+    assert.equal(res.destroyed, true);
+    assert.ok(res.writableLength < 1 << 20, 'dropped by the stall, not by the buffer bound');
     client.resume();
     await closed;
   });
