@@ -9,7 +9,7 @@ import { createBus } from '../../src/adapters/bus/factory.ts';
 import { createLimiter } from '../../src/adapters/limiter/factory.ts';
 import { readAll } from '../../src/core/event-follow.ts';
 import { isTerminal } from '../../src/ports/bus.ts';
-import { waitFor, type SseFrame } from './app.ts';
+import { readSse, waitFor, type SseFrame } from './app.ts';
 import { client, createCluster, dailyUsed, ledgerRows, type Cluster } from './cluster.ts';
 import type { SluiceProcess } from './process.ts';
 import { SERVICES } from './services.ts';
@@ -167,7 +167,7 @@ async function connect(req: Followed, live: SluiceProcess[], counts: SoakCounts)
   try {
     const res = await client(live[rand(live.length)]!.url, req.key).call(`/v1/requests/${req.id}/events`, { headers: { 'last-event-id': String(after) }, signal: ac.signal });
     if (res.status !== 200) { counts.connectionErrors++; await res.body?.cancel(); await sleep(100); return; }
-    await readFrames(res, (f) => {
+    await readSse(res, (f) => {
       if (f.id === undefined) return false;
       const seq = Number(f.id);
       if (terminal) { counts.afterTerminal++; return false; }
@@ -196,29 +196,6 @@ async function connect(req: Followed, live: SluiceProcess[], counts: SoakCounts)
   }
 }
 
-/** Reads SSE frames until `stop` says so (the connection is then dropped) or the stream ends. */
-async function readFrames(res: Response, stop: (f: SseFrame) => boolean): Promise<void> {
-  const reader = res.body!.getReader();
-  const decoder = new TextDecoder();
-  let buf = '';
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buf += decoder.decode(value, { stream: true });
-    let i: number;
-    while ((i = buf.indexOf('\n\n')) !== -1) {
-      const raw = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      const f: SseFrame = { data: '' };
-      for (const line of raw.split('\n')) {
-        if (line.startsWith('id: ')) f.id = line.slice(4);
-        else if (line.startsWith('event: ')) f.event = line.slice(7);
-        else if (line.startsWith('data: ')) f.data += line.slice(6);
-      }
-      if (stop(f)) { await reader.cancel(); return; }
-    }
-  }
-}
 
 /** The final attempt's text as a client assembles it: the tokens after the last restart event. */
 function finalText(req: Followed): { text: string; complete: boolean } {
