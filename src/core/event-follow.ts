@@ -9,11 +9,11 @@ export type FollowOutcome = 'terminal' | 'aborted';
 export const LOG_PAGE = 500;
 /**
  * A resume's first page of history: small, so its first event reaches the listener quickly on a
- * bus whose read costs grow with the events read (NATS fetches them one message each). Each later
- * page is PAGE_GROWTH times the one before, up to LOG_PAGE, so a long replay still reads in large pages.
+ * bus whose read costs grow with the events read (NATS fetches them one message each). The pages
+ * after it are LOG_PAGE: on NATS each page costs a consumer whose setup can take tens of ms, so
+ * pages growing step by step would make a long replay slower.
  */
 export const FIRST_LOG_PAGE = 8;
-const PAGE_GROWTH = 4;
 /** Backoff while the log cannot yet fill a gap the live channel revealed (e.g. a lagging replica). */
 const GAP_RETRY_MS = [10, 25, 50, 100, 250, 500, 1000] as const;
 
@@ -101,7 +101,7 @@ export async function followEventRuns(
 
   /** Reads the log after `last` and delivers it; true once a terminal event was delivered. */
   async function deliverHistory(): Promise<boolean> {
-    for (let pageSize = FIRST_LOG_PAGE; ; pageSize = Math.min(LOG_PAGE, pageSize * PAGE_GROWTH)) {
+    for (let pageSize = FIRST_LOG_PAGE; ; pageSize = LOG_PAGE) {
       const page = await bus.read(requestId, last, pageSize);
       if (signal.aborted) return false;
       // The log is the authority: a hole in it (trimmed by maxLen) cannot be filled by anyone.
