@@ -1,6 +1,7 @@
 // Resume latency by bus: a log of N events (interleaved with other requests' logs, as on a busy
 // gateway), then RESUMES resumes from each position through followEventRuns (the resume runtime
-// behind SSE, OpenAI SSE and WebSocket): time from the resume call to its first event, p50/p99.
+// behind SSE, OpenAI SSE and WebSocket): time from the resume call to its first event, p50/p99;
+// and a whole replay from 0 to the log's last event, p50 (long replays must still read in batches).
 // Needs Redis (127.0.0.1:6379) and NATS with JetStream (127.0.0.1:4222) for those buses; a bus
 // whose server is down is skipped. Runs in well under a minute.
 //
@@ -35,11 +36,25 @@ async function firstEventMs(bus: Bus, id: string, afterSeq: number): Promise<num
   return ms;
 }
 
+/** Time from the call to the log's last event (seq `lastSeq`) delivered, in ms. */
+async function replayMs(bus: Bus, id: string, lastSeq: number): Promise<number> {
+  const stop = new AbortController();
+  const t0 = performance.now();
+  let ms = Number.NaN;
+  await followEventRuns(bus, id, 0, (run) => { if (run.at(-1)!.seq >= lastSeq) { ms = performance.now() - t0; stop.abort(); } }, { signal: stop.signal });
+  return ms;
+}
+
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
-async function benchBus(name: string): Promise<Record<number, { p50: number; p99: number }> | undefined> {
+/** Whole replays timed per bus (fewer than resumes: each reads the whole log). */
+const REPLAYS = Math.max(3, Math.ceil(RESUMES / 5));
+
+type BusResult = Record<number, { p50: number; p99: number }> & { replayP50?: number };
+
+async function benchBus(name: string): Promise<BusResult | undefined> {
   const prefix = `benchresume${randomUUID().slice(0, 8)}`;
   let bus: Bus;
   try {
@@ -54,7 +69,7 @@ async function benchBus(name: string): Promise<Record<number, { p50: number; p99
       await bus.append(id, token(i));
       for (let n = 0; n < NEIGHBOURS; n++) await bus.append(`${prefix}-other${n}`, token(i));
     }
-    const out: Record<number, { p50: number; p99: number }> = {};
+    const out: BusResult = {};
     for (const pos of POSITIONS) {
       await firstEventMs(bus, id, pos); // warm-up
       const times: number[] = [];
@@ -62,6 +77,9 @@ async function benchBus(name: string): Promise<Record<number, { p50: number; p99
       times.sort((a, b) => a - b);
       out[pos] = { p50: percentile(times, 50), p99: percentile(times, 99) };
     }
+    const replays: number[] = [];
+    for (let r = 0; r < REPLAYS; r++) replays.push(await replayMs(bus, id, EVENTS));
+    out.replayP50 = percentile(replays.sort((a, b) => a - b), 50);
     return out;
   } finally {
     await bus.close();
@@ -91,10 +109,11 @@ for (const name of BUSES) {
   const r = await benchBus(name);
   if (!r) continue;
   results[name] = r;
-  rows.push(`| ${name} | ${POSITIONS.map((p) => `${r[p]!.p50.toFixed(1)} / ${r[p]!.p99.toFixed(1)}`).join(' | ')} |`);
+  rows.push(`| ${name} | ${POSITIONS.map((p) => `${r[p]!.p50.toFixed(1)} / ${r[p]!.p99.toFixed(1)}`).join(' | ')} | ${r.replayP50!.toFixed(1)} |`);
 }
-console.log(`\nTime to first event of a resume, ms (p50 / p99 over ${RESUMES}), log of ${EVENTS} events:\n`);
-console.log(`| bus | ${POSITIONS.map((p) => `from ${p}`).join(' | ')} |`);
-console.log(`| --- | ${POSITIONS.map(() => '---').join(' | ')} |`);
+console.log(`\nTime to first event of a resume, ms (p50 / p99 over ${RESUMES}), log of ${EVENTS} events;`);
+console.log(`whole replay from 0 to the last event, ms (p50 over ${REPLAYS}):\n`);
+console.log(`| bus | ${POSITIONS.map((p) => `from ${p}`).join(' | ')} | whole replay |`);
+console.log(`| --- | ${POSITIONS.map(() => '---').join(' | ')} | --- |`);
 for (const row of rows) console.log(row);
 console.log(JSON.stringify({ bench: 'resume-latency', events: EVENTS, resumes: RESUMES, results }));

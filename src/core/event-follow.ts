@@ -7,6 +7,13 @@ export type FollowOutcome = 'terminal' | 'aborted';
 
 /** Events read from the log, and handed to a listener, at a time. */
 export const LOG_PAGE = 500;
+/**
+ * A resume's first page of history: small, so its first event reaches the listener quickly on a
+ * bus whose read costs grow with the events read (NATS fetches them one message each). The pages
+ * after it are LOG_PAGE: on NATS each page costs a consumer whose setup can take tens of ms, so
+ * pages growing step by step would make a long replay slower.
+ */
+export const FIRST_LOG_PAGE = 8;
 /** Backoff while the log cannot yet fill a gap the live channel revealed (e.g. a lagging replica). */
 const GAP_RETRY_MS = [10, 25, 50, 100, 250, 500, 1000] as const;
 
@@ -94,14 +101,14 @@ export async function followEventRuns(
 
   /** Reads the log after `last` and delivers it; true once a terminal event was delivered. */
   async function deliverHistory(): Promise<boolean> {
-    for (;;) {
-      const page = await bus.read(requestId, last, LOG_PAGE);
+    for (let pageSize = FIRST_LOG_PAGE; ; pageSize = LOG_PAGE) {
+      const page = await bus.read(requestId, last, pageSize);
       if (signal.aborted) return false;
       // The log is the authority: a hole in it (trimmed by maxLen) cannot be filled by anyone.
       const run: LogEvent[] = [];
       for (const e of page) if (e.seq > (run.at(-1)?.seq ?? last)) run.push(e);
       if (run.length > 0 && (await deliver(run))) return true;
-      if (page.length < LOG_PAGE) return false;
+      if (page.length < pageSize) return false;
     }
   }
 

@@ -1,6 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { followEventRuns, readAll, type FollowOutcome } from '../../src/core/event-follow.ts';
+import { FIRST_LOG_PAGE, followEventRuns, LOG_PAGE, readAll, type FollowOutcome } from '../../src/core/event-follow.ts';
 import type { Bus, LogEvent, Subscription } from '../../src/ports/bus.ts';
 import {
   completed, memoryHarness, newRequestId, purgeNats, purgeRedis, serviceHarness, sleep, token, waitFor, type BusHarness,
@@ -79,7 +79,7 @@ function followSuite(name: string, makeHarness: () => Promise<BusHarness>, suite
       assert.deepEqual(seqs(got), range(4, 9));
     });
 
-    it('in runs: the history at hand as one run, then live bursts, each seq once, none past the terminal', async () => {
+    it('in runs: the history at hand in pages (a small first one), then live bursts, each seq once, none past the terminal', async () => {
       const id = newRequestId();
       for (let i = 1; i <= 10; i++) await a.append(id, token(`t${i}`));
       const runs: LogEvent[][] = [];
@@ -88,10 +88,12 @@ function followSuite(name: string, makeHarness: () => Promise<BusHarness>, suite
       await a.appendMany(id, [token('b1'), token('b2'), token('b3')]);
       await a.appendMany(id, [token('b4'), completed()]);
       assert.equal(await following, 'terminal');
-      assert.deepEqual(seqs(runs[0]!), range(1, 10), 'the history in one run');
+      assert.deepEqual(seqs(runs[0]!), range(1, FIRST_LOG_PAGE), 'the first page of history in one run');
+      // The second page may already hold the bursts appended meanwhile.
+      assert.deepEqual(seqs(runs[1]!).slice(0, 10 - FIRST_LOG_PAGE), range(FIRST_LOG_PAGE + 1, 10), 'the rest of the history in the next run');
       assert.deepEqual(seqs(runs.flat()), range(1, 15));
       assert.equal(runs.flat().at(-1)?.type, 'completed');
-      assert.ok(runs.length <= 6, `${runs.length} runs for 15 events`);
+      assert.ok(runs.length <= 7, `${runs.length} runs for 15 events (two of history)`);
     });
 
     it('continues on another instance after a disconnect with no gap and no duplicate', async () => {
@@ -170,6 +172,49 @@ function followSuite(name: string, makeHarness: () => Promise<BusHarness>, suite
     });
   });
 }
+
+/** A bus that records the `limit` of each read. */
+function pageSpy(inner: Bus): Bus & { limits: (number | undefined)[] } {
+  const limits: (number | undefined)[] = [];
+  return {
+    append: (id, e) => inner.append(id, e),
+    appendMany: (id, events) => inner.appendMany(id, events),
+    read: (id, after, limit) => { limits.push(limit); return inner.read(id, after, limit); },
+    terminal: (id) => inner.terminal(id),
+    subscribe: (id, onEvent) => inner.subscribe(id, onEvent),
+    publishControl: (id, s) => inner.publishControl(id, s),
+    onControl: (id, fn) => inner.onControl(id, fn),
+    close: () => inner.close(),
+    limits,
+  };
+}
+
+describe('followEventRuns history paging', { timeout: 20_000 }, () => {
+  // Issue #17: a resume waited for a whole LOG_PAGE before its first event, which on NATS costs
+  // one message per event; the first page is small and the later ones full.
+  it('reads a small first page, then full pages of LOG_PAGE, and delivers the whole log once', async () => {
+    const harness = await memoryHarness();
+    try {
+      const bus = pageSpy(await harness.open());
+      const id = newRequestId();
+      const total = 2 * LOG_PAGE + 200;
+      for (let i = 1; i < total; i++) await bus.append(id, token(`t${i}`));
+      await bus.append(id, completed());
+      const runs: number[] = [];
+      const got: LogEvent[] = [];
+      const outcome = await followEventRuns(bus, id, 0, (run) => { runs.push(run.length); got.push(...run); }, { signal: new AbortController().signal });
+      assert.equal(outcome, 'terminal');
+      assert.deepEqual(seqs(got), range(1, total));
+      assert.ok(FIRST_LOG_PAGE <= 16, `first page of ${FIRST_LOG_PAGE}`);
+      assert.equal(bus.limits[0], FIRST_LOG_PAGE);
+      assert.equal(runs[0], FIRST_LOG_PAGE, 'the first event arrives with the first small page');
+      // A long replay reads in full pages after the first (one more read than pages of LOG_PAGE alone).
+      assert.deepEqual(bus.limits, [FIRST_LOG_PAGE, LOG_PAGE, LOG_PAGE, LOG_PAGE]);
+    } finally {
+      await harness.cleanup();
+    }
+  });
+});
 
 followSuite('memory', memoryHarness);
 followSuite('redis', () => serviceHarness(SERVICES.redis, purgeRedis), await serviceSuite('redis'));

@@ -13,8 +13,9 @@
 //
 // Replay starts from the requested position: the subject's messages hold their log sequence in
 // increasing stream order, so a search by stream sequence (interpolation, then halving) finds the
-// first event to replay in a few direct gets, and an ordered consumer starting there fetches the
-// rest in batches.
+// first event to replay in a few direct gets, and a short-lived pull consumer starting there fetches
+// the rest in batches. The consumer is created in one request and deleted without waiting: the
+// client's ordered consumer costs two more round trips per read (a stream info and its own create).
 //
 // TTL differs slightly from Redis: the stream's max_age ages each event on its own, so a log
 // expires event by event rather than all at once ttl seconds after its last append.
@@ -35,11 +36,13 @@ const NANOS_PER_SECOND = 1_000_000_000;
 const MAX_TIP_CACHE = 10_000;
 
 /** Replays of this many events or fewer use direct gets; longer ones an ordered consumer. */
-const DIRECT_READ_MAX = 4;
+const DIRECT_READ_MAX = 8;
 /** Events fetched per consumer pull. */
 const READ_BATCH = 256;
 /** Bound on one consumer pull's wait (the events are known to exist, so this is only a safety net). */
 const READ_FETCH_EXPIRES_MS = 5000;
+/** The server deletes a read's consumer after this long unused, should its explicit delete be lost. */
+const READ_CONSUMER_IDLE_NANOS = 30 * NANOS_PER_SECOND;
 
 /** Last known event of a request's subject: its sequence and its JetStream stream sequence; `terminal` if it ends the log. */
 interface Tip { seq: number; streamSeq: number; terminal?: LogEvent | undefined }
@@ -228,9 +231,21 @@ export class NatsBus implements Bus {
     return out;
   }
 
-  /** `want` events from stream sequence `from` on, through an ordered consumer, in batches. */
+  /**
+   * `want` events from stream sequence `from` on, through a consumer of this read only, in batches.
+   * Each pull asks for exactly the events still wanted, which exist, so it never waits for `expires`.
+   */
   private async readBatched(subject: string, from: number, lastStreamSeq: number, want: number): Promise<LogEvent[]> {
-    const consumer = await guard(() => this.js.consumers.get(this.opts.stream, { filter_subjects: subject, opt_start_seq: from }));
+    const info = await guard(() => this.jsm.consumers.add(this.opts.stream, {
+      filter_subject: subject,
+      deliver_policy: 'by_start_sequence',
+      opt_start_seq: from,
+      ack_policy: 'none',
+      mem_storage: true,
+      num_replicas: 1,
+      inactive_threshold: READ_CONSUMER_IDLE_NANOS,
+    }));
+    const consumer = this.js.consumers.getConsumerFromInfo(info);
     const out: LogEvent[] = [];
     try {
       let done = false;
@@ -245,7 +260,8 @@ export class NatsBus implements Bus {
         if (got === 0) done = true;
       }
     } finally {
-      await consumer.delete().catch(() => undefined);
+      // Not awaited: the events are already here, and the idle threshold removes a consumer whose delete is lost.
+      consumer.delete().catch(() => undefined);
     }
     return out;
   }
