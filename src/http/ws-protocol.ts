@@ -4,6 +4,7 @@
 import { z } from 'zod';
 import { fail, parseChatBody, type ChatInput } from '../core/chat-request.ts';
 import { SluiceError, isSluiceError } from '../core/errors.ts';
+import { assertStorableText } from '../core/text.ts';
 
 const requestId = z.string().min(1).max(256);
 
@@ -35,6 +36,8 @@ export function parseWsMessage(data: Buffer | ArrayBuffer | Buffer[], isBinary: 
     return { error: new SluiceError('SLUICE_ERR_VALIDATION', 'A message must be a JSON object with a "type"'), ref: {} };
   }
   const ref = refOf(json as Record<string, unknown>);
+  // Every string, not only the chat body's: an idempotency_key is stored with the request.
+  try { assertStorableText(json); } catch (err) { return { error: err as SluiceError, ref }; }
   const parsed = incoming.safeParse(json);
   if (!parsed.success) return { error: discriminatorError(parsed.error) ?? toValidationError(parsed.error), ref };
   const m = parsed.data;

@@ -33,6 +33,9 @@ describe('WebSocket: message validation, upgrade, origin, auth', () => {
       ['{"type":"submit","request":null}', 'SLUICE_ERR_VALIDATION', 'request'],
       ['{"type":"submit","request":{"model":"sim","messages":[]}}', 'SLUICE_ERR_VALIDATION', 'request.messages'],
       ['not json', 'SLUICE_ERR_BAD_JSON', null],
+      // Found by the fuzz bench: the key is stored with the request, so a NUL gave a 500 from the store.
+      [JSON.stringify({ type: 'submit', request: chat(1), idempotency_key: 'k\u0000' }), 'SLUICE_ERR_INVALID_TEXT', 'idempotency_key'],
+      [JSON.stringify({ type: 'submit', request: { ...chat(1), messages: [{ role: 'user', content: '\ud800' }] } }), 'SLUICE_ERR_INVALID_TEXT', 'request.messages.0.content'],
     ];
     for (const [frame] of frames) c.send(frame);
     c.ws.send(Buffer.from('{"type":"cancel","request_id":"x"}'), { binary: true });

@@ -303,7 +303,9 @@ function applyMutations(base: unknown, ms: readonly Mutation[]): unknown {
     if (typeof node !== 'object' || node === null) continue;
     const last = m.path[m.path.length - 1]!;
     if (m.op === 'drop') delete (node as Record<string | number, unknown>)[last];
-    else Object.defineProperty(node, last, { value: m.value, enumerable: true, writable: true, configurable: true });
+    // A copy: constants such as [] are shared between cases, and a later mutation of this case
+    // could write into one (even make it contain itself).
+    else Object.defineProperty(node, last, { value: structuredClone(m.value), enumerable: true, writable: true, configurable: true });
   }
   return root;
 }
