@@ -37,8 +37,10 @@ export class Worker {
   async handle(d: Delivery): Promise<void> {
     const userId = d.job.userId;
     if (userId === undefined) return this.run(d);
-    this.lastSeen.set(userId, this.deps.now());
-    if (await this.overShare(userId)) return d.retry(this.deps.config.worker.fairDeferMs).catch(() => {});
+    this.seen(userId);
+    // Deferred again and again while the user stays over its share, each time later: on a FIFO
+    // broker the next job is often the same user's, and it must not spin through the backlog.
+    if (await this.overShare(userId)) return d.retry(this.deps.config.worker.fairDeferMs * 2 ** Math.min(d.deliveryCount - 1, 5)).catch(() => {});
     this.holding.set(userId, (this.holding.get(userId) ?? 0) + 1);
     try { return await this.run(d); } finally {
       const left = (this.holding.get(userId) ?? 1) - 1;
@@ -46,14 +48,27 @@ export class Worker {
     }
   }
 
-  /** True if `userId` already holds its fair share of the slots while other jobs wait. */
+  /** Records that a job of `userId` arrived; users not seen for a window are forgotten, once per window. */
+  private seen(userId: string): void {
+    const now = this.deps.now();
+    this.lastSeen.set(userId, now);
+    if (now - this.prunedAt < this.deps.config.worker.fairWindowMs) return;
+    this.prunedAt = now;
+    const since = now - this.deps.config.worker.fairWindowMs;
+    for (const [user, at] of this.lastSeen) if (at < since && !this.holding.has(user)) this.lastSeen.delete(user);
+  }
+
+  private prunedAt = 0;
+
+  /**
+   * True if `userId` already holds its fair share of the slots while other jobs wait. A queue that
+   * dequeues fairly itself (the memory queue) needs no deferral.
+   */
   private async overShare(userId: string): Promise<boolean> {
-    const { config, queue, now } = this.deps;
-    if (config.worker.fairDeferMs === 0) return false;
+    const { config, queue } = this.deps;
+    if (config.worker.fairDeferMs === 0 || queue.fairDequeue) return false;
     const held = this.holding.get(userId) ?? 0;
     if (held === 0) return false;
-    const since = now() - config.worker.fairWindowMs;
-    for (const [user, at] of this.lastSeen) if (at < since && !this.holding.has(user)) this.lastSeen.delete(user);
     const share = Math.max(1, Math.floor(config.worker.concurrency / Math.max(1, this.lastSeen.size)));
     if (held < share) return false;
     return (await queue.depth().catch(() => 0)) > 0;

@@ -122,7 +122,11 @@ export class WsSession {
     if (principal) this.send({ type: 'authenticated', user_id: principal.userId });
   }
 
-  /** Resolves the key, or answers the error and closes the socket (4401). */
+  /**
+   * Resolves the key, or answers the error and closes the socket: 4401 when the key was refused,
+   * 1013 (try again later) when it could not be checked (the store is down), so a client with a
+   * good key does not give up.
+   */
   private async authenticate(key: string): Promise<Principal | null> {
     try {
       this.principal = await this.deps.auth.authenticate(key);
@@ -130,7 +134,8 @@ export class WsSession {
       return this.principal;
     } catch (err) {
       this.fail(err);
-      this.closeFor(CLOSE_UNAUTHORIZED, 'unauthorized', 'unauthorized');
+      if (isSluiceError(err) && (err.status === 401 || err.status === 403)) this.closeFor(CLOSE_UNAUTHORIZED, 'unauthorized', 'unauthorized');
+      else this.closeFor(CLOSE_SLOW, 'authentication unavailable, try again later', 'auth_unavailable');
       return null;
     }
   }

@@ -230,3 +230,21 @@ async function waitForCount(messages: WsMessage[], pred: (m: WsMessage) => boole
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+describe('WebSocket: a key that cannot be checked', () => {
+  it('closes with 1013 (try again later), not 4401, when the store cannot be reached', async () => {
+    const app = await startTestSluice();
+    try {
+      const key = await createUserKey(app.url, { id: 'ws-store-down' });
+      await app.store.close();
+      const c = await connectWs(app.url, { key: null });
+      c.send({ type: 'auth', api_key: key });
+      const { code } = await c.closed;
+      assert.equal(code, 1013, 'a good key whose check failed is not told it is unauthorized');
+      const e = c.messages.find(isError);
+      assert.ok(e && e.error.code !== 'SLUICE_ERR_INVALID_API_KEY', JSON.stringify(e));
+    } finally {
+      await app.stop().catch(() => {});
+    }
+  });
+});
