@@ -14,6 +14,14 @@ export function isStorableText(s: string): boolean {
   return !s.includes('\0') && (s as string & WellFormedCheck).isWellFormed();
 }
 
+/**
+ * `s` as PostgreSQL can store it: NUL and unpaired surrogates become U+FFFD. For what a model
+ * produced (the input was refused instead): the answer is kept, not lost to a failed write.
+ */
+export function toStorableText(s: string): string {
+  return isStorableText(s) ? s : (s as string & { toWellFormed(): string }).toWellFormed().replaceAll('\0', '\uFFFD');
+}
+
 /** A key as it can be shown in `param`: the offending characters replaced by U+FFFD. */
 function printable(key: string): string {
   return key.replace(/\0|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD');
