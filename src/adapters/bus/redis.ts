@@ -59,8 +59,14 @@ export class RedisBus implements Bus {
   }
 
   async terminal(requestId: string): Promise<LogEvent | undefined> {
-    const json = await guard(() => this.redis.get(`${this.streamKey(requestId)}:end`));
-    return json === null ? undefined : (JSON.parse(json) as LogEvent);
+    const key = this.streamKey(requestId);
+    const json = await guard(() => this.redis.get(`${key}:end`));
+    if (json !== null) return JSON.parse(json) as LogEvent;
+    // A log written before the :end marker existed (a rolling upgrade) ends with its terminal event
+    // all the same: read it there, so a repair does not append a second one.
+    const [top] = await guard(() => this.redis.xrevrange(key, '+', '-', 'COUNT', 1));
+    const last = top && (JSON.parse(fieldValue(top[1], 'e')) as LogEvent);
+    return last && isTerminal(last) ? last : undefined;
   }
 
   async subscribe(requestId: string, onEvent: (e: LogEvent) => void): Promise<Subscription> {
