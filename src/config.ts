@@ -253,6 +253,9 @@ export function parseConfig(raw: unknown): Config {
     throw new SluiceError('SLUICE_ERR_CONFIG', `invalid configuration: ${issues}`);
   }
   const cfg = { ...parsed.data, databaseUrl: parsed.data.databaseUrl ?? defaultDatabaseUrl(parsed.data.dataDir) };
+  for (const [name, t] of Object.entries(cfg.tiers)) {
+    if (t.maxInFlight < t.concurrentStreams) throw new SluiceError('SLUICE_ERR_CONFIG', `tiers.${name}: maxInFlight (${t.maxInFlight}) must be at least concurrentStreams (${t.concurrentStreams}): every live stream is a request in flight`);
+  }
   if (!tierOf(cfg, cfg.defaultTier)) throw new SluiceError('SLUICE_ERR_CONFIG', `defaultTier "${cfg.defaultTier}" is not among the configured tiers`);
   if (cfg.http.headersTimeoutMs > cfg.http.requestTimeoutMs) {
     throw new SluiceError('SLUICE_ERR_CONFIG', `http.headersTimeoutMs (${cfg.http.headersTimeoutMs}) must not exceed http.requestTimeoutMs (${cfg.http.requestTimeoutMs})`);

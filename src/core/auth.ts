@@ -84,7 +84,8 @@ export class Authenticator {
       maxTokens: o.maxTokens ?? base.maxTokens,
       concurrentStreams: o.concurrentStreams ?? base.concurrentStreams,
       priority: o.priority ?? base.priority,
-      maxInFlight: base.maxInFlight,
+      // Every live stream is in flight: a raised stream limit must stay reachable.
+      maxInFlight: Math.max(base.maxInFlight, o.concurrentStreams ?? 0),
     };
   }
 

@@ -6,6 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, parseConfig } from '../../src/config.ts';
 import { isSluiceError } from '../../src/core/errors.ts';
+import { Authenticator } from '../../src/core/auth.ts';
+import type { Store } from '../../src/ports/store.ts';
 
 const NO_FILE = { SLUICE_CONFIG: undefined } as NodeJS.ProcessEnv;
 const isConfigError = (re: RegExp) => (e: unknown) => isSluiceError(e, 'SLUICE_ERR_CONFIG') && re.test((e as Error).message);
@@ -49,6 +51,16 @@ describe('configuration', () => {
     const c = parseConfig({ tiers: { free: tier, gold: tier, silver: { ...tier, maxInFlight: 5 } } });
     assert.deepEqual([c.tiers.free!.maxInFlight, c.tiers.gold!.maxInFlight, c.tiers.silver!.maxInFlight], [8, 24, 5]);
     assert.throws(() => parseConfig({ tiers: { free: { ...tier, maxInFlight: 0 } } }), isConfigError(/maxInFlight/));
+    // Every live stream is a request in flight: a cap below the stream limit could never be reached.
+    assert.throws(() => parseConfig({ tiers: { free: { ...tier, maxInFlight: 2 } } }), isConfigError(/maxInFlight \(2\) must be at least concurrentStreams \(3\)/));
+  });
+
+  it('a per-user stream limit raised above the tier\'s maxInFlight raises the in-flight cap with it', () => {
+    const config = parseConfig({});
+    const auth = new Authenticator({} as Store, config, 'sk-test-master-key-0123456789');
+    const o = { userId: 'u', requestsPerDay: null, tokensPerDay: null, requestsPerMonth: null, tokensPerMonth: null, maxTokens: null, concurrentStreams: 20, priority: null };
+    assert.equal(auth.effectiveLimits('free', o).maxInFlight, 20);
+    assert.equal(auth.effectiveLimits('free', { ...o, concurrentStreams: 4 }).maxInFlight, 8);
   });
 
   it('rejects bad values with SLUICE_ERR_CONFIG naming the field', () => {
