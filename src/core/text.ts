@@ -33,6 +33,8 @@ function printable(key: string): string {
  * may nest deeper than the call stack allows.
  */
 export function findInvalidText(value: unknown, root = ''): string | null {
+  // Every chat request passes here: the common case (all text storable) builds no path strings.
+  if (allStorable(value)) return null;
   const stack: { value: unknown; path: string }[] = [{ value, path: root }];
   const join = (path: string, key: string | number) => (path === '' ? String(key) : `${path}.${key}`);
   for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
@@ -48,6 +50,26 @@ export function findInvalidText(value: unknown, root = ''): string | null {
     }
   }
   return null;
+}
+
+/** Whether every string value and key in `value` is storable; a walk with its own stack, no paths. */
+function allStorable(value: unknown): boolean {
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v === 'string') {
+      if (!isStorableText(v)) return false;
+    } else if (Array.isArray(v)) {
+      for (const x of v) stack.push(x);
+    } else if (typeof v === 'object' && v !== null) {
+      for (const key in v) {
+        if (!Object.hasOwn(v, key)) continue;
+        if (!isStorableText(key)) return false;
+        stack.push((v as Record<string, unknown>)[key]);
+      }
+    }
+  }
+  return true;
 }
 
 /** Throws SLUICE_ERR_INVALID_TEXT naming the first unstorable string of `value` (see findInvalidText). */
