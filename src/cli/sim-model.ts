@@ -192,6 +192,7 @@ async function generate(
   try {
     for await (const chunk of model.stream(req, signal)) {
       if (chunk.type === 'tokens') { for (const text of chunk.texts) onToken(text); continue; }
+      if (chunk.type !== 'usage') continue;
       return {
         finishReason: chunk.finishReason,
         usage: { prompt_tokens: chunk.promptTokens, completion_tokens: chunk.completionTokens, total_tokens: chunk.promptTokens + chunk.completionTokens },

@@ -94,7 +94,7 @@ export class AttemptRunner {
         if (abort.signal.aborted) break;
         if (chunk.type === 'tokens') {
           await append(chunk.texts.map((t) => ({ type: 'token', attempt: record.attempt, text: t })));
-        } else {
+        } else if (chunk.type === 'usage') {
           return await this.end(record, {
             status: 'completed', attempt: record.attempt, result: text, finishReason: chunk.finishReason,
             usage: usageOf(chunk.promptTokens, chunk.completionTokens), error: null,

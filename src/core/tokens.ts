@@ -67,11 +67,21 @@ export function countTextTokens(text: string): number {
   return total + encodeCount(text.slice(start));
 }
 
+/** A message's text: its string content, or its text parts joined (other parts carry no text). */
+export function messageText(m: ChatMessage): string {
+  const c = m.content;
+  if (c == null) return '';
+  if (typeof c === 'string') return c;
+  let text = '';
+  for (const part of c) if (part.type === 'text') text += part.text;
+  return text;
+}
+
 /** Prompt tokens of a chat request, template overhead included. */
 export function countPromptTokens(messages: readonly ChatMessage[]): number {
   let total = REPLY_PRIMING_TOKENS;
   for (const m of messages) {
-    total += TOKENS_PER_MESSAGE + countTextTokens(m.role) + countTextTokens(m.content);
+    total += TOKENS_PER_MESSAGE + countTextTokens(m.role) + countTextTokens(messageText(m));
     if (m.name !== undefined && m.name !== '') total += TOKENS_PER_NAME + countTextTokens(m.name);
   }
   return total;

@@ -11,6 +11,8 @@ function nativeEvent(requestId: string, e: LogEvent): { id: number; event: strin
   switch (e.type) {
     case 'token':
       return { id: e.seq, event: 'token', data: JSON.stringify({ request_id: requestId, token: e.text, sequence: e.seq, attempt: e.attempt, done: false, timestamp: e.ts }) };
+    case 'tool_call':
+      return { id: e.seq, event: 'tool_call', data: JSON.stringify({ request_id: requestId, sequence: e.seq, attempt: e.attempt, choice: e.choice, call: e.call, id: e.id, name: e.name, arguments: e.arguments, timestamp: e.ts }) };
     case 'restart':
       return { id: e.seq, event: 'restart', data: JSON.stringify({ request_id: requestId, sequence: e.seq, attempt: e.attempt, reason: e.reason, timestamp: e.ts }) };
     case 'completed':
@@ -42,7 +44,7 @@ export class OpenAIChunks {
 
   /** Frames for one event; empty for events OpenAI has no shape for (restart). */
   frames(e: LogEvent): { id?: number; data: string }[] {
-    if (e.type === 'restart') return [];
+    if (e.type === 'restart' || e.type === 'tool_call') return [];
     if (e.type === 'token') return [{ id: e.seq, data: this.tokenChunk(e.text) }];
     if (e.type === 'completed') {
       const out = [{ id: e.seq, data: JSON.stringify(this.chunk(this.object === 'text_completion' ? { text: '' } : {}, e.finishReason)) }];

@@ -45,6 +45,7 @@ function newFollow(): Follow {
 function wsEvent(e: LogEvent, requestId: string): Record<string, unknown> {
   switch (e.type) {
     case 'token': return { type: 'token', request_id: requestId, sequence: e.seq, attempt: e.attempt, token: e.text };
+    case 'tool_call': return { type: 'tool_call', request_id: requestId, sequence: e.seq, attempt: e.attempt, choice: e.choice, call: e.call, id: e.id, name: e.name, arguments: e.arguments };
     case 'restart': return { type: 'restart', request_id: requestId, sequence: e.seq, attempt: e.attempt };
     case 'completed': return { type: 'completed', request_id: requestId, sequence: e.seq, finish_reason: e.finishReason, usage: openaiUsage(e.usage) };
     case 'error': return { type: 'error', request_id: requestId, sequence: e.seq, status: e.status, error: { code: e.code, message: e.message }, usage: openaiUsage(e.usage) };

@@ -19,9 +19,13 @@ import type { FinishReason } from './model.ts';
 export interface Usage { promptTokens: number; completionTokens: number; totalTokens: number }
 
 export type EventBody =
-  | { type: 'token'; attempt: number; text: string }
+  /** `choice` only when not 0 (n > 1); `logprobs` only when the request asked for them (OpenAI's per-token entry). */
+  | { type: 'token'; attempt: number; text: string; choice?: number; logprobs?: unknown }
+  /** A tool-call fragment: `call` indexes the call within its choice; id and name come with its first fragment. */
+  | { type: 'tool_call'; attempt: number; choice: number; call: number; id?: string; name?: string; arguments: string }
   | { type: 'restart'; attempt: number; reason: string }
-  | { type: 'completed'; attempt: number; finishReason: FinishReason; usage: Usage }
+  /** `choices` only with n > 1: every choice's finish reason (`finishReason` is choice 0's). */
+  | { type: 'completed'; attempt: number; finishReason: FinishReason; usage: Usage; choices?: { index: number; finishReason: FinishReason }[] }
   | { type: 'error'; attempt: number; status: 'failed' | 'cancelled'; code: string; message: string; usage: Usage };
 
 /** An event as stored in the log: body plus its sequence and the append time (ms since epoch). */

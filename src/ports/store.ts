@@ -1,7 +1,7 @@
 // Store port: the durable record of users, API keys, quota overrides, requests and the usage
 // ledger. One SQL schema for every engine (PostgreSQL and embedded PGlite).
 
-import type { ChatMessage, FinishReason } from './model.ts';
+import type { ChatMessage, FinishReason, ToolCall, UsageSource } from './model.ts';
 import type { Usage } from './bus.ts';
 
 export type RequestStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
@@ -30,6 +30,27 @@ export interface QuotaOverride {
 /** The body a worker needs to run the request again (validated at admission). */
 export interface RequestPayload {
   messages: ChatMessage[]; maxTokens: number; temperature?: number; topP?: number; stop?: string[]; seed?: number;
+  /** Choices (OpenAI `n`); absent = 1. The estimate and reservation are multiplied by it. */
+  n?: number;
+  /** Whether the caller streams (a non-streaming direct call may go upstream non-streaming). */
+  stream?: boolean;
+  /** Forwarded chat fields (ModelRequest.params). */
+  params?: Record<string, unknown>;
+}
+
+/** One choice of a finished request, assembled from its event log. */
+export interface ChoiceOutput {
+  index: number; content: string; toolCalls: ToolCall[]; finishReason: FinishReason;
+  /** OpenAI logprobs `content` entries, when the request asked for them. */
+  logprobs?: unknown[];
+}
+
+/** What a request produced beyond choice 0's text (`result`): every choice, who served it, how usage was counted. */
+export interface RequestOutput {
+  choices: ChoiceOutput[];
+  usageSource: UsageSource;
+  /** The deployment and the backend's own model name that served the final attempt. */
+  served?: { deployment: string; model: string };
 }
 
 export interface NewRequest {
@@ -48,6 +69,8 @@ export interface RequestRecord extends NewRequest {
   status: RequestStatus;
   attempt: number;
   result: string | null;
+  /** Every choice, tool calls and logprobs, who served it; null until the request ends (and for rows older than it). */
+  output: RequestOutput | null;
   finishReason: FinishReason | null;
   completionTokens: number | null;
   error: RequestError | null;
@@ -63,6 +86,8 @@ export interface Outcome {
   /** The attempt that produced the outcome; a stale attempt cannot finish a request. null = any. */
   attempt: number | null;
   result: string;
+  /** Absent on outcomes that carry no more than `result` (a cancel before the model ran). */
+  output?: RequestOutput;
   finishReason: FinishReason;
   usage: Usage;
   error: RequestError | null;

@@ -9,7 +9,7 @@ import { HttpModel } from '../../src/adapters/model/http.ts';
 import { SseDataParser } from '../../src/adapters/model/sse-data.ts';
 import { createModel } from '../../src/adapters/model/factory.ts';
 import { startSimModelServer } from '../../src/cli/sim-model.ts';
-import { countPromptTokens, countTextTokens } from '../../src/core/tokens.ts';
+import { countPromptTokens, countTextTokens, messageText } from '../../src/core/tokens.ts';
 import { isSluiceError } from '../../src/core/errors.ts';
 import { ModelError, type ChatMessage, type ModelBackend, type ModelChunk, type ModelRequest } from '../../src/ports/model.ts';
 
@@ -26,7 +26,7 @@ async function collect(model: ModelBackend, req: ModelRequest, signal = new Abor
         assert.ok(chunk.texts.length > 0, 'a tokens chunk is never empty');
         out.batches++;
         for (const text of chunk.texts) { out.tokens.push(text); onToken?.(out.tokens.length); }
-      } else {
+      } else if (chunk.type === 'usage') {
         assert.equal(out.usage, undefined, 'usage comes once');
         out.usage = chunk;
       }
@@ -210,7 +210,7 @@ describe('token counting', () => {
   });
 
   it('adds the chat template overhead: 3 per message, 1 per name, 3 to prime the reply', () => {
-    const text = (m: ChatMessage) => countTextTokens(m.role) + countTextTokens(m.content);
+    const text = (m: ChatMessage) => countTextTokens(m.role) + countTextTokens(messageText(m));
     const one: ChatMessage = { role: 'user', content: 'hello world' };
     assert.equal(countPromptTokens([one]), 3 + text(one) + 3);
     assert.equal(countPromptTokens([one]), 9);

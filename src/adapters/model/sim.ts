@@ -11,7 +11,7 @@
 //   the caller already knows it cancelled.
 // - Injected failures (for tests) throw ModelError('transient') from a per-backend seeded PRNG.
 import { ModelError, type ChatMessage, type ModelBackend, type ModelChunk, type ModelRequest } from '../../ports/model.ts';
-import { countPromptTokens } from '../../core/tokens.ts';
+import { countPromptTokens, messageText } from '../../core/tokens.ts';
 
 export interface SimModelOptions {
   /** Delay before the first token. */
@@ -53,7 +53,7 @@ function hashMessages(messages: readonly ChatMessage[]): number {
     for (let i = 0; i < s.length; i++) { h ^= s.charCodeAt(i); h = Math.imul(h, 0x01000193); }
     h ^= 0xff; h = Math.imul(h, 0x01000193);
   };
-  for (const m of messages) { mix(m.role); mix(m.content); mix(m.name ?? ''); }
+  for (const m of messages) { mix(m.role); mix(messageText(m)); mix(m.name ?? ''); }
   return h >>> 0;
 }
 

@@ -11,7 +11,7 @@ import type { FinishReason } from '../../ports/model.ts';
 import { isEnded } from '../../ports/store.ts';
 import type {
   ApiKeyRecord, ClaimResult, DeliveryMode, InsertClaim, NewRequest, Outcome, QuotaOverride, RequestError,
-  RequestPayload, RequestRecord, RequestStatus, Store, TerminalStatus, UsageRow, UsageTotals, UserRecord,
+  RequestOutput, RequestPayload, RequestRecord, RequestStatus, Store, TerminalStatus, UsageRow, UsageTotals, UserRecord,
 } from '../../ports/store.ts';
 
 export type Row = Record<string, unknown>;
@@ -139,6 +139,7 @@ function toRequest(r: Row): RequestRecord {
     idempotencyKey: strOrNull(r.idempotency_key), bodyHash: str(r.body_hash),
     estimatedTokens: num(r.estimated_tokens), promptTokens: num(r.prompt_tokens),
     status: str(r.status) as RequestStatus, attempt: num(r.attempt), result: strOrNull(r.result),
+    output: r.output === null || r.output === undefined ? null : json<RequestOutput>(r.output),
     finishReason: strOrNull(r.finish_reason) as FinishReason | null, completionTokens: numOrNull(r.completion_tokens),
     error: r.error === null || r.error === undefined ? null : json<RequestError>(r.error),
     cancelRequested: r.cancel_requested === true, claimExpiresAt: dateOrNull(r.claim_expires_at),
@@ -325,7 +326,7 @@ export class SqlStore implements Store {
       return {
         created: true,
         record: {
-          ...r, status: claim ? 'running' : 'queued', attempt: claim ? 1 : 0, result: null, finishReason: null, completionTokens: null,
+          ...r, status: claim ? 'running' : 'queued', attempt: claim ? 1 : 0, result: null, output: null, finishReason: null, completionTokens: null,
           error: null, cancelRequested: false, claimExpiresAt: dateOrNull(inserted.claim_expires_at),
           createdAt: date(inserted.created_at), startedAt: dateOrNull(inserted.started_at), completedAt: null,
         },
@@ -444,11 +445,11 @@ export class SqlStore implements Store {
     // model saw it): what a request reports as usage is what it was charged for.
     const rows = await this.q(
       `WITH x AS (
-         SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(request_id text, status text, result text, finish_reason text,
+         SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(request_id text, status text, result text, output jsonb, finish_reason text,
            completion_tokens int, prompt_tokens int, error jsonb, attempt int, charged_tokens bigint, charged_requests int)
        ), done AS (
          UPDATE requests r
-         SET status = x.status, result = x.result, finish_reason = x.finish_reason, completion_tokens = x.completion_tokens,
+         SET status = x.status, result = x.result, output = x.output, finish_reason = x.finish_reason, completion_tokens = x.completion_tokens,
              prompt_tokens = x.prompt_tokens,
              error = x.error, completed_at = now()
          FROM x
@@ -463,7 +464,7 @@ export class SqlStore implements Store {
        FROM done d JOIN x ON x.request_id = d.request_id
        RETURNING request_id`,
       [JSON.stringify(calls.map(({ id, o }) => ({
-        request_id: id, status: o.status, result: o.result, finish_reason: o.finishReason,
+        request_id: id, status: o.status, result: o.result, output: o.output ?? null, finish_reason: o.finishReason,
         completion_tokens: o.usage.completionTokens, prompt_tokens: o.usage.promptTokens, error: o.error,
         attempt: o.attempt, charged_tokens: o.chargedTokens, charged_requests: o.chargedRequests,
       })))],
