@@ -4,6 +4,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { SluiceError } from './core/errors.ts';
 
+/** A public model id, as clients send it in `model`. */
+const modelId = z.string().min(1).max(256);
+
 const tierSchema = z.object({
   requestsPerDay: z.number().int().nonnegative(),
   tokensPerDay: z.number().int().nonnegative(),
@@ -17,6 +20,8 @@ const tierSchema = z.object({
    * queue). Optional so existing config files parse: see withInFlightDefault.
    */
   maxInFlight: z.number().int().positive().optional(),
+  /** Model ids this tier may call; absent = every model. A key may narrow it further. */
+  models: z.array(modelId).optional(),
 });
 export type Tier = Omit<z.infer<typeof tierSchema>, 'maxInFlight'> & { maxInFlight: number };
 
@@ -44,6 +49,44 @@ const DEFAULT_TIERS: Record<string, Tier> = {
 
 const int = (min = 0) => z.coerce.number().int().min(min);
 
+
+/**
+ * One backend serving a catalogue model. The API key is never in the file: `apiKeyEnv` names the
+ * environment variable that holds it.
+ */
+const deploymentSchema = z.object({
+  /** Names the deployment in metrics, /readyz and request records; default `<model id>#<index>`. */
+  id: z.string().regex(/^[A-Za-z0-9._:#-]{1,64}$/, 'a deployment id is 1-64 of A-Z a-z 0-9 . _ : # -').optional(),
+  /** `http(s)://host:port/v1` (any OpenAI-compatible server) or `sim://…` (the built-in simulator). */
+  url: z.string().min(1),
+  /** The backend's own name for the model; default the public id. */
+  model: z.string().min(1).optional(),
+  /** Environment variable holding the bearer key for this backend. */
+  apiKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'apiKeyEnv names an environment variable').optional(),
+  /** Share of traffic relative to the model's other deployments (least outstanding requests, weighted). */
+  weight: z.number().positive().default(1),
+  /** Concurrent requests this deployment takes; a full deployment is skipped. */
+  maxConcurrency: int(1).optional(),
+  /** Longest wait to connect, for response headers (includes prompt processing), and between two body chunks. */
+  connectTimeoutMs: int(1).optional(),
+  headersTimeoutMs: int(1).optional(),
+  bodyTimeoutMs: int(1).optional(),
+  /** Forward body fields Sluice does not know (vLLM's guided_json, top_k, min_p, …); off = 400 naming the field. */
+  passthrough: z.boolean().default(false),
+});
+
+const catalogueModelSchema = z.object({
+  deployments: z.array(deploymentSchema).min(1),
+  /** Other model ids to try, in order, when every deployment of this one failed before the first token. */
+  fallbacks: z.array(modelId).default([]),
+  /** USD per million tokens; every settled request's cost is stored (quotas stay in tokens). */
+  price: z.object({ inputPerMillion: z.number().nonnegative(), outputPerMillion: z.number().nonnegative() }).optional(),
+  /** What the model serves: chat completions, embeddings, or both. */
+  kinds: z.array(z.enum(['chat', 'embeddings'])).min(1).default(['chat']),
+});
+export type CatalogueModel = z.infer<typeof catalogueModelSchema>;
+export type Deployment = z.infer<typeof deploymentSchema>;
+
 export const configSchema = z.object({
   role: z.enum(['all', 'gateway', 'worker', 'ledger']).default('all'),
   host: z.string().default('127.0.0.1'),
@@ -62,6 +105,13 @@ export const configSchema = z.object({
   limiterPrefix: z.string().optional(),
   /** Model ids accepted when the backend cannot list them; empty = ask the backend. */
   models: z.array(z.string()).default([]),
+  /** Bearer key for MODEL_URL's backend (the one-backend shorthand). */
+  modelApiKey: z.string().min(1).optional(),
+  /**
+   * The model catalogue: public model id -> deployments, fallbacks, price. Empty = MODEL_URL alone
+   * serves every model (the one-backend shorthand).
+   */
+  catalogue: z.record(modelId, catalogueModelSchema).default({}),
   masterKey: z.string().min(16).optional(),
   /** Apply pending SQL migrations at start-up (under an advisory lock); off when a migrate job does it. */
   migrateOnStart: z.boolean().default(true),
@@ -172,6 +222,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   QUEUE_URL: (v) => ({ queueUrl: v }),
   BUS_URL: (v) => ({ busUrl: v }),
   MODEL_URL: (v) => ({ modelUrl: v }),
+  MODEL_API_KEY: (v) => ({ modelApiKey: v }),
   QUEUE_NAME: (v) => ({ queueName: v }),
   BUS_PREFIX: (v) => ({ busPrefix: v }),
   LIMITER_PREFIX: (v) => ({ limiterPrefix: v }),
