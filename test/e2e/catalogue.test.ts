@@ -44,6 +44,18 @@ describe('model catalogue through the gateway', () => {
     assert.deepEqual(up.seen.map((s) => s.authorization), ['Bearer sk-upstream-secret', 'Bearer sk-upstream-secret']);
   });
 
+  it('MODEL_URL alone, backend unreachable: a request is 503 naming the cause, not "model does not exist"', async () => {
+    const dead = await upstream();
+    await dead.kill();
+    const app = await sluice({ modelUrl: dead.url });
+    const res = await api(app.url)('/v1/chat/completions', { method: 'POST', json: chat('anything') });
+    assert.equal(res.status, 503);
+    const { error } = (await res.json()) as ErrorBody;
+    assert.equal(error.code, 'SLUICE_ERR_MODEL_UNAVAILABLE');
+    assert.match(error.message, /unreachable \(.*ECONNREFUSED/);
+    assert.ok(error.message.includes(dead.url), error.message);
+  });
+
   it('lists the catalogue, sends each deployment its key and model name, and /readyz and /metrics show every deployment', async () => {
     const a = await upstream({ key: 'key-a' });
     const b = await upstream({ key: 'key-b' });
