@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Config } from './config.ts';
 import { createBus } from './adapters/bus/factory.ts';
 import { createLimiter } from './adapters/limiter/factory.ts';
-import { createModel } from './adapters/model/factory.ts';
+import { createRouter, type ModelRouter } from './adapters/model/router.ts';
 import { createQueue } from './adapters/queue/factory.ts';
 import { createStore } from './adapters/store/factory.ts';
 import { Admission } from './core/admission.ts';
@@ -22,13 +22,14 @@ import { Worker } from './core/worker.ts';
 import { buildOpsServer, buildServer } from './http/server.ts';
 import type { Bus } from './ports/bus.ts';
 import type { Limiter } from './ports/limiter.ts';
-import type { ModelBackend } from './ports/model.ts';
 import type { Queue } from './ports/queue.ts';
 import type { Store } from './ports/store.ts';
 
 export interface Sluice {
   config: Config; logger: Logger; metrics: Metrics;
-  store: Store; limiter: Limiter; queue: Queue; bus: Bus; model: ModelBackend;
+  store: Store; limiter: Limiter; queue: Queue; bus: Bus;
+  /** The model catalogue's router (MODEL_URL alone: one deployment serving every model id). */
+  model: ModelRouter;
   auth: Authenticator; requests: RequestService; runner: AttemptRunner; ledger: Ledger; sweeper: Sweeper;
   worker: Worker | null;
   /** The HTTP server: the whole API on a gateway, probes and metrics on other roles. */
@@ -41,7 +42,11 @@ export interface Sluice {
   close(): Promise<void>;
 }
 
-export interface StartOptions { now?: () => number; logger?: Logger }
+export interface StartOptions {
+  now?: () => number; logger?: Logger;
+  /** Where deployments' apiKeyEnv variables are read, once at start (default process.env). */
+  env?: NodeJS.ProcessEnv;
+}
 
 export async function startSluice(config: Config, opts: StartOptions = {}): Promise<Sluice> {
   const now = opts.now ?? Date.now;
@@ -61,7 +66,11 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   });
   const queue = await createQueue(config.queueUrl, { ...(config.queueName && { name: config.queueName }), retryBaseMs: config.worker.retryBaseMs });
   const bus = await createBus(config.busUrl, { ttlSeconds: config.eventLog.ttlSeconds, maxLen: config.eventLog.maxLen, memoryMaxEvents: config.eventLog.memoryMaxEvents, ...(config.busPrefix && { prefix: config.busPrefix }) });
-  const model = await createModel(config.modelUrl, { ttftMs: config.sim.ttftMs, itlMs: config.sim.itlMs, models: [...config.models] });
+  const env = opts.env ?? process.env;
+  if (Object.keys(config.catalogue).length > 0 && (config.modelUrl !== 'sim://' || config.models.length > 0)) {
+    logger.warn('the model catalogue is set: MODEL_URL, MODEL_API_KEY and MODEL_NAMES are not used');
+  }
+  const model = await createRouter({ config, secret: (name) => env[name], logger, metrics, now });
 
   // Queue depth is sampled, not read per request: admission must not pay a broker round trip.
   let depth = 0;
@@ -70,7 +79,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const depthTimer = setInterval(() => void sampleDepth(), 1000);
   depthTimer.unref();
 
-  const models = new ModelCatalog(model, config.models, now);
+  const models = new ModelCatalog(model, model.catalogueModels() ?? config.models, now);
   const auth = new Authenticator(store, config, masterKey, now);
   const crash = config.crashPoint
     ? (point: string) => { if (point === config.crashPoint) { logger.fatal({ point }, 'crash point reached (test)'); process.kill(process.pid, 'SIGKILL'); } }
@@ -78,7 +87,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const ledger = new Ledger({ store, limiter, metrics, logger, ...(crash && { crash }) });
   const runner = new AttemptRunner({ config, store, bus, model, ledger, metrics, logger, now });
   const admission = new Admission({ config, limiter, models, pressure: { depth: () => depth }, metrics, now });
-  const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, ...(crash && { crash }) });
+  const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, models, ...(crash && { crash }) });
   const sweeper = new Sweeper({ config, store, queue, limiter, ledger, logger, metrics, now });
   const leases = new StreamLeases(limiter, config.leaseTtlMs, metrics);
 
@@ -91,11 +100,17 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   if (roles.has('worker')) { worker = new Worker({ config, store, queue, runner, ledger, logger, now }); await worker.start(); }
   if (roles.has('ledger')) sweeper.start();
 
+  // Model health decides readiness only where models are called (workers; gateways in direct
+  // mode): a queued-mode gateway keeps accepting work that waits for the backends to come back.
+  const callsModels = roles.has('worker') || config.deliveryMode === 'direct';
   const readiness = async () => {
     const checks: Record<string, string> = {};
     try { await queue.depth(); checks.queue = 'ok'; } catch { checks.queue = 'unavailable'; }
     try { await store.getRequest('00000000-0000-0000-0000-000000000000'); checks.store = 'ok'; } catch { checks.store = 'unavailable'; }
-    return { ok: Object.values(checks).every((c) => c === 'ok'), checks };
+    const health = model.health();
+    for (const [id, state] of Object.entries(health.models)) checks[`model:${id}`] = state;
+    const ok = Object.entries(checks).every(([name, c]) => c === 'ok' || (!callsModels && name.startsWith('model:')));
+    return { ok, checks, deployments: health.deployments };
   };
   // Every role listens on PORT: the gateway with the whole API, workers and ledgers with probes and metrics.
   const server = roles.has('gateway')

@@ -3,6 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { SluiceError } from './core/errors.ts';
+import { checkCatalogue, parseCatalogueEnv, parseModelsEnv } from './config-catalogue.ts';
 
 /** A public model id, as clients send it in `model`. */
 const modelId = z.string().min(1).max(256);
@@ -112,6 +113,19 @@ export const configSchema = z.object({
    * serves every model (the one-backend shorthand).
    */
   catalogue: z.record(modelId, catalogueModelSchema).default({}),
+  /** Health and capacity of the catalogue's deployments (and of MODEL_URL's backend). */
+  routing: z.object({
+    /** Consecutive transient failures (errors, timeouts, 5xx, 429) that open a deployment's circuit. */
+    failureThreshold: int(1).default(5),
+    /** How long an open circuit keeps its deployment out before one trial request (half-open). */
+    coolDownMs: int(100).default(10_000),
+    /** Period of the GET {url}/models probe of each http(s) deployment; 0 = no active probe. */
+    probeIntervalMs: int(0).default(30_000),
+    /** Longest wait for a probe's answer. */
+    probeTimeoutMs: int(100).default(5_000),
+    /** Retry-After (seconds) of a direct-mode request refused because every deployment is full. */
+    busyRetryAfterS: int(1).default(1),
+  }).prefault({}),
   masterKey: z.string().min(16).optional(),
   /** Apply pending SQL migrations at start-up (under an advisory lock); off when a migrate job does it. */
   migrateOnStart: z.boolean().default(true),
@@ -254,7 +268,19 @@ const NESTED_ENV: Record<string, [string, string]> = {
   WS_MAX_FOLLOWS_PER_SOCKET: ['ws', 'maxFollowsPerSocket'], WS_MESSAGES_PER_SECOND: ['ws', 'messagesPerSecond'],
   WS_MESSAGE_BURST: ['ws', 'messageBurst'], WS_MAX_BUFFERED_BYTES: ['ws', 'maxBufferedBytes'],
   WS_SLOW_CLOSE_MS: ['ws', 'slowCloseMs'], WS_AUTH_TIMEOUT_MS: ['ws', 'authTimeoutMs'],
+  SLUICE_CIRCUIT_FAILURES: ['routing', 'failureThreshold'], SLUICE_CIRCUIT_COOL_DOWN_MS: ['routing', 'coolDownMs'],
+  SLUICE_PROBE_INTERVAL_MS: ['routing', 'probeIntervalMs'], SLUICE_PROBE_TIMEOUT_MS: ['routing', 'probeTimeoutMs'],
 };
+
+/** The catalogue from the environment (SLUICE_MODELS or SLUICE_CATALOGUE); it replaces the file's whole. */
+function catalogueFromEnv(env: NodeJS.ProcessEnv): unknown {
+  const compact = env.SLUICE_MODELS;
+  const json = env.SLUICE_CATALOGUE;
+  if (compact && json) throw new SluiceError('SLUICE_ERR_CONFIG', 'set SLUICE_MODELS or SLUICE_CATALOGUE, not both');
+  if (compact) return parseModelsEnv(compact);
+  if (json) return parseCatalogueEnv(json);
+  return undefined;
+}
 
 function isObject(v: unknown): v is Record<string, unknown> { return typeof v === 'object' && v !== null && !Array.isArray(v); }
 
@@ -285,6 +311,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Reco
   }
   for (const [name, set] of Object.entries(ENV)) { const v = env[name]; if (v !== undefined && v !== '') raw = merge(raw, set(v)); }
   for (const [name, [group, key]] of Object.entries(NESTED_ENV)) { const v = env[name]; if (v !== undefined && v !== '') raw = merge(raw, { [group]: { [key]: v } }); }
+  const catalogue = catalogueFromEnv(env);
+  if (catalogue !== undefined) raw = { ...raw, catalogue };
   return parseConfig(merge(raw, overrides));
 }
 
@@ -298,12 +326,18 @@ export function parseConfig(raw: unknown): Config {
   if (isObject(raw) && isObject(raw.tiers) && Object.hasOwn(raw.tiers, '__proto__')) {
     throw new SluiceError('SLUICE_ERR_CONFIG', 'invalid configuration: tiers.__proto__: a tier name is 1-32 of a-z 0-9 _ -, starting with a letter');
   }
+  if (isObject(raw) && isObject(raw.catalogue) && Object.hasOwn(raw.catalogue, '__proto__')) {
+    throw new SluiceError('SLUICE_ERR_CONFIG', 'invalid configuration: catalogue.__proto__ cannot be a model id');
+  }
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success) {
     const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${issueMessage(i)}`).join('; ');
     throw new SluiceError('SLUICE_ERR_CONFIG', `invalid configuration: ${issues}`);
   }
-  const cfg = { ...parsed.data, databaseUrl: parsed.data.databaseUrl ?? defaultDatabaseUrl(parsed.data.dataDir) };
+  const cfg = {
+    ...parsed.data, databaseUrl: parsed.data.databaseUrl ?? defaultDatabaseUrl(parsed.data.dataDir),
+    catalogue: checkCatalogue(parsed.data.catalogue),
+  };
   for (const [name, t] of Object.entries(cfg.tiers)) {
     if (t.maxInFlight < t.concurrentStreams) throw new SluiceError('SLUICE_ERR_CONFIG', `tiers.${name}: maxInFlight (${t.maxInFlight}) must be at least concurrentStreams (${t.concurrentStreams}): every live stream is a request in flight`);
   }

@@ -6,6 +6,14 @@ import { devKeyFile } from '../core/api-keys.ts';
 import { flags } from './main.ts';
 import { installLastResortHandlers, throwUncaughtForTest } from './last-resort.ts';
 
+/** MODEL_URL, or the catalogue's model ids and how many deployments serve them. */
+function modelLine(config: ReturnType<typeof loadConfig>): string {
+  const ids = Object.keys(config.catalogue);
+  if (ids.length === 0) return redact(config.modelUrl);
+  const deployments = Object.values(config.catalogue).reduce((n, m) => n + m.deployments.length, 0);
+  return `catalogue ${ids.join(', ')} (${deployments} deployment${deployments === 1 ? '' : 's'})`;
+}
+
 export async function start(args: string[]): Promise<number> {
   const { values } = flags(args, { role: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' } });
   const overrides: Record<string, unknown> = {};
@@ -21,7 +29,7 @@ export async function start(args: string[]): Promise<number> {
     app.url ? `  API        ${app.url}/v1   (OpenAI-compatible)` : `  probes     http://${config.host}:${(app.server.server.address() as { port: number }).port}/metrics, /healthz, /readyz`,
     `  store      ${redact(config.databaseUrl)}`,
     `  queue      ${redact(config.queueUrl)}   bus ${redact(config.busUrl)}   limiter ${redact(config.limiterUrl)}`,
-    `  model      ${redact(config.modelUrl)}   delivery ${config.deliveryMode}`,
+    `  model      ${modelLine(config)}   delivery ${config.deliveryMode}`,
   ];
   if (app.url) {
     lines.push(app.devKey ? `  dev key    ${app.masterKey}   (generated once into ${devKeyFile(config.dataDir)}; set SLUICE_MASTER_KEY in production)` : '  master key from SLUICE_MASTER_KEY');

@@ -51,6 +51,8 @@ export const catalogue = {
   SLUICE_ERR_NOT_READY: { status: 503, type: 'service_unavailable', message: 'Not ready' },
   SLUICE_ERR_MODEL_TRANSIENT: { status: 502, type: 'server_error', message: 'Model backend failed (transient)' },
   SLUICE_ERR_MODEL_PERMANENT: { status: 502, type: 'server_error', message: 'Model backend rejected the request' },
+  SLUICE_ERR_MODEL_BUSY: { status: 503, type: 'service_unavailable', message: 'Every deployment of this model is at its capacity; retry shortly' },
+  SLUICE_ERR_MODEL_UNAVAILABLE: { status: 503, type: 'service_unavailable', message: 'No deployment of this model is healthy now; retry later' },
   SLUICE_ERR_MODEL_TIMEOUT: { status: 504, type: 'server_error', message: 'Model backend timed out' },
   SLUICE_ERR_DEAD_LETTERED: { status: 500, type: 'server_error', message: 'Request failed after its last attempt' },
   SLUICE_ERR_CANCELLED: { status: 499, type: 'invalid_request_error', message: 'Request was cancelled' },

@@ -6,7 +6,10 @@ export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'sluice_process_' });
   const registers = [registry];
+  /** Run before each scrape: the model router refreshes its deployments' state gauge (states change with the clock). */
+  const beforeScrape = new Set<() => void>();
   return {
+    beforeScrape,
     registry,
     httpRequests: new Counter({ name: 'sluice_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['method', 'route', 'status'], registers }),
     httpDuration: new Histogram({ name: 'sluice_http_request_duration_seconds', help: 'HTTP time to response headers', labelNames: ['method', 'route'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers }),
@@ -21,6 +24,14 @@ export function createMetrics() {
     limiterDegraded: new Gauge({ name: 'sluice_limiter_degraded', help: '1 while the limiter runs on its per-process fallback', registers }),
     uncaughtErrors: new Counter({ name: 'sluice_uncaught_errors_total', help: 'Exceptions and rejections nothing handled, caught by the last-resort handlers (the process kept serving)', labelNames: ['kind'], registers }),
     wsClosed: new Counter({ name: 'sluice_ws_policy_closes_total', help: 'WebSockets the gateway closed to protect itself, by reason', labelNames: ['reason'], registers }),
+    deploymentState: new Gauge({
+      name: 'sluice_deployment_state', help: 'Health of each model deployment: 1 for its current state (healthy, open, half-open, unreachable), 0 for the others',
+      labelNames: ['deployment', 'model', 'state'], registers,
+      collect() { for (const refresh of beforeScrape) refresh(); },
+    }),
+    deploymentOutstanding: new Gauge({ name: 'sluice_deployment_outstanding_requests', help: 'Model calls this process has open on each deployment (capacity: its maxConcurrency)', labelNames: ['deployment', 'model'], registers }),
+    deploymentRequests: new Counter({ name: 'sluice_deployment_requests_total', help: 'Model calls per deployment by outcome: ok, transient (failure or timeout: counts towards its circuit), permanent (refused as malformed), aborted (cancelled or cut)', labelNames: ['deployment', 'model', 'outcome'], registers }),
+    deploymentFailovers: new Counter({ name: 'sluice_deployment_failovers_total', help: 'Requests that failed on a deployment before their first token and moved on (to another deployment, or a fallback model)', labelNames: ['deployment', 'model'], registers }),
     sweeperActions: new Counter({ name: 'sluice_sweeper_actions_total', help: 'Sweeper repairs by kind', labelNames: ['action'], registers }),
   };
 }

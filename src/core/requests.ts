@@ -15,6 +15,7 @@ import type { ChatInput } from './chat-request.ts';
 import { SluiceError } from './errors.ts';
 import { followEventRuns } from './event-follow.ts';
 import type { Logger } from './logger.ts';
+import type { ModelCatalog } from './model-catalog.ts';
 import { jitteredBackoff } from './backoff.ts';
 
 export interface Submitted { record: RequestRecord; created: boolean; admitted: Admitted }
@@ -35,6 +36,8 @@ export class RequestService {
 
   constructor(private readonly deps: {
     config: Config; store: Store; queue: Queue; bus: Bus; limiter: Limiter; admission: Admission; runner: AttemptRunner; logger: Logger;
+    /** Direct mode asks it whether a deployment can take the request now. */
+    models?: Pick<ModelCatalog, 'assertAvailable'>;
     crash?: (point: string) => void;
   }) {}
 
@@ -51,6 +54,9 @@ export class RequestService {
     } else {
       id = randomUUID();
     }
+    // Direct mode calls the model in this request: when every deployment is full (or unhealthy),
+    // refuse now with Retry-After, before any quota is reserved, instead of holding the client.
+    if (opts.mode === 'direct') this.deps.models?.assertAvailable(input.model);
     const admitted = await this.deps.admission.admit(principal, input, id);
     let inserted: { record: RequestRecord; created: boolean };
     try {

@@ -23,6 +23,6 @@ export interface GatewayDeps {
   runner: AttemptRunner;
   leases: StreamLeases;
   models: ModelCatalog;
-  readiness(): Promise<{ ok: boolean; checks: Record<string, string> }>;
+  readiness(): Promise<{ ok: boolean; checks: Record<string, string>; deployments?: Record<string, unknown> }>;
   now(): number;
 }

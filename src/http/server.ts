@@ -77,7 +77,8 @@ function frameworkError(err: Error, _req: FastifyRequest, reply: FastifyReply): 
 /** No per-request log lines: they would cost more than the request on the hot path; errors are still logged. */
 const quietRequests = () => new LogController({ disableRequestLogging: true });
 
-type Readiness = () => Promise<{ ok: boolean; checks: Record<string, string> }>;
+/** checks: each dependency 'ok' or not; deployments: each model deployment's state and load (model routers). */
+type Readiness = () => Promise<{ ok: boolean; checks: Record<string, string>; deployments?: Record<string, unknown> }>;
 
 /** Probes and metrics: every role serves these, so workers and ledgers are scraped and probed too. */
 function registerOpsRoutes(app: FastifyInstance, deps: { metrics: Metrics; readiness: Readiness }): void {

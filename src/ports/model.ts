@@ -86,6 +86,12 @@ export class ModelError extends Error {
   }
 }
 
+/** Whether a request for a model could start now: a router knows its deployments' capacity and health. */
+export type ModelAvailability =
+  | { ok: true }
+  /** busy: every usable deployment is at its capacity; unavailable: none is healthy. */
+  | { ok: false; reason: 'busy' | 'unavailable'; retryAfterS: number };
+
 export interface ModelBackend {
   /** Streams the answer; aborting `signal` stops the upstream call promptly. Throws ModelError. */
   stream(req: ModelRequest, signal: AbortSignal): AsyncIterable<ModelChunk>;
@@ -93,5 +99,7 @@ export interface ModelBackend {
   embed?(req: EmbeddingRequest, signal: AbortSignal): Promise<EmbeddingResult>;
   /** Model ids this backend serves (for GET /v1/models and validation). */
   models(): Promise<string[]>;
+  /** Whether a request for `model` could start at once (direct mode refuses rather than wait); absent = always. */
+  availability?(model: string): ModelAvailability;
   close(): Promise<void>;
 }

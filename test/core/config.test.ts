@@ -94,4 +94,70 @@ describe('configuration', () => {
     assert.equal(loadConfig({ ...NO_FILE, SLUICE_DATA_DIR: '/srv/a', DATABASE_URL: 'postgres://db/x' }).databaseUrl, 'postgres://db/x');
     assert.equal(parseConfig({ dataDir: '/srv/a', databaseUrl: 'pglite://memory' }).databaseUrl, 'pglite://memory');
   });
+  describe('the model catalogue', () => {
+    it('SLUICE_MODELS: id=url#model@KEY_ENV;options, an id repeated adds a deployment, fallbacks in order', () => {
+      const c = loadConfig({
+        ...NO_FILE,
+        SLUICE_MODELS: ' llama=http://vllm-a:8000/v1#meta-llama/Llama-3.1-8B;weight=2;max=64 , llama=http://vllm-b:8000/v1#meta-llama/Llama-3.1-8B;id=vllm-b,'
+          + 'gpt=https://api.openai.com/v1#gpt-4o-mini@OPENAI_API_KEY;fallback=llama;passthrough=true,local=sim://?ttft_ms=0',
+      });
+      assert.deepEqual(Object.keys(c.catalogue), ['llama', 'gpt', 'local']);
+      const [a, b] = c.catalogue.llama!.deployments;
+      assert.deepEqual({ id: a!.id, url: a!.url, model: a!.model, weight: a!.weight, max: a!.maxConcurrency }, { id: 'llama#1', url: 'http://vllm-a:8000/v1', model: 'meta-llama/Llama-3.1-8B', weight: 2, max: 64 });
+      assert.deepEqual({ id: b!.id, weight: b!.weight, passthrough: b!.passthrough }, { id: 'vllm-b', weight: 1, passthrough: false });
+      const gpt = c.catalogue.gpt!;
+      assert.deepEqual({ url: gpt.deployments[0]!.url, model: gpt.deployments[0]!.model, key: gpt.deployments[0]!.apiKeyEnv, passthrough: gpt.deployments[0]!.passthrough }, { url: 'https://api.openai.com/v1', model: 'gpt-4o-mini', key: 'OPENAI_API_KEY', passthrough: true });
+      assert.deepEqual(gpt.fallbacks, ['llama']);
+      assert.deepEqual({ url: c.catalogue.local!.deployments[0]!.url, model: c.catalogue.local!.deployments[0]!.model }, { url: 'sim://?ttft_ms=0', model: undefined });
+      assert.deepEqual(c.catalogue.local!.kinds, ['chat']);
+    });
+
+    it('SLUICE_MODELS mistakes are refused with the entry and the reason', () => {
+      const bad = (value: string, re: RegExp) => assert.throws(() => loadConfig({ ...NO_FILE, SLUICE_MODELS: value }), isConfigError(re), value);
+      bad('llama', /entry 1 \("llama"\): expected <model id>=<url>/);
+      bad('a=sim://,=http://x/v1', /entry 2/);
+      bad('a=', /no URL/);
+      bad('a=http://x/v1#', /nothing after "#"/);
+      bad('a=http://x/v1;weight=0', /weight=0 must be a positive number/);
+      bad('a=http://x/v1;max=1.5', /max=1.5 must be a positive integer/);
+      bad('a=http://x/v1;colour=blue', /unknown option "colour"/);
+      bad('a=http://x/v1;passthrough=yes', /passthrough=yes must be true or false/);
+      bad('a=http://x/v1;fallback=b', /catalogue\.a\.fallbacks: "b" is not a model of the catalogue/);
+      bad('a=ftp://x/v1', /scheme "ftp:" is not supported/);
+      bad('a=http://user:secret@x/v1', /credentials do not belong in the URL/);
+      bad('a=not a url', /is not a valid URL/);
+      bad(' , ', /names no model/);
+    });
+
+    it('SLUICE_CATALOGUE (JSON) replaces the file\'s catalogue; both forms at once are refused', () => {
+      const dir = mkdtempSync(join(tmpdir(), 'sluice-cfg-'));
+      const file = join(dir, 'sluice.config.json');
+      writeFileSync(file, JSON.stringify({ catalogue: { old: { deployments: [{ url: 'sim://' }] } } }));
+      assert.deepEqual(Object.keys(loadConfig({ SLUICE_CONFIG: file }).catalogue), ['old']);
+      const c = loadConfig({ SLUICE_CONFIG: file, SLUICE_CATALOGUE: JSON.stringify({ emb: { deployments: [{ url: 'http://tei:8080/v1' }], kinds: ['embeddings'], price: { inputPerMillion: 0.02, outputPerMillion: 0 } } }) });
+      assert.deepEqual(Object.keys(c.catalogue), ['emb']);
+      assert.deepEqual(c.catalogue.emb!.kinds, ['embeddings']);
+      assert.equal(c.catalogue.emb!.deployments[0]!.id, 'emb#1');
+      assert.throws(() => loadConfig({ ...NO_FILE, SLUICE_CATALOGUE: '{nope' }), isConfigError(/SLUICE_CATALOGUE is not valid JSON/));
+      assert.throws(() => loadConfig({ ...NO_FILE, SLUICE_CATALOGUE: '{}', SLUICE_MODELS: 'a=sim://' }), isConfigError(/not both/));
+    });
+
+    it('refuses duplicate deployment ids, self and repeated fallbacks, empty deployments and __proto__ as a model id', () => {
+      const d = (id?: string) => ({ url: 'sim://', ...(id && { id }) });
+      assert.throws(() => parseConfig({ catalogue: { a: { deployments: [d('x')] }, b: { deployments: [d('x')] } } }), isConfigError(/deployment id "x" is already used by catalogue\.a\.deployments\.0/));
+      assert.throws(() => parseConfig({ catalogue: { a: { deployments: [d('b#1')] }, b: { deployments: [d()] } } }), isConfigError(/"b#1" is already used/));
+      assert.throws(() => parseConfig({ catalogue: { a: { deployments: [d()], fallbacks: ['a'] } } }), isConfigError(/cannot fall back to itself/));
+      assert.throws(() => parseConfig({ catalogue: { a: { deployments: [d()], fallbacks: ['b', 'b'] }, b: { deployments: [d()] } } }), isConfigError(/"b" is listed twice/));
+      assert.throws(() => parseConfig({ catalogue: { a: { deployments: [] } } }), isConfigError(/catalogue\.a\.deployments/));
+      assert.throws(() => parseConfig(JSON.parse('{"catalogue": {"__proto__": {"deployments": [{"url": "sim://"}]}}}')), isConfigError(/catalogue\.__proto__/));
+      assert.throws(() => loadConfig({ ...NO_FILE, SLUICE_MODELS: 'constructor=sim://' }), isConfigError(/cannot be a model id/));
+    });
+
+    it('routing settings: defaults and environment', () => {
+      assert.deepEqual({ ...parseConfig({}).routing }, { failureThreshold: 5, coolDownMs: 10_000, probeIntervalMs: 30_000, probeTimeoutMs: 5_000, busyRetryAfterS: 1 });
+      const c = loadConfig({ ...NO_FILE, SLUICE_CIRCUIT_FAILURES: '3', SLUICE_CIRCUIT_COOL_DOWN_MS: '2000', SLUICE_PROBE_INTERVAL_MS: '0', SLUICE_PROBE_TIMEOUT_MS: '1000' });
+      assert.deepEqual([c.routing.failureThreshold, c.routing.coolDownMs, c.routing.probeIntervalMs, c.routing.probeTimeoutMs], [3, 2000, 0, 1000]);
+      assert.throws(() => loadConfig({ ...NO_FILE, SLUICE_CIRCUIT_FAILURES: '0' }), isConfigError(/routing\.failureThreshold/));
+    });
+  });
 });

@@ -11,12 +11,21 @@ export interface ModelFactoryOptions {
   models?: string[];
   /** Bearer token for the upstream (http). */
   apiKey?: string;
+  /** Upstream connections (http): a deployment's maxConcurrency. */
+  connections?: number;
+  /** Upstream timeouts (http). */
+  connectTimeoutMs?: number;
+  headersTimeoutMs?: number;
+  bodyTimeoutMs?: number;
+  /** What the URL is, in error messages: 'MODEL_URL' (default) or a deployment. */
+  source?: string;
 }
 
 export async function createModel(url: string, opts: ModelFactoryOptions): Promise<ModelBackend> {
+  const source = opts.source ?? 'MODEL_URL';
   let parsed: URL;
   try { parsed = new URL(url); } catch (e) {
-    throw new SluiceError('SLUICE_ERR_CONFIG', `MODEL_URL "${url}" is not a valid URL`, undefined, { cause: e });
+    throw new SluiceError('SLUICE_ERR_CONFIG', `${source} "${url}" is not a valid URL`, undefined, { cause: e });
   }
   switch (parsed.protocol) {
     case 'sim:': {
@@ -24,15 +33,22 @@ export async function createModel(url: string, opts: ModelFactoryOptions): Promi
       try {
         return new SimModel(simOptionsFromUrl(parsed, { ttftMs: opts.ttftMs, itlMs: opts.itlMs, models: opts.models ?? [] }));
       } catch (e) {
-        throw new SluiceError('SLUICE_ERR_CONFIG', `MODEL_URL ${url}: ${(e as Error).message}`, undefined, { cause: e });
+        throw new SluiceError('SLUICE_ERR_CONFIG', `${source} ${url}: ${(e as Error).message}`, undefined, { cause: e });
       }
     }
     case 'http:':
     case 'https:': {
       const { HttpModel } = await import('./http.ts');
-      return new HttpModel({ baseUrl: url, models: opts.models ?? [], ...(opts.apiKey ? { apiKey: opts.apiKey } : {}) });
+      return new HttpModel({
+        baseUrl: url, models: opts.models ?? [],
+        ...(opts.apiKey ? { apiKey: opts.apiKey } : {}),
+        ...(opts.connections !== undefined && { connections: opts.connections }),
+        ...(opts.connectTimeoutMs !== undefined && { connectTimeoutMs: opts.connectTimeoutMs }),
+        ...(opts.headersTimeoutMs !== undefined && { headersTimeoutMs: opts.headersTimeoutMs }),
+        ...(opts.bodyTimeoutMs !== undefined && { bodyTimeoutMs: opts.bodyTimeoutMs }),
+      });
     }
     default:
-      throw new SluiceError('SLUICE_ERR_CONFIG', `MODEL_URL scheme "${parsed.protocol}" is not supported (use sim://, http:// or https://)`);
+      throw new SluiceError('SLUICE_ERR_CONFIG', `${source} scheme "${parsed.protocol}" is not supported (use sim://, http:// or https://)`);
   }
 }

@@ -20,14 +20,21 @@ export interface HttpModelOptions {
   /** Returned by models() when the upstream cannot list its own. */
   models: string[];
   apiKey?: string;
-  /** Concurrent upstream connections; each live stream holds one for its whole length. */
+  /**
+   * Concurrent upstream connections; each live stream holds one for its whole length. The router
+   * sets it to the deployment's maxConcurrency; default DEFAULT_CONNECTIONS.
+   */
   connections?: number;
+  /** Longest wait to establish a connection (TCP and TLS). */
+  connectTimeoutMs?: number;
   /** Longest wait for response headers (time to first byte includes prompt processing). */
   headersTimeoutMs?: number;
   /** Longest silence between two body chunks. */
   bodyTimeoutMs?: number;
 }
 
+/** Connections per upstream when no capacity is configured: enough that Sluice is rarely the bottleneck. */
+export const DEFAULT_CONNECTIONS = 256;
 const MODELS_CACHE_MS = 30_000;
 const MODELS_TIMEOUT_MS = 5_000;
 const MAX_ERROR_BODY_CHARS = 2_000;
@@ -42,12 +49,12 @@ export class HttpModel implements ModelBackend {
     const url = new URL(options.baseUrl);
     this.basePath = url.pathname.replace(/\/+$/, '');
     this.pool = new Pool(url.origin, {
-      connections: options.connections ?? 256,
+      connections: options.connections ?? DEFAULT_CONNECTIONS,
       keepAliveTimeout: 30_000,
       keepAliveMaxTimeout: 600_000,
       headersTimeout: options.headersTimeoutMs ?? 300_000,
       bodyTimeout: options.bodyTimeoutMs ?? 300_000,
-      connect: { timeout: 10_000 },
+      connect: { timeout: options.connectTimeoutMs ?? 10_000 },
     });
     this.headers = { 'content-type': 'application/json', accept: 'text/event-stream' };
     if (options.apiKey) this.headers.authorization = `Bearer ${options.apiKey}`;
