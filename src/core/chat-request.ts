@@ -155,10 +155,28 @@ export interface ChatInput {
 
 /** The first issue of a failed body validation, as the catalogue's validation error naming the field. */
 export function fail(error: z.ZodError): never {
-  const issue = error.issues[0];
+  const issue = error.issues[0] && deepest(error.issues[0]);
   const param = issue?.path.join('.') ?? '';
   const message = issue ? `${param ? `${param}: ` : ''}${issue.message}` : 'invalid body';
   throw new SluiceError('SLUICE_ERR_VALIDATION', message, { param: param || undefined });
+}
+
+type Issue = z.core.$ZodIssue;
+
+/**
+ * A union's issue names the union; the branch that got furthest names the field that is wrong
+ * (`messages.0.content.0.image_url.detail`, not `messages.0.content`).
+ */
+function deepest(issue: Issue): Issue {
+  if (issue.code !== 'invalid_union') return issue;
+  let best: Issue = issue;
+  for (const branch of issue.errors) {
+    for (const inner of branch) {
+      const candidate = deepest({ ...inner, path: [...issue.path, ...inner.path] } as Issue);
+      if (candidate.path.length > best.path.length) best = candidate;
+    }
+  }
+  return best;
 }
 
 function invalid(param: string, message: string): never {
