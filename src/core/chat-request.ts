@@ -118,6 +118,10 @@ const chatFields = {
   response_format: opt(responseFormat),
   logprobs: opt(z.boolean()),
   top_logprobs: opt(z.number().int().min(0).max(20)),
+  /** OpenAI's stored-completion fields and reasoning effort, forwarded for the backends that take them. */
+  metadata: opt(z.record(z.string().max(64), z.string().max(512)).refine((m) => Object.keys(m).length <= 16, 'at most 16 entries')),
+  store: opt(z.boolean()),
+  reasoning_effort: opt(z.enum(['minimal', 'low', 'medium', 'high'])),
   functions: opt(z.array(functionSpec).max(MAX_TOOLS)),
   function_call: opt(z.union([z.enum(['none', 'auto']), z.object({ name: functionName })])),
 };
@@ -130,7 +134,7 @@ const COMPLETION_REFUSED = ['echo', 'best_of', 'suffix', 'logprobs'];
 
 /** Chat fields forwarded to the backend under their own names. */
 const FORWARDED = ['tools', 'tool_choice', 'parallel_tool_calls', 'response_format', 'logprobs', 'top_logprobs',
-  'frequency_penalty', 'presence_penalty', 'logit_bias', 'user'] as const;
+  'frequency_penalty', 'presence_penalty', 'logit_bias', 'user', 'metadata', 'store', 'reasoning_effort'] as const;
 
 /** A validated request, before quotas: what admission needs. */
 export interface ChatInput {

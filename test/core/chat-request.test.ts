@@ -42,13 +42,14 @@ describe('parseChatBody: the whole chat surface', () => {
       tools: [weather], tool_choice: { type: 'function', function: { name: 'get_weather' } }, parallel_tool_calls: false,
       response_format: { type: 'json_schema', json_schema: { name: 'answer', schema: { type: 'object', required: ['a'] }, strict: true } },
       logprobs: true, top_logprobs: 5, frequency_penalty: -1.5, presence_penalty: 2, logit_bias: { '50256': -100, '11': 3.5 },
-      user: 'end-user-7', n: 3, seed: 4, stop: 'END', temperature: 0.2, top_p: 0.9, max_completion_tokens: 50,
+      user: 'end-user-7', metadata: { team: 'a' }, store: false, reasoning_effort: 'low', n: 3, seed: 4, stop: 'END', temperature: 0.2, top_p: 0.9, max_completion_tokens: 50,
       stream: true, stream_options: { include_usage: true },
     });
     assert.deepEqual(input.params, {
       tools: [weather], tool_choice: { type: 'function', function: { name: 'get_weather' } }, parallel_tool_calls: false,
       response_format: { type: 'json_schema', json_schema: { name: 'answer', schema: { type: 'object', required: ['a'] }, strict: true } },
       logprobs: true, top_logprobs: 5, frequency_penalty: -1.5, presence_penalty: 2, logit_bias: { '50256': -100, '11': 3.5 }, user: 'end-user-7',
+      metadata: { team: 'a' }, store: false, reasoning_effort: 'low',
     });
     assert.equal(input.n, 3);
     assert.deepEqual([input.seed, input.stop, input.temperature, input.topP, input.maxTokens, input.stream, input.includeUsage], [4, ['END'], 0.2, 0.9, 50, true, true]);
@@ -113,6 +114,8 @@ describe('parseChatBody: the whole chat surface', () => {
       [{ n: MAX_CHOICES + 1 }, 'n'],
       [{ n: 1.5 }, 'n'],
       [{ user: 7 }, 'user'],
+      [{ metadata: { a: 1 } }, 'metadata.a'],
+      [{ reasoning_effort: 'max' }, 'reasoning_effort'],
       [{ functions: [weather.function], tools: [weather] }, 'functions'],
       [{ function_call: 'auto', tool_choice: 'auto', tools: [weather], functions: undefined }, 'function_call'],
       [{ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'ftp://x/y.png' } }] }] }, 'messages.0.content.0.image_url.url'],
