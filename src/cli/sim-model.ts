@@ -6,8 +6,7 @@
 // leave usage out (as servers that ignore include_usage do). Plain node:http keeps it a fair baseline.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { randomUUID } from 'node:crypto';
-import { timingSafeEqual } from 'node:crypto';
+import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { SimModel } from '../adapters/model/sim.ts';
 import { mulberry32 } from '../adapters/model/sim-answer.ts';
 import { countTextTokens } from '../core/tokens.ts';
