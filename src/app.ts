@@ -86,7 +86,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     : undefined;
   const ledger = new Ledger({ store, limiter, metrics, logger, ...(crash && { crash }) });
   const runner = new AttemptRunner({ config, store, bus, model, ledger, metrics, logger, now });
-  const admission = new Admission({ config, limiter, models, pressure: { depth: () => depth }, metrics, now });
+  const admission = new Admission({ config, limiter, models, pressure: { depth: () => depth }, metrics, now, allowsPassthrough: (m) => model.allowsPassthrough(m) });
   const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, models, ...(crash && { crash }) });
   const sweeper = new Sweeper({ config, store, queue, limiter, ledger, logger, metrics, now });
   const leases = new StreamLeases(limiter, config.leaseTtlMs, metrics);

@@ -15,8 +15,10 @@ Commands:
   up [--gateways 2] [--workers 2] [--port 8080] [--no-ledger]
                       Run a local deployment: N gateways on consecutive ports, M workers and a
                       ledger, as child processes sharing the services named by the environment
-  sim-model [--port 9100] [--host 127.0.0.1] [--ttft-ms 20] [--itl-ms 5]
-                      Run a standalone OpenAI-compatible simulated model server
+  sim-model [--port 9100] [--host 127.0.0.1] [--ttft-ms 20] [--itl-ms 5] [--api-key KEY]
+            [--fail-rate 0] [--fail-seed 1] [--embedding-dim 256] [--models a,b] [--no-usage]
+                      Run a standalone OpenAI-compatible simulated model server (tool calls,
+                      JSON mode, n choices, logprobs, embeddings; key also SIM_MODEL_API_KEY)
   chat "prompt" [--url URL] [--key KEY] [--model sim] [--max-tokens 64] [--mode queued|direct]
                       Stream a chat completion and print tokens as they arrive
   migrate             Apply database migrations to DATABASE_URL and exit

@@ -1,11 +1,16 @@
 // A standalone OpenAI-compatible server over the simulated model (`sluice sim-model`): a stand-in
-// for vLLM or Ollama in benchmarks and distributed tests. Plain node:http keeps it a fair baseline.
+// for vLLM, Ollama or an authenticated provider in benchmarks and distributed tests. It behaves
+// like a real server on the chat surface Sluice forwards: tool-call deltas when tools are given,
+// JSON under response_format, n choices, logprobs, usage in the stream when asked, embeddings;
+// and it can check a bearer key, fail with HTTP 500 before the first token at a given rate, and
+// leave usage out (as servers that ignore include_usage do). Plain node:http keeps it a fair baseline.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { randomUUID } from 'node:crypto';
+import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { SimModel } from '../adapters/model/sim.ts';
+import { mulberry32 } from '../adapters/model/sim-answer.ts';
 import { countTextTokens } from '../core/tokens.ts';
-import { ModelError, type ChatMessage, type FinishReason, type ModelRequest } from '../ports/model.ts';
+import { ModelError, type ChatMessage, type FinishReason, type ModelChunk, type ModelRequest, type ToolCall } from '../ports/model.ts';
 
 /** The subset of a pino logger the server uses. */
 export interface SimServerLogger {
@@ -19,12 +24,28 @@ export interface SimModelServerOptions {
   ttftMs: number;
   itlMs: number;
   logger?: SimServerLogger;
+  /** A bearer key every request must carry (401 otherwise); absent = no check. */
+  apiKey?: string;
+  /** Chance that a completion or embeddings request fails with HTTP 500 before its first token. */
+  failRate?: number;
+  /** Seed of the failure draws, so a run's pattern is reproducible. */
+  failSeed?: number;
+  /** Whether usage is sent (in the stream only when include_usage asks); false acts as a server that never reports it. */
+  reportUsage?: boolean;
+  /** Dimensions of an embedding when the request names none. */
+  embeddingDim?: number;
+  /** Model ids served besides `sim`. */
+  models?: string[];
 }
 
 const MAX_BODY_BYTES = 32 * 1024 * 1024;
 const DEFAULT_MAX_TOKENS = 128;
 const MAX_TOKENS_LIMIT = 1_000_000;
+const MAX_CHOICES = 16;
+const MAX_EMBEDDING_INPUTS = 2_048;
 const ROLES = new Set(['system', 'user', 'assistant', 'tool', 'developer']);
+/** Chat fields the simulator acts on, passed to it under their OpenAI names. */
+const CHAT_PARAMS = ['tools', 'tool_choice', 'parallel_tool_calls', 'response_format', 'logprobs', 'top_logprobs'] as const;
 
 /** An OpenAI-shaped client error. */
 class BadRequest extends Error {
@@ -33,15 +54,20 @@ class BadRequest extends Error {
   }
 }
 
+/** What a request handler needs besides the request. */
+interface Sim { model: SimModel; options: SimModelServerOptions; fails: () => boolean }
+
 export async function startSimModelServer(opts: SimModelServerOptions): Promise<{ url: string; close(): Promise<void> }> {
-  const model = new SimModel({ ttftMs: opts.ttftMs, itlMs: opts.itlMs });
+  const model = new SimModel({ ttftMs: opts.ttftMs, itlMs: opts.itlMs, models: opts.models ?? [], ...(opts.embeddingDim !== undefined && { embeddingDim: opts.embeddingDim }) });
+  const failRandom = mulberry32(opts.failSeed ?? 1);
+  const sim: Sim = { model, options: opts, fails: () => (opts.failRate ?? 0) > 0 && failRandom() < (opts.failRate ?? 0) };
   const inFlight = new Set<AbortController>();
   const server = http.createServer((req, res) => {
     const abort = new AbortController();
     inFlight.add(abort);
     // The client hanging up must stop generation at once, as a real model server does.
     res.on('close', () => { abort.abort(); inFlight.delete(abort); });
-    route(req, res, model, abort.signal).catch((e: unknown) => {
+    route(req, res, sim, abort.signal).catch((e: unknown) => {
       if (e instanceof BadRequest) return sendError(res, e.status, e.message, e.param, e.code);
       opts.logger?.warn({ err: e, url: req.url }, 'sim-model request failed');
       return sendError(res, 500, 'internal error in the simulated model', null, null);
@@ -67,17 +93,35 @@ export async function startSimModelServer(opts: SimModelServerOptions): Promise<
   };
 }
 
-async function route(req: IncomingMessage, res: ServerResponse, model: SimModel, signal: AbortSignal): Promise<void> {
+async function route(req: IncomingMessage, res: ServerResponse, sim: Sim, signal: AbortSignal): Promise<void> {
   const path = (req.url ?? '/').split('?')[0]?.replace(/\/+$/, '') ?? '';
+  const { model } = sim;
   const routes: Record<string, { method: string; handle: () => Promise<void> }> = {
     '/v1/models': { method: 'GET', handle: async () => sendJson(res, 200, await modelList(model)) },
-    '/v1/chat/completions': { method: 'POST', handle: async () => chatCompletions(res, model, parseChat(await readJson(req)), signal) },
-    '/v1/completions': { method: 'POST', handle: async () => textCompletions(res, model, parseCompletion(await readJson(req)), signal) },
+    '/v1/chat/completions': { method: 'POST', handle: async () => chatCompletions(res, sim, parseChat(await readJson(req)), signal) },
+    '/v1/completions': { method: 'POST', handle: async () => textCompletions(res, sim, parseCompletion(await readJson(req)), signal) },
+    '/v1/embeddings': { method: 'POST', handle: async () => embeddings(res, sim, await readJson(req), signal) },
   };
   const entry = routes[path];
   if (!entry) throw new BadRequest(404, `No route ${req.method ?? ''} ${path}`, null, 'not_found');
   if (req.method !== entry.method) throw new BadRequest(405, `Use ${entry.method} for ${path}`, null, 'method_not_allowed');
+  checkKey(req, sim.options.apiKey);
   await entry.handle();
+}
+
+/** A bearer key check as OpenAI answers it: 401 invalid_api_key. */
+function checkKey(req: IncomingMessage, key: string | undefined): void {
+  if (key === undefined) return;
+  const header = req.headers.authorization ?? '';
+  const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
+  const wanted = Buffer.from(key);
+  if (given.length === 0) throw new BadRequest(401, "You didn't provide an API key. Send it as Authorization: Bearer <key>.", null, 'invalid_api_key');
+  if (given.length !== wanted.length || !timingSafeEqual(given, wanted)) throw new BadRequest(401, 'Incorrect API key provided.', null, 'invalid_api_key');
+}
+
+/** The injected failure: HTTP 500 before the first token, as an overloaded server answers. */
+function injectFailure(sim: Sim): void {
+  if (sim.fails()) throw new BadRequest(500, 'The simulated server had an error while processing your request (injected failure).', null, 'server_error');
 }
 
 async function modelList(model: SimModel): Promise<object> {
@@ -119,14 +163,17 @@ function messageContent(content: unknown, param: string): string {
   throw new BadRequest(400, `Invalid type for '${param}': expected a string or an array of content parts.`, param);
 }
 
-function parseCommon(body: Record<string, unknown>): Omit<ParsedRequest, 'request'> & Omit<ModelRequest, 'messages'> {
+function parseCommon(body: Record<string, unknown>, maxChoices: number): Omit<ParsedRequest, 'request'> & Omit<ModelRequest, 'messages'> {
   const model = body.model === undefined ? 'sim' : body.model;
   if (typeof model !== 'string' || model === '') throw new BadRequest(400, "'model' must be a non-empty string.", 'model');
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? DEFAULT_MAX_TOKENS;
   if (typeof maxTokens !== 'number' || !Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > MAX_TOKENS_LIMIT) {
     throw new BadRequest(400, `'max_tokens' must be an integer between 1 and ${MAX_TOKENS_LIMIT}.`, 'max_tokens');
   }
-  if (body.n !== undefined && body.n !== null && body.n !== 1) throw new BadRequest(400, "Only 'n': 1 is supported.", 'n');
+  const n = body.n ?? 1;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > maxChoices) {
+    throw new BadRequest(400, maxChoices === 1 ? "Only 'n': 1 is supported." : `'n' must be an integer between 1 and ${maxChoices}.`, 'n');
+  }
   const optionalNumber = (name: string): number | undefined => {
     const v = body[name];
     if (v === undefined || v === null) return undefined;
@@ -149,12 +196,27 @@ function parseCommon(body: Record<string, unknown>): Omit<ParsedRequest, 'reques
     topP: optionalNumber('top_p'),
     stop,
     seed,
+    n: n > 1 ? n : undefined,
   };
   return Object.fromEntries(Object.entries(result).filter(([, v]) => v !== undefined)) as typeof result;
 }
 
+/** The fields the simulator acts on, checked for the shape it reads. */
+function chatParams(body: Record<string, unknown>): Record<string, unknown> | undefined {
+  const params: Record<string, unknown> = {};
+  for (const key of CHAT_PARAMS) if (body[key] !== undefined && body[key] !== null) params[key] = body[key];
+  if (params.tools !== undefined && !(Array.isArray(params.tools) && params.tools.every((t) => isRecord(t) && isRecord(t.function) && typeof t.function.name === 'string'))) {
+    throw new BadRequest(400, "'tools' must be an array of {type: 'function', function: {name, parameters}}.", 'tools');
+  }
+  if (params.logprobs !== undefined && typeof params.logprobs !== 'boolean') throw new BadRequest(400, "'logprobs' must be a boolean.", 'logprobs');
+  const top = params.top_logprobs;
+  if (top !== undefined && (typeof top !== 'number' || !Number.isInteger(top) || top < 0 || top > 20)) throw new BadRequest(400, "'top_logprobs' must be an integer between 0 and 20.", 'top_logprobs');
+  if (params.response_format !== undefined && !isRecord(params.response_format)) throw new BadRequest(400, "'response_format' must be an object.", 'response_format');
+  return Object.keys(params).length > 0 ? params : undefined;
+}
+
 function parseChat(body: Record<string, unknown>): ParsedRequest {
-  const { stream, includeUsage, ...common } = parseCommon(body);
+  const { stream, includeUsage, ...common } = parseCommon(body, MAX_CHOICES);
   if (!Array.isArray(body.messages) || body.messages.length === 0) {
     throw new BadRequest(400, "'messages' must be a non-empty array.", 'messages');
   }
@@ -165,15 +227,19 @@ function parseChat(body: Record<string, unknown>): ParsedRequest {
     const role = (m.role === 'developer' ? 'system' : m.role) as ChatMessage['role'];
     const message: ChatMessage = { role, content: messageContent(m.content, `messages[${i}].content`) };
     if (typeof m.name === 'string') message.name = m.name;
+    if (Array.isArray(m.tool_calls)) message.tool_calls = m.tool_calls as ToolCall[];
+    if (typeof m.tool_call_id === 'string') message.tool_call_id = m.tool_call_id;
+    else if (role === 'tool') throw new BadRequest(400, `'messages[${i}].tool_call_id' is required for a tool message.`, `messages[${i}].tool_call_id`);
     return message;
   });
-  return { request: { ...common, messages }, stream, includeUsage, model: common.model };
+  const params = chatParams(body);
+  return { request: { ...common, messages, ...(params && { params }) }, stream, includeUsage, model: common.model };
 }
 
 interface ParsedCompletion extends ParsedRequest { prompt: string }
 
 function parseCompletion(body: Record<string, unknown>): ParsedCompletion {
-  const { stream, includeUsage, ...common } = parseCommon(body);
+  const { stream, includeUsage, ...common } = parseCommon(body, 1);
   let prompt: string;
   if (typeof body.prompt === 'string') prompt = body.prompt;
   else if (Array.isArray(body.prompt) && body.prompt.length === 1 && typeof body.prompt[0] === 'string') prompt = body.prompt[0];
@@ -184,17 +250,17 @@ function parseCompletion(body: Record<string, unknown>): ParsedCompletion {
 // ---- responses ----------------------------------------------------------------------------
 
 interface Usage { prompt_tokens: number; completion_tokens: number; total_tokens: number }
+interface Generated { usage: Usage; finishReasons: FinishReason[] }
 
-/** Runs the simulator; calls `onToken` per piece; returns usage, or undefined when the client left. */
-async function generate(
-  model: SimModel, req: ModelRequest, signal: AbortSignal, onToken: (text: string) => void,
-): Promise<{ usage: Usage; finishReason: FinishReason } | undefined> {
+/** Runs the simulator, handing each chunk on; returns usage, or undefined when the client left. */
+type AnswerChunk = Exclude<ModelChunk, { type: 'usage' }>;
+
+async function generate(model: SimModel, req: ModelRequest, signal: AbortSignal, onChunk: (chunk: AnswerChunk) => void): Promise<Generated | undefined> {
   try {
     for await (const chunk of model.stream(req, signal)) {
-      if (chunk.type === 'tokens') { for (const text of chunk.texts) onToken(text); continue; }
-      if (chunk.type !== 'usage') continue;
+      if (chunk.type !== 'usage') { onChunk(chunk); continue; }
       return {
-        finishReason: chunk.finishReason,
+        finishReasons: chunk.choices ? chunk.choices.map((c) => c.finishReason) : [chunk.finishReason],
         usage: { prompt_tokens: chunk.promptTokens, completion_tokens: chunk.completionTokens, total_tokens: chunk.promptTokens + chunk.completionTokens },
       };
     }
@@ -205,69 +271,149 @@ async function generate(
   return undefined;
 }
 
-/** The whole answer at once (non-streaming responses). */
-async function generateText(model: SimModel, request: Parameters<typeof generate>[1], signal: AbortSignal) {
-  const pieces: string[] = [];
-  const result = await generate(model, request, signal, (t) => pieces.push(t));
-  return result && { ...result, text: pieces.join('') };
+/** One choice of a non-streaming answer, assembled from the chunks. */
+interface AssembledChoice { text: string; calls: ToolCall[]; logprobs: unknown[] | undefined }
+
+/** The whole answer at once (non-streaming responses), every choice assembled. */
+async function generateAll(model: SimModel, request: ModelRequest, signal: AbortSignal) {
+  const choices: AssembledChoice[] = [];
+  const choice = (i: number) => (choices[i] ??= { text: '', calls: [], logprobs: undefined });
+  const result = await generate(model, request, signal, (chunk) => {
+    const c = choice(chunk.choice ?? 0);
+    if (chunk.type === 'tokens') {
+      c.text += chunk.texts.join('');
+      if (chunk.logprobs) (c.logprobs ??= []).push(...chunk.logprobs);
+      return;
+    }
+    if (chunk.type !== 'tool_calls') return;
+    for (const d of chunk.deltas) {
+      const call = (c.calls[d.call] ??= { id: '', type: 'function', function: { name: '', arguments: '' } });
+      if (d.id) call.id = d.id;
+      if (d.name) call.function.name = d.name;
+      call.function.arguments += d.arguments;
+    }
+  });
+  if (!result) return undefined;
+  for (let i = 0; i < result.finishReasons.length; i++) choice(i);
+  return { ...result, choices };
 }
 
-async function chatCompletions(res: ServerResponse, model: SimModel, parsed: ParsedRequest, signal: AbortSignal): Promise<void> {
+async function chatCompletions(res: ServerResponse, sim: Sim, parsed: ParsedRequest, signal: AbortSignal): Promise<void> {
+  injectFailure(sim);
   const id = `chatcmpl-${randomUUID()}`;
   const created = Math.floor(Date.now() / 1000);
   const base = { id, created, model: parsed.model, system_fingerprint: 'sluice-sim' };
+  const reportUsage = sim.options.reportUsage !== false;
   if (!parsed.stream) {
-    const result = await generateText(model, parsed.request, signal);
+    const result = await generateAll(sim.model, parsed.request, signal);
     if (!result) return;
     return sendJson(res, 200, {
       ...base,
       object: 'chat.completion',
-      choices: [{ index: 0, message: { role: 'assistant', content: result.text, refusal: null }, logprobs: null, finish_reason: result.finishReason }],
-      usage: result.usage,
+      choices: result.choices.map((c, index) => ({
+        index,
+        message: { role: 'assistant', content: c.calls.length > 0 && c.text === '' ? null : c.text, refusal: null, ...(c.calls.length > 0 && { tool_calls: c.calls }) },
+        logprobs: c.logprobs ? { content: c.logprobs, refusal: null } : null,
+        finish_reason: result.finishReasons[index] ?? 'stop',
+      })),
+      ...(reportUsage && { usage: result.usage }),
     });
   }
   const sse = startSse(res);
-  const usageField = parsed.includeUsage ? { usage: null } : {};
-  const chunk = (delta: object, finishReason: FinishReason | null) =>
-    ({ ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }], ...usageField });
-  sse.send(chunk({ role: 'assistant', content: '' }, null));
-  await streamTail(sse, parsed, () => generate(model, parsed.request, signal, (t) => sse.send(chunk({ content: t }, null))),
-    (finishReason) => chunk({}, finishReason),
+  const includeUsage = parsed.includeUsage && reportUsage;
+  const usageField = includeUsage ? { usage: null } : {};
+  const chunk = (index: number, delta: object, finishReason: FinishReason | null, logprobs: unknown = null) =>
+    ({ ...base, object: 'chat.completion.chunk', choices: [{ index, delta, logprobs, finish_reason: finishReason }], ...usageField });
+  const n = parsed.request.n ?? 1;
+  for (let i = 0; i < n; i++) sse.send(chunk(i, { role: 'assistant', content: '' }, null));
+  const onChunk = (c: AnswerChunk) => {
+    const index = c.choice ?? 0;
+    if (c.type === 'tokens') {
+      for (let i = 0; i < c.texts.length; i++) {
+        sse.send(chunk(index, { content: c.texts[i] }, null, c.logprobs ? { content: [c.logprobs[i]], refusal: null } : null));
+      }
+    } else if (c.type === 'tool_calls') {
+      for (const d of c.deltas) {
+        const call = d.id !== undefined
+          ? { index: d.call, id: d.id, type: 'function', function: { name: d.name ?? '', arguments: d.arguments } }
+          : { index: d.call, function: { arguments: d.arguments } };
+        sse.send(chunk(index, { tool_calls: [call] }, null));
+      }
+    }
+  };
+  await streamTail(sse, includeUsage, () => generate(sim.model, parsed.request, signal, onChunk),
+    (finishReasons) => finishReasons.map((f, i) => chunk(i, {}, f)),
     (usage) => ({ ...base, object: 'chat.completion.chunk', choices: [], usage }));
 }
 
-async function textCompletions(res: ServerResponse, model: SimModel, parsed: ParsedCompletion, signal: AbortSignal): Promise<void> {
+async function textCompletions(res: ServerResponse, sim: Sim, parsed: ParsedCompletion, signal: AbortSignal): Promise<void> {
+  injectFailure(sim);
   const id = `cmpl-${randomUUID()}`;
   const created = Math.floor(Date.now() / 1000);
   const base = { id, created, model: parsed.model, system_fingerprint: 'sluice-sim' };
+  const reportUsage = sim.options.reportUsage !== false;
   // The prompt form has no chat template, so its prompt tokens are the text's own.
   const withPromptTokens = (u: Usage): Usage => {
     const promptTokens = countTextTokens(parsed.prompt);
     return { prompt_tokens: promptTokens, completion_tokens: u.completion_tokens, total_tokens: promptTokens + u.completion_tokens };
   };
   if (!parsed.stream) {
-    const result = await generateText(model, parsed.request, signal);
+    const result = await generateAll(sim.model, parsed.request, signal);
     if (!result) return;
     return sendJson(res, 200, {
       ...base,
       object: 'text_completion',
-      choices: [{ index: 0, text: result.text, logprobs: null, finish_reason: result.finishReason }],
-      usage: withPromptTokens(result.usage),
+      choices: [{ index: 0, text: result.choices[0]?.text ?? '', logprobs: null, finish_reason: result.finishReasons[0] ?? 'stop' }],
+      ...(reportUsage && { usage: withPromptTokens(result.usage) }),
     });
   }
   const sse = startSse(res);
-  const usageField = parsed.includeUsage ? { usage: null } : {};
+  const includeUsage = parsed.includeUsage && reportUsage;
+  const usageField = includeUsage ? { usage: null } : {};
   const chunk = (text: string, finishReason: FinishReason | null) =>
     ({ ...base, object: 'text_completion', choices: [{ index: 0, text, logprobs: null, finish_reason: finishReason }], ...usageField });
-  await streamTail(sse, parsed, () => generate(model, parsed.request, signal, (t) => sse.send(chunk(t, null))),
-    (finishReason) => chunk('', finishReason),
-    (usage) => ({ ...base, object: 'text_completion', choices: [], usage: withPromptTokens(usage) }));
+  await streamTail(sse, includeUsage, () => generate(sim.model, parsed.request, signal, (c) => {
+    if (c.type === 'tokens') for (const t of c.texts) sse.send(chunk(t, null));
+  }),
+  (finishReasons) => [chunk('', finishReasons[0] ?? 'stop')],
+  (usage) => ({ ...base, object: 'text_completion', choices: [], usage: withPromptTokens(usage) }));
 }
 
-/** Streams the tokens, then the finish chunk, the optional usage chunk and `[DONE]`. */
+/** POST /v1/embeddings: deterministic unit vectors (`dimensions`, `encoding_format` honoured). */
+async function embeddings(res: ServerResponse, sim: Sim, body: Record<string, unknown>, signal: AbortSignal): Promise<void> {
+  const model = body.model === undefined ? 'sim' : body.model;
+  if (typeof model !== 'string' || model === '') throw new BadRequest(400, "'model' must be a non-empty string.", 'model');
+  const input = typeof body.input === 'string' ? [body.input] : body.input;
+  if (!Array.isArray(input) || input.length === 0 || input.length > MAX_EMBEDDING_INPUTS || !input.every((s) => typeof s === 'string')) {
+    throw new BadRequest(400, `'input' must be a string or an array of 1 to ${MAX_EMBEDDING_INPUTS} strings.`, 'input');
+  }
+  const dimensions = body.dimensions;
+  if (dimensions !== undefined && (typeof dimensions !== 'number' || !Number.isInteger(dimensions) || dimensions < 1 || dimensions > 8192)) {
+    throw new BadRequest(400, "'dimensions' must be an integer between 1 and 8192.", 'dimensions');
+  }
+  const format = body.encoding_format ?? 'float';
+  if (format !== 'float' && format !== 'base64') throw new BadRequest(400, "'encoding_format' must be float or base64.", 'encoding_format');
+  injectFailure(sim);
+  const params = { ...(dimensions !== undefined && { dimensions }), encoding_format: format };
+  let result;
+  try {
+    result = await sim.model.embed({ model, input: input as string[], params }, signal);
+  } catch (e) {
+    if (signal.aborted) return;
+    if (e instanceof ModelError) throw new BadRequest(e.status ?? 500, e.message, null, 'model_error');
+    throw e;
+  }
+  sendJson(res, 200, {
+    object: 'list', model,
+    data: result.data.map((d) => ({ object: 'embedding', index: d.index, embedding: d.embedding })),
+    ...(sim.options.reportUsage !== false && { usage: { prompt_tokens: result.promptTokens, total_tokens: result.promptTokens } }),
+  });
+}
+
+/** Streams the tokens, then the finish chunks, the optional usage chunk and `[DONE]`. */
 async function streamTail(
-  sse: Sse, parsed: ParsedRequest, run: () => ReturnType<typeof generate>,
-  finishChunk: (finishReason: FinishReason) => object, usageChunk: (usage: Usage) => object,
+  sse: Sse, includeUsage: boolean, run: () => ReturnType<typeof generate>,
+  finishChunks: (finishReasons: FinishReason[]) => object[], usageChunk: (usage: Usage) => object,
 ): Promise<void> {
   let result: Awaited<ReturnType<typeof generate>>;
   try {
@@ -279,8 +425,8 @@ async function streamTail(
     return sse.end();
   }
   if (!result) return sse.end();
-  sse.send(finishChunk(result.finishReason));
-  if (parsed.includeUsage) sse.send(usageChunk(result.usage));
+  for (const c of finishChunks(result.finishReasons)) sse.send(c);
+  if (includeUsage) sse.send(usageChunk(result.usage));
   sse.done();
 }
 

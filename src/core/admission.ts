@@ -1,7 +1,7 @@
 // Admission: decide whether a request may run and reserve its quota, atomically, before anything
-// is written. estimate = prompt tokens (real tokenizer, chat template included) + effective
-// max_tokens; one limiter call reserves 1 request and the estimate in every window, or refuses
-// and leaves every counter as it was.
+// is written. estimate = prompt tokens (real tokenizer, chat template, tools and media included)
+// + n x effective max_tokens; one limiter call reserves 1 request and the estimate in every
+// window, or refuses and leaves every counter as it was.
 import type { Config } from '../config.ts';
 import type { Limiter, WindowState } from '../ports/limiter.ts';
 import type { RequestPayload } from '../ports/store.ts';
@@ -31,11 +31,14 @@ export interface QueuePressure { depth(): number }
 export class Admission {
   constructor(private readonly deps: {
     config: Config; limiter: Limiter; models: ModelCatalog; pressure: QueuePressure; metrics: Metrics; now: () => number;
+    /** Whether a model's deployment takes fields Sluice does not know (vendor extensions); absent = none does. */
+    allowsPassthrough?: (model: string) => boolean;
   }) {}
 
   async admit(principal: Principal, input: ChatInput, requestId: string): Promise<Admitted> {
     const { config, limiter, metrics, now } = this.deps;
     await this.deps.models.assertKnown(input.model);
+    const params = this.forwarded(input);
     const limits = principal.limits;
     if (input.maxTokens !== undefined && input.maxTokens > limits.maxTokens) {
       throw new SluiceError('SLUICE_ERR_MAX_TOKENS_TOO_LARGE', `max_tokens ${input.maxTokens} exceeds ${limits.maxTokens}, the limit of tier "${principal.tier}"`, { param: 'max_tokens' });
@@ -49,14 +52,18 @@ export class Admission {
     const degraded = depth >= config.degrade.queueDepth && maxTokens > config.degrade.maxTokens;
     if (degraded) maxTokens = config.degrade.maxTokens;
 
-    const promptTokens = countPromptTokens(input.messages);
-    const estimatedTokens = promptTokens + maxTokens;
+    const n = input.n ?? 1;
+    const promptTokens = countPromptTokens(input.messages, params?.tools);
+    // Every choice may run to max_tokens.
+    const estimatedTokens = promptTokens + n * maxTokens;
     const payload: RequestPayload = {
       messages: input.messages, maxTokens,
       ...(input.temperature !== undefined && { temperature: input.temperature }),
       ...(input.topP !== undefined && { topP: input.topP }),
       ...(input.stop !== undefined && { stop: input.stop }),
       ...(input.seed !== undefined && { seed: input.seed }),
+      ...(n > 1 && { n }),
+      ...(params && { params }),
     };
     const base = { payload, promptTokens, estimatedTokens, priority: limits.priority, degraded };
     if (principal.unlimited) return { ...base, headers: {}, reserved: false };
@@ -83,12 +90,23 @@ export class Admission {
       const tooBig = exceeded.metric === 'tokens' && estimatedTokens > exceeded.limit;
       throw new SluiceError('SLUICE_ERR_QUOTA_EXCEEDED',
         tooBig
-          ? `This request needs ${estimatedTokens} tokens (prompt ${promptTokens} + max_tokens ${maxTokens}), more than your ${exceeded.window} token limit of ${exceeded.limit}; lower max_tokens`
+          ? `This request needs ${estimatedTokens} tokens (prompt ${promptTokens} + ${n > 1 ? `n ${n} x ` : ''}max_tokens ${maxTokens}), more than your ${exceeded.window} token limit of ${exceeded.limit}; lower max_tokens`
           : `${exceeded.window} ${exceeded.metric} quota exceeded: ${exceeded.used} of ${exceeded.limit} used; resets in ${retryAfter}s`,
         { headers: { 'retry-after': String(retryAfter), ...rateLimitHeaders(result.windows, t) }, window: exceeded.window, metric: exceeded.metric });
     }
     // A duplicate is another submission's reservation (a concurrent replay of the same key): not ours to give back.
     return { ...base, headers: rateLimitHeaders(result.windows, t), reserved: !result.duplicate };
+  }
+
+  /** The fields to forward: the known ones, plus unknown ones if the model's deployment takes them (else a 400 naming the first). */
+  private forwarded(input: ChatInput): Record<string, unknown> | undefined {
+    if (!input.extra) return input.params;
+    const unknown = Object.keys(input.extra)[0];
+    if (unknown === undefined) return input.params;
+    if (!(this.deps.allowsPassthrough?.(input.model) ?? false)) {
+      throw new SluiceError('SLUICE_ERR_UNSUPPORTED_PARAM', `${unknown}: not a field Sluice supports, and the deployment of model "${input.model}" does not allow passthrough`, { param: unknown });
+    }
+    return { ...input.extra, ...input.params };
   }
 }
 

@@ -19,6 +19,7 @@ export const catalogue = {
   SLUICE_ERR_REQUEST_TIMEOUT: { status: 408, type: 'invalid_request_error', message: 'The request (headers or body) was not received in time' },
   SLUICE_ERR_HEADERS_TOO_LARGE: { status: 431, type: 'invalid_request_error', message: 'Request headers are too large' },
   SLUICE_ERR_VALIDATION: { status: 400, type: 'invalid_request_error', message: 'Request body failed validation' },
+  SLUICE_ERR_UNSUPPORTED_PARAM: { status: 400, type: 'invalid_request_error', message: 'This parameter is not supported for this model' },
   SLUICE_ERR_INVALID_TEXT: { status: 400, type: 'invalid_request_error', message: 'Text contains a NUL character or an unpaired UTF-16 surrogate' },
   SLUICE_ERR_BODY_TOO_LARGE: { status: 413, type: 'invalid_request_error', message: 'Request body is too large' },
   SLUICE_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, type: 'invalid_request_error', message: 'Content-Type must be application/json' },

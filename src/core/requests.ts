@@ -26,6 +26,7 @@ function idempotentId(userId: string, key: string): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
+/** Covers everything that shapes the answer (messages, n, forwarded and passthrough fields); not how it is delivered. */
 function bodyHash(input: ChatInput): string {
   const { stream: _s, includeUsage: _u, mode: _m, ...semantic } = input;
   return createHash('sha256').update(JSON.stringify(semantic)).digest('hex').slice(0, 32);
@@ -58,10 +59,13 @@ export class RequestService {
     // refuse now with Retry-After, before any quota is reserved, instead of holding the client.
     if (opts.mode === 'direct') this.deps.models?.assertAvailable(input.model);
     const admitted = await this.deps.admission.admit(principal, input, id);
+    // A direct call whose caller does not stream may go upstream non-streaming (one response, no
+    // token events to pace); a queued request always streams, since anyone may follow its log.
+    const payload = opts.mode === 'direct' && !input.stream ? { ...admitted.payload, stream: false } : admitted.payload;
     let inserted: { record: RequestRecord; created: boolean };
     try {
       inserted = await store.insertRequest({
-        id, userId: principal.userId, keyId: principal.keyId, model: input.model, mode: opts.mode, payload: admitted.payload,
+        id, userId: principal.userId, keyId: principal.keyId, model: input.model, mode: opts.mode, payload,
         priority: admitted.priority, idempotencyKey: opts.idempotencyKey ?? null, bodyHash: hash,
         estimatedTokens: admitted.estimatedTokens, promptTokens: admitted.promptTokens,
       }, opts.mode === 'direct' ? { workerId: this.gatewayId, claimMs: this.deps.config.worker.claimMs } : undefined);

@@ -77,11 +77,55 @@ export function messageText(m: ChatMessage): string {
   return text;
 }
 
-/** Prompt tokens of a chat request, template overhead included. */
-export function countPromptTokens(messages: readonly ChatMessage[]): number {
-  let total = REPLY_PRIMING_TOKENS;
+/**
+ * An image part's estimate. The image is not decoded, so its size is unknown: `low` detail is
+ * OpenAI's flat 85 tokens; `high` and `auto` are taken as a 1024x1024 image in high detail
+ * (85 + 4 tiles of 170 = 765), OpenAI's figure for the common case.
+ */
+export const IMAGE_TOKENS_LOW = 85;
+export const IMAGE_TOKENS_HIGH = 765;
+/**
+ * An audio part's estimate: one token per 1,600 bytes of audio (about 10 tokens a second for
+ * 128 kbit/s MP3, the rate OpenAI's audio models count; 16 kHz WAV comes out at 20 a second).
+ */
+export const AUDIO_BYTES_PER_TOKEN = 1_600;
+/** Each tool call in a message and each tool definition adds a little template around its JSON. */
+const TOKENS_PER_TOOL_CALL = 3;
+const TOKENS_PER_TOOLS_BLOCK = 9;
+
+/** Tokens of the non-text content parts of a message (images, audio). */
+function mediaTokens(m: ChatMessage): number {
+  if (typeof m.content === 'string' || m.content == null) return 0;
+  let total = 0;
+  for (const part of m.content) {
+    if (part.type === 'image_url') total += part.image_url.detail === 'low' ? IMAGE_TOKENS_LOW : IMAGE_TOKENS_HIGH;
+    else if (part.type === 'input_audio') total += Math.max(1, Math.ceil((part.input_audio.data.length * 3) / 4 / AUDIO_BYTES_PER_TOKEN));
+  }
+  return total;
+}
+
+/** Tokens of the tool calls an assistant message carries and of the call id a tool message answers. */
+function toolTokens(m: ChatMessage): number {
+  let total = m.tool_call_id !== undefined ? countTextTokens(m.tool_call_id) : 0;
+  if (m.tool_calls) {
+    for (const call of m.tool_calls) {
+      total += TOKENS_PER_TOOL_CALL + countTextTokens(call.id) + countTextTokens(call.function.name) + countTextTokens(call.function.arguments);
+    }
+  }
+  return total;
+}
+
+/** Tokens of the tool definitions (their JSON, as the model sees them in its prompt); 0 without tools. */
+export function countToolsTokens(tools: unknown): number {
+  if (!Array.isArray(tools) || tools.length === 0) return 0;
+  return TOKENS_PER_TOOLS_BLOCK + countTextTokens(JSON.stringify(tools));
+}
+
+/** Prompt tokens of a chat request, template overhead, media, tool calls and tool definitions included. */
+export function countPromptTokens(messages: readonly ChatMessage[], tools?: unknown): number {
+  let total = REPLY_PRIMING_TOKENS + countToolsTokens(tools);
   for (const m of messages) {
-    total += TOKENS_PER_MESSAGE + countTextTokens(m.role) + countTextTokens(messageText(m));
+    total += TOKENS_PER_MESSAGE + countTextTokens(m.role) + countTextTokens(messageText(m)) + mediaTokens(m) + toolTokens(m);
     if (m.name !== undefined && m.name !== '') total += TOKENS_PER_NAME + countTextTokens(m.name);
   }
   return total;

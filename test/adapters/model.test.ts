@@ -63,7 +63,7 @@ describe('SimModel', () => {
     assert.match(r.text, /[a-z][.!?] [A-Z][a-z]+/, 'several capitalised sentences');
     assert.ok(r.tokens.slice(1).every((t) => /^( [A-Za-z]+|[.,!?])$/.test(t)), 'each token is a word piece or punctuation');
     assert.ok(r.text.split(' ').length > 100);
-    assert.deepEqual(r.usage, { type: 'usage', promptTokens: countPromptTokens(messages), completionTokens: 200, finishReason: 'length' });
+    assert.deepEqual(r.usage, { type: 'usage', promptTokens: countPromptTokens(messages), completionTokens: 200, finishReason: 'length', usageSource: 'reported' });
   });
 
   it('a shorter maxTokens yields a prefix of the same text', async () => {
@@ -340,7 +340,7 @@ describe('HttpModel', () => {
     const r = await collect(httpModel(`${upstream.url}/nousage/v1`), request());
     assert.equal(r.text, 'Hello wonderful world');
     assert.ok(r.batches < r.tokens.length, 'the tokens of one upstream write travel as one chunk');
-    assert.deepEqual(r.usage, { type: 'usage', promptTokens: countPromptTokens(messages), completionTokens: countTextTokens('Hello wonderful world'), finishReason: 'stop' });
+    assert.deepEqual(r.usage, { type: 'usage', promptTokens: countPromptTokens(messages), completionTokens: countTextTokens('Hello wonderful world'), finishReason: 'stop', usageSource: 'counted' });
     assert.ok((r.usage?.completionTokens ?? 0) > 0);
   });
 
@@ -348,7 +348,7 @@ describe('HttpModel', () => {
     const r = await collect(httpModel(`${upstream.url}/bytes/v1`), request());
     assert.equal(r.error, undefined);
     assert.deepEqual(r.tokens, ['héllo', ' 🌍 wörld']);
-    assert.deepEqual(r.usage, { type: 'usage', promptTokens: 11, completionTokens: 3, finishReason: 'length' });
+    assert.deepEqual(r.usage, { type: 'usage', promptTokens: 11, completionTokens: 3, finishReason: 'length', usageSource: 'reported' });
   });
 
   it('classifies 5xx and 429 as transient, other 4xx as permanent with the upstream message', async () => {

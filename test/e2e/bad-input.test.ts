@@ -29,6 +29,22 @@ describe('bad input', () => {
       assert.equal(j.error.param, 'max_tokens');
       await expectError(res, 400, 'SLUICE_ERR_VALIDATION');
     });
+    it(`${path}: a field Sluice does not know -> 400 SLUICE_ERR_UNSUPPORTED_PARAM naming it`, async () => {
+      const res = await post(path, { ...ok, top_k: 40 });
+      assert.equal((await res.clone().json()).error.param, 'top_k');
+      await expectError(res, 400, 'SLUICE_ERR_UNSUPPORTED_PARAM');
+    });
+    it(`${path}: an invalid chat field -> 400 naming it`, async () => {
+      for (const [fields, param] of [
+        [{ tools: [{ type: 'function', function: { name: 'bad name' } }] }, 'tools.0.function.name'],
+        [{ n: 99 }, 'n'],
+        [{ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'file:///etc/passwd' } }] }] }, 'messages.0.content.0.image_url.url'],
+      ] as const) {
+        const res = await post(path, { ...ok, ...fields });
+        assert.equal((await res.clone().json()).error.param, param);
+        await expectError(res, 400, 'SLUICE_ERR_VALIDATION');
+      }
+    });
     it(`${path}: missing messages -> 400`, async () => expectError(await post(path, { model: 'sim' }), 400, 'SLUICE_ERR_VALIDATION'));
     it(`${path}: empty messages -> 400`, async () => expectError(await post(path, { model: 'sim', messages: [] }), 400, 'SLUICE_ERR_VALIDATION'));
     it(`${path}: unknown model -> 404 SLUICE_ERR_UNKNOWN_MODEL`, async () => expectError(await post(path, { ...ok, model: 'gpt-17' }), 404, 'SLUICE_ERR_UNKNOWN_MODEL'));

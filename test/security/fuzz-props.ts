@@ -405,6 +405,23 @@ function chatProperty(name: string, path: string, base: Record<string, unknown>,
 
 const chatCompletions = chatProperty('POST /v1/chat/completions', '/v1/chat/completions', chatBase, chatPaths, false);
 const chatCompletionsStream = chatProperty('POST /v1/chat/completions stream', '/v1/chat/completions', chatBase, chatPaths, true);
+/** The whole chat surface: tools, tool calls in messages, content parts, response_format, logprobs, n. */
+const surfaceBase = {
+  model: 'sim', max_tokens: 4, n: 2, logprobs: true, top_logprobs: 2, logit_bias: { 11: 1 }, frequency_penalty: 0.5, parallel_tool_calls: true,
+  tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } } }],
+  tool_choice: { type: 'function', function: { name: 'get_weather' } },
+  response_format: { type: 'json_schema', json_schema: { name: 'answer', schema: { type: 'object' } } },
+  messages: [
+    { role: 'user', content: [{ type: 'text', text: 'hi' }, { type: 'image_url', image_url: { url: 'https://example.com/a.png', detail: 'low' } }, { type: 'input_audio', input_audio: { data: 'UklGRg==', format: 'wav' } }] },
+    { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Oslo"}' } }] },
+    { role: 'tool', tool_call_id: 'call_1', content: '21C' },
+  ],
+};
+const surfacePaths: Path[] = [['tools'], ['tools', 0], ['tools', 0, 'type'], ['tools', 0, 'function', 'name'], ['tools', 0, 'function', 'parameters'], ['tool_choice'], ['tool_choice', 'function', 'name'],
+  ['parallel_tool_calls'], ['response_format'], ['response_format', 'type'], ['response_format', 'json_schema', 'schema'], ['logprobs'], ['top_logprobs'], ['logit_bias'], ['logit_bias', '11'], ['n'],
+  ['frequency_penalty'], ['functions'], ['function_call'], ['messages', 0, 'content', 1, 'image_url', 'url'], ['messages', 0, 'content', 2, 'input_audio'], ['messages', 0, 'content', 0, 'type'],
+  ['messages', 1, 'content'], ['messages', 1, 'tool_calls', 0, 'function', 'arguments'], ['messages', 1, 'tool_calls', 0, 'id'], ['messages', 2, 'tool_call_id'], ['messages', 2, 'role'], ['top_k']];
+const chatSurface = chatProperty('POST /v1/chat/completions (tools, parts, n, logprobs)', '/v1/chat/completions', surfaceBase, surfacePaths, undefined);
 const completions = chatProperty('POST /v1/completions', '/v1/completions', completionBase, completionPaths, undefined);
 const asyncRequests = chatProperty('POST /v1/requests', '/v1/requests', chatBase, chatPaths, undefined);
 const quickChat = chatProperty('POST /chat', '/chat', { message: 'hi', max_tokens: 4 }, [['message'], ['model'], ['max_tokens']], undefined);
@@ -590,7 +607,7 @@ function wsExchange(t: FuzzTarget, who: Caller, frames: (string | Buffer)[], inp
 
 /** Every property, in the order the test runs them. */
 export const fuzzProperties: readonly FuzzProperty[] = [
-  chatCompletions, chatCompletionsStream, completions, asyncRequests, quickChat,
+  chatCompletions, chatCompletionsStream, chatSurface, completions, asyncRequests, quickChat,
   requestStatus, requestEvents, requestCancel, usageAndModels,
   adminUsers, adminPathIds, adminKeys, adminQuotas, adminRequests, usageCsv, longIds, headerFuzz, wsMessage1, wsMessages,
 ];

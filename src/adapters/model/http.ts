@@ -1,16 +1,29 @@
 // Any OpenAI-compatible upstream (`http(s)://host:port/v1`: vLLM, Ollama, llama.cpp server, TGI, …).
 //
 // Guarantees:
+// - The request is forwarded whole: the validated chat fields (`params`: tools, tool_choice,
+//   response_format, logprobs, penalties, …, and passthrough fields) in their OpenAI names, plus
+//   model, messages, max_tokens, n and the sampling fields.
 // - Tokens are yielded as soon as the upstream read that completed them is parsed: no buffering
-//   between upstream and caller, and the tokens of one read travel on as one chunk.
-// - The last chunk is always `usage`; when the upstream omits usage (or a field of it), prompt and
-//   completion tokens are counted locally so billing never sees 0 for real work.
+//   between upstream and caller, and the tokens of one read travel on as one chunk per choice
+//   (consecutive deltas of one choice share a chunk). Every choice is read, not only choice 0;
+//   tool-call deltas become `tool_calls` chunks, logprobs travel parallel to the texts when asked.
+// - The last chunk is always `usage`, with every choice's finish reason (tool_calls and
+//   content_filter kept). When the upstream omits usage (or a field of it), prompt and completion
+//   tokens are counted locally (tools and tool-call arguments included) so billing never sees 0
+//   for real work, and `usageSource` says `counted`.
+// - A caller that does not stream (`req.stream === false`) gets one non-streaming upstream call,
+//   its answer turned into the same chunks; that answer is read up to a bound.
 // - Failures are ModelErrors: network errors, timeouts, 408/425/429/5xx and streams that end before
-//   `[DONE]` or a finish reason are `transient`; other 4xx are `permanent` with the upstream's message.
+//   `[DONE]` or every choice's finish reason are `transient`; other 4xx are `permanent` with the
+//   upstream's message.
 // - Aborting the signal (or leaving the loop early) closes the upstream request at once; an aborted
 //   stream ends without a usage chunk and without throwing, like the simulator.
 import { Pool } from 'undici';
-import { ModelError, type FinishReason, type ModelBackend, type ModelChunk, type ModelRequest } from '../../ports/model.ts';
+import {
+  ModelError, type EmbeddingRequest, type EmbeddingResult, type FinishReason, type ModelBackend, type ModelChunk,
+  type ModelRequest, type ToolCallDelta,
+} from '../../ports/model.ts';
 import { countPromptTokens, countTextTokens } from '../../core/tokens.ts';
 import { sseDataBatches } from './sse-data.ts';
 
@@ -38,11 +51,18 @@ export const DEFAULT_CONNECTIONS = 256;
 const MODELS_CACHE_MS = 30_000;
 const MODELS_TIMEOUT_MS = 5_000;
 const MAX_ERROR_BODY_CHARS = 2_000;
+/** Largest non-streaming chat answer read. */
+const MAX_COMPLETION_BYTES = 16 * 1024 * 1024;
+/** Largest embeddings answer read (2,048 inputs of 3,072 dimensions is about 120 MB of JSON: batch below that). */
+const MAX_EMBEDDINGS_BYTES = 64 * 1024 * 1024;
+/** Choice indexes an upstream may use; others are a broken answer and are ignored. */
+const MAX_CHOICE_INDEX = 127;
 
 export class HttpModel implements ModelBackend {
   private readonly pool: Pool;
   private readonly basePath: string;
-  private readonly headers: Record<string, string>;
+  private readonly streamHeaders: Record<string, string>;
+  private readonly jsonHeaders: Record<string, string>;
   private modelsCache: { ids: string[]; at: number } | undefined;
 
   constructor(private readonly options: HttpModelOptions) {
@@ -56,32 +76,25 @@ export class HttpModel implements ModelBackend {
       bodyTimeout: options.bodyTimeoutMs ?? 300_000,
       connect: { timeout: options.connectTimeoutMs ?? 10_000 },
     });
-    this.headers = { 'content-type': 'application/json', accept: 'text/event-stream' };
-    if (options.apiKey) this.headers.authorization = `Bearer ${options.apiKey}`;
+    const auth: Record<string, string> = options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {};
+    this.streamHeaders = { 'content-type': 'application/json', accept: 'text/event-stream', ...auth };
+    this.jsonHeaders = { 'content-type': 'application/json', accept: 'application/json', ...auth };
   }
 
   async *stream(req: ModelRequest, signal: AbortSignal): AsyncGenerator<ModelChunk> {
     if (signal.aborted) return;
-    let response: Awaited<ReturnType<Pool['request']>>;
-    try {
-      response = await this.pool.request({
-        method: 'POST', path: `${this.basePath}/chat/completions`, headers: this.headers, body: requestBody(req), signal,
-      });
-    } catch (e) {
-      if (signal.aborted) return;
-      throw toModelError(e);
-    }
-    const { statusCode, body } = response;
-    if (statusCode < 200 || statusCode >= 300) throw await httpError(statusCode, body);
+    if (req.stream === false) { yield* this.complete(req, signal); return; }
+    const body = await this.post('/chat/completions', this.streamHeaders, requestBody(req, true), signal);
+    if (body === undefined) return;
 
-    const upstream = new UpstreamEvents();
+    const upstream = new UpstreamEvents(req.params?.logprobs === true);
     let bodyEnded = false;
     try {
       for await (const batch of sseDataBatches(body)) {
         if (upstream.done) continue; // after [DONE], read the body to its end (keep-alive) and ignore it
-        const { texts, failure } = upstream.read(batch);
+        const { chunks, failure } = upstream.read(batch);
         // Tokens that came before a failure in the same read were produced: they are logged and billed.
-        if (texts.length > 0) yield { type: 'tokens', texts };
+        for (const chunk of chunks) yield chunk;
         if (failure !== undefined) throw failure;
       }
       bodyEnded = true;
@@ -93,16 +106,64 @@ export class HttpModel implements ModelBackend {
       if (!bodyEnded) body.destroy();
     }
     if (signal.aborted) return;
-    const { done, finishReason, usage, pieces } = upstream;
-    if (!done && finishReason === undefined) {
+    if (!upstream.done && !upstream.allFinished(req.n ?? 1)) {
       throw new ModelError('transient', 'upstream stream ended before [DONE] or a finish reason');
     }
-    yield {
-      type: 'usage',
-      promptTokens: usage?.promptTokens ?? countPromptTokens(req.messages),
-      completionTokens: usage?.completionTokens ?? countTextTokens(pieces.join('')),
-      finishReason: toFinishReason(finishReason),
-    };
+    yield upstream.usage(req);
+  }
+
+  /** One non-streaming upstream call, its `chat.completion` turned into chunks. */
+  private async *complete(req: ModelRequest, signal: AbortSignal): AsyncGenerator<ModelChunk> {
+    const body = await this.post('/chat/completions', this.jsonHeaders, requestBody(req, false), signal);
+    if (body === undefined) return;
+    let json: unknown;
+    try {
+      json = parseJson(await readBounded(body, MAX_COMPLETION_BYTES), 'chat completion');
+    } catch (e) {
+      if (signal.aborted) return;
+      throw toModelError(e);
+    }
+    if (signal.aborted) return;
+    const upstream = new UpstreamEvents(req.params?.logprobs === true);
+    const { chunks, failure } = upstream.readCompletion(json);
+    if (failure !== undefined) throw failure;
+    yield* chunks;
+    yield upstream.usage(req);
+  }
+
+  /** Embeddings (POST {base}/embeddings); the usage the upstream reports, else counted locally. */
+  async embed(req: EmbeddingRequest, signal: AbortSignal): Promise<EmbeddingResult> {
+    const body = await this.post('/embeddings', this.jsonHeaders, JSON.stringify({ ...req.params, model: req.model, input: req.input }), signal);
+    if (body === undefined) throw new ModelError('transient', 'embeddings request aborted');
+    let json: unknown;
+    try { json = parseJson(await readBounded(body, MAX_EMBEDDINGS_BYTES), 'embeddings answer'); } catch (e) { throw toModelError(e); }
+    if (!isRecord(json) || !Array.isArray(json.data)) throw new ModelError('transient', 'upstream embeddings answer has no data list');
+    const data: EmbeddingResult['data'] = [];
+    for (const [position, item] of json.data.entries()) {
+      if (!isRecord(item) || !(Array.isArray(item.embedding) || typeof item.embedding === 'string')) {
+        throw new ModelError('transient', `upstream embeddings answer: data[${position}] has no embedding`);
+      }
+      data.push({ index: count(item.index) ?? position, embedding: item.embedding as number[] | string });
+    }
+    const reported = isRecord(json.usage) ? count(json.usage.prompt_tokens) : undefined;
+    if (reported !== undefined) return { data, promptTokens: reported, usageSource: 'reported' };
+    let counted = 0;
+    for (const text of req.input) counted += countTextTokens(text);
+    return { data, promptTokens: counted, usageSource: 'counted' };
+  }
+
+  /** POSTs and returns the body of a 2xx answer; undefined when aborted. Throws ModelError. */
+  private async post(path: string, headers: Record<string, string>, payload: string, signal: AbortSignal) {
+    let response: Awaited<ReturnType<Pool['request']>>;
+    try {
+      response = await this.pool.request({ method: 'POST', path: `${this.basePath}${path}`, headers, body: payload, signal });
+    } catch (e) {
+      if (signal.aborted) return undefined;
+      throw toModelError(e);
+    }
+    const { statusCode, body } = response;
+    if (statusCode < 200 || statusCode >= 300) throw await httpError(statusCode, body);
+    return body;
   }
 
   async models(): Promise<string[]> {
@@ -110,7 +171,7 @@ export class HttpModel implements ModelBackend {
     if (cached && Date.now() - cached.at < MODELS_CACHE_MS) return cached.ids;
     try {
       const { statusCode, body } = await this.pool.request({
-        method: 'GET', path: `${this.basePath}/models`, headers: this.headers, signal: AbortSignal.timeout(MODELS_TIMEOUT_MS),
+        method: 'GET', path: `${this.basePath}/models`, headers: this.jsonHeaders, signal: AbortSignal.timeout(MODELS_TIMEOUT_MS),
       });
       const json: unknown = await body.json();
       if (statusCode !== 200) throw new Error(`status ${statusCode}`);
@@ -133,13 +194,15 @@ export class HttpModel implements ModelBackend {
   }
 }
 
-function requestBody(req: ModelRequest): string {
+function requestBody(req: ModelRequest, stream: boolean): string {
   return JSON.stringify({
+    ...req.params,
     model: req.model,
     messages: req.messages,
-    stream: true,
-    stream_options: { include_usage: true },
+    stream,
+    stream_options: stream ? { include_usage: true } : undefined,
     max_tokens: req.maxTokens,
+    n: req.n !== undefined && req.n > 1 ? req.n : undefined,
     temperature: req.temperature,
     top_p: req.topP,
     stop: req.stop && req.stop.length > 0 ? req.stop : undefined,
@@ -148,7 +211,6 @@ function requestBody(req: ModelRequest): string {
 }
 
 interface UpstreamUsage { promptTokens?: number; completionTokens?: number }
-interface StreamEvent { content?: string; finishReason?: string; usage?: UpstreamUsage; error?: string }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -158,70 +220,192 @@ function count(v: unknown): number | undefined {
   return typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : undefined;
 }
 
-/** What an upstream stream's events have said so far. */
+function parseJson(text: string, what: string): unknown {
+  try { return JSON.parse(text); } catch (e) {
+    throw new ModelError('transient', `upstream sent a ${what} that is not JSON`, undefined, { cause: e });
+  }
+}
+
+/** The body as text, up to `limit` bytes; a longer one is a permanent failure (it would be as long again). */
+async function readBounded(body: AsyncIterable<unknown> & { destroy(): unknown }, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += (chunk as Buffer).length;
+    if (size > limit) { body.destroy(); throw new ModelError('permanent', `upstream answer exceeds ${limit} bytes`); }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * What an upstream's events have said so far, for every choice. Runs once per event: methods and
+ * plain loops, no closure per token.
+ */
 class UpstreamEvents {
   done = false;
-  finishReason: string | undefined;
-  usage: UpstreamUsage | undefined;
-  /** Every token text, for counting usage when the upstream reports none. */
-  readonly pieces: string[] = [];
+  private reported: UpstreamUsage | undefined;
+  /** Finish reason by choice index. */
+  private readonly finish: (string | undefined)[] = [];
+  /** Every text, tool name and argument fragment by choice, for counting usage when the upstream reports none. */
+  private readonly pieces: string[][] = [];
+  private out: ModelChunk[] = [];
 
-  /** The token texts of one read's events. A failure after some of them is returned with them, not thrown. */
-  read(batch: readonly string[]): { texts: string[]; failure?: unknown } {
-    const texts: string[] = [];
+  constructor(private readonly wantLogprobs: boolean) {}
+
+  /** The chunks of one read's events. A failure after some of them is returned with them, not thrown. */
+  read(batch: readonly string[]): { chunks: ModelChunk[]; failure?: unknown } {
+    this.out = [];
     try {
       for (const data of batch) {
         if (data === '[DONE]') { this.done = true; break; }
-        const event = parseEvent(data);
-        if (event.error !== undefined) throw new ModelError('transient', `upstream stream error: ${event.error}`);
-        if (event.content) texts.push(event.content);
-        if (event.finishReason) this.finishReason = event.finishReason;
-        if (event.usage) this.usage = event.usage;
+        const json = parseJson(data, 'SSE event');
+        if (!isRecord(json)) continue;
+        if (json.error !== undefined) throw new ModelError('transient', `upstream stream error: ${errorMessage(json) ?? 'unknown error'}`);
+        if (Array.isArray(json.choices)) for (const c of json.choices) this.choice(c, 'delta');
+        if (isRecord(json.usage)) this.usageOf(json.usage);
       }
-      return { texts };
+      return { chunks: this.out };
     } catch (failure) {
-      return { texts, failure };
-    } finally {
-      for (const t of texts) this.pieces.push(t);
+      return { chunks: this.out, failure };
     }
   }
+
+  /** The chunks of a whole `chat.completion` (a non-streaming answer). */
+  readCompletion(json: unknown): { chunks: ModelChunk[]; failure?: unknown } {
+    this.out = [];
+    this.done = true;
+    if (!isRecord(json) || json.error !== undefined || !Array.isArray(json.choices)) {
+      return { chunks: [], failure: new ModelError('transient', `upstream answer is not a chat completion: ${errorMessage(json) ?? 'no choices'}`) };
+    }
+    for (const c of json.choices) this.choice(c, 'message');
+    if (isRecord(json.usage)) this.usageOf(json.usage);
+    return { chunks: this.out };
+  }
+
+  allFinished(n: number): boolean {
+    const choices = Math.max(n, this.finish.length);
+    for (let i = 0; i < choices; i++) if (this.finish[i] === undefined) return false;
+    return true;
+  }
+
+  /** The closing usage chunk: reported figures, else counted ones; every choice's finish reason. */
+  usage(req: ModelRequest): Extract<ModelChunk, { type: 'usage' }> {
+    const reported = this.reported;
+    let completionTokens = reported?.completionTokens;
+    if (completionTokens === undefined) {
+      completionTokens = 0;
+      for (const pieces of this.pieces) if (pieces) completionTokens += countTextTokens(pieces.join(''));
+    }
+    const choices = Math.max(req.n ?? 1, this.finish.length, this.pieces.length);
+    const finishReason = toFinishReason(this.finish[0]);
+    const chunk: Extract<ModelChunk, { type: 'usage' }> = {
+      type: 'usage',
+      promptTokens: reported?.promptTokens ?? countPromptTokens(req.messages, req.params?.tools),
+      completionTokens,
+      finishReason,
+      usageSource: reported?.promptTokens !== undefined && reported.completionTokens !== undefined ? 'reported' : 'counted',
+    };
+    if (choices > 1) {
+      chunk.choices = [];
+      for (let i = 0; i < choices; i++) chunk.choices.push({ index: i, finishReason: toFinishReason(this.finish[i]) });
+    }
+    return chunk;
+  }
+
+  private usageOf(u: Record<string, unknown>): void {
+    const usage: UpstreamUsage = {};
+    const promptTokens = count(u.prompt_tokens);
+    const completionTokens = count(u.completion_tokens);
+    if (promptTokens !== undefined) usage.promptTokens = promptTokens;
+    if (completionTokens !== undefined) usage.completionTokens = completionTokens;
+    this.reported = usage;
+  }
+
+  /** One choice of a chunk (`delta`) or of a whole answer (`message`). */
+  private choice(c: unknown, field: 'delta' | 'message'): void {
+    if (!isRecord(c)) return;
+    const index = c.index === undefined ? 0 : count(c.index);
+    if (index === undefined || index > MAX_CHOICE_INDEX) return;
+    const delta = c[field];
+    if (isRecord(delta)) {
+      if (typeof delta.content === 'string' && delta.content !== '') {
+        this.text(index, delta.content, this.wantLogprobs && isRecord(c.logprobs) ? c.logprobs.content : undefined);
+      }
+      if (Array.isArray(delta.tool_calls)) {
+        for (let i = 0; i < delta.tool_calls.length; i++) this.toolCall(index, delta.tool_calls[i], i);
+      }
+    }
+    if (typeof c.finish_reason === 'string') this.finish[index] = c.finish_reason;
+  }
+
+  private piecesOf(choice: number): string[] {
+    let pieces = this.pieces[choice];
+    if (pieces === undefined) { pieces = []; this.pieces[choice] = pieces; }
+    return pieces;
+  }
+
+  /** The tokens chunk of `choice` at the end of this read's chunks (a new one if the last is another's). */
+  private tokensChunk(choice: number): Extract<ModelChunk, { type: 'tokens' }> {
+    const last = this.out[this.out.length - 1];
+    if (last?.type === 'tokens' && (last.choice ?? 0) === choice) return last;
+    const chunk: Extract<ModelChunk, { type: 'tokens' }> = { type: 'tokens', texts: [] };
+    if (choice !== 0) chunk.choice = choice;
+    if (this.wantLogprobs) chunk.logprobs = [];
+    this.out.push(chunk);
+    return chunk;
+  }
+
+  /**
+   * A content delta. With logprobs, each text gets its entry: a delta whose entries spell it is
+   * split into their tokens; otherwise it travels whole with its first entry (null if none).
+   */
+  private text(choice: number, text: string, entries: unknown): void {
+    const chunk = this.tokensChunk(choice);
+    this.piecesOf(choice).push(text);
+    if (!chunk.logprobs) { chunk.texts.push(text); return; }
+    if (Array.isArray(entries) && entries.length > 1 && spells(entries, text)) {
+      for (const e of entries) { chunk.texts.push((e as { token: string }).token); chunk.logprobs.push(e); }
+      return;
+    }
+    chunk.texts.push(text);
+    chunk.logprobs.push(Array.isArray(entries) && entries.length > 0 ? entries[0] : null);
+  }
+
+  private toolCall(choice: number, tc: unknown, position: number): void {
+    if (!isRecord(tc)) return;
+    const fn = isRecord(tc.function) ? tc.function : {};
+    const delta: ToolCallDelta = { call: count(tc.index) ?? position, arguments: typeof fn.arguments === 'string' ? fn.arguments : '' };
+    if (typeof tc.id === 'string' && tc.id !== '') delta.id = tc.id;
+    if (typeof fn.name === 'string' && fn.name !== '') delta.name = fn.name;
+    if (delta.id === undefined && delta.name === undefined && delta.arguments === '') return;
+    const pieces = this.piecesOf(choice);
+    if (delta.name !== undefined) pieces.push(delta.name);
+    if (delta.arguments !== '') pieces.push(delta.arguments);
+    const last = this.out[this.out.length - 1];
+    if (last?.type === 'tool_calls' && (last.choice ?? 0) === choice) { last.deltas.push(delta); return; }
+    this.out.push(choice === 0 ? { type: 'tool_calls', deltas: [delta] } : { type: 'tool_calls', choice, deltas: [delta] });
+  }
 }
 
-/** Picks what Sluice needs from one `chat.completion.chunk` (only choice 0 is used). */
-function parseEvent(data: string): StreamEvent {
-  let json: unknown;
-  try { json = JSON.parse(data); } catch (e) {
-    throw new ModelError('transient', 'upstream sent an SSE event that is not JSON', undefined, { cause: e });
+/** Whether logprobs entries' tokens put together are `text`. */
+function spells(entries: readonly unknown[], text: string): boolean {
+  let joined = '';
+  for (const e of entries) {
+    if (!isRecord(e) || typeof e.token !== 'string') return false;
+    joined += e.token;
   }
-  if (!isRecord(json)) return {};
-  if (json.error !== undefined) return { error: errorMessage(json) ?? 'unknown error' };
-  const event: StreamEvent = {};
-  const choice = choiceZero(json.choices);
-  if (choice) {
-    const delta = choice.delta;
-    if (isRecord(delta) && typeof delta.content === 'string' && delta.content !== '') event.content = delta.content;
-    if (typeof choice.finish_reason === 'string') event.finishReason = choice.finish_reason;
-  }
-  if (isRecord(json.usage)) {
-    event.usage = {};
-    const promptTokens = count(json.usage.prompt_tokens);
-    const completionTokens = count(json.usage.completion_tokens);
-    if (promptTokens !== undefined) event.usage.promptTokens = promptTokens;
-    if (completionTokens !== undefined) event.usage.completionTokens = completionTokens;
-  }
-  return event;
-}
-
-/** Choice 0 of a chunk (runs once per token: a plain loop, no closure). */
-function choiceZero(choices: unknown): Record<string, unknown> | undefined {
-  if (!Array.isArray(choices)) return undefined;
-  for (const c of choices) if (isRecord(c) && (c.index ?? 0) === 0) return c;
-  return undefined;
+  return joined === text;
 }
 
 function toFinishReason(upstream: string | undefined): FinishReason {
-  // content_filter, tool_calls and friends are all a model that chose to stop.
-  return upstream === 'length' ? 'length' : 'stop';
+  switch (upstream) {
+    case 'length': return 'length';
+    case 'tool_calls': case 'function_call': return 'tool_calls';
+    case 'content_filter': return 'content_filter';
+    // stop, eos, abort and vendor reasons: a model that chose to stop.
+    default: return 'stop';
+  }
 }
 
 function modelIds(json: unknown): string[] {

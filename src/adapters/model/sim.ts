@@ -1,17 +1,34 @@
 // The built-in simulated model (`sim://`): deterministic, readable English at a configurable pace,
-// so the whole gateway runs and is testable with no model server at all.
+// so the whole gateway runs and is testable with no model server at all. It behaves like a real
+// server on the whole chat surface: tool calls, JSON mode, n choices, logprobs, embeddings.
 //
 // Guarantees:
-// - The text is a pure function of the seed: `req.seed`, or a hash of the messages when absent.
+// - The answer is a pure function of the seed: `req.seed`, or a hash of the messages when absent.
 //   A given seed yields the same text whatever the prompt, and a shorter `maxTokens` yields a prefix.
-// - Exactly `maxTokens` tokens, then `usage` with finishReason 'length' — unless `stopProbability`
-//   (default 0) ends the answer at a sentence end, or a `req.stop` string would appear (that token is
-//   withheld), both with 'stop'. completionTokens is always the number of tokens yielded.
+//   Choice 0 reads as the single answer does; choice i has its own seed derived from the request's.
+// - Text: exactly `maxTokens` tokens per choice, then finishReason 'length' — unless
+//   `stopProbability` (default 0) ends the answer at a sentence end, or a `req.stop` string would
+//   appear (that token is withheld), both with 'stop'.
+// - With tools (and tool_choice not `none`): a call to the named function, else the first tool (the
+//   first two with parallel_tool_calls: true), arguments valid JSON holding the function's required
+//   parameters, streamed in fragments; finishReason 'tool_calls' ('length' if maxTokens cuts it).
+// - With response_format json_object / json_schema: a JSON object (the schema's required
+//   properties) in token-sized pieces, finishReason 'stop' ('length' if maxTokens cuts it).
+// - With logprobs: an OpenAI logprobs entry for each text token (top_logprobs alternatives).
+// - The usage chunk says 'reported'; completionTokens is the number of pieces yielded over every
+//   choice (a text token, or a tool-call fragment).
 // - Aborting the signal ends the iterator promptly *without* a usage chunk and without throwing;
 //   the caller already knows it cancelled.
 // - Injected failures (for tests) throw ModelError('transient') from a per-backend seeded PRNG.
-import { ModelError, type ChatMessage, type ModelBackend, type ModelChunk, type ModelRequest } from '../../ports/model.ts';
-import { countPromptTokens, messageText } from '../../core/tokens.ts';
+import {
+  ModelError, type ChatMessage, type EmbeddingRequest, type EmbeddingResult, type FinishReason, type ModelBackend,
+  type ModelChunk, type ModelRequest, type ToolCallDelta,
+} from '../../ports/model.ts';
+import { countPromptTokens, countTextTokens, messageText } from '../../core/tokens.ts';
+import {
+  argumentFragments, callId, choiceSeed, embeddingOf, fnv1a, jsonPieces, logprobEntry, mulberry32, plannedCalls, plannedJson,
+  schemaValue, simText,
+} from './sim-answer.ts';
 
 export interface SimModelOptions {
   /** Delay before the first token. */
@@ -32,72 +49,62 @@ export interface SimModelOptions {
   failKind?: 'transient' | 'permanent';
   /** Seed of the failure-injection PRNG, so a test run's failure pattern is reproducible. */
   failSeed?: number;
+  /** Dimensions of an embedding when the request names none (default 256). */
+  embeddingDim?: number;
 }
 
-/** mulberry32: tiny, fast, good enough for text; returns floats in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** FNV-1a over the messages; the seed used when a request brings none. */
+/** The seed used when a request brings none. */
 function hashMessages(messages: readonly ChatMessage[]): number {
-  let h = 0x811c9dc5;
-  const mix = (s: string) => {
-    for (let i = 0; i < s.length; i++) { h ^= s.charCodeAt(i); h = Math.imul(h, 0x01000193); }
-    h ^= 0xff; h = Math.imul(h, 0x01000193);
-  };
-  for (const m of messages) { mix(m.role); mix(messageText(m)); mix(m.name ?? ''); }
-  return h >>> 0;
+  return fnv1a(messages.flatMap((m) => [m.role, messageText(m), m.name ?? '']));
 }
 
-const VOCABULARY = (
-  'the of and to in is that it was for on are with as at be this have from or one had by word but not ' +
-  'what all were when we there can an your which their said if do will each about how up out them then ' +
-  'she many some so these would other into has more her two like him see time could no make than first ' +
-  'been its who now people my made over did down only way find use may water long little very after ' +
-  'words called just where most know get through back much before go good new write our used me man ' +
-  'too any day same right look think also around another came come work three word must because does ' +
-  'part even place well such here take why things help put years different away again off went old ' +
-  'number great tell men say small every found still between name should home big give air line set ' +
-  'own under read last never us left end along while might next sound below saw something thought both ' +
-  'few those always looked show large often together asked house world going want school important ' +
-  'until form food keep children feet land side without boy once animals life enough took sometimes ' +
-  'four head above kind began almost live page got earth need far hand high year mother light parts ' +
-  'country father let night following picture being study second eyes soon times story boys since ' +
-  'white days ever paper hard near sentence better best across during today others however sure means ' +
-  'knew try told young miles sun ways thing whole hear example heard several change answer room sea ' +
-  'against top turned learn point city play toward five using himself usually money seen car morning ' +
-  'river garden window bridge mountain music letter question reason simple quiet bright gentle early ' +
-  'morning evening summer winter autumn spring road forest village market table kitchen doctor teacher ' +
-  'friend family garden idea problem system service stream token request answer model signal window ' +
-  'careful quick slow warm cold green blue golden silver open closed ready certain clear strong'
-).split(' ');
+/** One piece of one choice: a text token or a tool-call fragment. */
+type Piece = { text: string; call?: undefined } | { call: ToolCallDelta; text?: undefined };
 
-const SENTENCE_ENDS = ['.', '.', '.', '.', '.', '!', '?'];
-
-/** Endless word pieces forming sentences: "The", " river", " was", ",", " quiet", "." … */
-function* simText(seed: number): Generator<string, never> {
-  const random = mulberry32(seed);
-  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
-  let first = true;
-  for (;;) {
-    const length = 5 + Math.floor(random() * 12);
-    for (let w = 0; w < length; w++) {
-      let word = pick(VOCABULARY);
-      if (w === 0) word = word.charAt(0).toUpperCase() + word.slice(1);
-      yield first ? word : ` ${word}`;
-      first = false;
-      if (w > 1 && w < length - 2 && random() < 0.08) yield ',';
+/** The pieces of choice `index`, in order; returns its finish reason. */
+function* choicePieces(req: ModelRequest, index: number, seed: number, stopProbability: number): Generator<Piece, FinishReason> {
+  const own = choiceSeed(seed, index);
+  const random = mulberry32(own ^ 0x5bd1e995);
+  let emitted = 0;
+  const calls = plannedCalls(req);
+  if (calls.length > 0) {
+    for (let k = 0; k < calls.length; k++) {
+      const { name, parameters } = calls[k]!;
+      const id = callId(random);
+      const fragments = argumentFragments(JSON.stringify(schemaValue(parameters ?? {}, random)), random);
+      for (let f = 0; f < fragments.length; f++) {
+        if (emitted >= req.maxTokens) return 'length';
+        yield { call: f === 0 ? { call: k, id, name, arguments: fragments[0]! } : { call: k, arguments: fragments[f]! } };
+        emitted++;
+      }
     }
-    yield pick(SENTENCE_ENDS);
+    return 'tool_calls';
   }
+  const json = plannedJson(req, random);
+  if (json !== undefined) {
+    for (const piece of jsonPieces(json)) {
+      if (emitted >= req.maxTokens) return 'length';
+      yield { text: piece };
+      emitted++;
+    }
+    return 'stop';
+  }
+  const stops = (req.stop ?? []).filter((s) => s.length > 0);
+  const longestStop = Math.max(0, ...stops.map((s) => s.length));
+  const text = simText(own);
+  let tail = '';
+  while (emitted < req.maxTokens) {
+    const piece = text.next().value;
+    if (stops.length > 0) {
+      tail += piece;
+      if (stops.some((s) => tail.includes(s))) return 'stop';
+      tail = tail.slice(-longestStop);
+    }
+    yield { text: piece };
+    emitted++;
+    if (stopProbability > 0 && isSentenceEnd(piece) && random() < stopProbability) return 'stop';
+  }
+  return 'length';
 }
 
 /** Resolves true after `ms`, or false as soon as `signal` aborts. */
@@ -113,6 +120,55 @@ function pause(ms: number, signal: AbortSignal): Promise<boolean> {
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 /** With no inter-token delay, a long answer would otherwise starve the event loop (and aborts). */
 const TOKENS_PER_TURN = 64;
+const DEFAULT_EMBEDDING_DIM = 256;
+const MAX_EMBEDDING_DIM = 8_192;
+
+type TokensChunk = Extract<ModelChunk, { type: 'tokens' }>;
+type CallsChunk = Extract<ModelChunk, { type: 'tool_calls' }>;
+
+/** The pieces of one pause-free stretch, by choice, to leave together as an upstream read would bring them. */
+class Pending {
+  private tokens: (TokensChunk | undefined)[] = [];
+  private calls: (CallsChunk | undefined)[] = [];
+  private readonly logprobRandoms: (() => number)[] | undefined;
+
+  constructor(n: number, seed: number, private readonly topLogprobs: number | undefined) {
+    if (topLogprobs === undefined) return;
+    this.logprobRandoms = [];
+    for (let i = 0; i < n; i++) this.logprobRandoms.push(mulberry32(choiceSeed(seed, i) ^ 0x27d4eb2d));
+  }
+
+  add(choice: number, piece: Piece): void {
+    if (piece.call) {
+      let chunk = this.calls[choice];
+      if (!chunk) { chunk = choice === 0 ? { type: 'tool_calls', deltas: [] } : { type: 'tool_calls', choice, deltas: [] }; this.calls[choice] = chunk; }
+      chunk.deltas.push(piece.call);
+      return;
+    }
+    let chunk = this.tokens[choice];
+    if (!chunk) {
+      chunk = { type: 'tokens', texts: [] };
+      if (choice !== 0) chunk.choice = choice;
+      if (this.logprobRandoms) chunk.logprobs = [];
+      this.tokens[choice] = chunk;
+    }
+    chunk.texts.push(piece.text);
+    if (this.logprobRandoms) chunk.logprobs!.push(logprobEntry(piece.text, this.logprobRandoms[choice]!, this.topLogprobs ?? 0));
+  }
+
+  /** The chunks gathered, in choice order, and a fresh start. */
+  take(): ModelChunk[] {
+    const out: ModelChunk[] = [];
+    const choices = Math.max(this.tokens.length, this.calls.length);
+    for (let i = 0; i < choices; i++) {
+      if (this.tokens[i]) out.push(this.tokens[i]!);
+      if (this.calls[i]) out.push(this.calls[i]!);
+    }
+    this.tokens = [];
+    this.calls = [];
+    return out;
+  }
+}
 
 export class SimModel implements ModelBackend {
   private readonly failRandom: () => number;
@@ -133,38 +189,64 @@ export class SimModel implements ModelBackend {
   async *stream(req: ModelRequest, signal: AbortSignal): AsyncGenerator<ModelChunk> {
     const failAt = this.plannedFailure();
     if (!(await this.delay(this.options.ttftMs, signal))) return;
-    const stopProbability = this.options.stopProbability ?? 0;
-    const stops = (req.stop ?? []).filter((s) => s.length > 0);
-    const longestStop = Math.max(0, ...stops.map((s) => s.length));
+    const n = Math.max(1, req.n ?? 1);
     const seed = req.seed ?? hashMessages(req.messages);
-    const random = mulberry32(seed ^ 0x5bd1e995);
-    const text = simText(seed);
+    const choices: Generator<Piece, FinishReason>[] = [];
+    for (let i = 0; i < n; i++) choices.push(choicePieces(req, i, seed, this.options.stopProbability ?? 0));
+    const top = req.params?.top_logprobs;
+    const pending = new Pending(n, seed, req.params?.logprobs === true ? (typeof top === 'number' ? top : 0) : undefined);
+    const finish: FinishReason[] = [];
     let emitted = 0;
-    let tail = '';
-    let finishReason: 'stop' | 'length' = 'length';
-    // Tokens produced without a pause between them leave together, as an upstream read would bring them.
-    let batch: string[] = [];
-    while (emitted < req.maxTokens) {
-      if (failAt === emitted) break;
+    let failed = false;
+    const step: { choice: number; piece: Piece }[] = [];
+    while (!failed) {
+      // One piece of every unfinished choice: choices are generated side by side.
+      step.length = 0;
+      for (let i = 0; i < n; i++) {
+        if (finish[i] !== undefined) continue;
+        const next = choices[i]!.next();
+        if (next.done) finish[i] = next.value;
+        else step.push({ choice: i, piece: next.value });
+      }
+      if (step.length === 0) break;
       if (emitted > 0 && this.pausesBeforeNext()) {
-        if (batch.length > 0) { yield { type: 'tokens', texts: batch }; batch = []; }
+        yield* pending.take();
         if (!(await this.delay(this.options.itlMs, signal))) return;
       }
-      const piece = text.next().value;
-      if (stops.length > 0) {
-        tail += piece;
-        if (stops.some((s) => tail.includes(s))) { finishReason = 'stop'; break; }
-        tail = tail.slice(-longestStop);
+      for (const { choice, piece } of step) {
+        if (failAt === emitted) { failed = true; break; }
+        if (signal.aborted) return;
+        pending.add(choice, piece);
+        emitted++;
       }
-      if (signal.aborted) return;
-      batch.push(piece);
-      emitted++;
-      if (stopProbability > 0 && isSentenceEnd(piece) && random() < stopProbability) { finishReason = 'stop'; break; }
     }
-    if (batch.length > 0) yield { type: 'tokens', texts: batch };
-    if (failAt === emitted && finishReason === 'length') throw this.injectedError(emitted);
+    yield* pending.take();
+    if (failed || (failAt === emitted && finish.every((f) => f === 'length'))) throw this.injectedError(emitted);
     if (signal.aborted) return;
-    yield { type: 'usage', promptTokens: countPromptTokens(req.messages), completionTokens: emitted, finishReason };
+    const usage: Extract<ModelChunk, { type: 'usage' }> = {
+      type: 'usage', promptTokens: countPromptTokens(req.messages, req.params?.tools), completionTokens: emitted,
+      finishReason: finish[0] ?? 'length', usageSource: 'reported',
+    };
+    if (n > 1) usage.choices = finish.map((finishReason, index) => ({ index, finishReason }));
+    yield usage;
+  }
+
+  /** Deterministic unit vectors, one per input; `params.dimensions` and `encoding_format: base64` honoured. */
+  async embed(req: EmbeddingRequest, signal: AbortSignal): Promise<EmbeddingResult> {
+    const failAt = this.plannedFailure();
+    if (!(await this.delay(this.options.ttftMs, signal))) throw new ModelError('transient', 'embeddings request aborted');
+    if (failAt >= 0) throw this.injectedError(0);
+    const asked = req.params?.dimensions;
+    const dimensions = typeof asked === 'number' && Number.isInteger(asked) && asked >= 1 && asked <= MAX_EMBEDDING_DIM
+      ? asked : this.options.embeddingDim ?? DEFAULT_EMBEDDING_DIM;
+    const base64 = req.params?.encoding_format === 'base64';
+    let promptTokens = 0;
+    const data = req.input.map((text, index) => {
+      promptTokens += countTextTokens(text);
+      const v = embeddingOf(text, dimensions);
+      return { index, embedding: base64 ? Buffer.from(new Float32Array(v).buffer).toString('base64') : v };
+    });
+    return { data, promptTokens, usageSource: 'reported' };
   }
 
   /** Token index at which this stream fails, or -1. Decided up front so retries see fresh draws. */
@@ -218,6 +300,11 @@ export function simOptionsFromUrl(url: URL, defaults: SimModelOptions): SimModel
     if (v !== undefined && !Number.isInteger(v)) throw new RangeError(`sim:// option ${name} must be an integer`);
     return v;
   };
+  const positive = (name: string, max: number): number | undefined => {
+    const v = num(name, 1, max);
+    if (v !== undefined && !Number.isInteger(v)) throw new RangeError(`sim:// option ${name} must be an integer`);
+    return v;
+  };
   const kind = q.get('fail_kind');
   if (kind !== null && kind !== 'transient' && kind !== 'permanent') {
     throw new RangeError('sim:// option fail_kind must be transient or permanent');
@@ -234,6 +321,7 @@ export function simOptionsFromUrl(url: URL, defaults: SimModelOptions): SimModel
     failCount: int('fail_count') ?? defaults.failCount,
     failKind: kind ?? defaults.failKind,
     failSeed: int('fail_seed') ?? defaults.failSeed,
+    embeddingDim: positive('embedding_dim', MAX_EMBEDDING_DIM) ?? defaults.embeddingDim,
   });
 }
 
