@@ -75,3 +75,43 @@ describe('the chat body reaches the backend whole', () => {
     }
   });
 });
+
+describe('vendor fields pass through only where the catalogue allows it', () => {
+  let sim: { url: string; close(): Promise<void> };
+  let proxy: Awaited<ReturnType<typeof recordingProxy>>;
+  let app: TestSluice;
+  before(async () => {
+    sim = await startSimModelServer({ host: '127.0.0.1', port: 0, ttftMs: 0, itlMs: 0 });
+    proxy = await recordingProxy(sim.url);
+    app = await startTestSluice({
+      routing: { probeIntervalMs: 0 },
+      catalogue: {
+        vllm: { deployments: [{ url: proxy.url, model: 'sim', passthrough: true }] },
+        strict: { deployments: [{ url: proxy.url, model: 'sim' }] },
+      },
+    });
+  });
+  after(async () => { await app.stop(); await proxy.close(); await sim.close(); });
+
+  const vendor = { top_k: 20, min_p: 0.05, guided_json: { type: 'object' } };
+  const chat = (model: string) => api(app.url)('/v1/chat/completions', {
+    method: 'POST', headers: { 'x-sluice-mode': 'direct' }, json: { model, max_tokens: 3, messages: [{ role: 'user', content: 'hi' }], ...vendor },
+  });
+
+  it('a passthrough deployment receives vLLM fields as sent', async () => {
+    const res = await chat('vllm');
+    assert.equal(res.status, 200, await res.clone().text());
+    const sent = proxy.bodies.at(-1)!;
+    for (const [k, v] of Object.entries(vendor)) assert.deepEqual(sent[k], v, k);
+  });
+
+  it('any other model refuses the first unknown field by name, and nothing reaches the backend', async () => {
+    const before = proxy.bodies.length;
+    const res = await chat('strict');
+    assert.equal(res.status, 400);
+    const { error } = (await res.json()) as { error: { code: string; param: string } };
+    assert.equal(error.code, 'SLUICE_ERR_UNSUPPORTED_PARAM');
+    assert.ok(Object.keys(vendor).includes(error.param), error.param);
+    assert.equal(proxy.bodies.length, before);
+  });
+});
