@@ -41,7 +41,11 @@ export interface Sluice {
   close(): Promise<void>;
 }
 
-export interface StartOptions { now?: () => number; logger?: Logger }
+export interface StartOptions {
+  now?: () => number; logger?: Logger;
+  /** A model backend to use instead of the one MODEL_URL names (tests: a fake that yields what an upstream would). */
+  model?: ModelBackend;
+}
 
 export async function startSluice(config: Config, opts: StartOptions = {}): Promise<Sluice> {
   const now = opts.now ?? Date.now;
@@ -61,7 +65,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   });
   const queue = await createQueue(config.queueUrl, { ...(config.queueName && { name: config.queueName }), retryBaseMs: config.worker.retryBaseMs });
   const bus = await createBus(config.busUrl, { ttlSeconds: config.eventLog.ttlSeconds, maxLen: config.eventLog.maxLen, memoryMaxEvents: config.eventLog.memoryMaxEvents, ...(config.busPrefix && { prefix: config.busPrefix }) });
-  const model = await createModel(config.modelUrl, { ttftMs: config.sim.ttftMs, itlMs: config.sim.itlMs, models: [...config.models] });
+  const model = opts.model ?? await createModel(config.modelUrl, { ttftMs: config.sim.ttftMs, itlMs: config.sim.itlMs, models: [...config.models] });
 
   // Queue depth is sampled, not read per request: admission must not pay a broker round trip.
   let depth = 0;
