@@ -82,9 +82,8 @@ export class AttemptRunner {
       }
       if (n > 0) { last = this.observeDeltas(record, deltas, n, last); deltas += n; }
     };
-    /** What a cut stream produced: its choices so far, counted locally. */
-    const cut = (finishReason: 'cancelled' | 'error'): RequestOutput | undefined =>
-      (output.empty ? undefined : output.build({ finishReason, usageSource: 'counted' }));
+    /** What a cut stream produced (the model ran): its choices so far, counted locally. */
+    const cut = (finishReason: 'cancelled' | 'error'): RequestOutput => output.build({ finishReason, usageSource: 'counted' });
     try {
       const append = async (events: EventBody[]) => {
         if (events.length === 0) return;

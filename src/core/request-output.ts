@@ -32,9 +32,6 @@ export class OutputBuilder {
   /** Choice 0's text so far (a request's `result`). */
   get text(): string { return this.choices.get(0)?.content ?? ''; }
 
-  /** Whether any token or tool call was added. */
-  get empty(): boolean { return this.choices.size === 0; }
-
   /**
    * Adds one logged event; returns the completion tokens it stands for (0 for other events).
    * Token events count 1; tool-call fragments as the header says.
