@@ -22,6 +22,7 @@ import { Worker } from './core/worker.ts';
 import { buildOpsServer, buildServer } from './http/server.ts';
 import type { Bus } from './ports/bus.ts';
 import type { Limiter } from './ports/limiter.ts';
+import type { ModelBackend } from './ports/model.ts';
 import type { Queue } from './ports/queue.ts';
 import type { Store } from './ports/store.ts';
 
@@ -46,6 +47,8 @@ export interface StartOptions {
   now?: () => number; logger?: Logger;
   /** Where deployments' apiKeyEnv variables are read, once at start (default process.env). */
   env?: NodeJS.ProcessEnv;
+  /** A model backend to use instead of the one MODEL_URL names (tests: a fake that yields what an upstream would). */
+  model?: ModelBackend;
 }
 
 export async function startSluice(config: Config, opts: StartOptions = {}): Promise<Sluice> {
@@ -70,7 +73,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   if (Object.keys(config.catalogue).length > 0 && (config.modelUrl !== 'sim://' || config.models.length > 0)) {
     logger.warn('the model catalogue is set: MODEL_URL, MODEL_API_KEY and MODEL_NAMES are not used');
   }
-  const model = await createRouter({ config, secret: (name) => env[name], logger, metrics, now });
+  const model = await createRouter({ config, secret: (name) => env[name], logger, metrics, now, ...(opts.model && { backend: opts.model }) });
 
   // Queue depth is sampled, not read per request: admission must not pay a broker round trip.
   let depth = 0;

@@ -2,12 +2,13 @@
 // honour cancel, deadline and claim loss, then settle exactly once and append the terminal event.
 // The worker (queued mode) and the gateway (direct mode) both run requests through this.
 import { LogEndedError, PartialAppendError, type Bus, type EventBody, type LogEvent } from '../ports/bus.ts';
-import { ModelError, type ModelBackend, type ModelRequest } from '../ports/model.ts';
-import { isEnded, type RequestRecord, type Store } from '../ports/store.ts';
+import { ModelError, type ModelBackend, type ModelChunk, type ModelRequest } from '../ports/model.ts';
+import { isEnded, type RequestOutput, type RequestRecord, type Store } from '../ports/store.ts';
 import type { Config } from '../config.ts';
 import { usageOf, type Ending, type Ledger } from './ledger.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
+import { choiceEndings, OutputBuilder } from './request-output.ts';
 
 /** What repairTerminal found: the request still running, its log ending with its terminal event (already, or now), or no log. */
 export type LogRepair = 'running' | 'intact' | 'repaired' | 'gone';
@@ -65,15 +66,24 @@ export class AttemptRunner {
     const deadline = setTimeout(() => stop('timeout'), config.worker.requestTimeoutMs);
     const renew = setInterval(() => void this.renew(record, workerId, stop, hooks), Math.max(50, Math.floor(config.worker.claimMs / 3)));
 
-    let text = '';
+    const output = new OutputBuilder();
+    /** Completion tokens in the log: what a cut stream is billed. */
     let produced = 0;
+    /** Token and tool-call events in the log, for the latency metrics. */
+    let deltas = 0;
     let last = 0;
-    /** A token in the log is a token produced (and billed). */
+    /** A token in the log is a token produced (and billed); a tool-call fragment, its argument tokens. */
     const count = (logged: readonly LogEvent[]) => {
       let n = 0;
-      for (const e of logged) if (e.type === 'token') { text += e.text; n++; }
-      if (n > 0) { last = this.observeTokens(record, produced, n, last); produced += n; }
+      for (const e of logged) {
+        if (e.type !== 'token' && e.type !== 'tool_call') continue;
+        produced += output.add(e);
+        n++;
+      }
+      if (n > 0) { last = this.observeDeltas(record, deltas, n, last); deltas += n; }
     };
+    /** What a cut stream produced (the model ran): its choices so far, counted locally. */
+    const cut = (finishReason: 'cancelled' | 'error'): RequestOutput => output.build({ finishReason, usageSource: 'counted' });
     try {
       const append = async (events: EventBody[]) => {
         if (events.length === 0) return;
@@ -92,14 +102,14 @@ export class AttemptRunner {
       const req: ModelRequest = { model: record.model, ...record.payload };
       for await (const chunk of this.deps.model.stream(req, abort.signal)) {
         if (abort.signal.aborted) break;
-        if (chunk.type === 'tokens') {
-          await append(chunk.texts.map((t) => ({ type: 'token', attempt: record.attempt, text: t })));
-        } else if (chunk.type === 'usage') {
+        if (chunk.type === 'usage') {
           return await this.end(record, {
-            status: 'completed', attempt: record.attempt, result: text, finishReason: chunk.finishReason,
+            status: 'completed', attempt: record.attempt, result: output.text, finishReason: chunk.finishReason,
+            output: output.build({ finishReason: chunk.finishReason, choices: chunk.choices, usageSource: chunk.usageSource ?? 'reported', served: chunk.served }),
             usage: usageOf(chunk.promptTokens, chunk.completionTokens), error: null,
           }, hooks);
         }
+        await append(eventsOf(chunk, record.attempt));
       }
       if (abort.signal.aborted) throw abort.signal.reason;
       throw new ModelError('transient', 'model stream ended without usage');
@@ -108,8 +118,8 @@ export class AttemptRunner {
       if (reason === 'lost') { logger.warn(where, 'claim lost; another worker owns this request now'); return { kind: 'lost' }; }
       // The log already holds the request's terminal event: it was ended elsewhere (and settled first).
       if (err instanceof LogEndedError) { logger.warn(where, 'the request ended elsewhere; this attempt stops'); return { kind: 'finished' }; }
-      if (reason === 'cancel' || reason === 'disconnect') return await this.end(record, this.cancelled(record, produced, text, true), hooks);
-      if (reason === 'timeout') return await this.end(record, this.failed(record, produced, text, 'SLUICE_ERR_MODEL_TIMEOUT', 'the request exceeded its deadline'), hooks);
+      if (reason === 'cancel' || reason === 'disconnect') return await this.end(record, this.cancelled(record, produced, output.text, true, cut('cancelled')), hooks);
+      if (reason === 'timeout') return await this.end(record, this.failed(record, produced, output.text, 'SLUICE_ERR_MODEL_TIMEOUT', 'the request exceeded its deadline', cut('error')), hooks);
       const me = err instanceof ModelError ? err : new ModelError('transient', (err as Error).message, undefined, { cause: err });
       this.deps.metrics.attempts.inc({ outcome: me.kind });
       if (me.kind === 'transient' && record.attempt < config.worker.maxAttempts) {
@@ -117,7 +127,7 @@ export class AttemptRunner {
         return { kind: 'retry', error: me };
       }
       const code = me.kind === 'transient' ? 'SLUICE_ERR_MODEL_TRANSIENT' : 'SLUICE_ERR_MODEL_PERMANENT';
-      return await this.end(record, this.failed(record, produced, text, code, me.message), hooks);
+      return await this.end(record, this.failed(record, produced, output.text, code, me.message, cut('error')), hooks);
     } finally {
       clearTimeout(deadline);
       clearInterval(renew);
@@ -163,13 +173,13 @@ export class AttemptRunner {
   }
 
   /** A cancel before the model saw the prompt costs nothing; after, the prompt and what was produced. */
-  cancelled(record: RequestRecord, produced: number, text: string, processed: boolean): Ending {
+  cancelled(record: RequestRecord, produced: number, text: string, processed: boolean, output?: RequestOutput): Ending {
     const usage = processed ? usageOf(record.promptTokens, produced) : usageOf(0, 0);
-    return { status: 'cancelled', attempt: record.attempt, result: text, finishReason: 'cancelled', usage, error: { code: 'SLUICE_ERR_CANCELLED', message: 'Request was cancelled' } };
+    return { status: 'cancelled', attempt: record.attempt, result: text, ...(output && { output }), finishReason: 'cancelled', usage, error: { code: 'SLUICE_ERR_CANCELLED', message: 'Request was cancelled' } };
   }
 
-  failed(record: RequestRecord, produced: number, text: string, code: string, message: string): Ending {
-    return { status: 'failed', attempt: record.attempt, result: text, finishReason: 'error', usage: usageOf(record.promptTokens, produced), error: { code, message } };
+  failed(record: RequestRecord, produced: number, text: string, code: string, message: string, output?: RequestOutput): Ending {
+    return { status: 'failed', attempt: record.attempt, result: text, ...(output && { output }), finishReason: 'error', usage: usageOf(record.promptTokens, produced), error: { code, message } };
   }
 
   private async renew(record: RequestRecord, workerId: string, stop: (r: StopReason) => void, hooks: AttemptHooks): Promise<void> {
@@ -185,14 +195,14 @@ export class AttemptRunner {
   }
 
   /**
-   * Time to first token; then, once per later read from the model, the gap since the previous
-   * read shared by the tokens it brought (an upstream that sends 4 tokens 40 ms apart paced them
-   * 10 ms each: 0 for three of them would understate it). Returns now.
+   * Time to first token (the first token or tool-call fragment); then, once per later read from the
+   * model, the gap since the previous read shared by the deltas it brought (an upstream that sends
+   * 4 tokens 40 ms apart paced them 10 ms each: 0 for three of them would understate it). Returns now.
    */
-  private observeTokens(record: RequestRecord, produced: number, count: number, last: number): number {
+  private observeDeltas(record: RequestRecord, seen: number, count: number, last: number): number {
     const now = this.deps.now();
     const { ttft, interToken } = this.deps.metrics;
-    if (produced === 0) ttft.observe({ mode: record.mode }, (now - record.createdAt.getTime()) / 1000);
+    if (seen === 0) ttft.observe({ mode: record.mode }, (now - record.createdAt.getTime()) / 1000);
     else interToken.observe((now - last) / 1000 / count);
     return now;
   }
@@ -201,13 +211,35 @@ export class AttemptRunner {
 export function endingOf(r: RequestRecord): Ending {
   const status = r.status === 'completed' || r.status === 'cancelled' ? r.status : 'failed';
   return {
-    status, attempt: r.attempt, result: r.result ?? '', finishReason: r.finishReason ?? (status === 'completed' ? 'stop' : 'error'),
+    status, attempt: r.attempt, result: r.result ?? '', ...(r.output && { output: r.output }), finishReason: r.finishReason ?? (status === 'completed' ? 'stop' : 'error'),
     usage: usageOf(r.promptTokens, r.completionTokens ?? 0), error: r.error,
   };
 }
 
+/**
+ * The log events of one model chunk. A token event carries `choice` only when it is not 0 and
+ * `logprobs` only when the model sent them, so the common event stays as small as it was.
+ */
+export function eventsOf(chunk: Exclude<ModelChunk, { type: 'usage' }>, attempt: number): EventBody[] {
+  const choice = chunk.choice ?? 0;
+  if (chunk.type === 'tool_calls') {
+    return chunk.deltas.map((d) => ({
+      type: 'tool_call', attempt, choice, call: d.call,
+      ...(d.id !== undefined && { id: d.id }), ...(d.name !== undefined && { name: d.name }), arguments: d.arguments,
+    }));
+  }
+  const { texts, logprobs } = chunk;
+  if (choice === 0 && logprobs === undefined) return texts.map((text) => ({ type: 'token', attempt, text }));
+  return texts.map((text, i) => ({
+    type: 'token', attempt, text, ...(choice !== 0 && { choice }), ...(logprobs?.[i] !== undefined && { logprobs: logprobs[i] }),
+  }));
+}
+
 export function terminalEvent(e: Ending): EventBody {
   const attempt = e.attempt ?? 0;
-  if (e.status === 'completed') return { type: 'completed', attempt, finishReason: e.finishReason, usage: e.usage };
+  if (e.status === 'completed') {
+    const choices = choiceEndings(e.output);
+    return { type: 'completed', attempt, finishReason: e.finishReason, usage: e.usage, ...(choices && { choices }) };
+  }
   return { type: 'error', attempt, status: e.status, code: e.error?.code ?? 'SLUICE_ERR_INTERNAL', message: e.error?.message ?? '', usage: e.usage };
 }

@@ -7,7 +7,7 @@ import type { Limiter, SettleResult } from '../ports/limiter.ts';
 import type { Outcome, RequestRecord, Store, TerminalStatus } from '../ports/store.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
-import { toStorableText } from './text.ts';
+import { toStorableJson, toStorableText } from './text.ts';
 
 /**
  * What a request is charged. Completed: everything. Cancelled or cut: what the model produced
@@ -37,9 +37,11 @@ export class Ledger {
   async settle(record: RequestRecord, ending: Ending): Promise<boolean> {
     const charged = chargeFor(ending.status, ending.usage);
     // A model may produce text the store cannot hold (NUL, a surrogate cut in half): the answer is
-    // stored with U+FFFD there rather than failing the write, which would retry and lose it.
+    // stored with U+FFFD there rather than failing the write, which would retry and lose it. Every
+    // string of the output too: contents, tool-call ids, names and arguments, logprobs entries.
     const outcome: Outcome = {
       ...ending, result: toStorableText(ending.result), chargedTokens: charged.tokens, chargedRequests: charged.requests,
+      ...(ending.output && { output: toStorableJson(ending.output) }),
       ...(ending.error && { error: { ...ending.error, message: toStorableText(ending.error.message) } }),
     };
     const first = await this.deps.store.finishRequest(record.id, outcome);

@@ -22,6 +22,23 @@ export function toStorableText(s: string): string {
   return isStorableText(s) ? s : (s as string & { toWellFormed(): string }).toWellFormed().replaceAll('\0', '\uFFFD');
 }
 
+/**
+ * `value` with every string and object key made storable (toStorableText), for model output of
+ * any JSON shape (logprobs entries). The same object when all of it is storable already, else a copy.
+ */
+export function toStorableJson<T>(value: T): T {
+  return (allStorable(value) ? value : storableCopy(value)) as T;
+}
+
+function storableCopy(value: unknown): unknown {
+  if (typeof value === 'string') return toStorableText(value);
+  if (Array.isArray(value)) return value.map(storableCopy);
+  if (typeof value !== 'object' || value === null) return value;
+  const out: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(value)) out[toStorableText(key)] = storableCopy(v);
+  return out;
+}
+
 /** A key as it can be shown in `param`: the offending characters replaced by U+FFFD. */
 function printable(key: string): string {
   return key.replace(/\0|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD');

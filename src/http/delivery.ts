@@ -9,7 +9,7 @@ import { endingOf, terminalEvent } from '../core/attempt-runner.ts';
 import { followEventRuns, LOG_PAGE, readAll } from '../core/event-follow.ts';
 import { SluiceError } from '../core/errors.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
-import { nativeSseText, OpenAIChunks, requestView } from './render.ts';
+import { nativeSseText, OpenAIChunks, outputChoices, requestView } from './render.ts';
 import type { FastifyReply } from 'fastify';
 import { SseStream } from './sse.ts';
 
@@ -141,13 +141,29 @@ export async function streamOpenAI(deps: GatewayDeps, sse: SseStream, record: Re
   const end = await source(sse.signal, (events) => sse.sendText(chunks.sseText(events)));
   if (end === 'stored') {
     const r = await deps.store.getRequest(record.id);
-    if (r) {
-      // The log expired: the whole stored answer as one chunk, then the end.
-      const ts = Date.now();
-      await sse.sendText(chunks.sseText([{ type: 'token', attempt: r.attempt, text: r.result ?? '', seq: 1, ts }, { ...terminalEvent(endingOf(r)), seq: 2, ts }]));
-    }
+    // The log expired: the whole stored answer, each choice's text as one chunk and each tool call whole, then the end.
+    if (r) await sse.sendText(chunks.sseText(storedEvents(r)));
   }
   sse.end();
+}
+
+/**
+ * A stored answer as the events that would have produced it: per choice its text as one token,
+ * then each tool call as one fragment, then the terminal event. Numbered from 1; there is no log
+ * left to resume in.
+ */
+export function storedEvents(r: RequestRecord): LogEvent[] {
+  const ts = Date.now();
+  const events: LogEvent[] = [];
+  const attempt = r.attempt;
+  for (const c of outputChoices(r)) {
+    if (c.content !== '' || (c.index === 0 && c.toolCalls.length === 0)) {
+      events.push({ type: 'token', attempt, text: c.content, ...(c.index !== 0 && { choice: c.index }), seq: events.length + 1, ts });
+    }
+    c.toolCalls.forEach((t, call) => events.push({ type: 'tool_call', attempt, choice: c.index, call, id: t.id, name: t.function.name, arguments: t.function.arguments, seq: events.length + 1, ts }));
+  }
+  events.push({ ...terminalEvent(endingOf(r)), seq: events.length + 1, ts });
+  return events;
 }
 
 async function sendStored(deps: GatewayDeps, sse: SseStream, id: string): Promise<void> {

@@ -14,7 +14,7 @@ import type { LogEvent } from '../ports/bus.ts';
 import type { RequestRecord } from '../ports/store.ts';
 import { deliverEvents } from './delivery.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
-import { openaiUsage, requestView } from './render.ts';
+import { finishReasons, openaiUsage, requestView } from './render.ts';
 import { parseWsMessage, type IncomingMessage, type MessageRef, type SubmitMessage } from './ws-protocol.ts';
 
 /** Close codes: 1008 policy violation (flooding), 1013 try again later (slow consumer), 4401 unauthorized. */
@@ -44,10 +44,10 @@ function newFollow(): Follow {
 
 function wsEvent(e: LogEvent, requestId: string): Record<string, unknown> {
   switch (e.type) {
-    case 'token': return { type: 'token', request_id: requestId, sequence: e.seq, attempt: e.attempt, token: e.text };
+    case 'token': return { type: 'token', request_id: requestId, sequence: e.seq, attempt: e.attempt, token: e.text, ...(e.choice !== undefined && { choice: e.choice }), ...(e.logprobs !== undefined && { logprobs: e.logprobs }) };
     case 'tool_call': return { type: 'tool_call', request_id: requestId, sequence: e.seq, attempt: e.attempt, choice: e.choice, call: e.call, id: e.id, name: e.name, arguments: e.arguments };
     case 'restart': return { type: 'restart', request_id: requestId, sequence: e.seq, attempt: e.attempt };
-    case 'completed': return { type: 'completed', request_id: requestId, sequence: e.seq, finish_reason: e.finishReason, usage: openaiUsage(e.usage) };
+    case 'completed': return { type: 'completed', request_id: requestId, sequence: e.seq, finish_reason: e.finishReason, ...(e.choices && { choices: finishReasons(e.choices) }), usage: openaiUsage(e.usage) };
     case 'error': return { type: 'error', request_id: requestId, sequence: e.seq, status: e.status, error: { code: e.code, message: e.message }, usage: openaiUsage(e.usage) };
   }
 }

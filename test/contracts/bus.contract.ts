@@ -162,6 +162,34 @@ export function busContract(name: string, makeHarness: () => Promise<BusHarness>
       assert.ok(err && isTerminal(err) && err.type === 'error' && err.status === 'cancelled');
     });
 
+    it('stores and replays tool calls, other choices, logprobs and a completed event with choices field for field', async () => {
+      const id = newRequestId();
+      const live: LogEvent[] = [];
+      const sub = await b.subscribe(id, (e) => live.push(e));
+      try {
+        const logprobs = { token: 'Hi', logprob: -0.25, bytes: [72, 105], top_logprobs: [{ token: 'Hi', logprob: -0.25, bytes: [72, 105] }, { token: 'Hey', logprob: -1.5, bytes: null }] };
+        const events: EventBody[] = [
+          { type: 'tool_call', attempt: 1, choice: 0, call: 0, id: 'call_1', name: 'get_weather', arguments: '' },
+          { type: 'tool_call', attempt: 1, choice: 0, call: 0, arguments: '{"city":"Z\u00fcrich \"old\" town"' },
+          { type: 'tool_call', attempt: 1, choice: 0, call: 1, id: 'call_2', name: 'get_time', arguments: '{}' },
+          { type: 'token', attempt: 1, text: 'Hi', choice: 1, logprobs },
+          { type: 'token', attempt: 1, text: ' there', logprobs: { token: ' there', logprob: -0.5, bytes: [32], top_logprobs: [] } },
+          { type: 'tool_call', attempt: 1, choice: 0, call: 0, arguments: '}' },
+          { type: 'completed', attempt: 1, finishReason: 'tool_calls', usage: { promptTokens: 3, completionTokens: 9, totalTokens: 12 }, choices: [{ index: 0, finishReason: 'tool_calls' }, { index: 1, finishReason: 'stop' }] },
+        ];
+        const appended = [await a.append(id, events[0]!), ...await a.appendMany(id, events.slice(1))];
+        const expected = events.map((e, i) => ({ ...e, seq: i + 1, ts: appended[i]!.ts }));
+        assert.deepEqual(appended, expected, 'the appends return every field');
+        assert.deepEqual(await b.read(id, 0), expected, 'a read returns every field');
+        assert.deepEqual(await b.read(id, 3), expected.slice(3), 'a replay from the middle too');
+        assert.deepEqual(await b.terminal(id), expected[6]);
+        await waitFor(() => live.length >= 7, 'seven live events');
+        assert.deepEqual(live, expected, 'live delivery carries every field');
+      } finally {
+        await sub.close();
+      }
+    });
+
     it('keeps one terminal event when ten appenders on two instances race to end a log; each learns it', async () => {
       const id = newRequestId();
       await a.append(id, token('a'));

@@ -168,8 +168,9 @@ type Message = LogEvent | ControlSignal;
  * to a slow path and cost 5 % of the gateway's CPU per token.
  */
 function storedEvent(event: EventBody, seq: number, ts: number): LogEvent {
-  // Tokens are the hot path: a literal of fixed shape is several times cheaper than a spread.
-  if (event.type === 'token') return { type: 'token', attempt: event.attempt, text: event.text, seq, ts };
+  // Tokens are the hot path: a literal of fixed shape is several times cheaper than a spread. A
+  // token of another choice, or with logprobs, takes the general path below.
+  if (event.type === 'token' && event.choice === undefined && event.logprobs === undefined) return { type: 'token', attempt: event.attempt, text: event.text, seq, ts };
   const stored = { ...event, seq, ts } as LogEvent;
   if ('usage' in stored) stored.usage = { ...stored.usage };
   return stored;

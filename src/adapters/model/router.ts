@@ -85,6 +85,8 @@ export interface RouterOptions {
   logger: Logger;
   metrics: Metrics;
   now?: () => number;
+  /** Tests: the shorthand's one deployment is this backend instead of the one MODEL_URL names. */
+  backend?: ModelBackend;
 }
 
 /** The id of the MODEL_URL shorthand's one deployment. */
@@ -100,7 +102,7 @@ export async function createRouter(opts: RouterOptions): Promise<ModelRouter> {
   const built: ModelBackend[] = [];
   try {
     if (Object.keys(config.catalogue).length === 0) {
-      const backend = await createModel(config.modelUrl, { ttftMs: config.sim.ttftMs, itlMs: config.sim.itlMs, models: [...config.models], ...(config.modelApiKey && { apiKey: config.modelApiKey }) });
+      const backend = opts.backend ?? await createModel(config.modelUrl, { ttftMs: config.sim.ttftMs, itlMs: config.sim.itlMs, models: [...config.models], ...(config.modelApiKey && { apiKey: config.modelApiKey }) });
       built.push(backend);
       entries.push({
         id: SHORTHAND, fallbacks: [], kinds: ['chat', 'embeddings'], passthrough: false, waiters: [],
