@@ -40,7 +40,7 @@ class ToolModel implements ModelBackend {
     yield { type: 'tool_calls', deltas: [{ call: 1, id: 'call_t1', name: 'get_time', arguments: TIME_ARGS }] };
     if (two) yield { type: 'tokens', choice: 1, texts: ['Sunny', ' today'] };
     yield {
-      type: 'usage', ...REPORTED, finishReason: 'tool_calls', usageSource: 'reported', served: { deployment: 'fake-1', model: 'fake-upstream' },
+      type: 'usage', ...REPORTED, finishReason: 'tool_calls', usageSource: 'reported',
       ...(two && { choices: [{ index: 0, finishReason: 'tool_calls' }, { index: 1, finishReason: 'stop' }] }),
     };
   }
@@ -135,7 +135,8 @@ describe('tool calls through the gateway', () => {
       const view = (await (await call()(`/v1/requests/${res.headers.get('x-request-id')}`)).json()) as Record<string, unknown>;
       assert.deepEqual((view.output as { choices: unknown[] }).choices, done.choices);
       assert.equal(view.usage_source, 'reported');
-      assert.deepEqual(view.served, { deployment: 'fake-1', model: 'fake-upstream' });
+      // The router in front of the backend names what served it: MODEL_URL's one deployment, and the model id sent.
+      assert.deepEqual(view.served, { deployment: 'default', model: 'fake-tools' });
       assert.equal(view.result, 'Let me check');
       assert.equal(view.finish_reason, 'tool_calls');
     });

@@ -55,10 +55,27 @@ export async function startUpstream(opts: { key?: string; behaviour?: Behaviour;
     }
     if (req.method === 'GET' && req.url === '/v1/models') return json(res, 200, { object: 'list', data: [{ id: opts.model ?? 'up-model', object: 'model' }] });
     if (req.method !== 'POST' || req.url !== '/v1/chat/completions') return json(res, 404, { error: { message: 'not found' } });
-    const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { model: string };
+    const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { model: string; stream?: boolean };
     up.seen.push({ model: body.model, authorization: req.headers.authorization });
     const b = up.behaviour;
     if (b.kind === 'fail') return json(res, b.status, { error: { message: `failing with ${b.status}` } });
+    if (body.stream === false) {
+      // A non-streaming caller (direct mode) is served by a non-streaming upstream call.
+      if (b.kind === 'cut') { res.destroy(); return; }
+      if (b.kind === 'hold') {
+        streams++;
+        res.on('close', () => { streams--; });
+        await new Promise<void>((resolve) => { held.push(resolve); res.on('close', resolve); });
+        if (res.destroyed) return;
+      }
+      const n = b.kind === 'ok' || b.kind === 'hold' ? b.tokens ?? 3 : 3;
+      const content = Array.from({ length: n }, (_, i) => `w${i} `).join('');
+      return json(res, 200, {
+        id: 'up', object: 'chat.completion', created: 0, model: body.model,
+        choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'length' }],
+        usage: { prompt_tokens: 5, completion_tokens: n, total_tokens: 5 + n },
+      });
+    }
     streams++;
     res.on('close', () => { streams--; });
     res.writeHead(200, { 'content-type': 'text/event-stream' });
