@@ -2,7 +2,18 @@
 // (dashboards and KEDA triggers query them), so change them only with a migration note.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-export function createMetrics() {
+/** The `user` label value of spend: the first `max` users seen keep their id, later ones are "other". */
+export function boundedUserLabel(max: number): (userId: string) => string {
+  const named = new Set<string>();
+  return (userId) => {
+    if (named.has(userId)) return userId;
+    if (named.size >= max) return 'other';
+    named.add(userId);
+    return userId;
+  };
+}
+
+export function createMetrics(opts: { spendUsers?: number } = {}) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'sluice_process_' });
   const registers = [registry];
@@ -22,6 +33,9 @@ export function createMetrics() {
     uncaughtErrors: new Counter({ name: 'sluice_uncaught_errors_total', help: 'Exceptions and rejections nothing handled, caught by the last-resort handlers (the process kept serving)', labelNames: ['kind'], registers }),
     wsClosed: new Counter({ name: 'sluice_ws_policy_closes_total', help: 'WebSockets the gateway closed to protect itself, by reason', labelNames: ['reason'], registers }),
     sweeperActions: new Counter({ name: 'sluice_sweeper_actions_total', help: 'Sweeper repairs by kind', labelNames: ['action'], registers }),
+    spend: new Counter({ name: 'sluice_spend_usd_total', help: 'USD charged by settled requests of priced models, by model and user (users past the per-process bound are "other")', labelNames: ['model', 'user'], registers }),
+    /** The `user` label for spend (bounded: see config metricsSpendUsers). */
+    spendUser: boundedUserLabel(opts.spendUsers ?? 100),
   };
 }
 

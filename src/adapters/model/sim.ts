@@ -10,8 +10,8 @@
 // - Aborting the signal ends the iterator promptly *without* a usage chunk and without throwing;
 //   the caller already knows it cancelled.
 // - Injected failures (for tests) throw ModelError('transient') from a per-backend seeded PRNG.
-import { ModelError, type ChatMessage, type ModelBackend, type ModelChunk, type ModelRequest } from '../../ports/model.ts';
-import { countPromptTokens, messageText } from '../../core/tokens.ts';
+import { ModelError, type ChatMessage, type EmbeddingRequest, type EmbeddingResult, type ModelBackend, type ModelChunk, type ModelRequest } from '../../ports/model.ts';
+import { countPromptTokens, countTextTokens, messageText } from '../../core/tokens.ts';
 
 export interface SimModelOptions {
   /** Delay before the first token. */
@@ -167,6 +167,26 @@ export class SimModel implements ModelBackend {
     yield { type: 'usage', promptTokens: countPromptTokens(req.messages), completionTokens: emitted, finishReason };
   }
 
+  /**
+   * Embeddings: per input, a unit vector of `dimensions` (default 16) floats that is a pure
+   * function of the text, after the time-to-first-token delay; base64 (little-endian float32, as
+   * OpenAI sends it) when asked. Usage is the input's tokens, reported. Injected failures apply.
+   */
+  async embed(req: EmbeddingRequest, signal: AbortSignal): Promise<EmbeddingResult> {
+    const failAt = this.plannedFailure();
+    if (!(await this.delay(this.options.ttftMs, signal))) throw new ModelError('transient', 'embedding aborted');
+    if (failAt >= 0) throw this.injectedError(0);
+    const dimensions = typeof req.params?.dimensions === 'number' ? req.params.dimensions : SIM_EMBEDDING_DIMENSIONS;
+    const base64 = req.params?.encoding_format === 'base64';
+    let promptTokens = 0;
+    const data = req.input.map((text, index) => {
+      promptTokens += countTextTokens(text);
+      const vector = simEmbedding(text, dimensions);
+      return { index, embedding: base64 ? Buffer.from(new Float32Array(vector).buffer).toString('base64') : vector };
+    });
+    return { data, promptTokens, usageSource: 'reported' };
+  }
+
   /** Token index at which this stream fails, or -1. Decided up front so retries see fresh draws. */
   private plannedFailure(): number {
     const { failRate, failAfter } = this.options;
@@ -195,6 +215,20 @@ export class SimModel implements ModelBackend {
     await yieldToEventLoop();
     return !signal.aborted;
   }
+}
+
+const SIM_EMBEDDING_DIMENSIONS = 16;
+
+/** A unit vector seeded by the text's FNV-1a hash. */
+function simEmbedding(text: string, dimensions: number): number[] {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) { h ^= text.charCodeAt(i); h = Math.imul(h, 0x01000193); }
+  const random = mulberry32(h >>> 0);
+  const v = Array.from({ length: dimensions }, () => random() * 2 - 1);
+  let squares = 0;
+  for (const x of v) squares += x * x;
+  const norm = Math.sqrt(squares) || 1;
+  return v.map((x) => x / norm);
 }
 
 function isSentenceEnd(piece: string): boolean {
