@@ -15,6 +15,7 @@ import { Ledger } from './core/ledger.ts';
 import { createLogger, type Logger } from './core/logger.ts';
 import { createMetrics, type Metrics } from './core/metrics.ts';
 import { ModelCatalog } from './core/model-catalog.ts';
+import { priceOf } from './core/pricing.ts';
 import { RequestService } from './core/requests.ts';
 import { StreamLeases } from './core/stream-leases.ts';
 import { Sweeper } from './core/sweeper.ts';
@@ -54,7 +55,7 @@ export interface StartOptions {
 export async function startSluice(config: Config, opts: StartOptions = {}): Promise<Sluice> {
   const now = opts.now ?? Date.now;
   const logger = opts.logger ?? createLogger(config.logLevel, config.role);
-  const metrics = createMetrics();
+  const metrics = createMetrics({ spendUsers: config.metricsSpendUsers });
   const { key: masterKey, dev } = resolveMasterKey(config);
   const roles = new Set(config.role === 'all' ? ['gateway', 'worker', 'ledger'] : [config.role]);
 
@@ -87,7 +88,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const crash = config.crashPoint
     ? (point: string) => { if (point === config.crashPoint) { logger.fatal({ point }, 'crash point reached (test)'); process.kill(process.pid, 'SIGKILL'); } }
     : undefined;
-  const ledger = new Ledger({ store, limiter, metrics, logger, ...(crash && { crash }) });
+  const ledger = new Ledger({ store, limiter, metrics, logger, priceOf: (m) => priceOf(config.catalogue, m), ...(crash && { crash }) });
   const runner = new AttemptRunner({ config, store, bus, model, ledger, metrics, logger, now });
   const admission = new Admission({ config, limiter, models, pressure: { depth: () => depth }, metrics, now, allowsPassthrough: (m) => model.allowsPassthrough(m) });
   const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, models, ...(crash && { crash }) });

@@ -145,6 +145,11 @@ export const configSchema = z.object({
     /** Open connections per client address; 0 = unlimited. Behind a proxy every client has the proxy's address. */
     maxConnectionsPerIp: int(0).default(256),
   }).prefault({}),
+  /**
+   * Users who get their own `user` label on sluice_spend_usd_total in one process; later users
+   * share user="other", so a large user base cannot grow the metric without bound. 0 = only "other".
+   */
+  metricsSpendUsers: int(0).default(100),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   sim: z.object({ ttftMs: int().default(20), itlMs: int().default(5), promptTokensOverhead: int().default(0) }).prefault({}),
   worker: z.object({
@@ -247,6 +252,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   SLUICE_BODY_LIMIT: (v) => ({ bodyLimitBytes: v }),
   SLUICE_CORS_ORIGINS: (v) => ({ corsOrigins: v.split(',').map((s) => s.trim()).filter(Boolean) }),
   LOG_LEVEL: (v) => ({ logLevel: v }),
+  SLUICE_METRICS_SPEND_USERS: (v) => ({ metricsSpendUsers: v }),
   SLUICE_TIME_ZONE: (v) => ({ timeZone: v }),
   SLUICE_LIMITER_FAILURE: (v) => ({ limiterFailure: v }),
   SLUICE_DEFAULT_TIER: (v) => ({ defaultTier: v }),

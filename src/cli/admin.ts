@@ -9,7 +9,8 @@ const HELP = `Admin commands (talk to a running gateway; --url, --key or SLUICE_
   sluice users update ID [--tier TIER] [--name NAME] [--email EMAIL]
   sluice users deactivate ID | activate ID
   sluice users usage ID
-  sluice keys create --user ID [--name NAME] [--admin]     (prints the key once)
+  sluice keys create --user ID [--name NAME] [--admin] [--models M1,M2]   (prints the key once;
+                         --models: the only models the key may use, within its tier's list)
   sluice keys list [--user ID]
   sluice keys revoke KEY_ID
   sluice quotas get USER
@@ -28,7 +29,7 @@ export async function admin(args: string[]): Promise<number> {
   if (!group || group === '--help' || group === 'help' || action === '--help') { process.stdout.write(HELP); return group ? 0 : 2; }
   const { values, positionals } = flags(rest, {
     ...COMMON, id: { type: 'string' }, name: { type: 'string' }, email: { type: 'string' }, tier: { type: 'string' },
-    user: { type: 'string' }, admin: { type: 'boolean' }, from: { type: 'string' }, to: { type: 'string' },
+    user: { type: 'string' }, admin: { type: 'boolean' }, models: { type: 'string' }, from: { type: 'string' }, to: { type: 'string' },
     ...Object.fromEntries(QUOTA_FLAGS.map((f) => [f, { type: 'string' as const }])),
   });
   const base = cliUrl(values.url, process.env);
@@ -59,7 +60,9 @@ export async function admin(args: string[]): Promise<number> {
     case 'users usage': return print(await call('GET', `/admin/users/${arg('user id')}/usage`));
     case 'keys create': {
       if (!values.user) throw new Error('keys create needs --user ID');
-      const k = await call('POST', '/admin/keys', { user_id: values.user, ...(values.name && { name: values.name }), ...(values.admin && { admin: true }) }) as { key: string; id: string };
+      const models = values.models?.split(',').map((m) => m.trim()).filter(Boolean);
+      if (values.models !== undefined && !models?.length) throw new Error('--models needs at least one model id (comma-separated)');
+      const k = await call('POST', '/admin/keys', { user_id: values.user, ...(values.name && { name: values.name }), ...(values.admin && { admin: true }), ...(models && { models }) }) as { key: string; id: string };
       console.error(`created key ${k.id} for ${values.user}; it is shown once:`);
       process.stdout.write(`${k.key}\n`);
       return 0;

@@ -1,17 +1,20 @@
 // Admission: decide whether a request may run and reserve its quota, atomically, before anything
 // is written. estimate = prompt tokens (real tokenizer, chat template, tools and media included)
-// + n x effective max_tokens; one limiter call reserves 1 request and the estimate in every
-// window, or refuses and leaves every counter as it was.
+// + n x effective max_tokens (an embeddings request: its input tokens, nothing to generate); one
+// limiter call reserves 1 request and the estimate in every window, or refuses and leaves every
+// counter as it was.
 import type { Config } from '../config.ts';
 import type { Limiter, WindowState } from '../ports/limiter.ts';
 import type { RequestPayload } from '../ports/store.ts';
 import type { Principal } from './auth.ts';
 import type { ChatInput } from './chat-request.ts';
+import type { EmbeddingInput } from './embedding-request.ts';
 import { SluiceError } from './errors.ts';
 import type { Metrics } from './metrics.ts';
+import { assertMayUse, assertServes, type ModelKind } from './model-access.ts';
 import type { ModelCatalog } from './model-catalog.ts';
 import { windowLimits } from './quota-windows.ts';
-import { countPromptTokens } from './tokens.ts';
+import { countPromptTokens, countTextTokens } from './tokens.ts';
 
 export interface Admitted {
   payload: RequestPayload;
@@ -35,9 +38,16 @@ export class Admission {
     allowsPassthrough?: (model: string) => boolean;
   }) {}
 
+  /** The caller may use the model, it exists, and it serves this kind of request. */
+  private async assertModel(principal: Principal, model: string, kind: ModelKind): Promise<void> {
+    assertMayUse(principal.models, model);
+    await this.deps.models.assertKnown(model);
+    assertServes(this.deps.config.catalogue, model, kind);
+  }
+
   async admit(principal: Principal, input: ChatInput, requestId: string): Promise<Admitted> {
-    const { config, limiter, metrics, now } = this.deps;
-    await this.deps.models.assertKnown(input.model);
+    const { config, metrics } = this.deps;
+    await this.assertModel(principal, input.model, 'chat');
     const params = this.forwarded(input);
     const limits = principal.limits;
     if (input.maxTokens !== undefined && input.maxTokens > limits.maxTokens) {
@@ -66,8 +76,35 @@ export class Admission {
       ...(params && { params }),
     };
     const base = { payload, promptTokens, estimatedTokens, priority: limits.priority, degraded };
-    if (principal.unlimited) return { ...base, headers: {}, reserved: false };
+    const need = { what: `This request needs ${estimatedTokens} tokens (prompt ${promptTokens} + ${n > 1 ? `n ${n} x ` : ''}max_tokens ${maxTokens})`, advice: 'lower max_tokens' };
+    return { ...base, ...await this.reserve(principal, requestId, estimatedTokens, need) };
+  }
 
+  /**
+   * An embeddings request: its input tokens are the estimate (nothing is generated), reserved
+   * with one request like a chat request's. It runs in the gateway, not through the queue.
+   */
+  async admitEmbedding(principal: Principal, input: EmbeddingInput, requestId: string): Promise<Admitted> {
+    await this.assertModel(principal, input.model, 'embeddings');
+    let promptTokens = 0;
+    for (const text of input.input) promptTokens += countTextTokens(text);
+    const payload: RequestPayload = {
+      messages: [], maxTokens: 0, embedding: { input: input.input },
+      ...(Object.keys(input.params).length > 0 && { params: input.params }),
+    };
+    const base = { payload, promptTokens, estimatedTokens: promptTokens, priority: principal.limits.priority, degraded: false };
+    const need = { what: `This request needs ${promptTokens} tokens (its input)`, advice: 'send fewer or shorter inputs' };
+    return { ...base, ...await this.reserve(principal, requestId, promptTokens, need) };
+  }
+
+  /**
+   * Reserves 1 request and `estimatedTokens` in every window of the caller, or refuses (429) and
+   * changes nothing; `need` words the refusal of a request larger than a whole window.
+   */
+  private async reserve(principal: Principal, requestId: string, estimatedTokens: number, need: { what: string; advice: string }): Promise<{ headers: Record<string, string>; reserved: boolean }> {
+    if (principal.unlimited) return { headers: {}, reserved: false };
+    const { config, limiter, metrics, now } = this.deps;
+    const limits = principal.limits;
     const t = now();
     const windows = windowLimits(limits, t, config.timeZone);
     const result = await limiter.reserve({
@@ -90,12 +127,12 @@ export class Admission {
       const tooBig = exceeded.metric === 'tokens' && estimatedTokens > exceeded.limit;
       throw new SluiceError('SLUICE_ERR_QUOTA_EXCEEDED',
         tooBig
-          ? `This request needs ${estimatedTokens} tokens (prompt ${promptTokens} + ${n > 1 ? `n ${n} x ` : ''}max_tokens ${maxTokens}), more than your ${exceeded.window} token limit of ${exceeded.limit}; lower max_tokens`
+          ? `${need.what}, more than your ${exceeded.window} token limit of ${exceeded.limit}; ${need.advice}`
           : `${exceeded.window} ${exceeded.metric} quota exceeded: ${exceeded.used} of ${exceeded.limit} used; resets in ${retryAfter}s`,
         { headers: { 'retry-after': String(retryAfter), ...rateLimitHeaders(result.windows, t) }, window: exceeded.window, metric: exceeded.metric });
     }
     // A duplicate is another submission's reservation (a concurrent replay of the same key): not ours to give back.
-    return { ...base, headers: rateLimitHeaders(result.windows, t), reserved: !result.duplicate };
+    return { headers: rateLimitHeaders(result.windows, t), reserved: !result.duplicate };
   }
 
   /** The fields to forward: the known ones, plus unknown ones if the model's deployment takes them (else a 400 naming the first). */

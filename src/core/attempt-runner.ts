@@ -2,7 +2,7 @@
 // honour cancel, deadline and claim loss, then settle exactly once and append the terminal event.
 // The worker (queued mode) and the gateway (direct mode) both run requests through this.
 import { LogEndedError, PartialAppendError, type Bus, type EventBody, type LogEvent } from '../ports/bus.ts';
-import { ModelError, type ModelBackend, type ModelChunk, type ModelRequest } from '../ports/model.ts';
+import { ModelError, type EmbeddingRequest, type EmbeddingResult, type ModelBackend, type ModelChunk, type ModelRequest } from '../ports/model.ts';
 import { isEnded, type RequestOutput, type RequestRecord, type Store } from '../ports/store.ts';
 import type { Config } from '../config.ts';
 import { usageOf, type Ending, type Ledger } from './ledger.ts';
@@ -19,6 +19,9 @@ export type AttemptResult =
   | { kind: 'retry'; error: ModelError }
   /** Another worker took the request over (this one's claim expired): do nothing more. */
   | { kind: 'lost' };
+
+/** An embeddings attempt: the vectors when this attempt completed the request, else how it ended. */
+export type EmbedResult = { kind: 'embedded'; result: EmbeddingResult } | AttemptResult;
 
 type StopReason = 'cancel' | 'disconnect' | 'timeout' | 'lost';
 
@@ -56,6 +59,13 @@ export class AttemptRunner {
     const { config, bus, logger } = this.deps;
     const where = { request_id: record.id, attempt: record.attempt };
     if (record.cancelRequested) return this.end(record, this.cancelled(record, 0, '', false), hooks);
+    // An embeddings request reaches a worker only when the gateway running it stopped (its claim
+    // expired, or a restart recovered it). Its vectors were for that gateway's caller, who is
+    // gone, and are never stored: running it again would bill work nobody can read. Refunded.
+    if (record.payload.embedding) {
+      logger.warn(where, 'an embeddings request outlived the gateway that ran it; failed and refunded');
+      return this.end(record, this.failed(record, 0, '', 'SLUICE_ERR_UNAVAILABLE', 'The gateway answering this embeddings request stopped before it ended; send it again'), hooks);
+    }
 
     const abort = new AbortController();
     const stop = (reason: StopReason) => { if (!abort.signal.aborted) abort.abort(new Stop(reason)); };
@@ -136,6 +146,65 @@ export class AttemptRunner {
     }
   }
 
+  /** Whether the backend serves embeddings (POST /v1/embeddings answers 501 before admission when not). */
+  get embeds(): boolean { return typeof this.deps.model.embed === 'function'; }
+
+  /**
+   * Runs one attempt of an embeddings request in the gateway that answers it. It ends like a chat
+   * attempt: completed with the input tokens the backend reported (or counted), failed and
+   * refunded, cancelled with the input charged when the caller went away or cancelled (the
+   * backend had the input), or retried after a transient failure with attempts left.
+   */
+  async embed(record: RequestRecord, workerId: string, disconnect: AbortSignal): Promise<EmbedResult> {
+    const result = await this.embedAttempt(record, workerId, disconnect);
+    if (result.kind === 'retry') await this.deps.store.renewClaim(record.id, workerId, record.attempt, 0);
+    return result;
+  }
+
+  private async embedAttempt(record: RequestRecord, workerId: string, disconnect: AbortSignal): Promise<EmbedResult> {
+    const { config, bus, model, logger } = this.deps;
+    if (record.cancelRequested) return this.end(record, this.cancelled(record, 0, '', false));
+    const abort = new AbortController();
+    const stop = (reason: StopReason) => { if (!abort.signal.aborted) abort.abort(new Stop(reason)); };
+    const control = await bus.onControl(record.id, (s) => { if (s === 'cancel') stop('cancel'); });
+    const onDisconnect = () => stop('disconnect');
+    disconnect.addEventListener('abort', onDisconnect, { once: true });
+    if (disconnect.aborted) stop('disconnect');
+    const deadline = setTimeout(() => stop('timeout'), config.worker.requestTimeoutMs);
+    const renew = setInterval(() => void this.renew(record, workerId, stop, {}), Math.max(50, Math.floor(config.worker.claimMs / 3)));
+    try {
+      if (!model.embed) throw new ModelError('permanent', 'the model backend does not serve embeddings');
+      const { payload } = record;
+      const req: EmbeddingRequest = { model: record.model, input: payload.embedding?.input ?? [], ...(payload.params && { params: payload.params }) };
+      // The backend's promise may outlive an abort it ignores: the abort decides.
+      const result = await Promise.race([model.embed(req, abort.signal), aborted(abort.signal)]);
+      const first = await this.settleAndLog(record, {
+        status: 'completed', attempt: record.attempt, result: '', finishReason: 'stop',
+        usage: usageOf(result.promptTokens, 0), error: null, ...(result.served && { deployment: result.served.deployment }),
+      });
+      return first ? { kind: 'embedded', result } : { kind: 'finished' };
+    } catch (err) {
+      const reason = err instanceof Stop ? err.reason : abort.signal.reason instanceof Stop ? abort.signal.reason.reason : null;
+      const where = { request_id: record.id, attempt: record.attempt };
+      if (reason === 'lost') { logger.warn(where, 'claim lost; another worker owns this request now'); return { kind: 'lost' }; }
+      if (reason === 'cancel' || reason === 'disconnect') return await this.end(record, this.cancelled(record, 0, '', true));
+      if (reason === 'timeout') return await this.end(record, this.failed(record, 0, '', 'SLUICE_ERR_MODEL_TIMEOUT', 'the request exceeded its deadline'));
+      const me = err instanceof ModelError ? err : new ModelError('transient', (err as Error).message, undefined, { cause: err });
+      this.deps.metrics.attempts.inc({ outcome: me.kind });
+      if (me.kind === 'transient' && record.attempt < config.worker.maxAttempts) {
+        logger.warn({ ...where, err: me.message }, 'transient model failure; will retry');
+        return { kind: 'retry', error: me };
+      }
+      const code = me.kind === 'transient' ? 'SLUICE_ERR_MODEL_TRANSIENT' : 'SLUICE_ERR_MODEL_PERMANENT';
+      return await this.end(record, this.failed(record, 0, '', code, me.message));
+    } finally {
+      clearTimeout(deadline);
+      clearInterval(renew);
+      disconnect.removeEventListener('abort', onDisconnect);
+      await control.close().catch(() => {});
+    }
+  }
+
   /**
    * Settles and, if this call ended the request, appends the terminal event. A listener that
    * resumes between the two repairs the log from the stored outcome; the bus keeps one terminal
@@ -143,6 +212,12 @@ export class AttemptRunner {
    * listener (direct mode) gets too.
    */
   async end(record: RequestRecord, ending: Ending, hooks: AttemptHooks = {}): Promise<AttemptResult> {
+    await this.settleAndLog(record, ending, hooks);
+    return { kind: 'finished' };
+  }
+
+  /** end(), saying whether this call ended the request. */
+  private async settleAndLog(record: RequestRecord, ending: Ending, hooks: AttemptHooks = {}): Promise<boolean> {
     const first = await this.deps.ledger.settle(record, ending);
     if (first) {
       const logged = await this.deps.bus.append(record.id, terminalEvent(ending));
@@ -150,7 +225,7 @@ export class AttemptRunner {
     } else {
       await this.repairTerminal(record.id);
     }
-    return { kind: 'finished' };
+    return first;
   }
 
   /**
@@ -206,6 +281,14 @@ export class AttemptRunner {
     else interToken.observe((now - last) / 1000 / count);
     return now;
   }
+}
+
+/** Rejects with the signal's reason once it aborts (never resolves). */
+function aborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    else signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+  });
 }
 
 export function endingOf(r: RequestRecord): Ending {

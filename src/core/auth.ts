@@ -8,6 +8,7 @@ import type { QuotaOverride, Store } from '../ports/store.ts';
 import { timingSafeEqual } from 'node:crypto';
 import { hashApiKey } from './api-keys.ts';
 import { SluiceError } from './errors.ts';
+import { effectiveModels, type ModelAllowList } from './model-access.ts';
 
 export type EffectiveLimits = Tier;
 
@@ -19,6 +20,8 @@ export interface Principal {
   unlimited: boolean;
   tier: string;
   limits: EffectiveLimits;
+  /** The models this key may use (its tier's list narrowed by its own); null = every model. */
+  models: ModelAllowList;
 }
 
 const CACHE_TTL_MS = 5_000;
@@ -96,12 +99,13 @@ export class Authenticator {
     if (key.revokedAt) throw new SluiceError('SLUICE_ERR_REVOKED_API_KEY');
     if (!user.active) throw new SluiceError('SLUICE_ERR_USER_INACTIVE');
     const limits = await this.limitsFor(user.id, user.tier);
-    return { userId: user.id, keyId: key.id, admin: key.admin, unlimited: false, tier: user.tier, limits };
+    const tierModels = (tierOf(this.config, user.tier) ?? tierOf(this.config, this.config.defaultTier))?.models;
+    return { userId: user.id, keyId: key.id, admin: key.admin, unlimited: false, tier: user.tier, limits, models: effectiveModels(tierModels, key.models) };
   }
 }
 
 /** The master key's principal: every right, no quota, the largest tier's max_tokens. */
 function masterPrincipal(config: Config): Principal {
   const top = Object.values(config.tiers).reduce((a, b) => (b.maxTokens > a.maxTokens ? b : a));
-  return { userId: 'master', keyId: null, admin: true, unlimited: true, tier: 'master', limits: { ...top, priority: 9, concurrentStreams: 1_000_000, maxInFlight: Number.MAX_SAFE_INTEGER } };
+  return { userId: 'master', keyId: null, admin: true, unlimited: true, tier: 'master', limits: { ...top, priority: 9, concurrentStreams: 1_000_000, maxInFlight: Number.MAX_SAFE_INTEGER }, models: null };
 }

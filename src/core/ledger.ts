@@ -7,6 +7,7 @@ import type { Limiter, SettleResult } from '../ports/limiter.ts';
 import type { Outcome, RequestRecord, Store, TerminalStatus } from '../ports/store.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
+import { costOf, type Price } from './pricing.ts';
 import { toStorableJson, toStorableText } from './text.ts';
 
 /**
@@ -23,12 +24,14 @@ export function usageOf(promptTokens: number, completionTokens: number): Usage {
   return { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
 }
 
-/** How an attempt ended; the ledger derives the charge. */
-export type Ending = Omit<Outcome, 'chargedTokens' | 'chargedRequests'>;
+/** How an attempt ended; the ledger derives the charge and its cost. */
+export type Ending = Omit<Outcome, 'chargedTokens' | 'chargedRequests' | 'costUsd'>;
 
 export class Ledger {
   constructor(private readonly deps: {
     store: Store; limiter: Limiter; metrics: Metrics; logger: Logger;
+    /** The catalogue price of a public model id (undefined: unpriced, the cost is null). */
+    priceOf?: (model: string) => Price | undefined;
     /** Test-only crash points (config.crashPoint). */
     crash?: (point: string) => void;
   }) {}
@@ -36,12 +39,14 @@ export class Ledger {
   /** True iff this call ended the request (and so must publish its terminal event). */
   async settle(record: RequestRecord, ending: Ending): Promise<boolean> {
     const charged = chargeFor(ending.status, ending.usage);
+    const costUsd = costOf(this.deps.priceOf?.(record.model), ending.usage, charged.requests === 1);
     // A model may produce text the store cannot hold (NUL, a surrogate cut in half): the answer is
     // stored with U+FFFD there rather than failing the write, which would retry and lose it. Every
     // string of the output too: contents, tool-call ids, names and arguments, logprobs entries.
     const outcome: Outcome = {
-      ...ending, result: toStorableText(ending.result), chargedTokens: charged.tokens, chargedRequests: charged.requests,
+      ...ending, result: toStorableText(ending.result), chargedTokens: charged.tokens, chargedRequests: charged.requests, costUsd,
       ...(ending.output && { output: toStorableJson(ending.output) }),
+      deployment: ending.deployment ?? ending.output?.served?.deployment ?? null,
       ...(ending.error && { error: { ...ending.error, message: toStorableText(ending.error.message) } }),
     };
     const first = await this.deps.store.finishRequest(record.id, outcome);
@@ -52,6 +57,7 @@ export class Ledger {
     metrics.requestsFinished.inc({ status: ending.status });
     metrics.tokens.inc({ model: record.model, kind: 'prompt' }, ending.usage.promptTokens);
     metrics.tokens.inc({ model: record.model, kind: 'completion' }, ending.usage.completionTokens);
+    if (costUsd) metrics.spend.inc({ model: record.model, user: metrics.spendUser(record.userId) }, costUsd);
     return true;
   }
 

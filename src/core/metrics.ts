@@ -2,7 +2,18 @@
 // (dashboards and KEDA triggers query them), so change them only with a migration note.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-export function createMetrics() {
+/** The `user` label value of spend: the first `max` users seen keep their id, later ones are "other". */
+export function boundedUserLabel(max: number): (userId: string) => string {
+  const named = new Set<string>();
+  return (userId) => {
+    if (named.has(userId)) return userId;
+    if (named.size >= max) return 'other';
+    named.add(userId);
+    return userId;
+  };
+}
+
+export function createMetrics(opts: { spendUsers?: number } = {}) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'sluice_process_' });
   const registers = [registry];
@@ -33,6 +44,9 @@ export function createMetrics() {
     deploymentRequests: new Counter({ name: 'sluice_deployment_requests_total', help: 'Model calls per deployment by outcome: ok, transient (failure or timeout: counts towards its circuit), permanent (refused as malformed), aborted (cancelled or cut)', labelNames: ['deployment', 'model', 'outcome'], registers }),
     deploymentFailovers: new Counter({ name: 'sluice_deployment_failovers_total', help: 'Requests that failed on a deployment before their first token and moved on (to another deployment, or a fallback model)', labelNames: ['deployment', 'model'], registers }),
     sweeperActions: new Counter({ name: 'sluice_sweeper_actions_total', help: 'Sweeper repairs by kind', labelNames: ['action'], registers }),
+    spend: new Counter({ name: 'sluice_spend_usd_total', help: 'USD charged by settled requests of priced models, by model and user (users past the per-process bound are "other")', labelNames: ['model', 'user'], registers }),
+    /** The `user` label for spend (bounded: see config metricsSpendUsers). */
+    spendUser: boundedUserLabel(opts.spendUsers ?? 100),
   };
 }
 

@@ -12,7 +12,9 @@ import type { Admission, Admitted } from './admission.ts';
 import type { AttemptRunner } from './attempt-runner.ts';
 import type { Principal } from './auth.ts';
 import type { ChatInput } from './chat-request.ts';
-import { SluiceError } from './errors.ts';
+import type { EmbeddingResult } from '../ports/model.ts';
+import type { EmbeddingInput } from './embedding-request.ts';
+import { SluiceError, catalogue, type ErrorCode } from './errors.ts';
 import { followEventRuns } from './event-follow.ts';
 import type { Logger } from './logger.ts';
 import type { ModelCatalog } from './model-catalog.ts';
@@ -59,14 +61,28 @@ export class RequestService {
     // refuse now with Retry-After, before any quota is reserved, instead of holding the client.
     if (opts.mode === 'direct') this.deps.models?.assertAvailable(input.model);
     const admitted = await this.deps.admission.admit(principal, input, id);
-    // A direct call whose caller does not stream may go upstream non-streaming (one response, no
-    // token events to pace); a queued request always streams, since anyone may follow its log.
-    const payload = opts.mode === 'direct' && !input.stream ? { ...admitted.payload, stream: false } : admitted.payload;
-    let inserted: { record: RequestRecord; created: boolean };
+    const inserted = await this.insert(principal, id, input.model, admitted, { ...opts, bodyHash: hash }, input.stream);
+    // A concurrent replay of the same key inserted first: the reservation (same id) is that request's.
+    if (!inserted.created) return this.replay(inserted.record, hash, principal);
+    this.deps.crash?.('after-insert');
+    if (opts.mode === 'queued') await this.enqueue(inserted.record);
+    return { record: inserted.record, created: true, admitted };
+  }
+
+  /**
+   * Stores an admitted request (direct mode: already claimed by this gateway); a request that
+   * never came to exist gives its reservation back. A direct call whose caller does not stream
+   * may go upstream non-streaming (one response, no token events to pace); a queued request
+   * always streams, since anyone may follow its log.
+   */
+  private async insert(principal: Principal, id: string, model: string, admitted: Admitted,
+    opts: { idempotencyKey?: string | undefined; mode: DeliveryMode; bodyHash: string }, streams = true): Promise<{ record: RequestRecord; created: boolean }> {
+    const { store } = this.deps;
+    const payload = opts.mode === 'direct' && !streams ? { ...admitted.payload, stream: false } : admitted.payload;
     try {
-      inserted = await store.insertRequest({
-        id, userId: principal.userId, keyId: principal.keyId, model: input.model, mode: opts.mode, payload,
-        priority: admitted.priority, idempotencyKey: opts.idempotencyKey ?? null, bodyHash: hash,
+      return await store.insertRequest({
+        id, userId: principal.userId, keyId: principal.keyId, model, mode: opts.mode, payload,
+        priority: admitted.priority, idempotencyKey: opts.idempotencyKey ?? null, bodyHash: opts.bodyHash,
         estimatedTokens: admitted.estimatedTokens, promptTokens: admitted.promptTokens,
       }, opts.mode === 'direct' ? { workerId: this.gatewayId, claimMs: this.deps.config.worker.claimMs } : undefined);
     } catch (err) {
@@ -82,11 +98,36 @@ export class RequestService {
       }
       throw err;
     }
-    // A concurrent replay of the same key inserted first: the reservation (same id) is that request's.
-    if (!inserted.created) return this.replay(inserted.record, hash, principal);
-    this.deps.crash?.('after-insert');
-    if (opts.mode === 'queued') await this.enqueue(inserted.record);
-    return { record: inserted.record, created: true, admitted };
+  }
+
+  /**
+   * POST /v1/embeddings: admitted (1 request and the input tokens reserved), stored and settled
+   * like a direct chat request (mode 'direct', claimed by this gateway, one ledger row), and run
+   * here. The vectors go to this caller only; they are not stored. Throws the request's error
+   * when it did not complete (a failure is refunded like a failed chat request).
+   */
+  async embed(principal: Principal, input: EmbeddingInput, disconnect: AbortSignal): Promise<{ record: RequestRecord; admitted: Admitted; result: EmbeddingResult }> {
+    const { store, runner, config } = this.deps;
+    const id = randomUUID();
+    const admitted = await this.deps.admission.admitEmbedding(principal, input, id);
+    const { record } = await this.insert(principal, id, input.model, admitted, { mode: 'direct', bodyHash: '' });
+    let attempt = record;
+    for (;;) {
+      const out = await runner.embed(attempt, this.gatewayId, disconnect);
+      if (out.kind === 'embedded') return { record: attempt, admitted, result: out.result };
+      if (out.kind !== 'retry') break;
+      await new Promise((r) => setTimeout(r, jitteredBackoff(attempt.attempt, config.worker.retryBaseMs)));
+      const claim = await store.claimRequest(id, this.gatewayId, config.worker.claimMs);
+      if (claim.state !== 'claimed') break;
+      attempt = claim.record;
+    }
+    const ended = await store.getRequest(id);
+    const code = ended?.error?.code ?? '';
+    if (ended && isEnded(ended) && ended.status !== 'completed') {
+      throw new SluiceError(code in catalogue ? (code as ErrorCode) : 'SLUICE_ERR_INTERNAL', ended.error?.message);
+    }
+    // Completed by another attempt (whose vectors this caller cannot have), or taken over by a worker.
+    throw new SluiceError('SLUICE_ERR_UNAVAILABLE', 'The embeddings request was taken over elsewhere; send it again');
   }
 
   /** Publishes the job; on failure the row stays queued and the sweeper re-enqueues it. */

@@ -10,6 +10,7 @@ import { generateApiKey } from '../core/api-keys.ts';
 import { tierOf } from '../config.ts';
 import { fail } from '../core/chat-request.ts';
 import { SluiceError } from '../core/errors.ts';
+import { effectiveModels } from '../core/model-access.ts';
 import { periodsAt, windowLimits, windowStart } from '../core/quota-windows.ts';
 import { assertStorableText } from '../core/text.ts';
 import type { ApiKeyRecord, QuotaOverride, UserRecord } from '../ports/store.ts';
@@ -29,7 +30,11 @@ const quotaBody = z.object({
 }).strict();
 const userBody = z.object({ id: z.string().regex(/^[A-Za-z0-9_.@-]{1,50}$/, 'id: 1-50 of A-Z a-z 0-9 _ . @ -').optional(), name: z.string().max(100).nullable().optional(), email: z.string().max(100).nullable().optional(), tier: z.string().optional() }).strict();
 const userPatch = z.object({ name: z.string().max(100).nullable().optional(), email: z.string().max(100).nullable().optional(), tier: z.string().optional(), active: z.boolean().optional() }).strict();
-const keyBody = z.object({ user_id: z.string().min(1), name: z.string().max(100).nullable().optional(), admin: z.boolean().optional() }).strict();
+/** A key's own allow-list: model ids (as clients send them in `model`); null or absent = its tier's list. */
+const MAX_KEY_MODELS = 256;
+const keyModels = z.array(z.string().min(1).max(256)).min(1, 'models must name at least one model; omit it (or send null) for the tier\'s list')
+  .max(MAX_KEY_MODELS, `models holds at most ${MAX_KEY_MODELS} model ids`).nullable().optional();
+const keyBody = z.object({ user_id: z.string().min(1), name: z.string().max(100).nullable().optional(), admin: z.boolean().optional(), models: keyModels }).strict();
 
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
   assertStorableText(body);
@@ -39,7 +44,11 @@ function parse<T>(schema: z.ZodType<T>, body: unknown): T {
 }
 
 const userView = (u: UserRecord) => ({ id: u.id, name: u.name, email: u.email, tier: u.tier, active: u.active, created_at: u.createdAt.toISOString() });
-const keyView = (k: ApiKeyRecord) => ({ id: k.id, user_id: k.userId, prefix: k.prefix, name: k.name, admin: k.admin, created_at: k.createdAt.toISOString(), revoked_at: k.revokedAt?.toISOString() ?? null });
+const keyView = (k: ApiKeyRecord) => ({ id: k.id, user_id: k.userId, prefix: k.prefix, name: k.name, admin: k.admin, models: k.models, created_at: k.createdAt.toISOString(), revoked_at: k.revokedAt?.toISOString() ?? null });
+/** Sums of many small costs: rounded so that reports do not show 0.30000000000000004. */
+const usd = (v: number | null) => (v === null ? null : Number(v.toFixed(10)));
+/** A cost in plain decimal notation for the CSV (String(1.25e-7) would be exponent notation). */
+const usdText = (v: number | null) => (v === null ? null : v.toFixed(10).replace(/\.?0+$/, ''));
 const overrideView = (q: QuotaOverride | null) => q && ({ requests_per_day: q.requestsPerDay, tokens_per_day: q.tokensPerDay, requests_per_month: q.requestsPerMonth, tokens_per_month: q.tokensPerMonth, max_tokens: q.maxTokens, concurrent_streams: q.concurrentStreams, priority: q.priority });
 
 /**
@@ -85,24 +94,48 @@ export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): 
   const tierOrThrow = (tier: string) => { if (!tierOf(config, tier)) throw new SluiceError('SLUICE_ERR_UNKNOWN_TIER', `Unknown tier "${tier}"; configured tiers: ${Object.keys(config.tiers).join(', ')}`, { param: 'tier' }); return tier; };
   const userOrThrow = async (id: string) => { const u = await store.getUser(id); if (!u) throw new SluiceError('SLUICE_ERR_UNKNOWN_USER', `No user "${id}"`); return u; };
 
-  /** The caller's windows (reserved + settled) and this month's settled requests. */
+  /** This month (the monthly window's period) so far: its bounds, settled requests newest first, and spend per model. */
+  async function monthOf(userId: string) {
+    const t = deps.now();
+    const period = periodsAt(t, config.timeZone).monthly.period;
+    const from = new Date(windowStart(period, 'monthly', config.timeZone));
+    const to = new Date(t + 1);
+    const [recent, byModel] = await Promise.all([
+      store.usageRows({ from, to, userId, limit: RECENT_ROWS, newestFirst: true }),
+      store.spendByModel(userId, from, to),
+    ]);
+    // Unpriced models report cost_usd null and add nothing to the total.
+    const total = byModel.reduce((sum, m) => sum + (m.costUsd ?? 0), 0);
+    return {
+      recent: recent.map((r) => ({
+        request_id: r.requestId, model: r.model, status: r.status, prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens,
+        charged_tokens: r.chargedTokens, cost_usd: r.costUsd, deployment: r.deployment, settled_at: r.settledAt.toISOString(),
+      })),
+      spend: {
+        period, from: from.toISOString(), to: new Date(t).toISOString(), currency: 'USD', total_usd: usd(total),
+        models: byModel.map((m) => ({ model: m.model, requests: m.requests, prompt_tokens: m.promptTokens, completion_tokens: m.completionTokens, charged_tokens: m.chargedTokens, cost_usd: usd(m.costUsd) })),
+      },
+    };
+  }
+
+  /** The caller's windows (reserved + settled), this month's settled requests and its spend. */
   async function usageOf(userId: string, tier: string) {
     const t = deps.now();
     const limits = await auth.limitsFor(userId, tier);
     const windows = await limiter.usage(userId, windowLimits(limits, t, config.timeZone));
-    const from = new Date(windowStart(periodsAt(t, config.timeZone).monthly.period, 'monthly', config.timeZone));
-    const recent = await store.usageRows({ from, to: new Date(t + 1), userId, limit: RECENT_ROWS, newestFirst: true });
+    const { recent, spend } = await monthOf(userId);
     return {
       object: 'sluice.usage', user_id: userId, tier, time_zone: config.timeZone,
       limits: { max_tokens: limits.maxTokens, concurrent_streams: limits.concurrentStreams, priority: limits.priority },
       windows: windows.map((w) => ({ window: w.window, metric: w.metric, period: w.period, limit: w.limit, used: w.used, remaining: Math.max(0, w.remaining), reset_at: new Date(w.resetAt).toISOString() })),
-      recent: recent.map((r) => ({ request_id: r.requestId, model: r.model, status: r.status, prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, charged_tokens: r.chargedTokens, settled_at: r.settledAt.toISOString() })),
+      recent, spend,
     };
   }
 
   app.get('/v1/usage', user, async (req) => {
     const p = principalOf(req);
-    if (p.unlimited) return { object: 'sluice.usage', user_id: p.userId, tier: p.tier, unlimited: true, windows: [], recent: [] };
+    // The master key has no quota windows, but what it ran is in the ledger and costs the same.
+    if (p.unlimited) return { object: 'sluice.usage', user_id: p.userId, tier: p.tier, unlimited: true, windows: [], ...await monthOf(p.userId) };
     return usageOf(p.userId, p.tier);
   });
 
@@ -132,8 +165,11 @@ export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): 
     const b = parse(keyBody, req.body);
     const u = await userOrThrow(b.user_id);
     const { key, hash, prefix } = generateApiKey();
-    const k = await store.createApiKey({ id: `key_${randomUUID().replaceAll('-', '').slice(0, 16)}`, userId: u.id, hash, prefix, name: b.name ?? null, admin: b.admin ?? false });
-    return reply.code(201).send({ ...keyView(k), key, note: 'The key is shown once; only its hash is stored.' });
+    const models = b.models ? [...new Set(b.models)] : null;
+    const k = await store.createApiKey({ id: `key_${randomUUID().replaceAll('-', '').slice(0, 16)}`, userId: u.id, hash, prefix, name: b.name ?? null, admin: b.admin ?? false, models });
+    // What the key may use today: its own list within its user's tier's (which may change later).
+    const effective = effectiveModels(tierOf(config, u.tier)?.models, models);
+    return reply.code(201).send({ ...keyView(k), effective_models: effective && [...effective], key, note: 'The key is shown once; only its hash is stored.' });
   });
   app.get('/admin/keys', admin, async (req) => {
     const q = parse(keysQuery, req.query);
@@ -181,8 +217,9 @@ export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): 
     const from = parseDate(q.from, 'from', new Date(to.getTime() - 31 * 86_400_000));
     if (from >= to) throw new SluiceError('SLUICE_ERR_VALIDATION', 'from must be before to', { param: 'from' });
     const rows = await store.usageRows({ from, to, ...(q.user_id && { userId: q.user_id }) });
-    const header = 'request_id,user_id,key_id,model,status,prompt_tokens,completion_tokens,charged_tokens,charged_requests,created_at,settled_at';
-    const lines = rows.map((r) => [r.requestId, r.userId, r.keyId, r.model, r.status, r.promptTokens, r.completionTokens, r.chargedTokens, r.chargedRequests, r.createdAt.toISOString(), r.settledAt.toISOString()].map(csvCell).join(','));
+    // New columns go at the end, so that readers of the earlier columns by position keep working.
+    const header = 'request_id,user_id,key_id,model,status,prompt_tokens,completion_tokens,charged_tokens,charged_requests,created_at,settled_at,cost_usd,deployment';
+    const lines = rows.map((r) => [r.requestId, r.userId, r.keyId, r.model, r.status, r.promptTokens, r.completionTokens, r.chargedTokens, r.chargedRequests, r.createdAt.toISOString(), r.settledAt.toISOString(), usdText(r.costUsd), r.deployment].map(csvCell).join(','));
     return reply.type('text/csv; charset=utf-8').header('content-disposition', `attachment; filename="usage-${from.toISOString().slice(0, 10)}-${to.toISOString().slice(0, 10)}.csv"`).send(`${[header, ...lines].join('\n')}\n`);
   });
 }

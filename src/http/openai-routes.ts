@@ -5,6 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Principal } from '../core/auth.ts';
 import { parseChatBody, parseCompletionBody, parseQuickChat, type ChatInput } from '../core/chat-request.ts';
 import { SluiceError, catalogue, type ErrorCode } from '../core/errors.ts';
+import { mayUse } from '../core/model-access.ts';
 import type { Lease } from '../core/stream-leases.ts';
 import type { DeliveryMode, RequestRecord } from '../ports/store.ts';
 import { awaitEnd, directSource, logSource, streamNative, streamOpenAI, withSse, type EventSource } from './delivery.ts';
@@ -32,7 +33,7 @@ export function idempotencyKeyOf(req: FastifyRequest): string | undefined {
  * Aborts when the client goes away before its response is complete. Listens on the response, not
  * the socket: a keep-alive socket outlives thousands of requests and must not collect listeners.
  */
-function clientGone(reply: FastifyReply): AbortSignal {
+export function clientGone(reply: FastifyReply): AbortSignal {
   const ac = new AbortController();
   reply.raw.once('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
   return ac.signal;
@@ -83,12 +84,15 @@ async function respond(deps: GatewayDeps, req: FastifyRequest, reply: FastifyRep
 export function registerOpenAIRoutes(app: FastifyInstance, deps: GatewayDeps): void {
   const user = { config: { auth: 'user' as const } };
 
-  app.get('/v1/models', user, async () => {
-    const ids = await deps.models.list();
+  // Only the models the caller may use; one it may not is as unknown as one that does not exist.
+  app.get('/v1/models', user, async (req) => {
+    const allowed = principalOf(req).models;
+    const ids = (await deps.models.list()).filter((id) => mayUse(allowed, id));
     return { object: 'list', data: ids.map((id) => ({ id, object: 'model', created: 0, owned_by: 'sluice' })) };
   });
   app.get('/v1/models/:model', user, async (req) => {
     const { model } = req.params as { model: string };
+    if (!mayUse(principalOf(req).models, model)) throw new SluiceError('SLUICE_ERR_UNKNOWN_MODEL', `The model "${model}" does not exist; see GET /v1/models`, { param: 'model' });
     await deps.models.assertKnown(model);
     return { id: model, object: 'model', created: 0, owned_by: 'sluice' };
   });
@@ -99,8 +103,10 @@ export function registerOpenAIRoutes(app: FastifyInstance, deps: GatewayDeps): v
   // The edge quick test: {"message": "…"} streams native SSE.
   app.post('/chat', user, async (req, reply) => {
     const principal = principalOf(req);
-    const models = await deps.models.list();
-    const input = parseQuickChat(req.body, deps.config.models[0] ?? models[0] ?? 'sim');
+    // The default model is the first the caller may use (admission refuses one it may not).
+    const models = (await deps.models.list()).filter((id) => mayUse(principal.models, id));
+    const configured = deps.config.models.find((id) => mayUse(principal.models, id));
+    const input = parseQuickChat(req.body, configured ?? models[0] ?? 'sim');
     const s = await start(deps, req, reply, principal, input, true);
     try { await withSse(deps, reply, s.headers, (sse) => streamNative(deps, sse, s.record, 0, s.source)); } finally { await s.lease.release(); }
   });

@@ -9,6 +9,7 @@ import type { Logger } from '../core/logger.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
 import { registerOpenAIRoutes } from './openai-routes.ts';
+import { registerEmbeddingRoutes } from './embedding-routes.ts';
 import { registerRequestRoutes } from './request-routes.ts';
 import { registerWebSocketRoutes } from './ws-routes.ts';
 import { registerAccountRoutes } from './account-routes.ts';
@@ -157,6 +158,7 @@ export async function buildServer(deps: GatewayDeps & { config: Config; auth: Au
   registerOpsRoutes(app, deps);
 
   registerOpenAIRoutes(app, deps);
+  registerEmbeddingRoutes(app, deps);
   registerRequestRoutes(app, deps);
   registerWebSocketRoutes(app, deps);
   registerAccountRoutes(app, deps);

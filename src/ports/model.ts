@@ -95,7 +95,7 @@ export type ModelAvailability =
 export interface ModelBackend {
   /** Streams the answer; aborting `signal` stops the upstream call promptly. Throws ModelError. */
   stream(req: ModelRequest, signal: AbortSignal): AsyncIterable<ModelChunk>;
-  /** Embeddings, for backends that serve them; absent = SLUICE_ERR_UNSUPPORTED. */
+  /** Embeddings, for backends that serve them; absent = SLUICE_ERR_EMBEDDINGS_UNSUPPORTED. */
   embed?(req: EmbeddingRequest, signal: AbortSignal): Promise<EmbeddingResult>;
   /** Model ids this backend serves (for GET /v1/models and validation). */
   models(): Promise<string[]>;

@@ -17,6 +17,8 @@ export interface UserRecord {
 }
 export interface ApiKeyRecord {
   id: string; userId: string; prefix: string; name: string | null; admin: boolean;
+  /** The key's own model allow-list; null = its user's tier decides. It can only narrow the tier's list. */
+  models: string[] | null;
   createdAt: Date; revokedAt: Date | null;
 }
 /** Per-user limits; a null field inherits the tier's value. */
@@ -36,6 +38,11 @@ export interface RequestPayload {
   stream?: boolean;
   /** Forwarded chat fields (ModelRequest.params). */
   params?: Record<string, unknown>;
+  /**
+   * Set on an embeddings request (POST /v1/embeddings): its inputs. Such a request is run by the
+   * gateway that answers it (messages empty, maxTokens 0) and never by a worker.
+   */
+  embedding?: { input: string[] };
 }
 
 /** One choice of a finished request, assembled from its event log. */
@@ -94,6 +101,10 @@ export interface Outcome {
   /** Charged to quota and billed: 0 tokens and 0 requests for a refund. */
   chargedTokens: number;
   chargedRequests: 0 | 1;
+  /** What the charge costs in USD at the model's catalogue price; null (or absent) when the model has no price. */
+  costUsd?: number | null;
+  /** The deployment that served the request (default: output.served.deployment); null when unknown. */
+  deployment?: string | null;
 }
 
 export interface InsertClaim { workerId: string; claimMs: number }
@@ -108,10 +119,19 @@ export type ClaimResult =
 export interface UsageRow {
   requestId: string; userId: string; keyId: string | null; model: string; status: TerminalStatus;
   promptTokens: number; completionTokens: number; chargedTokens: number; chargedRequests: number;
+  /** Cost in USD at the model's price when it settled; null for an unpriced model. */
+  costUsd: number | null;
+  /** The deployment that served it; null when unknown (cancelled before a model ran, older rows). */
+  deployment: string | null;
   createdAt: Date; settledAt: Date;
 }
 
 export interface UsageTotals { requests: number; tokens: number }
+
+/** One model's settled usage over a period; costUsd sums the priced rows (null if none was priced). */
+export interface ModelSpend {
+  model: string; requests: number; promptTokens: number; completionTokens: number; chargedTokens: number; costUsd: number | null;
+}
 
 export interface Store {
   /** Applies pending SQL migrations (idempotent). */
@@ -123,7 +143,7 @@ export interface Store {
   updateUser(id: string, patch: { tier?: string; active?: boolean; name?: string | null; email?: string | null }): Promise<UserRecord | null>;
 
   /** Stores a key by its hash only; the plaintext never reaches the store. */
-  createApiKey(k: { id: string; userId: string; hash: string; prefix: string; name?: string | null; admin: boolean }): Promise<ApiKeyRecord>;
+  createApiKey(k: { id: string; userId: string; hash: string; prefix: string; name?: string | null; admin: boolean; models?: readonly string[] | null }): Promise<ApiKeyRecord>;
   findApiKey(hash: string): Promise<{ key: ApiKeyRecord; user: UserRecord } | null>;
   listApiKeys(userId?: string): Promise<ApiKeyRecord[]>;
   revokeApiKey(id: string): Promise<ApiKeyRecord | null>;
@@ -163,6 +183,8 @@ export interface Store {
   usageTotals(userId: string, from: Date, to: Date): Promise<UsageTotals>;
   /** The ledger row of one request (what it was charged), or null while it has not ended. */
   ledgerRow(requestId: string): Promise<UsageRow | null>;
+  /** Settled usage per model with settledAt in [from, to) for one user, by model id. */
+  spendByModel(userId: string, from: Date, to: Date): Promise<ModelSpend[]>;
   /** Ledger rows with settledAt in [from, to), oldest first (newest first if asked), optionally for one user. */
   usageRows(opts: { from: Date; to: Date; userId?: string; limit?: number; newestFirst?: boolean }): Promise<UsageRow[]>;
 

@@ -63,6 +63,18 @@ describe('CLI', () => {
     assert.equal((await api(app.url, key.trim())('/v1/models')).status, 200);
     await assert.rejects(cmd('users', 'create', '--id', 'x', '--tier', 'nope'), (e: { stderr: string }) => e.stderr.includes('SLUICE_ERR_UNKNOWN_TIER'));
   });
+
+  it('keys create --models gives the key its own model list', async () => {
+    const base = ['bin/sluice.mjs', '--url', app.url, '--key', MASTER_KEY];
+    const cmd = (...a: string[]) => run(process.execPath, [base[0]!, ...a, ...base.slice(1)]);
+    await cmd('users', 'create', '--id', 'cli-models', '--tier', 'pro');
+    const { stdout: key } = await cmd('keys', 'create', '--user', 'cli-models', '--models', 'sim, other');
+    const models = (await (await api(app.url, key.trim())('/v1/models')).json()) as { data: { id: string }[] };
+    assert.deepEqual(models.data.map((m) => m.id), ['sim']);
+    const listed = JSON.parse((await cmd('keys', 'list', '--user', 'cli-models')).stdout) as { data: { models: string[] }[] };
+    assert.deepEqual(listed.data[0]?.models, ['sim', 'other']);
+    await assert.rejects(cmd('keys', 'create', '--user', 'cli-models', '--models', ','), (e: { stderr: string }) => e.stderr.includes('--models'));
+  });
 });
 
 describe('SSE keepalive', () => {

@@ -106,10 +106,24 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
         assert.equal(key.prefix, 'sk-abc');
         assert.equal(key.name, 'laptop');
         assert.equal(key.admin, true);
+        assert.equal(key.models, null, 'no list of its own: the tier decides');
         assert.equal(key.revokedAt, null);
         assert.ok(key.createdAt instanceof Date);
         assert.deepEqual(await store.findApiKey(hash), { key, user });
         assert.equal(await store.findApiKey(id('other-hash')), null);
+      });
+
+      it('stores a key\'s own model allow-list and returns it from create, find and list', async () => {
+        const uid = id('u');
+        await store.createUser({ id: uid, tier: 'free' });
+        const hash = id('hash');
+        const models = ['gpt-4o', 'llama-3.1-8b', 'name with "quotes"'];
+        const key = await store.createApiKey({ id: id('k'), userId: uid, hash, prefix: 'sk-m', admin: false, models });
+        assert.deepEqual(key.models, models);
+        assert.deepEqual((await store.findApiKey(hash))?.key.models, models);
+        assert.deepEqual((await store.listApiKeys(uid)).map((k) => k.models), [models]);
+        const open = await store.createApiKey({ id: id('k'), userId: uid, hash: id('hash'), prefix: 'sk-n', admin: false, models: null });
+        assert.equal(open.models, null);
       });
 
       it('still finds a revoked key, with revokedAt set', async () => {
@@ -421,8 +435,49 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
         assert.equal(row.completionTokens, 5);
         assert.equal(row.chargedTokens, 14);
         assert.equal(row.chargedRequests, 1);
+        assert.equal(row.costUsd, null, 'no cost given: unpriced');
+        assert.equal(row.deployment, null);
         assert.deepEqual(row.createdAt, r.createdAt);
         assert.ok(row.settledAt instanceof Date);
+      });
+
+      it('writes the cost and the serving deployment with the ledger row (the deployment from the output when not given)', async () => {
+        const explicit = await queued();
+        assert.equal(await store.finishRequest(explicit.id, outcome({ costUsd: 0.000123, deployment: 'gpu-a' })), true);
+        const row = await store.ledgerRow(explicit.id);
+        assert.equal(row?.costUsd, 0.000123);
+        assert.equal(row?.deployment, 'gpu-a');
+
+        const served = await queued();
+        const output = { choices: [{ index: 0, content: 'Hello there', toolCalls: [], finishReason: 'stop' as const }], usageSource: 'reported' as const, served: { deployment: 'gpu-b', model: 'upstream-name' } };
+        assert.equal(await store.finishRequest(served.id, outcome({ output, costUsd: 0 })), true);
+        const servedRow = await store.ledgerRow(served.id);
+        assert.equal(servedRow?.deployment, 'gpu-b');
+        assert.equal(servedRow?.costUsd, 0, 'a refund of a priced model costs 0, not null');
+        assert.deepEqual((await store.getRequest(served.id))?.output, output);
+      });
+
+      it('sums spend per model for one user in [from, to): charged tokens, and cost null for a model never priced', async () => {
+        const userId = id('u');
+        const start = new Date(Date.now() - 60_000);
+        const finish = async (model: string, o: Partial<Outcome>) => {
+          const r = await queued({ userId, model });
+          assert.equal(await store.finishRequest(r.id, outcome(o)), true);
+        };
+        await finish('priced', { usage: { promptTokens: 10, completionTokens: 4, totalTokens: 14 }, chargedTokens: 14, costUsd: 0.25 });
+        await finish('priced', { usage: { promptTokens: 6, completionTokens: 2, totalTokens: 8 }, chargedTokens: 8, costUsd: 0.5 });
+        // A refund: its row keeps the usage, but it is neither a charged request nor charged tokens.
+        await finish('priced', { status: 'failed', usage: { promptTokens: 50, completionTokens: 0, totalTokens: 50 }, chargedTokens: 0, chargedRequests: 0, costUsd: 0 });
+        await finish('free', { usage: { promptTokens: 3, completionTokens: 1, totalTokens: 4 }, chargedTokens: 4 });
+        const other = await queued({ userId: id('other'), model: 'priced' });
+        await store.finishRequest(other.id, outcome({ costUsd: 100 }));
+        const end = new Date(Date.now() + 60_000);
+
+        assert.deepEqual(await store.spendByModel(userId, start, end), [
+          { model: 'free', requests: 1, promptTokens: 3, completionTokens: 1, chargedTokens: 4, costUsd: null },
+          { model: 'priced', requests: 2, promptTokens: 16, completionTokens: 6, chargedTokens: 22, costUsd: 0.75 },
+        ]);
+        assert.deepEqual(await store.spendByModel(userId, end, new Date(end.getTime() + 1000)), []);
       });
 
       it('records an error outcome', async () => {

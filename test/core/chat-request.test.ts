@@ -183,7 +183,7 @@ describe('token estimate', () => {
 
 describe('Admission: n, tools and passthrough', () => {
   const config = loadConfig({}, {});
-  const principal: Principal = { userId: 'u1', keyId: 'k1', admin: false, unlimited: false, tier: 'free', limits: tierOf(config, 'free')! };
+  const principal: Principal = { userId: 'u1', keyId: 'k1', admin: false, unlimited: false, tier: 'free', limits: tierOf(config, 'free')!, models: null };
   const admission = (allowsPassthrough?: (model: string) => boolean) => new Admission({
     config, limiter: new MemoryLimiter(), models: new ModelCatalog(new SimModel({ ttftMs: 0, itlMs: 0 }), ['sim', 'vllm-model']),
     pressure: { depth: () => 0 }, metrics: createMetrics(), now: Date.now, ...(allowsPassthrough && { allowsPassthrough }),

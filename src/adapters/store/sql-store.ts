@@ -10,7 +10,7 @@ import type { ErrorCode } from '../../core/errors.ts';
 import type { FinishReason } from '../../ports/model.ts';
 import { isEnded } from '../../ports/store.ts';
 import type {
-  ApiKeyRecord, ClaimResult, DeliveryMode, InsertClaim, NewRequest, Outcome, QuotaOverride, RequestError,
+  ApiKeyRecord, ClaimResult, DeliveryMode, InsertClaim, ModelSpend, NewRequest, Outcome, QuotaOverride, RequestError,
   RequestOutput, RequestPayload, RequestRecord, RequestStatus, Store, TerminalStatus, UsageRow, UsageTotals, UserRecord,
 } from '../../ports/store.ts';
 
@@ -119,7 +119,8 @@ function toUser(r: Row, prefix = ''): UserRecord {
 function toApiKey(r: Row): ApiKeyRecord {
   return {
     id: str(r.key_id), userId: str(r.user_id), prefix: str(r.prefix), name: strOrNull(r.name),
-    admin: r.admin === true, createdAt: date(r.created_at), revokedAt: dateOrNull(r.revoked_at),
+    admin: r.admin === true, models: r.models === null || r.models === undefined ? null : json<string[]>(r.models),
+    createdAt: date(r.created_at), revokedAt: dateOrNull(r.revoked_at),
   };
 }
 
@@ -152,6 +153,7 @@ function toUsageRow(r: Row): UsageRow {
     requestId: str(r.request_id), userId: str(r.user_id), keyId: strOrNull(r.key_id), model: str(r.model),
     status: str(r.status) as TerminalStatus, promptTokens: num(r.prompt_tokens), completionTokens: num(r.completion_tokens),
     chargedTokens: num(r.charged_tokens), chargedRequests: num(r.charged_requests),
+    costUsd: numOrNull(r.cost_usd), deployment: strOrNull(r.deployment),
     createdAt: date(r.created_at), settledAt: date(r.settled_at),
   };
 }
@@ -253,11 +255,11 @@ export class SqlStore implements Store {
 
   // -- api keys ---------------------------------------------------------------------------------
 
-  async createApiKey(k: { id: string; userId: string; hash: string; prefix: string; name?: string | null; admin: boolean }): Promise<ApiKeyRecord> {
+  async createApiKey(k: { id: string; userId: string; hash: string; prefix: string; name?: string | null; admin: boolean; models?: readonly string[] | null }): Promise<ApiKeyRecord> {
     const row = await this.one(
-      `INSERT INTO api_keys (key_id, user_id, key_hash, prefix, name, admin)
-       VALUES ($1, $2, $3, $4, $5, $6) RETURNING *`,
-      [k.id, k.userId, k.hash, k.prefix, k.name ?? null, k.admin],
+      `INSERT INTO api_keys (key_id, user_id, key_hash, prefix, name, admin, models)
+       VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) RETURNING *`,
+      [k.id, k.userId, k.hash, k.prefix, k.name ?? null, k.admin, k.models ? JSON.stringify(k.models) : null],
     );
     return toApiKey(row as Row);
   }
@@ -446,7 +448,8 @@ export class SqlStore implements Store {
     const rows = await this.q(
       `WITH x AS (
          SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(request_id text, status text, result text, output jsonb, finish_reason text,
-           completion_tokens int, prompt_tokens int, error jsonb, attempt int, charged_tokens bigint, charged_requests int)
+           completion_tokens int, prompt_tokens int, error jsonb, attempt int, charged_tokens bigint, charged_requests int,
+           cost_usd double precision, deployment text)
        ), done AS (
          UPDATE requests r
          SET status = x.status, result = x.result, output = x.output, finish_reason = x.finish_reason, completion_tokens = x.completion_tokens,
@@ -458,15 +461,16 @@ export class SqlStore implements Store {
          RETURNING r.request_id, r.user_id, r.key_id, r.model, r.created_at
        )
        INSERT INTO usage_ledger (request_id, user_id, key_id, model, status, prompt_tokens, completion_tokens,
-                                 charged_tokens, charged_requests, created_at, settled_at)
+                                 charged_tokens, charged_requests, cost_usd, deployment, created_at, settled_at)
        SELECT d.request_id, d.user_id, d.key_id, d.model, x.status, x.prompt_tokens, x.completion_tokens,
-              x.charged_tokens, x.charged_requests, d.created_at, now()
+              x.charged_tokens, x.charged_requests, x.cost_usd, x.deployment, d.created_at, now()
        FROM done d JOIN x ON x.request_id = d.request_id
        RETURNING request_id`,
       [JSON.stringify(calls.map(({ id, o }) => ({
         request_id: id, status: o.status, result: o.result, output: o.output ?? null, finish_reason: o.finishReason,
         completion_tokens: o.usage.completionTokens, prompt_tokens: o.usage.promptTokens, error: o.error,
         attempt: o.attempt, charged_tokens: o.chargedTokens, charged_requests: o.chargedRequests,
+        cost_usd: o.costUsd ?? null, deployment: o.deployment ?? o.output?.served?.deployment ?? null,
       })))],
     );
     const done = new Set(rows.map((row) => str(row.request_id)));
@@ -503,6 +507,24 @@ export class SqlStore implements Store {
       [userId, from.toISOString(), to.toISOString()],
     );
     return { requests: num(row?.requests ?? 0), tokens: num(row?.tokens ?? 0) };
+  }
+
+  async spendByModel(userId: string, from: Date, to: Date): Promise<ModelSpend[]> {
+    // SUM over no non-null cost_usd is NULL: a model without a price reports null, not 0. Tokens
+    // count the charged rows only: a refunded request's row keeps its usage but cost nothing.
+    const rows = await this.q(
+      `SELECT model, COALESCE(SUM(charged_requests), 0)::bigint AS requests,
+              COALESCE(SUM(prompt_tokens) FILTER (WHERE charged_requests > 0), 0)::bigint AS prompt_tokens,
+              COALESCE(SUM(completion_tokens) FILTER (WHERE charged_requests > 0), 0)::bigint AS completion_tokens,
+              COALESCE(SUM(charged_tokens), 0)::bigint AS charged_tokens, SUM(cost_usd) AS cost_usd
+       FROM usage_ledger WHERE user_id = $1 AND settled_at >= $2::timestamptz AND settled_at < $3::timestamptz
+       GROUP BY model ORDER BY model`,
+      [userId, from.toISOString(), to.toISOString()],
+    );
+    return rows.map((r) => ({
+      model: str(r.model), requests: num(r.requests), promptTokens: num(r.prompt_tokens), completionTokens: num(r.completion_tokens),
+      chargedTokens: num(r.charged_tokens), costUsd: numOrNull(r.cost_usd),
+    }));
   }
 
   async ledgerRow(requestId: string): Promise<UsageRow | null> {
