@@ -5,13 +5,14 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { api, createUserKey, startTestSluice, usageWindows, type TestSluice, type UsageWindow } from '../helpers/app.ts';
 import { countTextTokens } from '../../src/core/tokens.ts';
-import { SimModel } from '../../src/adapters/model/sim.ts';
 
 const PRICE = { inputPerMillion: 0.5, outputPerMillion: 0 };
-const catalogue = {
-  embed: { deployments: [{ url: 'sim://' }], kinds: ['embeddings'], price: PRICE },
+/** The catalogue, its embeddings model served by `sim://` with these options (failure injection, pacing). */
+const catalogueWith = (embedUrl = 'sim://') => ({
+  embed: { deployments: [{ url: embedUrl }], kinds: ['embeddings'], price: PRICE },
   'chat-only': { deployments: [{ url: 'sim://' }], kinds: ['chat'] },
-};
+  other: { deployments: [{ url: 'sim://' }] },
+});
 
 interface Embeddings { object: string; model: string; data: { object: string; index: number; embedding: number[] | string }[]; usage: { prompt_tokens: number; total_tokens: number } }
 interface ApiError { error: { code: string; param: string | null } }
@@ -20,7 +21,7 @@ const used = (w: Record<string, UsageWindow>) => Object.fromEntries(Object.entri
 
 describe('POST /v1/embeddings', () => {
   let app: TestSluice;
-  before(async () => { app = await startTestSluice({ modelUrl: 'sim://?models=embed,chat-only,other', catalogue }); });
+  before(async () => { app = await startTestSluice({ catalogue: catalogueWith() }); });
   after(() => app.stop());
 
   it('answers in OpenAI\'s shape and is accounted once: one request and the input tokens in every window, one ledger row', async () => {
@@ -35,7 +36,7 @@ describe('POST /v1/embeddings', () => {
     assert.equal(body.model, 'embed');
     assert.deepEqual(body.data.map((d) => [d.object, d.index]), [['embedding', 0], ['embedding', 1]]);
     for (const d of body.data) {
-      assert.ok(Array.isArray(d.embedding) && d.embedding.length === 16);
+      assert.ok(Array.isArray(d.embedding) && d.embedding.length === 256, 'the simulator\'s default dimensions');
       assert.ok(Math.abs(Math.hypot(...(d.embedding as number[])) - 1) < 1e-9, 'unit vectors');
     }
     assert.notDeepEqual(body.data[0]!.embedding, body.data[1]!.embedding);
@@ -165,7 +166,7 @@ async function waitForRows(app: TestSluice, userId: string) {
 
 describe('POST /v1/embeddings when the backend fails', () => {
   it('a permanent failure is a 502 and refunded: the windows end where they began, one ledger row charging nothing', async () => {
-    const app = await startTestSluice({ modelUrl: 'sim://?models=embed&fail_rate=1&fail_kind=permanent', catalogue });
+    const app = await startTestSluice({ catalogue: catalogueWith('sim://?fail_rate=1&fail_kind=permanent') });
     try {
       const key = await createUserKey(app.url, { id: 'embed-fails' });
       const before = used(await usageWindows(app.url, key));
@@ -180,7 +181,7 @@ describe('POST /v1/embeddings when the backend fails', () => {
   });
 
   it('a transient failure is retried in the gateway; the request is charged once', async () => {
-    const app = await startTestSluice({ modelUrl: 'sim://?models=embed&fail_rate=1&fail_count=1', catalogue, worker: { maxAttempts: 2, retryBaseMs: 10 } });
+    const app = await startTestSluice({ catalogue: catalogueWith('sim://?fail_rate=1&fail_count=1'), worker: { maxAttempts: 2, retryBaseMs: 10 } });
     try {
       const key = await createUserKey(app.url, { id: 'embed-retry' });
       const res = await api(app.url, key)('/v1/embeddings', { method: 'POST', json: { model: 'embed', input: 'retry me' } });
@@ -195,7 +196,7 @@ describe('POST /v1/embeddings when the backend fails', () => {
   });
 
   it('a caller that goes away mid-call cancels it: the input is charged (the backend had it), once, and no reservation stays open', async () => {
-    const app = await startTestSluice({ modelUrl: 'sim://?models=embed&ttft_ms=5000', catalogue });
+    const app = await startTestSluice({ catalogue: catalogueWith('sim://?ttft_ms=5000') });
     try {
       const key = await createUserKey(app.url, { id: 'embed-gone' });
       const ac = new AbortController();
@@ -213,9 +214,8 @@ describe('POST /v1/embeddings when the backend fails', () => {
   });
 
   it('a backend that does not serve embeddings is a 501 with a stable code, before anything is reserved', async () => {
-    const app = await startTestSluice({ modelUrl: 'sim://?models=embed', catalogue });
+    const app = await startTestSluice({ catalogue: catalogueWith() });
     try {
-      assert.ok(app.model instanceof SimModel);
       // A backend without the optional method, as the port allows.
       Object.defineProperty(app.model, 'embed', { value: undefined });
       const key = await createUserKey(app.url, { id: 'embed-none' });

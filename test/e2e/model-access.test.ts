@@ -31,8 +31,9 @@ describe('model allow-lists and prices', () => {
   let app: TestSluice;
   before(async () => {
     app = await startTestSluice({
-      modelUrl: `sim://?models=${ALL.filter((m) => m !== 'sim').join(',')}`,
       catalogue: {
+        sim: { deployments: [{ url: 'sim://' }] },
+        locked: { deployments: [{ url: 'sim://' }] },
         priced: { deployments: [{ url: 'sim://' }], price: PRICE },
         embed: { deployments: [{ url: 'sim://' }], kinds: ['embeddings'] },
       },
