@@ -64,7 +64,8 @@ describe('openai SDK through Sluice', () => {
           assert.ok(second.usage!.prompt_tokens > first.usage!.prompt_tokens, 'the second prompt holds the call and its result');
 
           const views = await assertBilled(gw, userId, key, [usageOf(first), usageOf(second)]);
-          assertRoundTrip(views, [{ id: call.id, name: call.function.name, arguments: call.function.arguments }], backend, mode);
+          assertRoundTrip(views, [{ id: call.id, name: call.function.name, input: JSON.parse(call.function.arguments) }], backend, mode);
+          assert.equal(views[0]!.output!.choices[0]!.message.tool_calls![0]!.function.arguments, call.function.arguments, 'the arguments, byte for byte');
           assert.equal(views[1]!.output!.choices[0]!.message.content, answer.message.content, 'the stored answer is the one delivered');
         });
       }

@@ -146,9 +146,10 @@ export const QUESTION = 'What is the weather in Paris right now?';
 
 /**
  * The shape of every round trip in the store: the first request ends in one call of get_weather
- * (the one the client ran), the second in text with no call. `calls` is what the client saw.
+ * (the one the client ran: same id, name and arguments once parsed), the second in text with no
+ * call. `calls` is what the client saw; SDKs that parse the arguments give them parsed.
  */
-export function assertRoundTrip(views: RequestView[], calls: { id: string; name: string; arguments: string }[], backend: Backend, mode: Mode): void {
+export function assertRoundTrip(views: RequestView[], calls: { id: string; name: string; input: unknown }[], backend: Backend, mode: Mode): void {
   assert.equal(views.length, 2);
   const [first, second] = views as [RequestView, RequestView];
   for (const v of views) {
@@ -157,7 +158,8 @@ export function assertRoundTrip(views: RequestView[], calls: { id: string; name:
     assert.deepEqual(v.served, { deployment: backend === 'http' ? 'sim-model' : 'embedded', model: backend === 'http' ? 'sim' : BACKENDS[backend] });
   }
   assert.equal(first.finish_reason, 'tool_calls');
-  assert.deepEqual(first.output!.choices[0]!.message.tool_calls, calls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.arguments } })), 'the stored call is the one the client ran');
+  const stored = (first.output!.choices[0]!.message.tool_calls ?? []).map((c) => ({ id: c.id, type: c.type, name: c.function.name, input: JSON.parse(c.function.arguments) as unknown }));
+  assert.deepEqual(stored, calls.map((c) => ({ ...c, type: 'function' })), 'the stored call is the one the client ran');
   assert.equal(second.output!.choices[0]!.message.tool_calls, undefined, 'no second call after the tool result');
   assert.ok((second.output!.choices[0]!.message.content ?? '').length > 0, 'the answer is text');
 }
