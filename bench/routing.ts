@@ -13,10 +13,11 @@
 //     skipped with a message. The issue's target: Sluice at least 1.5x Portkey's requests/s.
 //
 // env: ROUNDS (3), REQUESTS per streaming leg (1000), REQUESTS_PLAIN per non-streaming leg (2000),
-//      CONCURRENCY (8), TOKENS (64), PORTKEY_DIR, BASELINE_DIR
+//      CONCURRENCY (8), TOKENS (64), PORTKEY_DIR, BASELINE_DIR, STORE=postgres (each Sluice on a
+//      fresh database on 127.0.0.1:5432 instead of the embedded PGlite default)
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { bearer, createUserKey, get, log, main, makePoster, median, pct, r2, startFloor, startNodeServer, startSluice, startUpstream, table, type Proc } from './lib.ts';
+import { bearer, createUserKey, freshPostgres, get, log, main, makePoster, median, pct, r2, startFloor, startNodeServer, startSluice, startUpstream, table, type Proc } from './lib.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const N_STREAM = Number(process.env.REQUESTS ?? 1000);
@@ -25,6 +26,7 @@ const C = Number(process.env.CONCURRENCY ?? 8);
 const TOKENS = Number(process.env.TOKENS ?? 64);
 const PORTKEY_DIR = process.env.PORTKEY_DIR;
 const BASELINE_DIR = process.env.BASELINE_DIR;
+const STORE = process.env.STORE ?? 'embedded';
 
 /** What an agent framework sends: a system prompt, a little history, tools, sampling fields. */
 function realisticBody(stream: boolean): string {
@@ -87,13 +89,15 @@ main('routing', 20 * 60_000, async () => {
   const upstream = await startUpstream({ TOKENS: String(TOKENS) });
   const floor = await startFloor(upstream);
   const common = { LOG_LEVEL: 'warn' };
-  const single = await startSluice({ ...common, MODEL_URL: `${upstream.url}/v1` }, 'sluice-model-url');
-  const catalogue = await startSluice({ ...common, SLUICE_MODELS: `sim=${upstream.url}/v1` }, 'sluice-catalogue');
+  const store = async (name: string): Promise<Record<string, string>> => (STORE === 'postgres' ? { DATABASE_URL: await freshPostgres(`sluice_bench_routing_${name}_${process.pid}`) } : {});
+  const single = await startSluice({ ...common, ...(await store('single')), MODEL_URL: `${upstream.url}/v1` }, 'sluice-model-url');
+  const catalogue = await startSluice({ ...common, ...(await store('catalogue')), SLUICE_MODELS: `sim=${upstream.url}/v1` }, 'sluice-catalogue');
   const sluices: [string, Proc][] = [['model-url', single], ['catalogue', catalogue]];
   if (BASELINE_DIR) {
     if (!existsSync(join(BASELINE_DIR, 'bin', 'sluice.mjs'))) throw new Error(`BASELINE_DIR=${BASELINE_DIR} holds no bin/sluice.mjs`);
-    sluices.push(['baseline', await startSluice({ ...common, MODEL_URL: `${upstream.url}/v1` }, 'sluice-baseline', BASELINE_DIR)]);
+    sluices.push(['baseline', await startSluice({ ...common, ...(await store('baseline')), MODEL_URL: `${upstream.url}/v1` }, 'sluice-baseline', BASELINE_DIR)]);
   } else log('BASELINE_DIR not set: no earlier Sluice beside this one');
+  log(`store: ${STORE === 'postgres' ? 'PostgreSQL (a fresh database per Sluice)' : 'embedded PGlite (the default)'}`);
   let portkey: Proc | undefined;
   if (PORTKEY_DIR && existsSync(join(PORTKEY_DIR, 'build', 'start-server.js'))) {
     portkey = await startNodeServer('portkey', PORTKEY_DIR, 'build/start-server.js', (port) => [`--port=${port}`, '--headless'], '/');
@@ -167,10 +171,10 @@ main('routing', 20 * 60_000, async () => {
     ...(BASELINE_DIR && { 'model-url/baseline direct, per round': perRound(find('a', 'model-url direct'), find('a', 'baseline direct')) }),
     ...(portkey && { 'sluice/portkey non-stream, per round': perRound(find('b', 'model-url direct'), find('b', 'portkey')) }),
   };
-  console.log(`\nRouting and non-streaming, ${TOKENS}-token replies, realistic body (${Buffer.byteLength(streamBody)} bytes), user key, concurrency ${C}, `
+  console.log(`\nRouting and non-streaming, store ${STORE}, ${TOKENS}-token replies, realistic body (${Buffer.byteLength(streamBody)} bytes), user key, concurrency ${C}, `
     + `${N_STREAM} streaming / ${N_PLAIN} non-streaming requests per leg, ${ROUNDS} rounds, legs alternating (rps in requests/s)`);
   console.log(table(rows));
   for (const [k, v] of Object.entries(spread)) console.log(`${k}: ${v}`);
   if (!portkey) console.log('Portkey: skipped (set PORTKEY_DIR to the @portkey-ai/gateway package directory)');
-  console.log(JSON.stringify({ bench: 'routing', tokens: TOKENS, concurrency: C, rounds: ROUNDS, rows, spread }));
+  console.log(JSON.stringify({ bench: 'routing', store: STORE, tokens: TOKENS, concurrency: C, rounds: ROUNDS, rows, spread }));
 });
