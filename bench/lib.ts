@@ -31,8 +31,8 @@ const cleanups: (() => Promise<void>)[] = [];
 export function tmpDir(prefix: string): string { const d = mkdtempSync(join(tmpdir(), prefix)); tmpDirs.push(d); return d; }
 export function onCleanup(fn: () => Promise<void>): void { cleanups.push(fn); }
 
-function spawnNode(name: string, args: string[], env: Record<string, string>, port: number): Proc {
-  const child = spawn(process.execPath, args, { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+function spawnNode(name: string, args: string[], env: Record<string, string>, port: number, cwd = REPO): Proc {
+  const child = spawn(process.execPath, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let tail = '';
   const keep = (c: Buffer) => { tail = (tail + c.toString()).slice(-4000); };
   child.stdout?.on('data', keep);
@@ -80,17 +80,28 @@ export async function startFloor(upstream: Proc): Promise<Proc> {
   return p;
 }
 
-/** One Sluice process (role all unless SLUICE_ROLE is given), embedded PGlite unless DATABASE_URL is. */
-export async function startSluice(env: Record<string, string>, name = 'sluice'): Promise<Proc> {
+/**
+ * One Sluice process (role all unless SLUICE_ROLE is given), embedded PGlite unless DATABASE_URL is.
+ * `cwd` runs another checkout's `bin/sluice.mjs` (an earlier version, for a side-by-side baseline).
+ */
+export async function startSluice(env: Record<string, string>, name = 'sluice', cwd = REPO): Promise<Proc> {
   const port = await freePort();
   const dir = tmpDir('sluice-bench-');
   const p = spawnNode(name, ['bin/sluice.mjs', 'start'], {
     // Every bench client connects from 127.0.0.1 (up to ~2,000 listeners): no per-address cap.
     PORT: String(port), HOST: '127.0.0.1', SLUICE_MASTER_KEY: MASTER_KEY, LOG_LEVEL: 'warn', SLUICE_MAX_CONNECTIONS_PER_IP: '0',
     SLUICE_DATA_DIR: dir, DATABASE_URL: `pglite://${dir}/db`, ...env,
-  }, port);
+  }, port, cwd);
   if (env.SLUICE_ROLE === 'worker' || env.SLUICE_ROLE === 'ledger') await waitOutput(p, /started/, 60_000);
   else await waitHttp(`${p.url}/healthz`, p, 60_000);
+  return p;
+}
+
+/** Any Node server started as `node <script> <args>` in `cwd`, ready when `readyPath` answers below 500. */
+export async function startNodeServer(name: string, cwd: string, script: string, args: (port: number) => string[], readyPath: string, env: Record<string, string> = {}): Promise<Proc> {
+  const port = await freePort();
+  const p = spawnNode(name, [script, ...args(port)], env, port, cwd);
+  await waitHttp(`${p.url}${readyPath}`, p, 60_000);
   return p;
 }
 

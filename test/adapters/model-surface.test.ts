@@ -92,6 +92,19 @@ describe('SimModel on the chat surface', () => {
     assert.notEqual(parallel.choices[0]!.calls[0]!.id, parallel.choices[0]!.calls[1]!.id);
   });
 
+  it('answers a tool result in text, unless tool_choice forces another call', async () => {
+    const first = await answer(fast(), request({ params: { tools: [weather] } }));
+    const call = first.choices[0]!.calls[0]!;
+    const roundTrip: ChatMessage[] = [...messages, { role: 'assistant', content: '', tool_calls: [call] }, { role: 'tool', tool_call_id: call.id, content: '{"temp":21}' }];
+    const after = await answer(fast(), request({ messages: roundTrip, params: { tools: [weather] } }));
+    assert.deepEqual([after.choices[0]!.calls.length, after.usage?.finishReason], [0, 'length']);
+    assert.ok(after.choices[0]!.text.length > 0, 'an answer in text');
+    for (const toolChoice of ['required', { type: 'function', function: { name: 'get_weather' } }]) {
+      const forced = await answer(fast(), request({ messages: roundTrip, params: { tools: [weather], tool_choice: toolChoice } }));
+      assert.deepEqual([forced.choices[0]!.calls[0]?.function.name, forced.usage?.finishReason], ['get_weather', 'tool_calls'], JSON.stringify(toolChoice));
+    }
+  });
+
   it('max_tokens cuts a tool call with finish reason length', async () => {
     const a = await answer(fast(), request({ maxTokens: 2, params: { tools: [weather] } }));
     assert.equal(a.usage?.finishReason, 'length');

@@ -138,6 +138,8 @@ interface FunctionTool { name: string; parameters: unknown }
 /**
  * The functions a request makes the model call, or none: with tools and a tool_choice other than
  * `none`, the named function, else the first tool (the first two with parallel_tool_calls: true).
+ * When the last message is a tool result, the model answers it in text (as a real model does, so
+ * a client's tool loop ends) unless tool_choice forces a call: `required` or a named function.
  */
 export function plannedCalls(req: ModelRequest): FunctionTool[] {
   const params = req.params ?? {};
@@ -152,6 +154,7 @@ export function plannedCalls(req: ModelRequest): FunctionTool[] {
     const named = functions.find((f) => f.name === (choice.function as { name?: unknown }).name);
     return named ? [named] : [];
   }
+  if (req.messages.at(-1)?.role === 'tool' && choice !== 'required') return [];
   return params.parallel_tool_calls === true ? functions.slice(0, 2) : functions.slice(0, 1);
 }
 

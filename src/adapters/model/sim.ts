@@ -12,6 +12,8 @@
 // - With tools (and tool_choice not `none`): a call to the named function, else the first tool (the
 //   first two with parallel_tool_calls: true), arguments valid JSON holding the function's required
 //   parameters, streamed in fragments; finishReason 'tool_calls' ('length' if maxTokens cuts it).
+//   After a tool result (the last message has role 'tool'): text, unless tool_choice is
+//   `required` or names a function.
 // - With response_format json_object / json_schema: a JSON object (the schema's required
 //   properties) in token-sized pieces, finishReason 'stop' ('length' if maxTokens cuts it).
 // - With logprobs: an OpenAI logprobs entry for each text token (top_logprobs alternatives).
