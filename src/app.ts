@@ -11,6 +11,7 @@ import { Admission } from './core/admission.ts';
 import { resolveMasterKey } from './core/api-keys.ts';
 import { AttemptRunner } from './core/attempt-runner.ts';
 import { Authenticator } from './core/auth.ts';
+import { BacklogGauges } from './core/backlog.ts';
 import { Ledger } from './core/ledger.ts';
 import { createLogger, type Logger } from './core/logger.ts';
 import { createMetrics, type Metrics } from './core/metrics.ts';
@@ -57,7 +58,13 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const limiter = await createLimiter(config.limiterUrl, {
     ...(config.limiterPrefix !== undefined && { prefix: config.limiterPrefix }),
     failurePolicy: config.limiterFailure,
-    onDegraded: (reason) => { metrics.limiterDegraded.set(1); logger.warn({ reason }, 'limiter degraded: using the per-process fallback'); },
+    onDegraded: (reason) => {
+      metrics.limiterDegraded.set(1);
+      logger.warn({ reason, policy: config.limiterFailure }, config.limiterFailure === 'fallback'
+        ? 'limiter degraded: using the per-process fallback'
+        : 'limiter degraded: refusing user admissions (503) until it answers');
+    },
+    onRecovered: () => { metrics.limiterDegraded.set(0); logger.info({ policy: config.limiterFailure }, 'limiter recovered: using the durable limiter again'); },
   });
   const queue = await createQueue(config.queueUrl, { ...(config.queueName && { name: config.queueName }), retryBaseMs: config.worker.retryBaseMs });
   const bus = await createBus(config.busUrl, { ttlSeconds: config.eventLog.ttlSeconds, maxLen: config.eventLog.maxLen, memoryMaxEvents: config.eventLog.memoryMaxEvents, ...(config.busPrefix && { prefix: config.busPrefix }) });
@@ -88,8 +95,9 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   }
 
   let worker: Worker | null = null;
-  if (roles.has('worker')) { worker = new Worker({ config, store, queue, runner, ledger, logger, now }); await worker.start(); }
-  if (roles.has('ledger')) sweeper.start();
+  if (roles.has('worker')) { worker = new Worker({ config, store, queue, runner, ledger, logger, metrics, now }); await worker.start(); }
+  const backlog = new BacklogGauges({ store, limiter, metrics, logger, now, intervalMs: config.sweepIntervalMs });
+  if (roles.has('ledger')) { sweeper.start(); await backlog.sampleOnce(); backlog.start(); }
 
   const readiness = async () => {
     const checks: Record<string, string> = {};
@@ -111,6 +119,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     await server.close();
     await worker?.stop();
     await sweeper.stop();
+    await backlog.stop();
     await Promise.allSettled([queue.close(), bus.close(), limiter.close(), model.close()]);
     await store.close();
   };

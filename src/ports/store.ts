@@ -157,6 +157,8 @@ export interface Store {
   finishRequest(id: string, outcome: Outcome): Promise<boolean>;
   /** Requests not yet terminal, oldest first (recovery and the sweeper). */
   listUnfinished(opts: { createdBefore?: Date; limit: number }): Promise<RequestRecord[]>;
+  /** When the oldest request still `queued` (no worker started it) was created; null when none is (queue age). */
+  oldestQueuedAt(): Promise<Date | null>;
   listRequests(opts: { userId?: string; status?: RequestStatus; limit: number }): Promise<RequestRecord[]>;
 
   /** Sum of charged requests and tokens settled for the user with settledAt in [from, to). */
