@@ -28,7 +28,7 @@ export function createMetrics() {
     quotaRejections: new Counter({ name: 'sluice_quota_rejections_total', help: 'Admissions refused', labelNames: ['reason'], registers }),
     requestsFinished: new Counter({ name: 'sluice_requests_finished_total', help: 'Requests settled, by terminal status', labelNames: ['status'], registers }),
     attempts: new Counter({ name: 'sluice_worker_attempts_total', help: 'Model call attempts by outcome', labelNames: ['outcome'], registers }),
-    limiterDegraded: new Gauge({ name: 'sluice_limiter_degraded', help: '1 while the limiter runs on its per-process fallback', registers }),
+    limiterDegraded: new Gauge({ name: 'sluice_limiter_degraded', help: '1 while the durable limiter (Redis) is unreachable: per-process fallback or refusing admissions, by SLUICE_LIMITER_FAILURE', registers }),
     uncaughtErrors: new Counter({ name: 'sluice_uncaught_errors_total', help: 'Exceptions and rejections nothing handled, caught by the last-resort handlers (the process kept serving)', labelNames: ['kind'], registers }),
     wsClosed: new Counter({ name: 'sluice_ws_policy_closes_total', help: 'WebSockets the gateway closed to protect itself, by reason', labelNames: ['reason'], registers }),
     sweeperActions: new Counter({ name: 'sluice_sweeper_actions_total', help: 'Sweeper repairs by kind', labelNames: ['action'], registers }),
