@@ -132,6 +132,11 @@ export const configSchema = z.object({
     maxConnectionsPerIp: int(0).default(256),
   }).prefault({}),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /**
+   * One info line per HTTP request on a gateway (request id, user, route, status, duration,
+   * tokens where known): 'off', 'on', or the share of requests to log (0..1, e.g. 0.01).
+   */
+  accessLog: z.union([z.enum(['off', 'on']), z.coerce.number().min(0).max(1)]).default('off'),
   sim: z.object({ ttftMs: int().default(20), itlMs: int().default(5), promptTokensOverhead: int().default(0) }).prefault({}),
   worker: z.object({
     concurrency: int(1).default(16),
@@ -233,6 +238,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   SLUICE_BODY_LIMIT: (v) => ({ bodyLimitBytes: v }),
   SLUICE_CORS_ORIGINS: (v) => ({ corsOrigins: v.split(',').map((s) => s.trim()).filter(Boolean) }),
   LOG_LEVEL: (v) => ({ logLevel: v }),
+  SLUICE_ACCESS_LOG: (v) => ({ accessLog: v }),
   SLUICE_TIME_ZONE: (v) => ({ timeZone: v }),
   SLUICE_LIMITER_FAILURE: (v) => ({ limiterFailure: v }),
   SLUICE_DEFAULT_TIER: (v) => ({ defaultTier: v }),

@@ -5,10 +5,12 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Principal } from '../core/auth.ts';
 import { parseChatBody, parseCompletionBody, parseQuickChat, type ChatInput } from '../core/chat-request.ts';
 import { SluiceError, catalogue, type ErrorCode } from '../core/errors.ts';
+import { usageOf } from '../core/ledger.ts';
 import type { Lease } from '../core/stream-leases.ts';
 import type { DeliveryMode, RequestRecord } from '../ports/store.ts';
 import { awaitEnd, directSource, logSource, streamNative, streamOpenAI, withSse, type EventSource } from './delivery.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
+import { noteResponse } from './access-log.ts';
 import { completionBody } from './render.ts';
 import { principalOf } from './server.ts';
 
@@ -71,6 +73,7 @@ async function respond(deps: GatewayDeps, req: FastifyRequest, reply: FastifyRep
     }
     const done = await awaitEnd(deps, s.record, clientGone(reply), s.source);
     reply.headers(s.headers);
+    noteResponse(reply.raw, { usage: usageOf(done.promptTokens, done.completionTokens ?? 0) });
     if (done.status === 'completed') return reply.send(completionBody(done, kind));
     const code = done.error?.code ?? '';
     throw new SluiceError(code in catalogue ? (code as ErrorCode) : 'SLUICE_ERR_INTERNAL', done.error?.message);

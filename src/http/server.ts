@@ -14,6 +14,7 @@ import { registerWebSocketRoutes } from './ws-routes.ts';
 import { registerAccountRoutes } from './account-routes.ts';
 import { guardConnections } from './connection-guard.ts';
 import { registerCors } from './cors.ts';
+import { EXPECTED_REFUSALS, registerAccessLog } from './access-log.ts';
 import { SECURITY_HEADERS } from './response-headers.ts';
 import { clientErrorHandler, isClientAbort, transportOptions } from './transport.ts';
 
@@ -130,6 +131,7 @@ export async function buildServer(deps: GatewayDeps & { config: Config; auth: Au
   app.setErrorHandler((err, req, reply) => {
     const se = toSluiceError(err);
     if (se.code === 'SLUICE_ERR_CLIENT_ABORTED') req.log.debug({ request_id: req.id, code: se.code }, 'client went away mid-request');
+    else if (EXPECTED_REFUSALS.has(se.code)) req.log.info({ request_id: req.id, code: se.code, status: se.status, route: req.routeOptions.url }, 'request refused');
     else if (se.status >= 500) req.log.error({ err, req, request_id: req.id, code: se.code }, 'request failed');
     return sendError(reply, se);
   });
@@ -145,6 +147,7 @@ export async function buildServer(deps: GatewayDeps & { config: Config; auth: Au
     if (level === 'admin' && !principal.admin) throw new SluiceError('SLUICE_ERR_ADMIN_REQUIRED');
     req.principal = principal;
   });
+  registerAccessLog(app, config.accessLog, logger);
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
     metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) });
