@@ -7,6 +7,7 @@ import { createLimiter } from './adapters/limiter/factory.ts';
 import { createModel } from './adapters/model/factory.ts';
 import { createQueue } from './adapters/queue/factory.ts';
 import { createStore } from './adapters/store/factory.ts';
+import { createTracer } from './adapters/tracing/factory.ts';
 import { Admission } from './core/admission.ts';
 import { resolveMasterKey } from './core/api-keys.ts';
 import { AttemptRunner } from './core/attempt-runner.ts';
@@ -77,15 +78,17 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const depthTimer = setInterval(() => void sampleDepth(), 1000);
   depthTimer.unref();
 
+  const tracer = await createTracer({ endpoint: config.tracing.endpoint, serviceName: config.tracing.serviceName, role: config.role });
+
   const models = new ModelCatalog(model, config.models, now);
   const auth = new Authenticator(store, config, masterKey, now);
   const crash = config.crashPoint
     ? (point: string) => { if (point === config.crashPoint) { logger.fatal({ point }, 'crash point reached (test)'); process.kill(process.pid, 'SIGKILL'); } }
     : undefined;
   const ledger = new Ledger({ store, limiter, metrics, logger, ...(crash && { crash }) });
-  const runner = new AttemptRunner({ config, store, bus, model, ledger, metrics, logger, now });
-  const admission = new Admission({ config, limiter, models, pressure: { depth: () => depth }, metrics, now });
-  const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, ...(crash && { crash }) });
+  const runner = new AttemptRunner({ config, store, bus, model, ledger, metrics, logger, now, tracer });
+  const admission = new Admission({ config, limiter, models, pressure: { depth: () => depth }, metrics, now, tracer });
+  const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, tracer, ...(crash && { crash }) });
   const sweeper = new Sweeper({ config, store, queue, limiter, ledger, logger, metrics, now });
   const leases = new StreamLeases(limiter, config.leaseTtlMs, metrics);
 
@@ -107,7 +110,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   };
   // Every role listens on PORT: the gateway with the whole API, workers and ledgers with probes and metrics.
   const server = roles.has('gateway')
-    ? await buildServer({ config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now, readiness })
+    ? await buildServer({ config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now, readiness, tracer })
     : await buildOpsServer({ logger, metrics, readiness, http: config.http });
   await server.listen({ host: config.host, port: config.port });
   const addr = server.server.address();
@@ -122,6 +125,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     await backlog.stop();
     await Promise.allSettled([queue.close(), bus.close(), limiter.close(), model.close()]);
     await store.close();
+    await tracer.close().catch((err: unknown) => logger.warn({ err }, 'tracing: exporting the last spans failed'));
   };
   return { config, logger, metrics, store, limiter, queue, bus, model, auth, requests, runner, ledger, sweeper, worker, server, url, masterKey, devKey: dev, close };
 }

@@ -131,6 +131,11 @@ export const configSchema = z.object({
     /** Open connections per client address; 0 = unlimited. Behind a proxy every client has the proxy's address. */
     maxConnectionsPerIp: int(0).default(256),
   }).prefault({}),
+  /**
+   * OpenTelemetry tracing, off unless an OTLP/HTTP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT,
+   * e.g. http://otel-collector:4318: spans go to <endpoint>/v1/traces as JSON).
+   */
+  tracing: z.object({ endpoint: z.string().url().optional(), serviceName: z.string().min(1).default('sluice') }).prefault({}),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /**
    * One info line per HTTP request on a gateway (request id, user, route, status, duration,
@@ -251,6 +256,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
 const NESTED_ENV: Record<string, [string, string]> = {
   SLUICE_REQUEST_TIMEOUT_MS: ['http', 'requestTimeoutMs'], SLUICE_HEADERS_TIMEOUT_MS: ['http', 'headersTimeoutMs'],
   SLUICE_MAX_CONNECTIONS_PER_IP: ['http', 'maxConnectionsPerIp'],
+  OTEL_EXPORTER_OTLP_ENDPOINT: ['tracing', 'endpoint'], OTEL_SERVICE_NAME: ['tracing', 'serviceName'],
   SIM_TTFT_MS: ['sim', 'ttftMs'], SIM_ITL_MS: ['sim', 'itlMs'],
   WORKER_CONCURRENCY: ['worker', 'concurrency'], WORKER_CLAIM_MS: ['worker', 'claimMs'],
   WORKER_MAX_ATTEMPTS: ['worker', 'maxAttempts'], WORKER_RETRY_BASE_MS: ['worker', 'retryBaseMs'],

@@ -5,6 +5,7 @@
 import type { Config } from '../config.ts';
 import type { Limiter, WindowState } from '../ports/limiter.ts';
 import type { RequestPayload } from '../ports/store.ts';
+import { NOOP_TRACER, type Tracer } from '../ports/tracer.ts';
 import type { Principal } from './auth.ts';
 import type { ChatInput } from './chat-request.ts';
 import { SluiceError } from './errors.ts';
@@ -30,10 +31,11 @@ export interface QueuePressure { depth(): number }
 
 export class Admission {
   constructor(private readonly deps: {
-    config: Config; limiter: Limiter; models: ModelCatalog; pressure: QueuePressure; metrics: Metrics; now: () => number;
+    config: Config; limiter: Limiter; models: ModelCatalog; pressure: QueuePressure; metrics: Metrics; now: () => number; tracer?: Tracer;
   }) {}
 
-  async admit(principal: Principal, input: ChatInput, requestId: string): Promise<Admitted> {
+  /** `traceparent`: the admission's span, parent of the reservation's (tracing on). */
+  async admit(principal: Principal, input: ChatInput, requestId: string, traceparent?: string): Promise<Admitted> {
     const { config, limiter, metrics, now } = this.deps;
     await this.deps.models.assertKnown(input.model);
     const limits = principal.limits;
@@ -63,11 +65,13 @@ export class Admission {
 
     const t = now();
     const windows = windowLimits(limits, t, config.timeZone);
+    const tracer = this.deps.tracer ?? NOOP_TRACER;
+    const span = tracer.start('sluice.reservation', { parent: traceparent, attributes: { 'sluice.request_id': requestId, 'sluice.estimated_tokens': estimatedTokens } });
     const result = await limiter.reserve({
       requestId, userId: principal.userId, tokens: estimatedTokens, windows,
       deadlineAt: t + config.worker.requestTimeoutMs + config.reservationGraceMs,
       maxInFlight: limits.maxInFlight,
-    });
+    }).finally(() => span.end());
     if (!result.ok && result.reason === 'in_flight') {
       metrics.quotaRejections.inc({ reason: 'in_flight' });
       const { open, limit } = result.inFlight;

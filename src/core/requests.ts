@@ -15,6 +15,7 @@ import type { ChatInput } from './chat-request.ts';
 import { SluiceError } from './errors.ts';
 import { followEventRuns } from './event-follow.ts';
 import type { Logger } from './logger.ts';
+import { inSpan, NOOP_TRACER, type Tracer } from '../ports/tracer.ts';
 import { jitteredBackoff } from './backoff.ts';
 
 export interface Submitted { record: RequestRecord; created: boolean; admitted: Admitted }
@@ -36,9 +37,11 @@ export class RequestService {
   constructor(private readonly deps: {
     config: Config; store: Store; queue: Queue; bus: Bus; limiter: Limiter; admission: Admission; runner: AttemptRunner; logger: Logger;
     crash?: (point: string) => void;
+    tracer?: Tracer;
   }) {}
 
-  async submit(principal: Principal, input: ChatInput, opts: { idempotencyKey?: string | undefined; mode: DeliveryMode }): Promise<Submitted> {
+  /** `traceparent`: the span of the HTTP request that submits (tracing on); the worker's spans join its trace. */
+  async submit(principal: Principal, input: ChatInput, opts: { idempotencyKey?: string | undefined; mode: DeliveryMode; traceparent?: string | undefined }): Promise<Submitted> {
     const { store } = this.deps;
     // Only a replay compares bodies, and only a request with an Idempotency-Key can be replayed.
     let id: string;
@@ -51,7 +54,10 @@ export class RequestService {
     } else {
       id = randomUUID();
     }
-    const admitted = await this.deps.admission.admit(principal, input, id);
+    const tracer = this.deps.tracer ?? NOOP_TRACER;
+    const admitted = await inSpan(tracer, 'sluice.admission', { parent: opts.traceparent, attributes: { 'sluice.request_id': id, 'sluice.user': principal.userId } },
+      (span) => this.deps.admission.admit(principal, input, id, span.traceparent || undefined));
+    if (opts.traceparent && tracer.enabled) admitted.payload = { ...admitted.payload, traceparent: opts.traceparent };
     let inserted: { record: RequestRecord; created: boolean };
     try {
       inserted = await store.insertRequest({

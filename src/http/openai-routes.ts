@@ -11,6 +11,7 @@ import type { DeliveryMode, RequestRecord } from '../ports/store.ts';
 import { awaitEnd, directSource, logSource, streamNative, streamOpenAI, withSse, type EventSource } from './delivery.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
 import { noteResponse } from './access-log.ts';
+import { traceparentOf } from './tracing.ts';
 import { completionBody } from './render.ts';
 import { principalOf } from './server.ts';
 
@@ -51,7 +52,7 @@ async function start(deps: GatewayDeps, req: FastifyRequest, reply: FastifyReply
   const needsLease = live || mode === 'direct';
   const lease = needsLease ? await deps.leases.acquire(principal, leaseId) : { release: async () => {} };
   try {
-    const { record, created, admitted } = await deps.requests.submit(principal, input, { idempotencyKey: idempotencyKeyOf(req), mode });
+    const { record, created, admitted } = await deps.requests.submit(principal, input, { idempotencyKey: idempotencyKeyOf(req), mode, traceparent: traceparentOf(req) });
     // Direct mode runs here, for this caller; a replayed request (same Idempotency-Key) is followed in its log.
     const source = mode === 'direct' && created ? directSource(deps, record) : logSource(deps, record, 0);
     const headers = { 'x-request-id': record.id, 'x-sluice-mode': mode, ...admitted.headers, ...(admitted.degraded && { 'x-sluice-degraded': '1' }) };

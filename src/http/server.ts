@@ -15,6 +15,8 @@ import { registerAccountRoutes } from './account-routes.ts';
 import { guardConnections } from './connection-guard.ts';
 import { registerCors } from './cors.ts';
 import { EXPECTED_REFUSALS, registerAccessLog } from './access-log.ts';
+import { registerTracing } from './tracing.ts';
+import { NOOP_TRACER, type Tracer } from '../ports/tracer.ts';
 import { SECURITY_HEADERS } from './response-headers.ts';
 import { clientErrorHandler, isClientAbort, transportOptions } from './transport.ts';
 
@@ -103,7 +105,7 @@ export async function buildOpsServer(deps: { logger: Logger; metrics: Metrics; r
   return app;
 }
 
-export async function buildServer(deps: GatewayDeps & { config: Config; auth: Authenticator; logger: Logger; metrics: Metrics }): Promise<FastifyInstance> {
+export async function buildServer(deps: GatewayDeps & { config: Config; auth: Authenticator; logger: Logger; metrics: Metrics; tracer?: Tracer }): Promise<FastifyInstance> {
   const { config, auth, logger, metrics } = deps;
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
@@ -138,6 +140,8 @@ export async function buildServer(deps: GatewayDeps & { config: Config; auth: Au
   app.setNotFoundHandler((req, reply) => sendError(reply, new SluiceError('SLUICE_ERR_ROUTE_NOT_FOUND', `No route ${req.method} ${req.url.split('?')[0]}`)));
 
   registerResponseHeaders(app);
+  // First, so the span covers authentication too.
+  registerTracing(app, deps.tracer ?? NOOP_TRACER);
   // Before authentication: a preflight carries no key.
   registerCors(app, config.corsOrigins);
   app.addHook('onRequest', async (req) => {

@@ -36,6 +36,8 @@ export interface RequestPayload {
   stream?: boolean;
   /** Forwarded chat fields (ModelRequest.params). */
   params?: Record<string, unknown>;
+  /** W3C traceparent of the span that accepted the request (tracing on): the worker's spans continue its trace. */
+  traceparent?: string;
 }
 
 /** One choice of a finished request, assembled from its event log. */

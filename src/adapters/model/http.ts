@@ -58,7 +58,8 @@ export class HttpModel implements ModelBackend {
     let response: Awaited<ReturnType<Pool['request']>>;
     try {
       response = await this.pool.request({
-        method: 'POST', path: `${this.basePath}/chat/completions`, headers: this.headers, body: requestBody(req), signal,
+        method: 'POST', path: `${this.basePath}/chat/completions`, body: requestBody(req), signal,
+        headers: req.traceparent ? { ...this.headers, traceparent: req.traceparent } : this.headers,
       });
     } catch (e) {
       if (signal.aborted) return;
