@@ -7,10 +7,12 @@ import { createLimiter } from './adapters/limiter/factory.ts';
 import { createRouter, type ModelRouter } from './adapters/model/router.ts';
 import { createQueue } from './adapters/queue/factory.ts';
 import { createStore } from './adapters/store/factory.ts';
+import { createTracer } from './adapters/tracing/factory.ts';
 import { Admission } from './core/admission.ts';
 import { resolveMasterKey } from './core/api-keys.ts';
 import { AttemptRunner } from './core/attempt-runner.ts';
 import { Authenticator } from './core/auth.ts';
+import { BacklogGauges } from './core/backlog.ts';
 import { Ledger } from './core/ledger.ts';
 import { createLogger, type Logger } from './core/logger.ts';
 import { createMetrics, type Metrics } from './core/metrics.ts';
@@ -66,7 +68,13 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const limiter = await createLimiter(config.limiterUrl, {
     ...(config.limiterPrefix !== undefined && { prefix: config.limiterPrefix }),
     failurePolicy: config.limiterFailure,
-    onDegraded: (reason) => { metrics.limiterDegraded.set(1); logger.warn({ reason }, 'limiter degraded: using the per-process fallback'); },
+    onDegraded: (reason) => {
+      metrics.limiterDegraded.set(1);
+      logger.warn({ reason, policy: config.limiterFailure }, config.limiterFailure === 'fallback'
+        ? 'limiter degraded: using the per-process fallback'
+        : 'limiter degraded: refusing user admissions (503) until it answers');
+    },
+    onRecovered: () => { metrics.limiterDegraded.set(0); logger.info({ policy: config.limiterFailure }, 'limiter recovered: using the durable limiter again'); },
   });
   const queue = await createQueue(config.queueUrl, { ...(config.queueName && { name: config.queueName }), retryBaseMs: config.worker.retryBaseMs });
   const bus = await createBus(config.busUrl, { ttlSeconds: config.eventLog.ttlSeconds, maxLen: config.eventLog.maxLen, memoryMaxEvents: config.eventLog.memoryMaxEvents, ...(config.busPrefix && { prefix: config.busPrefix }) });
@@ -83,15 +91,17 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const depthTimer = setInterval(() => void sampleDepth(), 1000);
   depthTimer.unref();
 
+  const tracer = await createTracer({ endpoint: config.tracing.endpoint, serviceName: config.tracing.serviceName, role: config.role });
+
   const models = new ModelCatalog(model, model.catalogueModels() ?? config.models, now);
   const auth = new Authenticator(store, config, masterKey, now);
   const crash = config.crashPoint
     ? (point: string) => { if (point === config.crashPoint) { logger.fatal({ point }, 'crash point reached (test)'); process.kill(process.pid, 'SIGKILL'); } }
     : undefined;
   const ledger = new Ledger({ store, limiter, metrics, logger, priceOf: (m) => priceOf(config.catalogue, m), ...(crash && { crash }) });
-  const runner = new AttemptRunner({ config, store, bus, model, ledger, metrics, logger, now });
-  const admission = new Admission({ config, limiter, models, pressure: { depth: () => depth }, metrics, now, allowsPassthrough: (m) => model.allowsPassthrough(m) });
-  const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, models, ...(crash && { crash }) });
+  const runner = new AttemptRunner({ config, store, bus, model, ledger, metrics, logger, now, tracer });
+  const admission = new Admission({ config, limiter, models, pressure: { depth: () => depth }, metrics, now, tracer, allowsPassthrough: (m) => model.allowsPassthrough(m) });
+  const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, models, tracer, ...(crash && { crash }) });
   const sweeper = new Sweeper({ config, store, queue, limiter, ledger, logger, metrics, now });
   const leases = new StreamLeases(limiter, config.leaseTtlMs, metrics);
 
@@ -101,8 +111,9 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   }
 
   let worker: Worker | null = null;
-  if (roles.has('worker')) { worker = new Worker({ config, store, queue, runner, ledger, logger, now }); await worker.start(); }
-  if (roles.has('ledger')) sweeper.start();
+  if (roles.has('worker')) { worker = new Worker({ config, store, queue, runner, ledger, logger, metrics, now }); await worker.start(); }
+  const backlog = new BacklogGauges({ store, limiter, metrics, logger, now, intervalMs: config.sweepIntervalMs });
+  if (roles.has('ledger')) { sweeper.start(); await backlog.sampleOnce(); backlog.start(); }
 
   // Model health decides readiness only where models are called (workers; gateways in direct
   // mode): a queued-mode gateway keeps accepting work that waits for the backends to come back.
@@ -118,7 +129,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   };
   // Every role listens on PORT: the gateway with the whole API, workers and ledgers with probes and metrics.
   const server = roles.has('gateway')
-    ? await buildServer({ config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now, readiness })
+    ? await buildServer({ config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now, readiness, tracer })
     : await buildOpsServer({ logger, metrics, readiness, http: config.http });
   await server.listen({ host: config.host, port: config.port });
   const addr = server.server.address();
@@ -130,8 +141,10 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     await server.close();
     await worker?.stop();
     await sweeper.stop();
+    await backlog.stop();
     await Promise.allSettled([queue.close(), bus.close(), limiter.close(), model.close()]);
     await store.close();
+    await tracer.close().catch((err: unknown) => logger.warn({ err }, 'tracing: exporting the last spans failed'));
   };
   return { config, logger, metrics, store, limiter, queue, bus, model, auth, requests, runner, ledger, sweeper, worker, server, url, masterKey, devKey: dev, close };
 }

@@ -150,7 +150,17 @@ export const configSchema = z.object({
    * share user="other", so a large user base cannot grow the metric without bound. 0 = only "other".
    */
   metricsSpendUsers: int(0).default(100),
+  /**
+   * OpenTelemetry tracing, off unless an OTLP/HTTP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT,
+   * e.g. http://otel-collector:4318: spans go to <endpoint>/v1/traces as JSON).
+   */
+  tracing: z.object({ endpoint: z.string().url().optional(), serviceName: z.string().min(1).default('sluice') }).prefault({}),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /**
+   * One info line per HTTP request on a gateway (request id, user, route, status, duration,
+   * tokens where known): 'off', 'on', or the share of requests to log (0..1, e.g. 0.01).
+   */
+  accessLog: z.union([z.enum(['off', 'on']), z.coerce.number().min(0).max(1)]).default('off'),
   sim: z.object({ ttftMs: int().default(20), itlMs: int().default(5), promptTokensOverhead: int().default(0) }).prefault({}),
   worker: z.object({
     concurrency: int(1).default(16),
@@ -253,6 +263,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   SLUICE_CORS_ORIGINS: (v) => ({ corsOrigins: v.split(',').map((s) => s.trim()).filter(Boolean) }),
   LOG_LEVEL: (v) => ({ logLevel: v }),
   SLUICE_METRICS_SPEND_USERS: (v) => ({ metricsSpendUsers: v }),
+  SLUICE_ACCESS_LOG: (v) => ({ accessLog: v }),
   SLUICE_TIME_ZONE: (v) => ({ timeZone: v }),
   SLUICE_LIMITER_FAILURE: (v) => ({ limiterFailure: v }),
   SLUICE_DEFAULT_TIER: (v) => ({ defaultTier: v }),
@@ -265,6 +276,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
 const NESTED_ENV: Record<string, [string, string]> = {
   SLUICE_REQUEST_TIMEOUT_MS: ['http', 'requestTimeoutMs'], SLUICE_HEADERS_TIMEOUT_MS: ['http', 'headersTimeoutMs'],
   SLUICE_MAX_CONNECTIONS_PER_IP: ['http', 'maxConnectionsPerIp'],
+  OTEL_EXPORTER_OTLP_ENDPOINT: ['tracing', 'endpoint'], OTEL_SERVICE_NAME: ['tracing', 'serviceName'],
   SIM_TTFT_MS: ['sim', 'ttftMs'], SIM_ITL_MS: ['sim', 'itlMs'],
   WORKER_CONCURRENCY: ['worker', 'concurrency'], WORKER_CLAIM_MS: ['worker', 'claimMs'],
   WORKER_MAX_ATTEMPTS: ['worker', 'maxAttempts'], WORKER_RETRY_BASE_MS: ['worker', 'retryBaseMs'],

@@ -6,6 +6,7 @@
 import type { Config } from '../config.ts';
 import type { Limiter, WindowState } from '../ports/limiter.ts';
 import type { RequestPayload } from '../ports/store.ts';
+import { NOOP_TRACER, type Tracer } from '../ports/tracer.ts';
 import type { Principal } from './auth.ts';
 import type { ChatInput } from './chat-request.ts';
 import type { EmbeddingInput } from './embedding-request.ts';
@@ -33,7 +34,7 @@ export interface QueuePressure { depth(): number }
 
 export class Admission {
   constructor(private readonly deps: {
-    config: Config; limiter: Limiter; models: ModelCatalog; pressure: QueuePressure; metrics: Metrics; now: () => number;
+    config: Config; limiter: Limiter; models: ModelCatalog; pressure: QueuePressure; metrics: Metrics; now: () => number; tracer?: Tracer;
     /** Whether a model's deployment takes fields Sluice does not know (vendor extensions); absent = none does. */
     allowsPassthrough?: (model: string) => boolean;
   }) {}
@@ -45,7 +46,8 @@ export class Admission {
     assertServes(this.deps.config.catalogue, model, kind);
   }
 
-  async admit(principal: Principal, input: ChatInput, requestId: string): Promise<Admitted> {
+  /** `traceparent`: the admission's span, parent of the reservation's (tracing on). */
+  async admit(principal: Principal, input: ChatInput, requestId: string, traceparent?: string): Promise<Admitted> {
     const { config, metrics } = this.deps;
     await this.assertModel(principal, input.model, 'chat');
     const params = this.forwarded(input);
@@ -77,7 +79,7 @@ export class Admission {
     };
     const base = { payload, promptTokens, estimatedTokens, priority: limits.priority, degraded };
     const need = { what: `This request needs ${estimatedTokens} tokens (prompt ${promptTokens} + ${n > 1 ? `n ${n} x ` : ''}max_tokens ${maxTokens})`, advice: 'lower max_tokens' };
-    return { ...base, ...await this.reserve(principal, requestId, estimatedTokens, need) };
+    return { ...base, ...await this.reserve(principal, requestId, estimatedTokens, need, traceparent) };
   }
 
   /**
@@ -101,17 +103,19 @@ export class Admission {
    * Reserves 1 request and `estimatedTokens` in every window of the caller, or refuses (429) and
    * changes nothing; `need` words the refusal of a request larger than a whole window.
    */
-  private async reserve(principal: Principal, requestId: string, estimatedTokens: number, need: { what: string; advice: string }): Promise<{ headers: Record<string, string>; reserved: boolean }> {
+  private async reserve(principal: Principal, requestId: string, estimatedTokens: number, need: { what: string; advice: string }, traceparent?: string): Promise<{ headers: Record<string, string>; reserved: boolean }> {
     if (principal.unlimited) return { headers: {}, reserved: false };
     const { config, limiter, metrics, now } = this.deps;
     const limits = principal.limits;
     const t = now();
     const windows = windowLimits(limits, t, config.timeZone);
+    const tracer = this.deps.tracer ?? NOOP_TRACER;
+    const span = tracer.start('sluice.reservation', { parent: traceparent, attributes: { 'sluice.request_id': requestId, 'sluice.estimated_tokens': estimatedTokens } });
     const result = await limiter.reserve({
       requestId, userId: principal.userId, tokens: estimatedTokens, windows,
       deadlineAt: t + config.worker.requestTimeoutMs + config.reservationGraceMs,
       maxInFlight: limits.maxInFlight,
-    });
+    }).finally(() => span.end());
     if (!result.ok && result.reason === 'in_flight') {
       metrics.quotaRejections.inc({ reason: 'in_flight' });
       const { open, limit } = result.inFlight;

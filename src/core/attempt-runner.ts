@@ -9,6 +9,7 @@ import { usageOf, type Ending, type Ledger } from './ledger.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 import { choiceEndings, OutputBuilder } from './request-output.ts';
+import { NOOP_TRACER, type Span, type Tracer } from '../ports/tracer.ts';
 
 /** What repairTerminal found: the request still running, its log ending with its terminal event (already, or now), or no log. */
 export type LogRepair = 'running' | 'intact' | 'repaired' | 'gone';
@@ -43,19 +44,41 @@ export interface AttemptHooks {
 export class AttemptRunner {
   constructor(private readonly deps: {
     config: Config; store: Store; bus: Bus; model: ModelBackend; ledger: Ledger; metrics: Metrics; logger: Logger; now: () => number;
+    tracer?: Tracer;
   }) {}
+
+  private get tracer(): Tracer { return this.deps.tracer ?? NOOP_TRACER; }
 
   /**
    * Runs one attempt. After a transient failure with attempts left, the claim is given back, so
    * the next delivery (here or in another process) can take the request at once.
    */
   async run(record: RequestRecord, workerId: string, hooks: AttemptHooks = {}): Promise<AttemptResult> {
-    const result = await this.attempt(record, workerId, hooks);
-    if (result.kind === 'retry') await this.deps.store.renewClaim(record.id, workerId, record.attempt, 0);
-    return result;
+    const span = this.attemptSpan(record, workerId);
+    try {
+      const result = await this.attempt(record, workerId, { ...hooks, span });
+      span.setAttributes({ 'sluice.result': result.kind });
+      if (result.kind === 'retry') await this.deps.store.renewClaim(record.id, workerId, record.attempt, 0);
+      return result;
+    } catch (err) { span.fail(err); throw err; } finally { span.end(); }
   }
 
-  private async attempt(record: RequestRecord, workerId: string, hooks: AttemptHooks): Promise<AttemptResult> {
+  /**
+   * The attempt's span in the request's trace (tracing on); the first attempt of a queued request
+   * also gets the queue wait, from acceptance to the claim.
+   */
+  private attemptSpan(record: RequestRecord, workerId: string): Span {
+    const { tracer } = this;
+    const parent = record.payload.traceparent;
+    if (!tracer.enabled) return tracer.start('');
+    const attrs = { 'sluice.request_id': record.id, 'sluice.attempt': record.attempt, 'sluice.mode': record.mode, 'sluice.worker': workerId };
+    if (record.attempt === 1 && record.mode === 'queued') {
+      tracer.start('sluice.queue_wait', { parent, startTime: record.createdAt.getTime(), kind: 'consumer', attributes: attrs }).end(this.deps.now());
+    }
+    return tracer.start('sluice.attempt', { parent, attributes: attrs });
+  }
+
+  private async attempt(record: RequestRecord, workerId: string, hooks: AttemptHooks & { span: Span }): Promise<AttemptResult> {
     const { config, bus, logger } = this.deps;
     const where = { request_id: record.id, attempt: record.attempt };
     if (record.cancelRequested) return this.end(record, this.cancelled(record, 0, '', false), hooks);
@@ -109,20 +132,30 @@ export class AttemptRunner {
         await hooks.onEvents?.(logged);
       };
       if (record.attempt > 1) await append([{ type: 'restart', attempt: record.attempt, reason: 'retry' }]);
-      const req: ModelRequest = { model: record.model, ...record.payload };
-      for await (const chunk of this.deps.model.stream(req, abort.signal)) {
-        if (abort.signal.aborted) break;
-        if (chunk.type === 'usage') {
-          return await this.end(record, {
-            status: 'completed', attempt: record.attempt, result: output.text, finishReason: chunk.finishReason,
-            output: output.build({ finishReason: chunk.finishReason, choices: chunk.choices, usageSource: chunk.usageSource ?? 'reported', served: chunk.served }),
-            usage: usageOf(chunk.promptTokens, chunk.completionTokens), error: null,
-          }, hooks);
+      const { traceparent: _accepted, ...payload } = record.payload;
+      const started = this.deps.now();
+      const modelSpan = this.tracer.start('sluice.model', { parent: hooks.span.traceparent || undefined, kind: 'client', attributes: { 'sluice.model': record.model } });
+      const req: ModelRequest = { model: record.model, ...payload, ...(modelSpan.traceparent && { traceparent: modelSpan.traceparent }) };
+      let firstToken = true;
+      try {
+        for await (const chunk of this.deps.model.stream(req, abort.signal)) {
+          if (firstToken && chunk.type !== 'usage' && this.tracer.enabled) {
+            firstToken = false;
+            this.tracer.start('sluice.time_to_first_token', { parent: hooks.span.traceparent, startTime: started }).end(this.deps.now());
+          }
+          if (abort.signal.aborted) break;
+          if (chunk.type === 'usage') {
+            return await this.end(record, {
+              status: 'completed', attempt: record.attempt, result: output.text, finishReason: chunk.finishReason,
+              output: output.build({ finishReason: chunk.finishReason, choices: chunk.choices, usageSource: chunk.usageSource ?? 'reported', served: chunk.served }),
+              usage: usageOf(chunk.promptTokens, chunk.completionTokens), error: null,
+            }, hooks);
+          }
+          await append(eventsOf(chunk, record.attempt));
         }
-        await append(eventsOf(chunk, record.attempt));
-      }
-      if (abort.signal.aborted) throw abort.signal.reason;
-      throw new ModelError('transient', 'model stream ended without usage');
+        if (abort.signal.aborted) throw abort.signal.reason;
+        throw new ModelError('transient', 'model stream ended without usage');
+      } catch (err) { modelSpan.fail(err); throw err; } finally { modelSpan.end(); }
     } catch (err) {
       const reason = err instanceof Stop ? err.reason : abort.signal.reason instanceof Stop ? abort.signal.reason.reason : null;
       if (reason === 'lost') { logger.warn(where, 'claim lost; another worker owns this request now'); return { kind: 'lost' }; }
@@ -211,14 +244,19 @@ export class AttemptRunner {
    * event per log, so the append then returns that one, and it is what this attempt's own
    * listener (direct mode) gets too.
    */
-  async end(record: RequestRecord, ending: Ending, hooks: AttemptHooks = {}): Promise<AttemptResult> {
+  async end(record: RequestRecord, ending: Ending, hooks: AttemptHooks & { span?: Span } = {}): Promise<AttemptResult> {
     await this.settleAndLog(record, ending, hooks);
     return { kind: 'finished' };
   }
 
   /** end(), saying whether this call ended the request. */
-  private async settleAndLog(record: RequestRecord, ending: Ending, hooks: AttemptHooks = {}): Promise<boolean> {
-    const first = await this.deps.ledger.settle(record, ending);
+  private async settleAndLog(record: RequestRecord, ending: Ending, hooks: AttemptHooks & { span?: Span } = {}): Promise<boolean> {
+    const span = this.tracer.start('sluice.settlement', { parent: hooks.span?.traceparent || record.payload.traceparent, attributes: { 'sluice.request_id': record.id, 'sluice.status': ending.status } });
+    let first: boolean;
+    try {
+      first = await this.deps.ledger.settle(record, ending);
+      span.setAttributes({ 'sluice.settled_here': first, 'sluice.tokens': ending.usage.totalTokens });
+    } catch (err) { span.fail(err); throw err; } finally { span.end(); }
     if (first) {
       const logged = await this.deps.bus.append(record.id, terminalEvent(ending));
       await hooks.onEvents?.([logged]);

@@ -13,13 +13,23 @@ export function boundedUserLabel(max: number): (userId: string) => string {
   };
 }
 
+const PROCESS_PREFIX = 'sluice_process_';
+
+/**
+ * prom-client's defaults include three gauges named like counters (`…_total`), which
+ * `promtool check metrics` rejects. Each is the sum of a labelled gauge that stays
+ * (`sluice_process_nodejs_active_handles{type}` etc.): query `sum(…)` of that instead.
+ */
+const MISNAMED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
 export function createMetrics(opts: { spendUsers?: number } = {}) {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'sluice_process_' });
+  collectDefaultMetrics({ register: registry, prefix: PROCESS_PREFIX });
+  for (const name of MISNAMED_DEFAULTS) registry.removeSingleMetric(PROCESS_PREFIX + name);
   const registers = [registry];
   /** Run before each scrape: the model router refreshes its deployments' state gauge (states change with the clock). */
   const beforeScrape = new Set<() => void>();
-  return {
+  const metrics = {
     beforeScrape,
     registry,
     httpRequests: new Counter({ name: 'sluice_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['method', 'route', 'status'], registers }),
@@ -32,7 +42,7 @@ export function createMetrics(opts: { spendUsers?: number } = {}) {
     quotaRejections: new Counter({ name: 'sluice_quota_rejections_total', help: 'Admissions refused', labelNames: ['reason'], registers }),
     requestsFinished: new Counter({ name: 'sluice_requests_finished_total', help: 'Requests settled, by terminal status', labelNames: ['status'], registers }),
     attempts: new Counter({ name: 'sluice_worker_attempts_total', help: 'Model call attempts by outcome', labelNames: ['outcome'], registers }),
-    limiterDegraded: new Gauge({ name: 'sluice_limiter_degraded', help: '1 while the limiter runs on its per-process fallback', registers }),
+    limiterDegraded: new Gauge({ name: 'sluice_limiter_degraded', help: '1 while the durable limiter (Redis) is unreachable: per-process fallback or refusing admissions, by SLUICE_LIMITER_FAILURE', registers }),
     uncaughtErrors: new Counter({ name: 'sluice_uncaught_errors_total', help: 'Exceptions and rejections nothing handled, caught by the last-resort handlers (the process kept serving)', labelNames: ['kind'], registers }),
     wsClosed: new Counter({ name: 'sluice_ws_policy_closes_total', help: 'WebSockets the gateway closed to protect itself, by reason', labelNames: ['reason'], registers }),
     deploymentState: new Gauge({
@@ -47,7 +57,26 @@ export function createMetrics(opts: { spendUsers?: number } = {}) {
     spend: new Counter({ name: 'sluice_spend_usd_total', help: 'USD charged by settled requests of priced models, by model and user (users past the per-process bound are "other")', labelNames: ['model', 'user'], registers }),
     /** The `user` label for spend (bounded: see config metricsSpendUsers). */
     spendUser: boundedUserLabel(opts.spendUsers ?? 100),
+    sweeperFailures: new Counter({ name: 'sluice_sweeper_failures_total', help: 'Sweeper passes that failed (store, queue or limiter unreachable); the next pass tries again', registers }),
+    deadLetters: new Counter({ name: 'sluice_dead_letters_total', help: 'Jobs moved to the dead-letter destination after their last attempt (the request failed and was refunded)', registers }),
+    queueOldestAge: new Gauge({ name: 'sluice_queue_oldest_age_seconds', help: 'Age of the oldest request still queued in the store (0 when none), sampled by the ledger role', registers }),
+    settlementBacklog: new Gauge({ name: 'sluice_settlement_backlog', help: 'Quota reservations still open past their deadline (their request should have settled by then), sampled by the ledger role, counted up to 500', registers }),
   };
+  initialiseLabels(metrics);
+  return metrics;
+}
+
+/**
+ * Series with a known, small set of label values start at 0, so that `rate()` and `increase()`
+ * see the first event (a series born at 1 has no increase) and dashboards show 0, not "no data".
+ */
+function initialiseLabels(m: Record<'requestsFinished' | 'attempts' | 'sweeperActions' | 'uncaughtErrors' | 'quotaRejections' | 'wsClosed', Counter<string>>): void {
+  for (const status of ['completed', 'failed', 'cancelled']) m.requestsFinished.inc({ status }, 0);
+  for (const outcome of ['transient', 'permanent']) m.attempts.inc({ outcome }, 0);
+  for (const action of ['requeue_queued', 'requeue_orphaned', 'settle_ended', 'settle_reservation', 'refund_reservation']) m.sweeperActions.inc({ action }, 0);
+  for (const kind of ['exception', 'rejection']) m.uncaughtErrors.inc({ kind }, 0);
+  for (const reason of ['queue_full', 'in_flight', 'concurrent_streams']) m.quotaRejections.inc({ reason }, 0);
+  for (const reason of ['auth_timeout', 'flood', 'unauthorized', 'auth_unavailable', 'slow_consumer', 'buffer_overflow']) m.wsClosed.inc({ reason }, 0);
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -18,6 +18,7 @@ import { SluiceError, catalogue, type ErrorCode } from './errors.ts';
 import { followEventRuns } from './event-follow.ts';
 import type { Logger } from './logger.ts';
 import type { ModelCatalog } from './model-catalog.ts';
+import { inSpan, NOOP_TRACER, type Tracer } from '../ports/tracer.ts';
 import { jitteredBackoff } from './backoff.ts';
 
 export interface Submitted { record: RequestRecord; created: boolean; admitted: Admitted }
@@ -42,9 +43,11 @@ export class RequestService {
     /** Direct mode asks it whether a deployment can take the request now. */
     models?: Pick<ModelCatalog, 'assertAvailable'>;
     crash?: (point: string) => void;
+    tracer?: Tracer;
   }) {}
 
-  async submit(principal: Principal, input: ChatInput, opts: { idempotencyKey?: string | undefined; mode: DeliveryMode }): Promise<Submitted> {
+  /** `traceparent`: the span of the HTTP request that submits (tracing on); the worker's spans join its trace. */
+  async submit(principal: Principal, input: ChatInput, opts: { idempotencyKey?: string | undefined; mode: DeliveryMode; traceparent?: string | undefined }): Promise<Submitted> {
     const { store } = this.deps;
     // Only a replay compares bodies, and only a request with an Idempotency-Key can be replayed.
     let id: string;
@@ -60,7 +63,10 @@ export class RequestService {
     // Direct mode calls the model in this request: when every deployment is full (or unhealthy),
     // refuse now with Retry-After, before any quota is reserved, instead of holding the client.
     if (opts.mode === 'direct') this.deps.models?.assertAvailable(input.model);
-    const admitted = await this.deps.admission.admit(principal, input, id);
+    const tracer = this.deps.tracer ?? NOOP_TRACER;
+    const admitted = await inSpan(tracer, 'sluice.admission', { parent: opts.traceparent, attributes: { 'sluice.request_id': id, 'sluice.user': principal.userId } },
+      (span) => this.deps.admission.admit(principal, input, id, span.traceparent || undefined));
+    if (opts.traceparent && tracer.enabled) admitted.payload = { ...admitted.payload, traceparent: opts.traceparent };
     const inserted = await this.insert(principal, id, input.model, admitted, { ...opts, bodyHash: hash }, input.stream);
     // A concurrent replay of the same key inserted first: the reservation (same id) is that request's.
     if (!inserted.created) return this.replay(inserted.record, hash, principal);

@@ -30,7 +30,7 @@ export class Sweeper {
 
   start(): void {
     this.timer = setInterval(() => {
-      this.running ??= this.sweepOnce().catch((err) => this.deps.logger.error({ err }, 'sweep failed')).finally(() => { this.running = null; });
+      this.running ??= this.sweepOnce().catch((err) => { this.deps.metrics.sweeperFailures.inc(); this.deps.logger.error({ err }, 'sweep failed'); }).finally(() => { this.running = null; });
     }, this.deps.config.sweepIntervalMs);
     this.timer.unref();
   }

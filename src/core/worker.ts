@@ -16,6 +16,7 @@ import type { AttemptRunner } from './attempt-runner.ts';
 import type { Ledger } from './ledger.ts';
 import { jitteredBackoff } from './backoff.ts';
 import type { Logger } from './logger.ts';
+import type { Metrics } from './metrics.ts';
 
 export class Worker {
   readonly id = `worker-${process.pid}-${randomUUID().slice(0, 8)}`;
@@ -25,7 +26,7 @@ export class Worker {
   /** userId -> when one of its jobs last reached this worker (the users sharing the slots). */
   private readonly lastSeen = new Map<string, number>();
 
-  constructor(private readonly deps: { config: Config; store: Store; queue: Queue; runner: AttemptRunner; ledger: Ledger; logger: Logger; now: () => number }) {}
+  constructor(private readonly deps: { config: Config; store: Store; queue: Queue; runner: AttemptRunner; ledger: Ledger; logger: Logger; metrics?: Metrics; now: () => number }) {}
 
   async start(): Promise<void> {
     this.consumer = await this.deps.queue.consume((d) => this.handle(d), { concurrency: this.deps.config.worker.concurrency });
@@ -85,6 +86,7 @@ export class Worker {
       const record = claim.record;
       if (record.attempt > config.worker.maxAttempts) {
         await runner.end(record, runner.failed(record, 0, '', 'SLUICE_ERR_DEAD_LETTERED', `gave up after ${config.worker.maxAttempts} attempts`));
+        this.deps.metrics?.deadLetters.inc();
         return await d.deadLetter('max attempts reached');
       }
       const result = await runner.run(record, this.id, { onRenew: () => d.heartbeat() });

@@ -12,6 +12,7 @@ import type { GatewayDeps } from './gateway-deps.ts';
 import { nativeSseText, OpenAIChunks, outputChoices, requestView } from './render.ts';
 import type { FastifyReply } from 'fastify';
 import { SseStream } from './sse.ts';
+import { noteResponse, noteTerminal } from './access-log.ts';
 
 export type DeliveryEnd = 'terminal' | 'aborted' | 'stored';
 
@@ -122,6 +123,7 @@ export async function withSse(deps: GatewayDeps, reply: FastifyReply, headers: R
   const inherited = hookHeaders(reply);
   reply.hijack();
   const sse = new SseStream(reply.raw, deps.config.sse, { ...inherited, ...headers });
+  if (headers['x-request-id']) noteResponse(reply.raw, { requestId: headers['x-request-id'] });
   deps.metrics.activeStreams.inc();
   try { await fn(sse); } finally { deps.metrics.activeStreams.dec(); }
 }
@@ -129,7 +131,7 @@ export async function withSse(deps: GatewayDeps, reply: FastifyReply, headers: R
 /** Native SSE: connected, then token/restart/completed/error events. */
 export async function streamNative(deps: GatewayDeps, sse: SseStream, record: RequestRecord, afterSeq: number, source: EventSource = logSource(deps, record, afterSeq)): Promise<void> {
   await sse.send({ event: 'connected', data: JSON.stringify({ request_id: record.id, model: record.model, status: record.status, resumed_after: afterSeq }) });
-  const end = await source(sse.signal, (events) => sse.sendText(nativeSseText(record.id, events)));
+  const end = await source(sse.signal, (events) => { noteTerminal(sse.response, events); return sse.sendText(nativeSseText(record.id, events)); });
   if (end === 'stored') await sendStored(deps, sse, record.id);
   sse.end();
 }
@@ -138,7 +140,7 @@ export async function streamNative(deps: GatewayDeps, sse: SseStream, record: Re
 export async function streamOpenAI(deps: GatewayDeps, sse: SseStream, record: RequestRecord, afterSeq: number, opts: { includeUsage: boolean; object?: 'chat.completion.chunk' | 'text_completion'; source?: EventSource }): Promise<void> {
   const chunks = new OpenAIChunks(record.id, record.model, opts.includeUsage, opts.object);
   const source = opts.source ?? logSource(deps, record, afterSeq);
-  const end = await source(sse.signal, (events) => sse.sendText(chunks.sseText(events)));
+  const end = await source(sse.signal, (events) => { noteTerminal(sse.response, events); return sse.sendText(chunks.sseText(events)); });
   if (end === 'stored') {
     const r = await deps.store.getRequest(record.id);
     // The log expired: the whole stored answer, each choice's text as one chunk and each tool call whole, then the end.

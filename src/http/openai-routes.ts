@@ -6,10 +6,13 @@ import type { Principal } from '../core/auth.ts';
 import { parseChatBody, parseCompletionBody, parseQuickChat, type ChatInput } from '../core/chat-request.ts';
 import { SluiceError, catalogue, type ErrorCode } from '../core/errors.ts';
 import { mayUse } from '../core/model-access.ts';
+import { usageOf } from '../core/ledger.ts';
 import type { Lease } from '../core/stream-leases.ts';
 import type { DeliveryMode, RequestRecord } from '../ports/store.ts';
 import { awaitEnd, directSource, logSource, streamNative, streamOpenAI, withSse, type EventSource } from './delivery.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
+import { noteResponse } from './access-log.ts';
+import { traceparentOf } from './tracing.ts';
 import { completionBody } from './render.ts';
 import { principalOf } from './server.ts';
 
@@ -50,7 +53,7 @@ async function start(deps: GatewayDeps, req: FastifyRequest, reply: FastifyReply
   const needsLease = live || mode === 'direct';
   const lease = needsLease ? await deps.leases.acquire(principal, leaseId) : { release: async () => {} };
   try {
-    const { record, created, admitted } = await deps.requests.submit(principal, input, { idempotencyKey: idempotencyKeyOf(req), mode });
+    const { record, created, admitted } = await deps.requests.submit(principal, input, { idempotencyKey: idempotencyKeyOf(req), mode, traceparent: traceparentOf(req) });
     // Direct mode runs here, for this caller; a replayed request (same Idempotency-Key) is followed in its log.
     const source = mode === 'direct' && created ? directSource(deps, record) : logSource(deps, record, 0);
     const headers = { 'x-request-id': record.id, 'x-sluice-mode': mode, ...admitted.headers, ...(admitted.degraded && { 'x-sluice-degraded': '1' }) };
@@ -72,6 +75,7 @@ async function respond(deps: GatewayDeps, req: FastifyRequest, reply: FastifyRep
     }
     const done = await awaitEnd(deps, s.record, clientGone(reply), s.source);
     reply.headers(s.headers);
+    noteResponse(reply.raw, { usage: usageOf(done.promptTokens, done.completionTokens ?? 0) });
     if (done.status === 'completed') return reply.send(completionBody(done, kind));
     const code = done.error?.code ?? '';
     throw new SluiceError(code in catalogue ? (code as ErrorCode) : 'SLUICE_ERR_INTERNAL', done.error?.message);

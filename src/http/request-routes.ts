@@ -5,6 +5,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { parseChatBody } from '../core/chat-request.ts';
 import { SluiceError } from '../core/errors.ts';
 import { lastEventId, streamNative, streamOpenAI, withSse } from './delivery.ts';
+import { traceparentOf } from './tracing.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
 import { idempotencyKeyOf, modeOf } from './openai-routes.ts';
 import { requestView } from './render.ts';
@@ -26,7 +27,7 @@ export function registerRequestRoutes(app: FastifyInstance, deps: GatewayDeps): 
     const key = idempotencyKeyOf(req);
     // Validates a requested mode, but an async request always runs on a worker: direct mode needs a live caller.
     modeOf(req, input, 'queued');
-    const { record, created, admitted } = await deps.requests.submit(principalOf(req), input, { idempotencyKey: key, mode: 'queued' });
+    const { record, created, admitted } = await deps.requests.submit(principalOf(req), input, { idempotencyKey: key, mode: 'queued', traceparent: traceparentOf(req) });
     reply.headers({ 'x-request-id': record.id, location: `/v1/requests/${record.id}`, ...admitted.headers, ...(admitted.degraded && { 'x-sluice-degraded': '1' }) });
     if (!created) reply.header('idempotent-replayed', 'true');
     return reply.code(202).send(requestView(record));

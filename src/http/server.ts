@@ -15,6 +15,9 @@ import { registerWebSocketRoutes } from './ws-routes.ts';
 import { registerAccountRoutes } from './account-routes.ts';
 import { guardConnections } from './connection-guard.ts';
 import { registerCors } from './cors.ts';
+import { EXPECTED_REFUSALS, registerAccessLog } from './access-log.ts';
+import { registerTracing } from './tracing.ts';
+import { NOOP_TRACER, type Tracer } from '../ports/tracer.ts';
 import { SECURITY_HEADERS } from './response-headers.ts';
 import { clientErrorHandler, isClientAbort, transportOptions } from './transport.ts';
 
@@ -104,7 +107,7 @@ export async function buildOpsServer(deps: { logger: Logger; metrics: Metrics; r
   return app;
 }
 
-export async function buildServer(deps: GatewayDeps & { config: Config; auth: Authenticator; logger: Logger; metrics: Metrics }): Promise<FastifyInstance> {
+export async function buildServer(deps: GatewayDeps & { config: Config; auth: Authenticator; logger: Logger; metrics: Metrics; tracer?: Tracer }): Promise<FastifyInstance> {
   const { config, auth, logger, metrics } = deps;
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
@@ -132,12 +135,15 @@ export async function buildServer(deps: GatewayDeps & { config: Config; auth: Au
   app.setErrorHandler((err, req, reply) => {
     const se = toSluiceError(err);
     if (se.code === 'SLUICE_ERR_CLIENT_ABORTED') req.log.debug({ request_id: req.id, code: se.code }, 'client went away mid-request');
+    else if (EXPECTED_REFUSALS.has(se.code)) req.log.info({ request_id: req.id, code: se.code, status: se.status, route: req.routeOptions.url }, 'request refused');
     else if (se.status >= 500) req.log.error({ err, req, request_id: req.id, code: se.code }, 'request failed');
     return sendError(reply, se);
   });
   app.setNotFoundHandler((req, reply) => sendError(reply, new SluiceError('SLUICE_ERR_ROUTE_NOT_FOUND', `No route ${req.method} ${req.url.split('?')[0]}`)));
 
   registerResponseHeaders(app);
+  // First, so the span covers authentication too.
+  registerTracing(app, deps.tracer ?? NOOP_TRACER);
   // Before authentication: a preflight carries no key.
   registerCors(app, config.corsOrigins);
   app.addHook('onRequest', async (req) => {
@@ -147,6 +153,7 @@ export async function buildServer(deps: GatewayDeps & { config: Config; auth: Au
     if (level === 'admin' && !principal.admin) throw new SluiceError('SLUICE_ERR_ADMIN_REQUIRED');
     req.principal = principal;
   });
+  registerAccessLog(app, config.accessLog, logger);
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
     metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) });

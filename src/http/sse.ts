@@ -35,6 +35,9 @@ export class SseStream {
   private flushDue = false;
   private preamble: NodeJS.Timeout | undefined;
 
+  /** The response this stream writes (the access log notes what it carried). */
+  get response(): ServerResponse { return this.res; }
+
   constructor(private readonly res: ServerResponse, opts: SseOptions, headers: Record<string, string> = {}) {
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',

@@ -40,6 +40,8 @@ export interface ModelRequest {
    * frequency_penalty, presence_penalty, logit_bias, user, and vendor fields a backend allows.
    */
   params?: Record<string, unknown>;
+  /** W3C traceparent of the model call's span, sent as the `traceparent` header (tracing on). */
+  traceparent?: string;
 }
 
 /** One fragment of a streamed tool call: `call` is its index within the choice; id and name come with the first fragment. */

@@ -43,6 +43,8 @@ export interface RequestPayload {
    * gateway that answers it (messages empty, maxTokens 0) and never by a worker.
    */
   embedding?: { input: string[] };
+  /** W3C traceparent of the span that accepted the request (tracing on): the worker's spans continue its trace. */
+  traceparent?: string;
 }
 
 /** One choice of a finished request, assembled from its event log. */
@@ -177,6 +179,8 @@ export interface Store {
   finishRequest(id: string, outcome: Outcome): Promise<boolean>;
   /** Requests not yet terminal, oldest first (recovery and the sweeper). */
   listUnfinished(opts: { createdBefore?: Date; limit: number }): Promise<RequestRecord[]>;
+  /** When the oldest request still `queued` (no worker started it) was created; null when none is (queue age). */
+  oldestQueuedAt(): Promise<Date | null>;
   listRequests(opts: { userId?: string; status?: RequestStatus; limit: number }): Promise<RequestRecord[]>;
 
   /** Sum of charged requests and tokens settled for the user with settledAt in [from, to). */

@@ -547,6 +547,20 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
         assert.deepEqual(two.map((r) => r.id), all.slice(0, 2).map((r) => r.id));
       });
 
+      it('tells when the oldest still-queued request was created', async () => {
+        const a = await queued();
+        const oldest = await store.oldestQueuedAt();
+        assert.ok(oldest instanceof Date);
+        const queuedNow = (await store.listUnfinished({ limit: 100_000 })).filter((r) => r.status === 'queued');
+        assert.equal(oldest.getTime(), Math.min(...queuedNow.map((r) => r.createdAt.getTime())));
+        assert.ok(oldest.getTime() <= a.createdAt.getTime());
+        // A claimed (running) request is no longer queued.
+        await store.claimRequest(a.id, 'w', 60_000);
+        const after = await store.oldestQueuedAt();
+        const stillQueued = (await store.listUnfinished({ limit: 100_000 })).filter((r) => r.status === 'queued');
+        assert.equal(after?.getTime() ?? null, stillQueued.length ? Math.min(...stillQueued.map((r) => r.createdAt.getTime())) : null);
+      });
+
       it('sums charged usage settled in [from, to) and lists those rows in order', async () => {
         const userId = id('u');
         const start = new Date(Date.now() - 60_000);

@@ -18,7 +18,7 @@ export interface ResilientLimiterOptions {
   onDegraded?: (reason: string) => void;
   /** Called once when the durable limiter answers again. */
   onRecovered?: () => void;
-  /** How often a degraded 'fallback' limiter asks the durable one whether it is back. */
+  /** How often a degraded limiter asks the durable one whether it is back. */
   probeIntervalMs?: number;
   /** Limiter used during an outage; per process. */
   local?: MemoryLimiter;
@@ -60,10 +60,10 @@ export class ResilientLimiter implements Limiter {
     this.outage = true;
     const cause = e.cause instanceof Error ? `: ${e.cause.message}` : '';
     this.opts.onDegraded?.(`limiter unavailable${cause}; ${this.opts.policy === 'fallback' ? 'using a per-process limiter' : 'refusing admissions'}`);
-    if (this.opts.policy === 'fallback') {
-      this.probe = setInterval(() => this.probeOnce(), this.opts.probeIntervalMs ?? 1000);
-      this.probe.unref();
-    }
+    // Probed under both policies: 'refuse' would otherwise notice the recovery only at the next
+    // admission, and the degraded gauge would stay up on an idle gateway.
+    this.probe = setInterval(() => this.probeOnce(), this.opts.probeIntervalMs ?? 1000);
+    this.probe.unref();
   }
 
   private probeOnce(): void {

@@ -84,7 +84,7 @@ export class HttpModel implements ModelBackend {
   async *stream(req: ModelRequest, signal: AbortSignal): AsyncGenerator<ModelChunk> {
     if (signal.aborted) return;
     if (req.stream === false) { yield* this.complete(req, signal); return; }
-    const body = await this.post('/chat/completions', this.streamHeaders, requestBody(req, true), signal);
+    const body = await this.post('/chat/completions', this.withTrace(this.streamHeaders, req), requestBody(req, true), signal);
     if (body === undefined) return;
 
     const upstream = new UpstreamEvents(req.params?.logprobs === true);
@@ -114,7 +114,7 @@ export class HttpModel implements ModelBackend {
 
   /** One non-streaming upstream call, its `chat.completion` turned into chunks. */
   private async *complete(req: ModelRequest, signal: AbortSignal): AsyncGenerator<ModelChunk> {
-    const body = await this.post('/chat/completions', this.jsonHeaders, requestBody(req, false), signal);
+    const body = await this.post('/chat/completions', this.withTrace(this.jsonHeaders, req), requestBody(req, false), signal);
     if (body === undefined) return;
     let json: unknown;
     try {
@@ -150,6 +150,11 @@ export class HttpModel implements ModelBackend {
     let counted = 0;
     for (const text of req.input) counted += countTextTokens(text);
     return { data, promptTokens: counted, usageSource: 'counted' };
+  }
+
+  /** The headers with the model call's traceparent, when tracing is on. */
+  private withTrace(headers: Record<string, string>, req: ModelRequest): Record<string, string> {
+    return req.traceparent ? { ...headers, traceparent: req.traceparent } : headers;
   }
 
   /** POSTs and returns the body of a 2xx answer; undefined when aborted. Throws ModelError. */

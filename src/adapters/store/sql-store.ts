@@ -487,6 +487,13 @@ export class SqlStore implements Store {
     return rows.map(toRequest);
   }
 
+  /** A MIN over the partial index of unfinished requests: cheap however long the table. */
+  async oldestQueuedAt(): Promise<Date | null> {
+    const row = await this.one(`SELECT MIN(created_at) AS oldest FROM requests WHERE ${UNFINISHED} AND status = 'queued'`);
+    const oldest = row?.oldest;
+    return oldest === null || oldest === undefined ? null : new Date(oldest as string | Date);
+  }
+
   /** Newest first: this is the admin's view of recent traffic. */
   async listRequests(opts: { userId?: string; status?: RequestStatus; limit: number }): Promise<RequestRecord[]> {
     const rows = await this.q(
