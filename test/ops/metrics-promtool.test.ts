@@ -24,7 +24,14 @@ const MAY_BE_EMPTY = new Set(['sluice_process_nodejs_active_requests']);
 
 describe('metrics pass promtool check metrics', promtoolSuite(), () => {
   let app: TestSluice;
-  before(async () => { app = await startTestSluice({ sweepIntervalMs: 100 }); });
+  // A priced model whose first deployment always fails before its first token: every request is
+  // served by failing over to the second, so the spend and failover families get samples too.
+  before(async () => {
+    app = await startTestSluice({
+      sweepIntervalMs: 100, routing: { probeIntervalMs: 0 },
+      catalogue: { sim: { deployments: [{ url: 'sim://?fail_rate=1' }, { url: 'sim://' }], price: { inputPerMillion: 1, outputPerMillion: 2 } } },
+    });
+  });
   after(async () => { await app?.stop(); });
 
   it('on a live gateway after traffic, with a sample in every family', async () => {
