@@ -77,6 +77,8 @@ export interface RequestRecord extends NewRequest {
   cancelRequested: boolean;
   /** Until when the current worker's claim holds (running requests); null when never claimed. */
   claimExpiresAt: Date | null;
+  /** When the queue last confirmed a job for this request; null while none was (see markPublished). */
+  publishedAt: Date | null;
   createdAt: Date; startedAt: Date | null; completedAt: Date | null;
 }
 
@@ -157,6 +159,16 @@ export interface Store {
   finishRequest(id: string, outcome: Outcome): Promise<boolean>;
   /** Requests not yet terminal, oldest first (recovery and the sweeper). */
   listUnfinished(opts: { createdBefore?: Date; limit: number }): Promise<RequestRecord[]>;
+  /** Records that the queue confirmed a job for the request (the broker holds it from now on). */
+  markPublished(id: string): Promise<void>;
+  /**
+   * Unfinished requests created before `createdBefore` for which no job was ever confirmed and
+   * none runs: queued ones, and running ones whose claim has expired. Oldest first. These are the
+   * requests whose job is lost (the sweeper publishes them).
+   */
+  listUnpublished(opts: { createdBefore: Date; limit: number }): Promise<RequestRecord[]>;
+  /** Requests waiting for a worker: queued and no cancel asked for (the true queue depth). */
+  countQueued(): Promise<number>;
   listRequests(opts: { userId?: string; status?: RequestStatus; limit: number }): Promise<RequestRecord[]>;
 
   /** Sum of charged requests and tokens settled for the user with settledAt in [from, to). */
