@@ -15,6 +15,7 @@ import { Ledger } from './core/ledger.ts';
 import { createLogger, type Logger } from './core/logger.ts';
 import { createMetrics, type Metrics } from './core/metrics.ts';
 import { ModelCatalog } from './core/model-catalog.ts';
+import { QueueDepth } from './core/queue-depth.ts';
 import { RequestService } from './core/requests.ts';
 import { StreamLeases } from './core/stream-leases.ts';
 import { Sweeper } from './core/sweeper.ts';
@@ -31,6 +32,8 @@ export interface Sluice {
   store: Store; limiter: Limiter; queue: Queue; bus: Bus; model: ModelBackend;
   auth: Authenticator; requests: RequestService; runner: AttemptRunner; ledger: Ledger; sweeper: Sweeper;
   worker: Worker | null;
+  /** Requests waiting for a worker, as admission sees them. */
+  queueDepth: QueueDepth;
   /** The HTTP server: the whole API on a gateway, probes and metrics on other roles. */
   server: FastifyInstance;
   /** http://host:port of the gateway, when this process is one. */
@@ -63,12 +66,11 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const bus = await createBus(config.busUrl, { ttlSeconds: config.eventLog.ttlSeconds, maxLen: config.eventLog.maxLen, memoryMaxEvents: config.eventLog.memoryMaxEvents, ...(config.busPrefix && { prefix: config.busPrefix }) });
   const model = await createModel(config.modelUrl, { ttftMs: config.sim.ttftMs, itlMs: config.sim.itlMs, models: [...config.models] });
 
-  // Queue depth is sampled, not read per request: admission must not pay a broker round trip.
-  let depth = 0;
-  const sampleDepth = async () => { try { depth = await queue.depth(); metrics.queueDepth.set(depth); } catch { /* keep the last sample */ } };
-  await sampleDepth();
-  const depthTimer = setInterval(() => void sampleDepth(), 1000);
-  depthTimer.unref();
+  // Requests waiting for a worker, from the store, plus this process's admissions since the last
+  // sample (core/queue-depth.ts): admission pays no round trip, and a burst cannot overshoot.
+  const depth = new QueueDepth(() => store.countQueued(), (n) => metrics.queueDepth.set(n));
+  await depth.sample();
+  depth.start(config.queueDepthSampleMs);
 
   const models = new ModelCatalog(model, config.models, now);
   const auth = new Authenticator(store, config, masterKey, now);
@@ -77,7 +79,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     : undefined;
   const ledger = new Ledger({ store, limiter, metrics, logger, ...(crash && { crash }) });
   const runner = new AttemptRunner({ config, store, bus, model, ledger, metrics, logger, now });
-  const admission = new Admission({ config, limiter, models, pressure: { depth: () => depth }, metrics, now });
+  const admission = new Admission({ config, limiter, models, pressure: depth, metrics, now });
   const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, ...(crash && { crash }) });
   const sweeper = new Sweeper({ config, store, queue, limiter, ledger, logger, metrics, now });
   const leases = new StreamLeases(limiter, config.leaseTtlMs, metrics);
@@ -107,12 +109,12 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const url = roles.has('gateway') ? `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}` : null;
 
   const close = async () => {
-    clearInterval(depthTimer);
+    depth.stop();
     await server.close();
     await worker?.stop();
     await sweeper.stop();
     await Promise.allSettled([queue.close(), bus.close(), limiter.close(), model.close()]);
     await store.close();
   };
-  return { config, logger, metrics, store, limiter, queue, bus, model, auth, requests, runner, ledger, sweeper, worker, server, url, masterKey, devKey: dev, close };
+  return { config, logger, metrics, store, limiter, queue, bus, model, auth, requests, runner, ledger, sweeper, worker, queueDepth: depth, server, url, masterKey, devKey: dev, close };
 }

@@ -10,6 +10,7 @@ import type { ChatInput } from './chat-request.ts';
 import { SluiceError } from './errors.ts';
 import type { Metrics } from './metrics.ts';
 import type { ModelCatalog } from './model-catalog.ts';
+import type { QueueSlot } from './queue-depth.ts';
 import { windowLimits } from './quota-windows.ts';
 import { countPromptTokens } from './tokens.ts';
 
@@ -24,17 +25,21 @@ export interface Admitted {
   headers: Record<string, string>;
   /** This admission made a reservation (not a duplicate of another's): if the request is never stored, it releases it. */
   reserved: boolean;
+  /** The request's place in the queue depth (queued mode): stored with its row, or released. */
+  slot?: QueueSlot;
 }
 
-export interface QueuePressure { depth(): number }
+/** The queue depth as admission sees it (core/queue-depth.ts). */
+export interface QueuePressure { depth(): number; take?(): QueueSlot }
 
 export class Admission {
   constructor(private readonly deps: {
     config: Config; limiter: Limiter; models: ModelCatalog; pressure: QueuePressure; metrics: Metrics; now: () => number;
   }) {}
 
-  async admit(principal: Principal, input: ChatInput, requestId: string): Promise<Admitted> {
-    const { config, limiter, metrics, now } = this.deps;
+  /** `queued`: the request will wait in the queue, so it takes a place in the queue depth. */
+  async admit(principal: Principal, input: ChatInput, requestId: string, opts: { queued?: boolean } = {}): Promise<Admitted> {
+    const { config, metrics } = this.deps;
     await this.deps.models.assertKnown(input.model);
     const limits = principal.limits;
     if (input.maxTokens !== undefined && input.maxTokens > limits.maxTokens) {
@@ -45,6 +50,20 @@ export class Admission {
       metrics.quotaRejections.inc({ reason: 'queue_full' });
       throw new SluiceError('SLUICE_ERR_QUEUE_FULL', undefined, { headers: { 'retry-after': '5' } });
     }
+    // Taken in the same synchronous step as the check: concurrent admissions in this process
+    // cannot all pass it before any of them counts.
+    const slot = opts.queued ? this.deps.pressure.take?.() : undefined;
+    try {
+      return { ...await this.reserve(principal, input, requestId, depth), ...(slot && { slot }) };
+    } catch (err) {
+      slot?.release();
+      throw err;
+    }
+  }
+
+  private async reserve(principal: Principal, input: ChatInput, requestId: string, depth: number): Promise<Admitted> {
+    const { config, limiter, metrics, now } = this.deps;
+    const limits = principal.limits;
     let maxTokens = input.maxTokens ?? limits.maxTokens;
     const degraded = depth >= config.degrade.queueDepth && maxTokens > config.degrade.maxTokens;
     if (degraded) maxTokens = config.degrade.maxTokens;

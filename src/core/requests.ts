@@ -51,7 +51,7 @@ export class RequestService {
     } else {
       id = randomUUID();
     }
-    const admitted = await this.deps.admission.admit(principal, input, id);
+    const admitted = await this.deps.admission.admit(principal, input, id, { queued: opts.mode === 'queued' });
     let inserted: { record: RequestRecord; created: boolean };
     try {
       inserted = await store.insertRequest({
@@ -66,6 +66,8 @@ export class RequestService {
       // replay of the key inserted it) keeps the hold: that request runs and settles it. So does
       // a request the store cannot tell about yet: the sweeper releases its hold once past the
       // deadline if it never came to exist.
+      // The queue place goes back either way: a row that exists after all is counted by the next sample.
+      admitted.slot?.release();
       if (admitted.reserved) {
         const absent = await store.getRequest(id).then((r) => r === null, () => false);
         if (absent) await this.deps.limiter.release(id).catch(() => {});
@@ -73,19 +75,27 @@ export class RequestService {
       throw err;
     }
     // A concurrent replay of the same key inserted first: the reservation (same id) is that request's.
-    if (!inserted.created) return this.replay(inserted.record, hash, principal);
+    if (!inserted.created) { admitted.slot?.release(); return this.replay(inserted.record, hash, principal); }
+    admitted.slot?.stored();
     this.deps.crash?.('after-insert');
     if (opts.mode === 'queued') await this.enqueue(inserted.record);
     return { record: inserted.record, created: true, admitted };
   }
 
-  /** Publishes the job; on failure the row stays queued and the sweeper re-enqueues it. */
+  /**
+   * Publishes the job and records that the queue confirmed it. On failure the row stays queued
+   * without a confirmed job, and the sweeper publishes it again.
+   */
   async enqueue(record: RequestRecord): Promise<void> {
     try {
       await this.deps.queue.publish({ requestId: record.id, priority: record.priority, userId: record.userId });
     } catch (err) {
       this.deps.logger.error({ request_id: record.id, err }, 'queue publish failed; the sweeper will re-enqueue');
+      return;
     }
+    // Not awaited: the answer need not wait for it. Unrecorded (a failure, a crash), the sweeper
+    // publishes the job once more after requeueAfterMs: a duplicate, which is harmless.
+    void this.deps.store.markPublished(record.id).catch((err: unknown) => this.deps.logger.warn({ request_id: record.id, err }, 'could not record the publish'));
   }
 
   private replay(existing: RequestRecord, hash: string, principal: Principal): Submitted {
