@@ -10,6 +10,7 @@ import { createStore } from './adapters/store/factory.ts';
 import { Admission } from './core/admission.ts';
 import { resolveMasterKey } from './core/api-keys.ts';
 import { AttemptRunner } from './core/attempt-runner.ts';
+import { Drain } from './core/drain.ts';
 import { Authenticator } from './core/auth.ts';
 import { Ledger } from './core/ledger.ts';
 import { createLogger, type Logger } from './core/logger.ts';
@@ -41,8 +42,17 @@ export interface Sluice {
   masterKey: string;
   /** True when the key was generated for development (no SLUICE_MASTER_KEY). */
   devKey: boolean;
+  /**
+   * Graceful drain (SIGTERM): readiness goes 503 and new work is refused; live streams and running
+   * attempts get up to `graceMs` (config.drainMs) to finish; what is left is handed to other
+   * processes. Call close() after it.
+   */
+  drain(graceMs?: number): Promise<void>;
   close(): Promise<void>;
 }
+
+/** How long the hand-off itself may take: claims given back, jobs published, streams ended. */
+const HANDOFF_MS = 5_000;
 
 export interface StartOptions { now?: () => number; logger?: Logger }
 
@@ -80,7 +90,8 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const ledger = new Ledger({ store, limiter, metrics, logger, ...(crash && { crash }) });
   const runner = new AttemptRunner({ config, store, bus, model, ledger, metrics, logger, now });
   const admission = new Admission({ config, limiter, models, pressure: depth, metrics, now });
-  const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, ...(crash && { crash }) });
+  const drainState = new Drain();
+  const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, drain: drainState, ...(crash && { crash }) });
   const sweeper = new Sweeper({ config, store, queue, limiter, ledger, logger, metrics, now });
   const leases = new StreamLeases(limiter, config.leaseTtlMs, metrics);
 
@@ -94,6 +105,8 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   if (roles.has('ledger')) sweeper.start();
 
   const readiness = async () => {
+    // First, so a load balancer stops sending here as soon as the drain begins.
+    if (drainState.draining) return { ok: false, checks: { draining: 'yes' } };
     const checks: Record<string, string> = {};
     try { await queue.depth(); checks.queue = 'ok'; } catch { checks.queue = 'unavailable'; }
     try { await store.getRequest('00000000-0000-0000-0000-000000000000'); checks.store = 'ok'; } catch { checks.store = 'unavailable'; }
@@ -101,12 +114,27 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   };
   // Every role listens on PORT: the gateway with the whole API, workers and ledgers with probes and metrics.
   const server = roles.has('gateway')
-    ? await buildServer({ config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now, readiness })
+    ? await buildServer({ config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now, readiness, drain: drainState })
     : await buildOpsServer({ logger, metrics, readiness, http: config.http });
   await server.listen({ host: config.host, port: config.port });
   const addr = server.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.port;
   const url = roles.has('gateway') ? `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}` : null;
+
+  let draining: Promise<void> | undefined;
+  const drain = (graceMs = config.drainMs) => draining ??= (async () => {
+    drainState.begin();
+    logger.info({ grace_ms: graceMs, responses: drainState.active, jobs: worker?.active ?? 0 }, 'draining: new work is refused; live work may finish');
+    await worker?.pause();
+    await Promise.all([drainState.idle(graceMs), worker?.idle(graceMs)]);
+    const left = { responses: drainState.active, jobs: worker?.active ?? 0 };
+    if (left.responses + left.jobs > 0) logger.warn(left, 'grace period over: handing the rest to other processes');
+    // Always: WebSockets are not waited for, and close here with 1012.
+    drainState.handOff();
+    worker?.handOff();
+    await Promise.all([drainState.idle(HANDOFF_MS), worker?.idle(HANDOFF_MS)]);
+    logger.info('drained');
+  })();
 
   const close = async () => {
     depth.stop();
@@ -116,5 +144,5 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     await Promise.allSettled([queue.close(), bus.close(), limiter.close(), model.close()]);
     await store.close();
   };
-  return { config, logger, metrics, store, limiter, queue, bus, model, auth, requests, runner, ledger, sweeper, worker, queueDepth: depth, server, url, masterKey, devKey: dev, close };
+  return { config, logger, metrics, store, limiter, queue, bus, model, auth, requests, runner, ledger, sweeper, worker, queueDepth: depth, server, url, masterKey, devKey: dev, drain, close };
 }

@@ -17,15 +17,19 @@ export type AttemptResult =
   /** A transient failure with attempts left: run it again later. */
   | { kind: 'retry'; error: ModelError }
   /** Another worker took the request over (this one's claim expired): do nothing more. */
-  | { kind: 'lost' };
+  | { kind: 'lost' }
+  /** This process is shutting down: the claim was given back; the request waits for another process. */
+  | { kind: 'handoff' };
 
-type StopReason = 'cancel' | 'disconnect' | 'timeout' | 'lost';
+type StopReason = 'cancel' | 'disconnect' | 'timeout' | 'lost' | 'handoff';
 
 class Stop extends Error { constructor(readonly reason: StopReason) { super(reason); } }
 
 export interface AttemptHooks {
   /** Aborts when the client that is the only listener went away (direct mode): a cut stream. */
   disconnect?: AbortSignal;
+  /** Aborts when this process hands its work off (drain): the attempt stops without ending the request. */
+  handoff?: AbortSignal;
   /** Called on every claim renewal (queue heartbeats for long generations). */
   onRenew?: () => Promise<void>;
   /**
@@ -42,12 +46,12 @@ export class AttemptRunner {
   }) {}
 
   /**
-   * Runs one attempt. After a transient failure with attempts left, the claim is given back, so
-   * the next delivery (here or in another process) can take the request at once.
+   * Runs one attempt. After a transient failure with attempts left, or a hand-off, the claim is
+   * given back, so the next delivery (here or in another process) can take the request at once.
    */
   async run(record: RequestRecord, workerId: string, hooks: AttemptHooks = {}): Promise<AttemptResult> {
     const result = await this.attempt(record, workerId, hooks);
-    if (result.kind === 'retry') await this.deps.store.renewClaim(record.id, workerId, record.attempt, 0);
+    if (result.kind === 'retry' || result.kind === 'handoff') await this.deps.store.renewClaim(record.id, workerId, record.attempt, 0);
     return result;
   }
 
@@ -62,6 +66,9 @@ export class AttemptRunner {
     const onDisconnect = () => stop('disconnect');
     hooks.disconnect?.addEventListener('abort', onDisconnect, { once: true });
     if (hooks.disconnect?.aborted) stop('disconnect');
+    const onHandoff = () => stop('handoff');
+    hooks.handoff?.addEventListener('abort', onHandoff, { once: true });
+    if (hooks.handoff?.aborted) stop('handoff');
     const deadline = setTimeout(() => stop('timeout'), config.worker.requestTimeoutMs);
     const renew = setInterval(() => void this.renew(record, workerId, stop, hooks), Math.max(50, Math.floor(config.worker.claimMs / 3)));
 
@@ -106,6 +113,8 @@ export class AttemptRunner {
     } catch (err) {
       const reason = err instanceof Stop ? err.reason : abort.signal.reason instanceof Stop ? abort.signal.reason.reason : null;
       if (reason === 'lost') { logger.warn(where, 'claim lost; another worker owns this request now'); return { kind: 'lost' }; }
+      // Its tokens stay in the log; the next attempt starts with a restart event, as after a crash.
+      if (reason === 'handoff') { logger.info(where, 'shutting down: the request is handed to another process'); return { kind: 'handoff' }; }
       // The log already holds the request's terminal event: it was ended elsewhere (and settled first).
       if (err instanceof LogEndedError) { logger.warn(where, 'the request ended elsewhere; this attempt stops'); return { kind: 'finished' }; }
       if (reason === 'cancel' || reason === 'disconnect') return await this.end(record, this.cancelled(record, produced, text, true), hooks);
@@ -122,6 +131,7 @@ export class AttemptRunner {
       clearTimeout(deadline);
       clearInterval(renew);
       hooks.disconnect?.removeEventListener('abort', onDisconnect);
+      hooks.handoff?.removeEventListener('abort', onHandoff);
       await control.close().catch(() => {});
     }
   }

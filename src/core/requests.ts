@@ -16,6 +16,7 @@ import { SluiceError } from './errors.ts';
 import { followEventRuns } from './event-follow.ts';
 import type { Logger } from './logger.ts';
 import { jitteredBackoff } from './backoff.ts';
+import type { Drain } from './drain.ts';
 
 export interface Submitted { record: RequestRecord; created: boolean; admitted: Admitted }
 
@@ -36,10 +37,13 @@ export class RequestService {
   constructor(private readonly deps: {
     config: Config; store: Store; queue: Queue; bus: Bus; limiter: Limiter; admission: Admission; runner: AttemptRunner; logger: Logger;
     crash?: (point: string) => void;
+    /** Refuses new submissions once this process drains, and hands direct-mode runs off (core/drain.ts). */
+    drain?: Drain;
   }) {}
 
   async submit(principal: Principal, input: ChatInput, opts: { idempotencyKey?: string | undefined; mode: DeliveryMode }): Promise<Submitted> {
     const { store } = this.deps;
+    this.deps.drain?.assertAccepting();
     // Only a replay compares bodies, and only a request with an Idempotency-Key can be replayed.
     let id: string;
     let hash = '';
@@ -133,14 +137,19 @@ export class RequestService {
 
   /**
    * Direct mode: this gateway runs the model itself (still logging events and settling once).
-   * `record` was inserted already claimed by this gateway (attempt 1); retries claim again.
+   * `record` was inserted already claimed by this gateway (attempt 1); retries claim again. When
+   * this process hands its work off (drain), the request goes to the queue, where a worker
+   * continues it: a direct request is accepted like a queued one, and is not lost either.
    */
   async runDirect(record: RequestRecord, disconnect: AbortSignal, onEvents?: (events: readonly LogEvent[]) => void | Promise<void>): Promise<void> {
     const { store, runner, config } = this.deps;
+    const handoff = this.deps.drain?.handoff;
     let attempt = record;
     for (;;) {
-      const result = await runner.run(attempt, this.gatewayId, { disconnect, ...(onEvents && { onEvents }) });
+      const result = await runner.run(attempt, this.gatewayId, { disconnect, ...(handoff && { handoff }), ...(onEvents && { onEvents }) });
+      if (result.kind === 'handoff') return await this.enqueue(attempt);
       if (result.kind !== 'retry') return;
+      if (handoff?.aborted) return await this.enqueue(attempt);
       await new Promise((r) => setTimeout(r, jitteredBackoff(attempt.attempt, config.worker.retryBaseMs)));
       const claim = await store.claimRequest(record.id, this.gatewayId, config.worker.claimMs);
       if (claim.state !== 'claimed') return;

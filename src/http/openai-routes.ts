@@ -6,7 +6,8 @@ import type { Principal } from '../core/auth.ts';
 import { parseChatBody, parseCompletionBody, parseQuickChat, type ChatInput } from '../core/chat-request.ts';
 import { SluiceError, catalogue, type ErrorCode } from '../core/errors.ts';
 import type { Lease } from '../core/stream-leases.ts';
-import type { DeliveryMode, RequestRecord } from '../ports/store.ts';
+import { isEnded, type DeliveryMode, type RequestRecord } from '../ports/store.ts';
+import { drainingError } from '../core/drain.ts';
 import { awaitEnd, directSource, logSource, streamNative, streamOpenAI, withSse, type EventSource } from './delivery.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
 import { completionBody } from './render.ts';
@@ -71,6 +72,9 @@ async function respond(deps: GatewayDeps, req: FastifyRequest, reply: FastifyRep
     }
     const done = await awaitEnd(deps, s.record, clientGone(reply), s.source);
     reply.headers(s.headers);
+    if (!isEnded(done) && deps.drain.handoff.aborted) {
+      throw drainingError(`This instance is shutting down; request ${done.id} goes on elsewhere: read its result at /v1/requests/${done.id}`);
+    }
     if (done.status === 'completed') return reply.send(completionBody(done, kind));
     const code = done.error?.code ?? '';
     throw new SluiceError(code in catalogue ? (code as ErrorCode) : 'SLUICE_ERR_INTERNAL', done.error?.message);
