@@ -90,16 +90,17 @@ export class RequestService {
    * Publishes the job and records that the queue confirmed it. On failure the row stays queued
    * without a confirmed job, and the sweeper publishes it again.
    */
-  async enqueue(record: RequestRecord): Promise<void> {
+  async enqueue(record: RequestRecord, opts: { awaitRecord?: boolean } = {}): Promise<void> {
     try {
       await this.deps.queue.publish({ requestId: record.id, priority: record.priority, userId: record.userId });
     } catch (err) {
       this.deps.logger.error({ request_id: record.id, err }, 'queue publish failed; the sweeper will re-enqueue');
       return;
     }
-    // Not awaited: the answer need not wait for it. Unrecorded (a failure, a crash), the sweeper
+    // A submission's answer need not wait for it. Unrecorded (a failure, a crash), the sweeper
     // publishes the job once more after requeueAfterMs: a duplicate, which is harmless.
-    void this.deps.store.markPublished(record.id).catch((err: unknown) => this.deps.logger.warn({ request_id: record.id, err }, 'could not record the publish'));
+    const recorded = this.deps.store.markPublished(record.id).catch((err: unknown) => this.deps.logger.warn({ request_id: record.id, err }, 'could not record the publish'));
+    if (opts.awaitRecord) await recorded;
   }
 
   private replay(existing: RequestRecord, hash: string, principal: Principal): Submitted {
@@ -147,9 +148,9 @@ export class RequestService {
     let attempt = record;
     for (;;) {
       const result = await runner.run(attempt, this.gatewayId, { disconnect, ...(handoff && { handoff }), ...(onEvents && { onEvents }) });
-      if (result.kind === 'handoff') return await this.enqueue(attempt);
+      if (result.kind === 'handoff') return await this.enqueue(attempt, { awaitRecord: true });
       if (result.kind !== 'retry') return;
-      if (handoff?.aborted) return await this.enqueue(attempt);
+      if (handoff?.aborted) return await this.enqueue(attempt, { awaitRecord: true });
       await new Promise((r) => setTimeout(r, jitteredBackoff(attempt.attempt, config.worker.retryBaseMs)));
       const claim = await store.claimRequest(record.id, this.gatewayId, config.worker.claimMs);
       if (claim.state !== 'claimed') return;
