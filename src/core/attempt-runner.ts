@@ -51,7 +51,8 @@ export class AttemptRunner {
    */
   async run(record: RequestRecord, workerId: string, hooks: AttemptHooks = {}): Promise<AttemptResult> {
     const result = await this.attempt(record, workerId, hooks);
-    if (result.kind === 'retry' || result.kind === 'handoff') await this.deps.store.renewClaim(record.id, workerId, record.attempt, 0);
+    if (result.kind === 'handoff') await this.deps.store.handBack(record.id, workerId, record.attempt);
+    else if (result.kind === 'retry') await this.deps.store.renewClaim(record.id, workerId, record.attempt, 0);
     return result;
   }
 
@@ -121,7 +122,7 @@ export class AttemptRunner {
       if (reason === 'timeout') return await this.end(record, this.failed(record, produced, text, 'SLUICE_ERR_MODEL_TIMEOUT', 'the request exceeded its deadline'), hooks);
       const me = err instanceof ModelError ? err : new ModelError('transient', (err as Error).message, undefined, { cause: err });
       this.deps.metrics.attempts.inc({ outcome: me.kind });
-      if (me.kind === 'transient' && record.attempt < config.worker.maxAttempts) {
+      if (me.kind === 'transient' && record.attempt - record.handoffs < config.worker.maxAttempts) {
         logger.warn({ ...where, err: me.message }, 'transient model failure; will retry');
         return { kind: 'retry', error: me };
       }

@@ -108,7 +108,8 @@ export class Worker {
       if (claim.state === 'terminal') { await this.recoverEnded(claim.record); return await d.ack(); }
       if (claim.state === 'busy') return await d.retry(Math.max(50, claim.until - this.deps.now() + 50));
       const record = claim.record;
-      if (record.attempt > config.worker.maxAttempts) {
+      // Attempts a draining process handed back do not count.
+      if (record.attempt - record.handoffs > config.worker.maxAttempts) {
         await runner.end(record, runner.failed(record, 0, '', 'SLUICE_ERR_DEAD_LETTERED', `gave up after ${config.worker.maxAttempts} attempts`));
         return await d.deadLetter('max attempts reached');
       }

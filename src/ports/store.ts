@@ -79,6 +79,8 @@ export interface RequestRecord extends NewRequest {
   claimExpiresAt: Date | null;
   /** When the queue last confirmed a job for this request; null while none was (see markPublished). */
   publishedAt: Date | null;
+  /** Attempts handed back by a draining process (handBack): they do not count toward the maximum. */
+  handoffs: number;
   createdAt: Date; startedAt: Date | null; completedAt: Date | null;
 }
 
@@ -148,6 +150,11 @@ export interface Store {
   claimRequest(id: string, workerId: string, claimMs: number): Promise<ClaimResult>;
   /** Extends the claim; false if this worker/attempt no longer holds it (stop working). */
   renewClaim(id: string, workerId: string, attempt: number, claimMs: number): Promise<boolean>;
+  /**
+   * Gives the claim back at once without spending the attempt (a draining process stops it): the
+   * request stays running for the next claim, and `handoffs` counts it. False if not held.
+   */
+  handBack(id: string, workerId: string, attempt: number): Promise<boolean>;
   /** Expires every claim now (embedded start-up: the previous process is dead). */
   releaseAllClaims(): Promise<number>;
   /** Records that a cancel was asked for; null if the request does not exist. */

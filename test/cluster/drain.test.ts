@@ -111,6 +111,8 @@ describe('graceful drain on SIGTERM (queue amqp, bus redis, two processes)', sui
     // Every request completed and was charged once; the windows hold exactly the ledger's charges.
     const ended = await awaitAllEnded(other.url, user.id, 3);
     assert.deepEqual(ended.map((r) => r.status), ['completed', 'completed', 'completed']);
+    const handed = await cluster.sql<{ request_id: string; attempt: number; handoffs: number }>('SELECT request_id, attempt, handoffs FROM requests WHERE request_id = ANY($1) ORDER BY request_id', [[queuedId, directId]]);
+    assert.deepEqual(handed.map((r) => [r.attempt, r.handoffs]), [[2, 1], [2, 1]], 'the hand-off is counted as such, not as a spent attempt');
     const rows = await ledgerRows(other.url, user.id);
     assert.equal(rows.length, 3, 'one ledger row per request');
     assert.deepEqual(new Set(rows.map((r) => r.request_id)).size, 3);

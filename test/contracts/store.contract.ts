@@ -308,6 +308,22 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
         assert.equal((await store.listUnpublished({ createdBefore: new Date(lost.createdAt.getTime() - 60_000), limit: 10_000 })).some((r) => ours.has(r.id)), false, 'only those created before the horizon');
       });
 
+      it('handBack gives the claim back at once and counts a hand-off; only the holder of the attempt can', async () => {
+        const r = await queued();
+        assert.equal(r.handoffs, 0);
+        await store.claimRequest(r.id, 'w-draining', 60_000);
+        assert.equal(await store.handBack(r.id, 'w-other', 1), false);
+        assert.equal(await store.handBack(r.id, 'w-draining', 2), false);
+        assert.equal(await store.handBack(r.id, 'w-draining', 1), true);
+        const back = (await store.getRequest(r.id))!;
+        assert.equal(back.status, 'running');
+        assert.equal(back.handoffs, 1);
+        assert.ok(back.claimExpiresAt!.getTime() <= Date.now() + 5);
+        const next = await store.claimRequest(r.id, 'w-next', 60_000);
+        assert.equal(next.state, 'claimed', 'another worker takes it at once');
+        assert.ok(next.state === 'claimed' && next.record.attempt === 2 && next.record.handoffs === 1);
+      });
+
       it('counts queued requests, not running, ended or cancel-requested ones', async () => {
         const base = await store.countQueued();
         const a = await queued();

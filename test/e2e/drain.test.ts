@@ -73,6 +73,7 @@ describe('draining one process', () => {
         const r = (await app.store.getRequest(id))!;
         assert.equal(r.status, 'running', id);
         assert.equal(r.attempt, 1);
+        assert.equal(r.handoffs, 1, 'a hand-off, not a spent attempt');
         assert.ok(r.claimExpiresAt!.getTime() <= Date.now(), 'claim given back');
         assert.ok(r.publishedAt instanceof Date, 'a job for it is in the queue');
         assert.equal(await app.store.ledgerRow(id), null, 'not settled');

@@ -143,7 +143,7 @@ function toRequest(r: Row): RequestRecord {
     finishReason: strOrNull(r.finish_reason) as FinishReason | null, completionTokens: numOrNull(r.completion_tokens),
     error: r.error === null || r.error === undefined ? null : json<RequestError>(r.error),
     cancelRequested: r.cancel_requested === true, claimExpiresAt: dateOrNull(r.claim_expires_at),
-    publishedAt: dateOrNull(r.published_at),
+    publishedAt: dateOrNull(r.published_at), handoffs: num(r.handoffs ?? 0),
     createdAt: date(r.created_at), startedAt: dateOrNull(r.started_at), completedAt: dateOrNull(r.completed_at),
   };
 }
@@ -331,7 +331,7 @@ export class SqlStore implements Store {
         created: true,
         record: {
           ...r, status: claim ? 'running' : 'queued', attempt: claim ? 1 : 0, result: null, output: null, finishReason: null, completionTokens: null,
-          error: null, cancelRequested: false, claimExpiresAt: dateOrNull(inserted.claim_expires_at), publishedAt: null,
+          error: null, cancelRequested: false, claimExpiresAt: dateOrNull(inserted.claim_expires_at), publishedAt: null, handoffs: 0,
           createdAt: date(inserted.created_at), startedAt: dateOrNull(inserted.started_at), completedAt: null,
         },
       };
@@ -372,6 +372,16 @@ export class SqlStore implements Store {
        WHERE request_id = $1 AND status = 'running' AND claimed_by = $2 AND attempt = $3
        RETURNING request_id`,
       [id, workerId, attempt, claimMs],
+    );
+    return rows.length > 0;
+  }
+
+  async handBack(id: string, workerId: string, attempt: number): Promise<boolean> {
+    const rows = await this.q(
+      `UPDATE requests SET claim_expires_at = now(), handoffs = handoffs + 1
+       WHERE request_id = $1 AND status = 'running' AND claimed_by = $2 AND attempt = $3
+       RETURNING request_id`,
+      [id, workerId, attempt],
     );
     return rows.length > 0;
   }
