@@ -11,6 +11,7 @@ import { createTracer } from './adapters/tracing/factory.ts';
 import { Admission } from './core/admission.ts';
 import { resolveMasterKey } from './core/api-keys.ts';
 import { AttemptRunner } from './core/attempt-runner.ts';
+import { Drain } from './core/drain.ts';
 import { Authenticator } from './core/auth.ts';
 import { BacklogGauges } from './core/backlog.ts';
 import { Ledger } from './core/ledger.ts';
@@ -18,6 +19,7 @@ import { createLogger, type Logger } from './core/logger.ts';
 import { createMetrics, type Metrics } from './core/metrics.ts';
 import { ModelCatalog } from './core/model-catalog.ts';
 import { priceOf } from './core/pricing.ts';
+import { QueueDepth } from './core/queue-depth.ts';
 import { RequestService } from './core/requests.ts';
 import { StreamLeases } from './core/stream-leases.ts';
 import { Sweeper } from './core/sweeper.ts';
@@ -36,6 +38,8 @@ export interface Sluice {
   model: ModelRouter;
   auth: Authenticator; requests: RequestService; runner: AttemptRunner; ledger: Ledger; sweeper: Sweeper;
   worker: Worker | null;
+  /** Requests waiting for a worker, as admission sees them. */
+  queueDepth: QueueDepth;
   /** The HTTP server: the whole API on a gateway, probes and metrics on other roles. */
   server: FastifyInstance;
   /** http://host:port of the gateway, when this process is one. */
@@ -43,8 +47,17 @@ export interface Sluice {
   masterKey: string;
   /** True when the key was generated for development (no SLUICE_MASTER_KEY). */
   devKey: boolean;
+  /**
+   * Graceful drain (SIGTERM): readiness goes 503 and new work is refused; live streams and running
+   * attempts get up to `graceMs` (config.drainMs) to finish; what is left is handed to other
+   * processes. Call close() after it.
+   */
+  drain(graceMs?: number): Promise<void>;
   close(): Promise<void>;
 }
+
+/** How long the hand-off itself may take: claims given back, jobs published, streams ended. */
+const HANDOFF_MS = 5_000;
 
 export interface StartOptions {
   now?: () => number; logger?: Logger;
@@ -84,12 +97,11 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   }
   const model = await createRouter({ config, secret: (name) => env[name], logger, metrics, now, ...(opts.model && { backend: opts.model }) });
 
-  // Queue depth is sampled, not read per request: admission must not pay a broker round trip.
-  let depth = 0;
-  const sampleDepth = async () => { try { depth = await queue.depth(); metrics.queueDepth.set(depth); } catch { /* keep the last sample */ } };
-  await sampleDepth();
-  const depthTimer = setInterval(() => void sampleDepth(), 1000);
-  depthTimer.unref();
+  // Requests waiting for a worker, from the store, plus this process's admissions since the last
+  // sample (core/queue-depth.ts): admission pays no round trip, and a burst cannot overshoot.
+  const depth = new QueueDepth(() => store.countQueued(), (n) => metrics.queueDepth.set(n));
+  await depth.sample();
+  depth.start(config.queueDepthSampleMs);
 
   const tracer = await createTracer({ endpoint: config.tracing.endpoint, serviceName: config.tracing.serviceName, role: config.role });
 
@@ -100,8 +112,9 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     : undefined;
   const ledger = new Ledger({ store, limiter, metrics, logger, priceOf: (m) => priceOf(config.catalogue, m), ...(crash && { crash }) });
   const runner = new AttemptRunner({ config, store, bus, model, ledger, metrics, logger, now, tracer });
-  const admission = new Admission({ config, limiter, models, pressure: { depth: () => depth }, metrics, now, tracer, allowsPassthrough: (m) => model.allowsPassthrough(m) });
-  const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, models, tracer, ...(crash && { crash }) });
+  const admission = new Admission({ config, limiter, models, pressure: depth, metrics, now, tracer, allowsPassthrough: (m) => model.allowsPassthrough(m) });
+  const drainState = new Drain();
+  const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, models, tracer, drain: drainState, ...(crash && { crash }) });
   const sweeper = new Sweeper({ config, store, queue, limiter, ledger, logger, metrics, now });
   const leases = new StreamLeases(limiter, config.leaseTtlMs, metrics);
 
@@ -119,6 +132,8 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   // mode): a queued-mode gateway keeps accepting work that waits for the backends to come back.
   const callsModels = roles.has('worker') || config.deliveryMode === 'direct';
   const readiness = async () => {
+    // First, so a load balancer stops sending here as soon as the drain begins.
+    if (drainState.draining) return { ok: false, checks: { draining: 'yes' } };
     const checks: Record<string, string> = {};
     try { await queue.depth(); checks.queue = 'ok'; } catch { checks.queue = 'unavailable'; }
     try { await store.getRequest('00000000-0000-0000-0000-000000000000'); checks.store = 'ok'; } catch { checks.store = 'unavailable'; }
@@ -129,15 +144,30 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   };
   // Every role listens on PORT: the gateway with the whole API, workers and ledgers with probes and metrics.
   const server = roles.has('gateway')
-    ? await buildServer({ config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now, readiness, tracer })
+    ? await buildServer({ config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now, readiness, tracer, drain: drainState })
     : await buildOpsServer({ logger, metrics, readiness, http: config.http });
   await server.listen({ host: config.host, port: config.port });
   const addr = server.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.port;
   const url = roles.has('gateway') ? `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}` : null;
 
+  let draining: Promise<void> | undefined;
+  const drain = (graceMs = config.drainMs) => draining ??= (async () => {
+    drainState.begin();
+    logger.info({ grace_ms: graceMs, responses: drainState.active, jobs: worker?.active ?? 0 }, 'draining: new work is refused; live work may finish');
+    await worker?.pause();
+    await Promise.all([drainState.idle(graceMs), worker?.idle(graceMs)]);
+    const left = { responses: drainState.active, jobs: worker?.active ?? 0 };
+    if (left.responses + left.jobs > 0) logger.warn(left, 'grace period over: handing the rest to other processes');
+    // Always: WebSockets are not waited for, and close here with 1012.
+    drainState.handOff();
+    worker?.handOff();
+    await Promise.all([drainState.idle(HANDOFF_MS), worker?.idle(HANDOFF_MS)]);
+    logger.info('drained');
+  })();
+
   const close = async () => {
-    clearInterval(depthTimer);
+    depth.stop();
     await server.close();
     await worker?.stop();
     await sweeper.stop();
@@ -146,5 +176,5 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     await store.close();
     await tracer.close().catch((err: unknown) => logger.warn({ err }, 'tracing: exporting the last spans failed'));
   };
-  return { config, logger, metrics, store, limiter, queue, bus, model, auth, requests, runner, ledger, sweeper, worker, server, url, masterKey, devKey: dev, close };
+  return { config, logger, metrics, store, limiter, queue, bus, model, auth, requests, runner, ledger, sweeper, worker, queueDepth: depth, server, url, masterKey, devKey: dev, drain, close };
 }

@@ -220,6 +220,13 @@ export const configSchema = z.object({
    */
   reservationSettleAfterMs: int(100).default(5_000),
   queueMaxDepth: int(1).default(100_000),
+  /** How often each process reads the queue depth (queued requests) from the store. */
+  queueDepthSampleMs: int(50).default(1_000),
+  /**
+   * On SIGTERM: how long live streams and running attempts may take to finish before what is left
+   * is handed to another process (docs/operations.md, "Draining").
+   */
+  drainMs: int(0).default(30_000),
   degrade: z.object({ queueDepth: int(1).default(10_000), maxTokens: int(1).default(256) }).prefault({}),
   /**
    * Test-only: exit abruptly at a named point ('after-insert' = between store insert and queue
@@ -272,6 +279,9 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   SLUICE_REQUEUE_AFTER_MS: (v) => ({ requeueAfterMs: v }),
   SLUICE_RESERVATION_GRACE_MS: (v) => ({ reservationGraceMs: v }),
   SLUICE_RESERVATION_SETTLE_AFTER_MS: (v) => ({ reservationSettleAfterMs: v }),
+  SLUICE_QUEUE_MAX_DEPTH: (v) => ({ queueMaxDepth: v }),
+  SLUICE_QUEUE_DEPTH_SAMPLE_MS: (v) => ({ queueDepthSampleMs: v }),
+  SLUICE_DRAIN_MS: (v) => ({ drainMs: v }),
 };
 const NESTED_ENV: Record<string, [string, string]> = {
   SLUICE_REQUEST_TIMEOUT_MS: ['http', 'requestTimeoutMs'], SLUICE_HEADERS_TIMEOUT_MS: ['http', 'headersTimeoutMs'],

@@ -36,18 +36,24 @@ export async function start(args: string[]): Promise<number> {
     lines.push('', `Try: curl -N ${app.url}/chat -H "Authorization: Bearer ${app.devKey ? app.masterKey : '$SLUICE_MASTER_KEY'}" -d '{"message":"Hello"}'`);
   }
   process.stdout.write(`${lines.join('\n')}\n`);
+  // Drain (up to SLUICE_DRAIN_MS), then close; a second signal exits at once.
   let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
+  const stop = (signal: string, graceMs: number) => {
+    if (stopping) {
+      if (signal === 'parent exited') return;
+      app.logger.warn({ signal }, 'second signal: exiting without finishing the drain');
+      process.exit(1);
+    }
     stopping = true;
-    app.logger.info({ signal }, 'shutting down');
-    const force = setTimeout(() => process.exit(1), 10_000);
+    app.logger.info({ signal, drain_ms: graceMs }, 'shutting down');
+    const force = setTimeout(() => process.exit(1), graceMs + 15_000);
     force.unref();
-    app.close().then(() => process.exit(0), () => process.exit(1));
+    app.drain(graceMs).then(() => app.close()).then(() => process.exit(0), () => process.exit(1));
   };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  // Started by `sluice up` (an IPC channel to the parent): stop when the parent goes, even if it was SIGKILLed.
-  if (process.connected) process.once('disconnect', () => stop('parent exited'));
+  process.on('SIGINT', () => stop('SIGINT', config.drainMs));
+  process.on('SIGTERM', () => stop('SIGTERM', config.drainMs));
+  // Started by `sluice up` (an IPC channel to the parent): stop when the parent goes, even if it
+  // was SIGKILLed; nobody waits for this cluster's streams, so they are handed off at once.
+  if (process.connected) process.once('disconnect', () => stop('parent exited', 0));
   return 0;
 }

@@ -14,6 +14,7 @@ import { SluiceError } from './errors.ts';
 import type { Metrics } from './metrics.ts';
 import { assertMayUse, assertServes, type ModelKind } from './model-access.ts';
 import type { ModelCatalog } from './model-catalog.ts';
+import type { QueueSlot } from './queue-depth.ts';
 import { windowLimits } from './quota-windows.ts';
 import { countPromptTokens, countTextTokens } from './tokens.ts';
 
@@ -28,9 +29,12 @@ export interface Admitted {
   headers: Record<string, string>;
   /** This admission made a reservation (not a duplicate of another's): if the request is never stored, it releases it. */
   reserved: boolean;
+  /** The request's place in the queue depth (queued mode): stored with its row, or released. */
+  slot?: QueueSlot;
 }
 
-export interface QueuePressure { depth(): number }
+/** The queue depth as admission sees it (core/queue-depth.ts). */
+export interface QueuePressure { depth(): number; take?(): QueueSlot }
 
 export class Admission {
   constructor(private readonly deps: {
@@ -46,8 +50,11 @@ export class Admission {
     assertServes(this.deps.config.catalogue, model, kind);
   }
 
-  /** `traceparent`: the admission's span, parent of the reservation's (tracing on). */
-  async admit(principal: Principal, input: ChatInput, requestId: string, traceparent?: string): Promise<Admitted> {
+  /**
+   * `queued`: the request will wait in the queue, so it takes a place in the queue depth.
+   * `traceparent`: the admission's span, parent of the reservation's (tracing on).
+   */
+  async admit(principal: Principal, input: ChatInput, requestId: string, opts: { queued?: boolean; traceparent?: string | undefined } = {}): Promise<Admitted> {
     const { config, metrics } = this.deps;
     await this.assertModel(principal, input.model, 'chat');
     const params = this.forwarded(input);
@@ -60,6 +67,22 @@ export class Admission {
       metrics.quotaRejections.inc({ reason: 'queue_full' });
       throw new SluiceError('SLUICE_ERR_QUEUE_FULL', undefined, { headers: { 'retry-after': '5' } });
     }
+    // Taken in the same synchronous step as the check: concurrent admissions in this process
+    // cannot all pass it before any of them counts.
+    const slot = opts.queued ? this.deps.pressure.take?.() : undefined;
+    try {
+      return { ...await this.estimateAndReserve(principal, input, requestId, depth, params, opts.traceparent), ...(slot && { slot }) };
+    } catch (err) {
+      slot?.release();
+      throw err;
+    }
+  }
+
+  /** The estimate (prompt + n x max_tokens, capped under queue pressure) and its reservation. */
+  private async estimateAndReserve(principal: Principal, input: ChatInput, requestId: string, depth: number,
+    params: Record<string, unknown> | undefined, traceparent: string | undefined): Promise<Admitted> {
+    const { config } = this.deps;
+    const limits = principal.limits;
     let maxTokens = input.maxTokens ?? limits.maxTokens;
     const degraded = depth >= config.degrade.queueDepth && maxTokens > config.degrade.maxTokens;
     if (degraded) maxTokens = config.degrade.maxTokens;

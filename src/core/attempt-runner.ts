@@ -19,18 +19,22 @@ export type AttemptResult =
   /** A transient failure with attempts left: run it again later. */
   | { kind: 'retry'; error: ModelError }
   /** Another worker took the request over (this one's claim expired): do nothing more. */
-  | { kind: 'lost' };
+  | { kind: 'lost' }
+  /** This process is shutting down: the claim was given back; the request waits for another process. */
+  | { kind: 'handoff' };
 
 /** An embeddings attempt: the vectors when this attempt completed the request, else how it ended. */
 export type EmbedResult = { kind: 'embedded'; result: EmbeddingResult } | AttemptResult;
 
-type StopReason = 'cancel' | 'disconnect' | 'timeout' | 'lost';
+type StopReason = 'cancel' | 'disconnect' | 'timeout' | 'lost' | 'handoff';
 
 class Stop extends Error { constructor(readonly reason: StopReason) { super(reason); } }
 
 export interface AttemptHooks {
   /** Aborts when the client that is the only listener went away (direct mode): a cut stream. */
   disconnect?: AbortSignal;
+  /** Aborts when this process hands its work off (drain): the attempt stops without ending the request. */
+  handoff?: AbortSignal;
   /** Called on every claim renewal (queue heartbeats for long generations). */
   onRenew?: () => Promise<void>;
   /**
@@ -50,15 +54,16 @@ export class AttemptRunner {
   private get tracer(): Tracer { return this.deps.tracer ?? NOOP_TRACER; }
 
   /**
-   * Runs one attempt. After a transient failure with attempts left, the claim is given back, so
-   * the next delivery (here or in another process) can take the request at once.
+   * Runs one attempt. After a transient failure with attempts left, or a hand-off, the claim is
+   * given back, so the next delivery (here or in another process) can take the request at once.
    */
   async run(record: RequestRecord, workerId: string, hooks: AttemptHooks = {}): Promise<AttemptResult> {
     const span = this.attemptSpan(record, workerId);
     try {
       const result = await this.attempt(record, workerId, { ...hooks, span });
       span.setAttributes({ 'sluice.result': result.kind });
-      if (result.kind === 'retry') await this.deps.store.renewClaim(record.id, workerId, record.attempt, 0);
+      if (result.kind === 'handoff') await this.deps.store.handBack(record.id, workerId, record.attempt);
+      else if (result.kind === 'retry') await this.deps.store.renewClaim(record.id, workerId, record.attempt, 0);
       return result;
     } catch (err) { span.fail(err); throw err; } finally { span.end(); }
   }
@@ -96,6 +101,9 @@ export class AttemptRunner {
     const onDisconnect = () => stop('disconnect');
     hooks.disconnect?.addEventListener('abort', onDisconnect, { once: true });
     if (hooks.disconnect?.aborted) stop('disconnect');
+    const onHandoff = () => stop('handoff');
+    hooks.handoff?.addEventListener('abort', onHandoff, { once: true });
+    if (hooks.handoff?.aborted) stop('handoff');
     const deadline = setTimeout(() => stop('timeout'), config.worker.requestTimeoutMs);
     const renew = setInterval(() => void this.renew(record, workerId, stop, hooks), Math.max(50, Math.floor(config.worker.claimMs / 3)));
 
@@ -159,13 +167,15 @@ export class AttemptRunner {
     } catch (err) {
       const reason = err instanceof Stop ? err.reason : abort.signal.reason instanceof Stop ? abort.signal.reason.reason : null;
       if (reason === 'lost') { logger.warn(where, 'claim lost; another worker owns this request now'); return { kind: 'lost' }; }
+      // Its tokens stay in the log; the next attempt starts with a restart event, as after a crash.
+      if (reason === 'handoff') { logger.info(where, 'shutting down: the request is handed to another process'); return { kind: 'handoff' }; }
       // The log already holds the request's terminal event: it was ended elsewhere (and settled first).
       if (err instanceof LogEndedError) { logger.warn(where, 'the request ended elsewhere; this attempt stops'); return { kind: 'finished' }; }
       if (reason === 'cancel' || reason === 'disconnect') return await this.end(record, this.cancelled(record, produced, output.text, true, cut('cancelled')), hooks);
       if (reason === 'timeout') return await this.end(record, this.failed(record, produced, output.text, 'SLUICE_ERR_MODEL_TIMEOUT', 'the request exceeded its deadline', cut('error')), hooks);
       const me = err instanceof ModelError ? err : new ModelError('transient', (err as Error).message, undefined, { cause: err });
       this.deps.metrics.attempts.inc({ outcome: me.kind });
-      if (me.kind === 'transient' && record.attempt < config.worker.maxAttempts) {
+      if (me.kind === 'transient' && record.attempt - record.handoffs < config.worker.maxAttempts) {
         logger.warn({ ...where, err: me.message }, 'transient model failure; will retry');
         return { kind: 'retry', error: me };
       }
@@ -175,6 +185,7 @@ export class AttemptRunner {
       clearTimeout(deadline);
       clearInterval(renew);
       hooks.disconnect?.removeEventListener('abort', onDisconnect);
+      hooks.handoff?.removeEventListener('abort', onHandoff);
       await control.close().catch(() => {});
     }
   }

@@ -50,6 +50,7 @@ export const catalogue = {
   SLUICE_ERR_RATE_LIMITED: { status: 429, type: 'rate_limit_error', message: 'Too many status requests' },
   SLUICE_ERR_TOO_MANY_CONNECTIONS: { status: 503, type: 'service_unavailable', message: 'Too many open connections from this client address' },
   SLUICE_ERR_QUEUE_FULL: { status: 503, type: 'service_unavailable', message: 'Queue is full, retry later' },
+  SLUICE_ERR_DRAINING: { status: 503, type: 'service_unavailable', message: 'This instance is shutting down; retry, and another instance will answer' },
   SLUICE_ERR_LIMITER_UNAVAILABLE: { status: 503, type: 'service_unavailable', message: 'Quota service unavailable' },
   SLUICE_ERR_UNAVAILABLE: { status: 503, type: 'service_unavailable', message: 'Service unavailable' },
   SLUICE_ERR_NOT_READY: { status: 503, type: 'service_unavailable', message: 'Not ready' },

@@ -34,7 +34,7 @@ export function createMetrics(opts: { spendUsers?: number } = {}) {
     registry,
     httpRequests: new Counter({ name: 'sluice_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['method', 'route', 'status'], registers }),
     httpDuration: new Histogram({ name: 'sluice_http_request_duration_seconds', help: 'HTTP time to response headers', labelNames: ['method', 'route'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers }),
-    queueDepth: new Gauge({ name: 'sluice_queue_depth', help: 'Jobs waiting in the queue (as last sampled)', registers }),
+    queueDepth: new Gauge({ name: 'sluice_queue_depth', help: 'Requests accepted and waiting for a worker: queued in the store as last sampled, plus the admissions of this process since', registers }),
     tokens: new Counter({ name: 'ml_tokens_processed_total', help: 'Tokens processed (prompt and completion) by settled requests', labelNames: ['model', 'kind'], registers }),
     ttft: new Histogram({ name: 'sluice_time_to_first_token_seconds', help: 'From acceptance to the first token or tool-call fragment appended', labelNames: ['mode'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers }),
     interToken: new Histogram({ name: 'sluice_inter_token_seconds', help: 'Gap between the tokens of one attempt: per read from the model after the first, the time since the previous read divided by the tokens and tool-call fragments it brought', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers }),

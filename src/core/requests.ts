@@ -20,6 +20,7 @@ import type { Logger } from './logger.ts';
 import type { ModelCatalog } from './model-catalog.ts';
 import { inSpan, NOOP_TRACER, type Tracer } from '../ports/tracer.ts';
 import { jitteredBackoff } from './backoff.ts';
+import type { Drain } from './drain.ts';
 
 export interface Submitted { record: RequestRecord; created: boolean; admitted: Admitted }
 
@@ -44,11 +45,14 @@ export class RequestService {
     models?: Pick<ModelCatalog, 'assertAvailable'>;
     crash?: (point: string) => void;
     tracer?: Tracer;
+    /** Refuses new submissions once this process drains, and hands direct-mode runs off (core/drain.ts). */
+    drain?: Drain;
   }) {}
 
   /** `traceparent`: the span of the HTTP request that submits (tracing on); the worker's spans join its trace. */
   async submit(principal: Principal, input: ChatInput, opts: { idempotencyKey?: string | undefined; mode: DeliveryMode; traceparent?: string | undefined }): Promise<Submitted> {
     const { store } = this.deps;
+    this.deps.drain?.assertAccepting();
     // Only a replay compares bodies, and only a request with an Idempotency-Key can be replayed.
     let id: string;
     let hash = '';
@@ -65,11 +69,19 @@ export class RequestService {
     if (opts.mode === 'direct') this.deps.models?.assertAvailable(input.model);
     const tracer = this.deps.tracer ?? NOOP_TRACER;
     const admitted = await inSpan(tracer, 'sluice.admission', { parent: opts.traceparent, attributes: { 'sluice.request_id': id, 'sluice.user': principal.userId } },
-      (span) => this.deps.admission.admit(principal, input, id, span.traceparent || undefined));
+      (span) => this.deps.admission.admit(principal, input, id, { queued: opts.mode === 'queued', traceparent: span.traceparent || undefined }));
     if (opts.traceparent && tracer.enabled) admitted.payload = { ...admitted.payload, traceparent: opts.traceparent };
-    const inserted = await this.insert(principal, id, input.model, admitted, { ...opts, bodyHash: hash }, input.stream);
+    let inserted: { record: RequestRecord; created: boolean };
+    try {
+      inserted = await this.insert(principal, id, input.model, admitted, { ...opts, bodyHash: hash }, input.stream);
+    } catch (err) {
+      // The queue place goes back either way: a row that exists after all is counted by the next sample.
+      admitted.slot?.release();
+      throw err;
+    }
     // A concurrent replay of the same key inserted first: the reservation (same id) is that request's.
-    if (!inserted.created) return this.replay(inserted.record, hash, principal);
+    if (!inserted.created) { admitted.slot?.release(); return this.replay(inserted.record, hash, principal); }
+    admitted.slot?.stored();
     this.deps.crash?.('after-insert');
     if (opts.mode === 'queued') await this.enqueue(inserted.record);
     return { record: inserted.record, created: true, admitted };
@@ -136,13 +148,21 @@ export class RequestService {
     throw new SluiceError('SLUICE_ERR_UNAVAILABLE', 'The embeddings request was taken over elsewhere; send it again');
   }
 
-  /** Publishes the job; on failure the row stays queued and the sweeper re-enqueues it. */
-  async enqueue(record: RequestRecord): Promise<void> {
+  /**
+   * Publishes the job and records that the queue confirmed it. On failure the row stays queued
+   * without a confirmed job, and the sweeper publishes it again.
+   */
+  async enqueue(record: RequestRecord, opts: { awaitRecord?: boolean } = {}): Promise<void> {
     try {
       await this.deps.queue.publish({ requestId: record.id, priority: record.priority, userId: record.userId });
     } catch (err) {
       this.deps.logger.error({ request_id: record.id, err }, 'queue publish failed; the sweeper will re-enqueue');
+      return;
     }
+    // A submission's answer need not wait for it. Unrecorded (a failure, a crash), the sweeper
+    // publishes the job once more after requeueAfterMs: a duplicate, which is harmless.
+    const recorded = this.deps.store.markPublished(record.id).catch((err: unknown) => this.deps.logger.warn({ request_id: record.id, err }, 'could not record the publish'));
+    if (opts.awaitRecord) await recorded;
   }
 
   private replay(existing: RequestRecord, hash: string, principal: Principal): Submitted {
@@ -180,14 +200,19 @@ export class RequestService {
 
   /**
    * Direct mode: this gateway runs the model itself (still logging events and settling once).
-   * `record` was inserted already claimed by this gateway (attempt 1); retries claim again.
+   * `record` was inserted already claimed by this gateway (attempt 1); retries claim again. When
+   * this process hands its work off (drain), the request goes to the queue, where a worker
+   * continues it: a direct request is accepted like a queued one, and is not lost either.
    */
   async runDirect(record: RequestRecord, disconnect: AbortSignal, onEvents?: (events: readonly LogEvent[]) => void | Promise<void>): Promise<void> {
     const { store, runner, config } = this.deps;
+    const handoff = this.deps.drain?.handoff;
     let attempt = record;
     for (;;) {
-      const result = await runner.run(attempt, this.gatewayId, { disconnect, ...(onEvents && { onEvents }) });
+      const result = await runner.run(attempt, this.gatewayId, { disconnect, ...(handoff && { handoff }), ...(onEvents && { onEvents }) });
+      if (result.kind === 'handoff') return await this.enqueue(attempt, { awaitRecord: true });
       if (result.kind !== 'retry') return;
+      if (handoff?.aborted) return await this.enqueue(attempt, { awaitRecord: true });
       await new Promise((r) => setTimeout(r, jitteredBackoff(attempt.attempt, config.worker.retryBaseMs)));
       const claim = await store.claimRequest(record.id, this.gatewayId, config.worker.claimMs);
       if (claim.state !== 'claimed') return;

@@ -1,8 +1,10 @@
 // The sweeper repairs what a crash can leave behind, so nothing accepted is lost and no
 // reservation leaks:
-// - a queued request whose job was never published (crash between insert and publish) or whose
-//   job died with a non-durable queue is published again (workers claim by id: duplicates are harmless);
-// - a running request whose worker's claim expired is published again (a new attempt);
+// - a request whose job is lost is published again: a queued request whose job the queue never
+//   confirmed (the publish failed, or its gateway died between insert and publish), or a running
+//   one whose claim expired and that never had a job (direct mode: its gateway died). A request
+//   whose job the queue confirmed is left alone however long it waits: the broker holds the job
+//   durably and redelivers it if a worker dies (see Store.markPublished and docs/operations.md);
 // - a reservation past its deadline is settled from the stored outcome, released if its request
 //   never reached the store, or extended while its request is still alive;
 // - a reservation left open by a worker that died between ending its request and settling the
@@ -21,8 +23,6 @@ const BATCH = 500;
 export class Sweeper {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<unknown> | null = null;
-  /** When this process last re-published a request, so a long queue is not flooded with duplicates. */
-  private readonly republished = new Map<string, number>();
 
   constructor(private readonly deps: {
     config: Config; store: Store; queue: Queue; limiter: Limiter; ledger: Ledger; logger: Logger; metrics: Metrics; now: () => number;
@@ -47,20 +47,24 @@ export class Sweeper {
     return { requeued, ...await this.reclaimReservations() };
   }
 
+  /** Publishes the jobs that are lost (see the header); workers claim by id, so a duplicate is harmless. */
   private async requeue(): Promise<number> {
-    const { store, queue, config, now, metrics } = this.deps;
-    const t = now();
-    const stale = await store.listUnfinished({ createdBefore: new Date(t - config.requeueAfterMs), limit: BATCH });
+    const { store, queue, config, now, metrics, logger } = this.deps;
+    const lost = await store.listUnpublished({ createdBefore: new Date(now() - config.requeueAfterMs), limit: BATCH });
     let n = 0;
-    for (const r of stale) {
-      const orphaned = r.status === 'queued' || (r.claimExpiresAt !== null && r.claimExpiresAt.getTime() < t);
-      if (!orphaned || (this.republished.get(r.id) ?? 0) > t - config.requeueAfterMs) continue;
-      await queue.publish({ requestId: r.id, priority: r.priority, userId: r.userId });
-      this.republished.set(r.id, t);
+    for (const r of lost) {
+      try {
+        await queue.publish({ requestId: r.id, priority: r.priority, userId: r.userId });
+      } catch (err) {
+        // The queue is out: the rest wait for a later sweep; the reservations still get theirs.
+        logger.warn({ request_id: r.id, err }, 'could not publish a lost job; retrying on the next sweep');
+        break;
+      }
+      await store.markPublished(r.id);
       metrics.sweeperActions.inc({ action: r.status === 'queued' ? 'requeue_queued' : 'requeue_orphaned' });
+      logger.info({ request_id: r.id, status: r.status, mode: r.mode }, 'published the job of a request whose job was lost');
       n++;
     }
-    for (const [id, at] of this.republished) if (at < t - 10 * config.requeueAfterMs) this.republished.delete(id);
     return n;
   }
 
@@ -131,7 +135,10 @@ export class Sweeper {
     const unfinished = await store.listUnfinished({ limit: 1_000_000 });
     let restoredUsers = 0;
     if (opts.rebuildLimiter) restoredUsers = await this.rebuildLimiter(unfinished);
-    for (const r of unfinished) await queue.publish({ requestId: r.id, priority: r.priority, userId: r.userId });
+    for (const r of unfinished) {
+      await queue.publish({ requestId: r.id, priority: r.priority, userId: r.userId });
+      await store.markPublished(r.id);
+    }
     if (unfinished.length) logger.info({ requeued: unfinished.length }, 'recovered unfinished requests');
     return { requeued: unfinished.length, restoredUsers };
   }

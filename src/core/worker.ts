@@ -8,6 +8,10 @@
 // while other jobs wait; the share is concurrency / users whose jobs reached this worker lately.
 // The deferred job goes to the back of its priority, so other users' jobs behind it get the slot.
 // A user alone keeps every slot (share = concurrency), and nothing is deferred with an empty queue.
+//
+// Draining (SIGTERM): pause() takes no new job while the running ones go on; idle() waits for
+// them; handOff() stops those still running, each giving its claim back and leaving its delivery
+// unsettled, so stop() returns the jobs to the queue and another worker continues them at once.
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config.ts';
 import type { Consumer, Delivery, Queue } from '../ports/queue.ts';
@@ -15,6 +19,7 @@ import type { RequestRecord, Store } from '../ports/store.ts';
 import type { AttemptRunner } from './attempt-runner.ts';
 import type { Ledger } from './ledger.ts';
 import { jitteredBackoff } from './backoff.ts';
+import { settledWithin } from './drain.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 
@@ -25,15 +30,35 @@ export class Worker {
   private readonly holding = new Map<string, number>();
   /** userId -> when one of its jobs last reached this worker (the users sharing the slots). */
   private readonly lastSeen = new Map<string, number>();
+  /** Deliveries being handled now. */
+  private readonly running = new Set<Promise<void>>();
+  private readonly handoff = new AbortController();
 
   constructor(private readonly deps: { config: Config; store: Store; queue: Queue; runner: AttemptRunner; ledger: Ledger; logger: Logger; metrics?: Metrics; now: () => number }) {}
 
   async start(): Promise<void> {
-    this.consumer = await this.deps.queue.consume((d) => this.handle(d), { concurrency: this.deps.config.worker.concurrency });
+    this.consumer = await this.deps.queue.consume((d) => this.track(this.handle(d)), { concurrency: this.deps.config.worker.concurrency });
     this.deps.logger.info({ worker: this.id, concurrency: this.deps.config.worker.concurrency }, 'worker consuming');
   }
 
   async stop(): Promise<void> { await this.consumer?.close(); this.consumer = null; }
+
+  /** Takes no new job; the running ones go on. */
+  async pause(): Promise<void> { await this.consumer?.pause(); }
+
+  /** Resolves true once no job is being handled here, false after `ms`. */
+  idle(ms: number): Promise<boolean> { return settledWithin(this.running, ms); }
+
+  /** Running attempts stop and give their claims back; their jobs return to the queue on stop(). */
+  handOff(): void { this.handoff.abort(); }
+
+  /** Jobs being handled now. */
+  get active(): number { return this.running.size; }
+
+  private track(work: Promise<void>): Promise<void> {
+    this.running.add(work);
+    return work.finally(() => this.running.delete(work));
+  }
 
   async handle(d: Delivery): Promise<void> {
     const userId = d.job.userId;
@@ -84,12 +109,15 @@ export class Worker {
       if (claim.state === 'terminal') { await this.recoverEnded(claim.record); return await d.ack(); }
       if (claim.state === 'busy') return await d.retry(Math.max(50, claim.until - this.deps.now() + 50));
       const record = claim.record;
-      if (record.attempt > config.worker.maxAttempts) {
+      // Attempts a draining process handed back do not count.
+      if (record.attempt - record.handoffs > config.worker.maxAttempts) {
         await runner.end(record, runner.failed(record, 0, '', 'SLUICE_ERR_DEAD_LETTERED', `gave up after ${config.worker.maxAttempts} attempts`));
         this.deps.metrics?.deadLetters.inc();
         return await d.deadLetter('max attempts reached');
       }
-      const result = await runner.run(record, this.id, { onRenew: () => d.heartbeat() });
+      const result = await runner.run(record, this.id, { onRenew: () => d.heartbeat(), handoff: this.handoff.signal });
+      // Unsettled: the consumer's close hands the job back for immediate redelivery elsewhere.
+      if (result.kind === 'handoff') return;
       if (result.kind !== 'retry') return await d.ack();
       await d.retry(jitteredBackoff(record.attempt, config.worker.retryBaseMs));
     } catch (err) {

@@ -7,6 +7,7 @@ import { isTerminal, type LogEvent } from '../ports/bus.ts';
 import { isEnded, type RequestRecord } from '../ports/store.ts';
 import { endingOf, terminalEvent } from '../core/attempt-runner.ts';
 import { followEventRuns, LOG_PAGE, readAll } from '../core/event-follow.ts';
+import { drainingError } from '../core/drain.ts';
 import { SluiceError } from '../core/errors.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
 import { nativeSseText, OpenAIChunks, outputChoices, requestView } from './render.ts';
@@ -14,7 +15,8 @@ import type { FastifyReply } from 'fastify';
 import { SseStream } from './sse.ts';
 import { noteResponse, noteTerminal } from './access-log.ts';
 
-export type DeliveryEnd = 'terminal' | 'aborted' | 'stored';
+/** 'handoff': this process is shutting down and stopped delivering; the listener resumes elsewhere. */
+export type DeliveryEnd = 'terminal' | 'aborted' | 'stored' | 'handoff';
 
 export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, afterSeq: number, signal: AbortSignal, sink: EventSink): Promise<DeliveryEnd> {
   const { bus, runner } = deps;
@@ -28,9 +30,12 @@ export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, af
   }, Math.max(1000, deps.config.sse.pingMs));
   watchdog.unref();
   try {
-    const end = await followEventRuns(bus, record.id, afterSeq, sink, { signal: AbortSignal.any([signal, gone.signal]) });
+    const handoff = deps.drain.handoff;
+    const end = await followEventRuns(bus, record.id, afterSeq, sink, { signal: AbortSignal.any([signal, gone.signal, handoff]) });
     if (end === 'terminal') return 'terminal';
-    return gone.signal.aborted && !signal.aborted ? 'stored' : 'aborted';
+    if (signal.aborted) return 'aborted';
+    if (gone.signal.aborted) return 'stored';
+    return handoff.aborted ? 'handoff' : 'aborted';
   } finally {
     clearInterval(watchdog);
   }
@@ -102,6 +107,8 @@ export function directSource(deps: GatewayDeps, record: RequestRecord): EventSou
     });
     if (ended) return 'terminal';
     if (signal.aborted) return 'aborted';
+    // Handed to the queue (drain): the listener follows the log on another instance.
+    if (deps.drain.handoff.aborted) return 'handoff';
     return deliverEvents(deps, (await deps.store.getRequest(record.id)) ?? record, last, signal, sink);
   };
 }
@@ -128,7 +135,7 @@ export async function withSse(deps: GatewayDeps, reply: FastifyReply, headers: R
   try { await fn(sse); } finally { deps.metrics.activeStreams.dec(); }
 }
 
-/** Native SSE: connected, then token/restart/completed/error events. */
+/** Native SSE: connected, then token/restart/completed/error events. Handed off, the stream just ends: EventSource reconnects with Last-Event-ID. */
 export async function streamNative(deps: GatewayDeps, sse: SseStream, record: RequestRecord, afterSeq: number, source: EventSource = logSource(deps, record, afterSeq)): Promise<void> {
   await sse.send({ event: 'connected', data: JSON.stringify({ request_id: record.id, model: record.model, status: record.status, resumed_after: afterSeq }) });
   const end = await source(sse.signal, (events) => { noteTerminal(sse.response, events); return sse.sendText(nativeSseText(record.id, events)); });
@@ -140,7 +147,17 @@ export async function streamNative(deps: GatewayDeps, sse: SseStream, record: Re
 export async function streamOpenAI(deps: GatewayDeps, sse: SseStream, record: RequestRecord, afterSeq: number, opts: { includeUsage: boolean; object?: 'chat.completion.chunk' | 'text_completion'; source?: EventSource }): Promise<void> {
   const chunks = new OpenAIChunks(record.id, record.model, opts.includeUsage, opts.object);
   const source = opts.source ?? logSource(deps, record, afterSeq);
-  const end = await source(sse.signal, (events) => { noteTerminal(sse.response, events); return sse.sendText(chunks.sseText(events)); });
+  let last = afterSeq;
+  const end = await source(sse.signal, (events) => {
+    last = events.at(-1)?.seq ?? last;
+    noteTerminal(sse.response, events);
+    return sse.sendText(chunks.sseText(events));
+  });
+  if (end === 'handoff') {
+    // OpenAI clients do not reconnect: an error they raise beats a stream that looks complete.
+    const err = drainingError(`This instance is shutting down; request ${record.id} goes on elsewhere: resume at /v1/requests/${record.id}/events?format=openai with Last-Event-ID: ${last}`);
+    await sse.send({ data: JSON.stringify(err.toJSON()) });
+  }
   if (end === 'stored') {
     const r = await deps.store.getRequest(record.id);
     // The log expired: the whole stored answer, each choice's text as one chunk and each tool call whole, then the end.

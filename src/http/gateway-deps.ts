@@ -1,6 +1,7 @@
 // What the gateway's routes need, wired once in app.ts.
 import type { Config } from '../config.ts';
 import type { AttemptRunner } from '../core/attempt-runner.ts';
+import type { Drain } from '../core/drain.ts';
 import type { Authenticator } from '../core/auth.ts';
 import type { Logger } from '../core/logger.ts';
 import type { Metrics } from '../core/metrics.ts';
@@ -23,6 +24,8 @@ export interface GatewayDeps {
   runner: AttemptRunner;
   leases: StreamLeases;
   models: ModelCatalog;
+  /** Whether this process drains (refuse new work) and when it hands its streams off. */
+  drain: Drain;
   readiness(): Promise<{ ok: boolean; checks: Record<string, string>; deployments?: Record<string, unknown> }>;
   now(): number;
 }

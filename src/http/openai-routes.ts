@@ -8,7 +8,8 @@ import { SluiceError, catalogue, type ErrorCode } from '../core/errors.ts';
 import { mayUse } from '../core/model-access.ts';
 import { usageOf } from '../core/ledger.ts';
 import type { Lease } from '../core/stream-leases.ts';
-import type { DeliveryMode, RequestRecord } from '../ports/store.ts';
+import { isEnded, type DeliveryMode, type RequestRecord } from '../ports/store.ts';
+import { drainingError } from '../core/drain.ts';
 import { awaitEnd, directSource, logSource, streamNative, streamOpenAI, withSse, type EventSource } from './delivery.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
 import { noteResponse } from './access-log.ts';
@@ -75,6 +76,9 @@ async function respond(deps: GatewayDeps, req: FastifyRequest, reply: FastifyRep
     }
     const done = await awaitEnd(deps, s.record, clientGone(reply), s.source);
     reply.headers(s.headers);
+    if (!isEnded(done) && deps.drain.handoff.aborted) {
+      throw drainingError(`This instance is shutting down; request ${done.id} goes on elsewhere: read its result at /v1/requests/${done.id}`);
+    }
     noteResponse(reply.raw, { usage: usageOf(done.promptTokens, done.completionTokens ?? 0) });
     if (done.status === 'completed') return reply.send(completionBody(done, kind));
     const code = done.error?.code ?? '';

@@ -4,6 +4,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import websocket from '@fastify/websocket';
 import type { Config } from '../config.ts';
 import { Authenticator, type Principal } from '../core/auth.ts';
+import { drainingError } from '../core/drain.ts';
 import { SluiceError, isSluiceError } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
 import type { Metrics } from '../core/metrics.ts';
@@ -84,6 +85,28 @@ const quietRequests = () => new LogController({ disableRequestLogging: true });
 /** checks: each dependency 'ok' or not; deployments: each model deployment's state and load (model routers). */
 type Readiness = () => Promise<{ ok: boolean; checks: Record<string, string>; deployments?: Record<string, unknown> }>;
 
+const OPS_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
+
+/**
+ * Draining (core/drain.ts): every API request is refused with 503 SLUICE_ERR_DRAINING and
+ * Retry-After, on a connection that then closes (the client reconnects, through its load balancer,
+ * to another instance); probes and metrics still answer. Until then, each response is tracked, so
+ * the drain can wait for the ones being served. WebSockets are not waited for: the hand-off closes
+ * them with 1012 (they resume with `after`).
+ */
+function registerDrain(app: FastifyInstance, drain: GatewayDeps['drain']): void {
+  app.addHook('onRequest', async (req, reply) => {
+    if (OPS_ROUTES.has(req.routeOptions.url ?? '')) return;
+    if (drain.draining) {
+      reply.header('connection', 'close');
+      return sendError(reply, drainingError());
+    }
+    if (req.ws) return;
+    const res = reply.raw;
+    drain.track(new Promise((resolve) => { res.once('close', resolve); }));
+  });
+}
+
 /** Probes and metrics: every role serves these, so workers and ledgers are scraped and probed too. */
 function registerOpsRoutes(app: FastifyInstance, deps: { metrics: Metrics; readiness: Readiness }): void {
   app.get('/healthz', async () => ({ status: 'ok' }));
@@ -146,6 +169,7 @@ export async function buildServer(deps: GatewayDeps & { config: Config; auth: Au
   registerTracing(app, deps.tracer ?? NOOP_TRACER);
   // Before authentication: a preflight carries no key.
   registerCors(app, config.corsOrigins);
+  registerDrain(app, deps.drain);
   app.addHook('onRequest', async (req) => {
     const level = req.routeOptions.config.auth ?? 'none';
     if (level === 'none') return;

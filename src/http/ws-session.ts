@@ -21,6 +21,8 @@ import { parseWsMessage, type IncomingMessage, type MessageRef, type SubmitMessa
 export const CLOSE_POLICY = 1008;
 export const CLOSE_SLOW = 1013;
 export const CLOSE_UNAUTHORIZED = 4401;
+/** The gateway is shutting down (drain): reconnect, to another instance, and resume with `after`. */
+export const CLOSE_RESTART = 1012;
 
 /** A flooding socket is closed after this many times its burst of refused messages. */
 const STRIKES_PER_BURST = 10;
@@ -72,7 +74,8 @@ export class WsSession {
 
   /** Starts serving; `presentedKey` is the key from a header or ?api_key=, null to wait for an auth message. */
   open(presentedKey: string | null): void {
-    this.socket.on('close', () => this.release());
+    const off = this.deps.drain.onHandoff(() => this.closeFor(CLOSE_RESTART, 'server shutting down: reconnect and resume with after = the last sequence received', 'drain'));
+    this.socket.on('close', () => { off(); this.release(); });
     this.socket.on('message', (data, isBinary) => this.receive(data, isBinary));
     if (presentedKey !== null) {
       this.authenticating = this.authenticate(presentedKey);

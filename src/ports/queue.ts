@@ -30,6 +30,8 @@ export interface ConsumeOptions {
 }
 
 export interface Consumer {
+  /** Stops taking new jobs; the deliveries in flight go on and are settled as usual (draining). */
+  pause(): Promise<void>;
   /** Stops taking jobs; jobs in flight and not acked are redelivered to another consumer. */
   close(): Promise<void>;
 }

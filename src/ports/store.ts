@@ -86,6 +86,10 @@ export interface RequestRecord extends NewRequest {
   cancelRequested: boolean;
   /** Until when the current worker's claim holds (running requests); null when never claimed. */
   claimExpiresAt: Date | null;
+  /** When the queue last confirmed a job for this request; null while none was (see markPublished). */
+  publishedAt: Date | null;
+  /** Attempts handed back by a draining process (handBack): they do not count toward the maximum. */
+  handoffs: number;
   createdAt: Date; startedAt: Date | null; completedAt: Date | null;
 }
 
@@ -168,6 +172,11 @@ export interface Store {
   claimRequest(id: string, workerId: string, claimMs: number): Promise<ClaimResult>;
   /** Extends the claim; false if this worker/attempt no longer holds it (stop working). */
   renewClaim(id: string, workerId: string, attempt: number, claimMs: number): Promise<boolean>;
+  /**
+   * Gives the claim back at once without spending the attempt (a draining process stops it): the
+   * request stays running for the next claim, and `handoffs` counts it. False if not held.
+   */
+  handBack(id: string, workerId: string, attempt: number): Promise<boolean>;
   /** Expires every claim now (embedded start-up: the previous process is dead). */
   releaseAllClaims(): Promise<number>;
   /** Records that a cancel was asked for; null if the request does not exist. */
@@ -181,6 +190,16 @@ export interface Store {
   listUnfinished(opts: { createdBefore?: Date; limit: number }): Promise<RequestRecord[]>;
   /** When the oldest request still `queued` (no worker started it) was created; null when none is (queue age). */
   oldestQueuedAt(): Promise<Date | null>;
+  /** Records that the queue confirmed a job for the request (the broker holds it from now on). */
+  markPublished(id: string): Promise<void>;
+  /**
+   * Unfinished requests created before `createdBefore` for which no job was ever confirmed and
+   * none runs: queued ones, and running ones whose claim has expired. Oldest first. These are the
+   * requests whose job is lost (the sweeper publishes them).
+   */
+  listUnpublished(opts: { createdBefore: Date; limit: number }): Promise<RequestRecord[]>;
+  /** Requests waiting for a worker: queued and no cancel asked for (the true queue depth). */
+  countQueued(): Promise<number>;
   listRequests(opts: { userId?: string; status?: RequestStatus; limit: number }): Promise<RequestRecord[]>;
 
   /** Sum of charged requests and tokens settled for the user with settledAt in [from, to). */

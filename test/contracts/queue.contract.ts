@@ -133,6 +133,30 @@ export function queueContract(name: string, factory: HarnessFactory, suite: { sk
       assert.equal(first.seen.length + second.seen.length, 2);
     }));
 
+    it('a paused consumer takes no new job, still settles the ones in flight, and its unsettled ones return on close', () => withHarness(factory, async (h) => {
+      const [q1, q2] = [await h.open(), await h.open()];
+      const first = recorder();
+      const c1 = await q1.consume(first.handler, { concurrency: 4 });
+      await q1.publish({ requestId: 'kept', priority: 4 });
+      await q1.publish({ requestId: 'handed-back', priority: 4 });
+      await first.wait(2);
+      await c1.pause();
+      const kept = first.seen.find((s) => s.d.job.requestId === 'kept')!.d;
+      await kept.ack(); // settled after the pause: never delivered again
+      await q1.publish({ requestId: 'later', priority: 4 });
+      await sleep(200);
+      assert.equal(first.seen.length, 2, 'nothing new reaches a paused consumer');
+      // The unsettled one may come back before the close where the broker has an ack deadline (NATS ack_wait).
+      const second = recorder();
+      await q2.consume(async (d) => { await second.handler(d); await d.ack(); }, { concurrency: 4 });
+      await second.wait(1, 'the job published after the pause');
+      await c1.close(); // the unsettled one goes back to the queue
+      await second.wait(2, 'the unsettled job of the paused consumer');
+      await sleep(300);
+      assert.deepEqual(second.seen.map((x) => x.d.job.requestId).sort(), ['handed-back', 'later']);
+      assert.equal(first.seen.length, 2);
+    }));
+
     it('redelivers the jobs of a crashed connection', async (t) => {
       const probe = await factory();
       if (!probe.crash) { await probe.cleanup(); t.skip('no separate connection to crash in this adapter'); return; }

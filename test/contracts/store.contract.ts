@@ -293,6 +293,65 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
       });
     });
 
+    describe('published jobs and the queue depth', () => {
+      it('a new request has no confirmed job; markPublished stamps one', async () => {
+        const r = await queued();
+        assert.equal(r.publishedAt, null);
+        assert.equal((await store.getRequest(r.id))?.publishedAt, null);
+        const before = Date.now();
+        await Promise.all([store.markPublished(r.id), store.markPublished(r.id)]);
+        const at = (await store.getRequest(r.id))?.publishedAt;
+        assert.ok(at instanceof Date);
+        assert.ok(Math.abs(at.getTime() - before) < 60_000);
+        await store.markPublished(randomUUID()); // an unknown id is no error
+      });
+
+      it('lists the requests whose job is lost: never published and not held by a live claim', async () => {
+        const published = await queued();
+        await store.markPublished(published.id);
+        const lost = await queued();
+        const running = await queued();
+        await store.claimRequest(running.id, 'w-live', 60_000);
+        const orphan = (await store.insertRequest(newRequest({ mode: 'direct' }), { workerId: 'gw-dead', claimMs: 1 })).record;
+        const ended = await queued();
+        await store.finishRequest(ended.id, outcome({ status: 'cancelled', chargedTokens: 0, chargedRequests: 0 }));
+        await sleep(20);
+        const ours = new Set([published.id, lost.id, running.id, orphan.id, ended.id]);
+        const listed = (await store.listUnpublished({ createdBefore: new Date(Date.now() + 1000), limit: 10_000 })).filter((r) => ours.has(r.id));
+        assert.deepEqual(listed.map((r) => r.id).sort(), [lost.id, orphan.id].sort());
+        assert.equal((await store.listUnpublished({ createdBefore: new Date(lost.createdAt.getTime() - 60_000), limit: 10_000 })).some((r) => ours.has(r.id)), false, 'only those created before the horizon');
+      });
+
+      it('handBack gives the claim back at once and counts a hand-off; only the holder of the attempt can', async () => {
+        const r = await queued();
+        assert.equal(r.handoffs, 0);
+        await store.claimRequest(r.id, 'w-draining', 60_000);
+        assert.equal(await store.handBack(r.id, 'w-other', 1), false);
+        assert.equal(await store.handBack(r.id, 'w-draining', 2), false);
+        assert.equal(await store.handBack(r.id, 'w-draining', 1), true);
+        const back = (await store.getRequest(r.id))!;
+        assert.equal(back.status, 'running');
+        assert.equal(back.handoffs, 1);
+        assert.ok(back.claimExpiresAt!.getTime() <= Date.now() + 5);
+        const next = await store.claimRequest(r.id, 'w-next', 60_000);
+        assert.equal(next.state, 'claimed', 'another worker takes it at once');
+        assert.ok(next.state === 'claimed' && next.record.attempt === 2 && next.record.handoffs === 1);
+      });
+
+      it('counts queued requests, not running, ended or cancel-requested ones', async () => {
+        const base = await store.countQueued();
+        const a = await queued();
+        await queued();
+        const c = await queued();
+        assert.equal(await store.countQueued(), base + 3);
+        await store.claimRequest(a.id, 'w', 60_000);
+        await store.requestCancel(c.id);
+        assert.equal(await store.countQueued(), base + 1);
+        await store.finishRequest(c.id, outcome({ status: 'cancelled', chargedTokens: 0, chargedRequests: 0 }));
+        assert.equal(await store.countQueued(), base + 1);
+      });
+    });
+
     describe('claims', () => {
       it('claims a queued request: running, attempt 1, claim held for claimMs', async () => {
         const r = await queued();

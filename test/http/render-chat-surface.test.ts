@@ -154,7 +154,7 @@ function record(over: Partial<RequestRecord> = {}): RequestRecord {
     id: 'r9', userId: 'u', keyId: null, model: 'm', mode: 'queued', payload: { messages: [{ role: 'user', content: 'q' }], maxTokens: 20 },
     priority: 0, idempotencyKey: null, bodyHash: '', estimatedTokens: 30, promptTokens: 10,
     status: 'completed', attempt: 1, result: '', output, finishReason: 'tool_calls', completionTokens: 12, error: null,
-    cancelRequested: false, claimExpiresAt: null, createdAt: at, startedAt: at, completedAt: at, ...over,
+    cancelRequested: false, claimExpiresAt: null, publishedAt: at, handoffs: 0, createdAt: at, startedAt: at, completedAt: at, ...over,
   };
 }
 

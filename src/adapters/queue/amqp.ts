@@ -214,20 +214,30 @@ class AmqpConsumer implements Consumer {
   /** The channel deliveries arrive on; undefined while disconnected or after close. */
   channel: Channel | undefined;
   private closed = false;
+  private paused = false;
   private startedOn: ChannelModel | undefined;
+  private consumerTag: string | undefined;
 
   constructor(private readonly queue: AmqpQueue, private readonly handler: Handler, private readonly concurrency: number) {}
 
   async start(conn: ChannelModel): Promise<void> {
     // consume() and a reconnect may both start this consumer on the same connection.
-    if (this.closed || this.startedOn === conn) return;
+    if (this.closed || this.paused || this.startedOn === conn) return;
     this.startedOn = conn;
     const ch = await conn.createChannel();
     ch.on('error', noop);
     ch.on('close', () => { if (this.channel === ch) this.channel = undefined; });
     await ch.prefetch(this.concurrency);
     this.channel = ch;
-    await ch.consume(this.queue.name, (msg) => { if (msg) this.receive(ch, msg); }, { noAck: false });
+    this.consumerTag = (await ch.consume(this.queue.name, (msg) => { if (msg) this.receive(ch, msg); }, { noAck: false })).consumerTag;
+  }
+
+  /** basic.cancel: the broker sends nothing more, and the unacked deliveries stay settleable on the channel. */
+  async pause(): Promise<void> {
+    if (this.paused || this.closed) return;
+    this.paused = true;
+    const [ch, tag] = [this.channel, this.consumerTag];
+    if (ch && tag) await ch.cancel(tag).catch(noop);
   }
 
   async close(): Promise<void> {

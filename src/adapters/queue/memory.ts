@@ -86,9 +86,12 @@ type Handler = (d: Delivery) => Promise<void>;
 class MemoryConsumer implements Consumer {
   readonly inFlight = new Set<MemoryDelivery>();
   closed = false;
+  paused = false;
   constructor(readonly queue: MemoryQueue, readonly handler: Handler, readonly concurrency: number) {}
 
-  get hasRoom(): boolean { return !this.closed && this.inFlight.size < this.concurrency; }
+  get hasRoom(): boolean { return !this.closed && !this.paused && this.inFlight.size < this.concurrency; }
+
+  async pause(): Promise<void> { this.paused = true; }
 
   async close(): Promise<void> {
     if (this.closed) return;

@@ -248,6 +248,7 @@ export class NatsQueue implements Queue {
 class NatsConsumer implements Consumer {
   private readonly inFlight = new Set<NatsDelivery>();
   private stopped = false;
+  private paused = false;
   private wakeUp: (() => void) | undefined;
   private loop: Promise<void> = Promise.resolve();
 
@@ -262,6 +263,13 @@ class NatsConsumer implements Consumer {
     this.stopped = true;
     this.queue.forget(this);
     this.wake();
+  }
+
+  /** Stops pulling; the deliveries in flight stay settleable (the connection stays open). */
+  async pause(): Promise<void> {
+    this.paused = true;
+    this.wake();
+    await this.loop;
   }
 
   async close(): Promise<void> {
@@ -279,7 +287,7 @@ class NatsConsumer implements Consumer {
   }
 
   private async run(): Promise<void> {
-    while (!this.stopped) {
+    while (!this.stopped && !this.paused) {
       if (this.inFlight.size >= this.concurrency) { await this.idle(60_000); continue; }
       const rings = this.queue.rings;
       let msg: Msg | undefined;
@@ -289,7 +297,7 @@ class NatsConsumer implements Consumer {
       }
       if (msg) {
         const delivery = NatsDelivery.from(this.queue, this, msg);
-        if (this.stopped) { await delivery.abandon(); return; }
+        if (this.stopped || this.paused) { await delivery.abandon(); return; }
         if (delivery.job.requestId === '') { void delivery.deadLetter('unreadable job').catch(noop); continue; }
         this.inFlight.add(delivery);
         void runHandler(this.handler, delivery);

@@ -144,6 +144,7 @@ function toRequest(r: Row): RequestRecord {
     finishReason: strOrNull(r.finish_reason) as FinishReason | null, completionTokens: numOrNull(r.completion_tokens),
     error: r.error === null || r.error === undefined ? null : json<RequestError>(r.error),
     cancelRequested: r.cancel_requested === true, claimExpiresAt: dateOrNull(r.claim_expires_at),
+    publishedAt: dateOrNull(r.published_at), handoffs: num(r.handoffs ?? 0),
     createdAt: date(r.created_at), startedAt: dateOrNull(r.started_at), completedAt: dateOrNull(r.completed_at),
   };
 }
@@ -175,6 +176,7 @@ const NOT_ENDED = `r.status NOT IN ('completed', 'failed', 'cancelled')`;
 interface InsertCall { r: NewRequest; claim: InsertClaim | undefined }
 interface ClaimCall { id: string; workerId: string; claimMs: number }
 interface FinishCall { id: string; o: Outcome }
+interface PublishedCall { id: string }
 /** An interval of `expr` milliseconds (a parameter like `$4`, or a column). */
 const ms = (expr: string): string => `(${expr}::double precision * interval '1 millisecond')`;
 
@@ -190,12 +192,14 @@ export class SqlStore implements Store {
   private readonly inserts: Batcher<InsertCall, Row | null>;
   private readonly claims: Batcher<ClaimCall, Row | null>;
   private readonly finishes: Batcher<FinishCall, boolean>;
+  private readonly publishes: Batcher<PublishedCall, void>;
 
   constructor(private readonly db: SqlClient) {
     const common = { inFlight: db.parallelism, retryAlone: (e: unknown) => !isSluiceError(e, 'SLUICE_ERR_UNAVAILABLE') };
     this.inserts = new Batcher({ ...common, key: (c) => c.r.id, many: (calls) => this.insertMany(calls) });
     this.claims = new Batcher({ ...common, key: (c) => c.id, many: (calls) => this.claimMany(calls) });
     this.finishes = new Batcher({ ...common, key: (c) => c.id, many: (calls) => this.finishMany(calls) });
+    this.publishes = new Batcher({ ...common, key: (c) => c.id, many: (calls) => this.markPublishedMany(calls) });
   }
 
   private async q(sql: string, params: readonly unknown[] = []): Promise<Row[]> {
@@ -329,7 +333,7 @@ export class SqlStore implements Store {
         created: true,
         record: {
           ...r, status: claim ? 'running' : 'queued', attempt: claim ? 1 : 0, result: null, output: null, finishReason: null, completionTokens: null,
-          error: null, cancelRequested: false, claimExpiresAt: dateOrNull(inserted.claim_expires_at),
+          error: null, cancelRequested: false, claimExpiresAt: dateOrNull(inserted.claim_expires_at), publishedAt: null, handoffs: 0,
           createdAt: date(inserted.created_at), startedAt: dateOrNull(inserted.started_at), completedAt: null,
         },
       };
@@ -370,6 +374,16 @@ export class SqlStore implements Store {
        WHERE request_id = $1 AND status = 'running' AND claimed_by = $2 AND attempt = $3
        RETURNING request_id`,
       [id, workerId, attempt, claimMs],
+    );
+    return rows.length > 0;
+  }
+
+  async handBack(id: string, workerId: string, attempt: number): Promise<boolean> {
+    const rows = await this.q(
+      `UPDATE requests SET claim_expires_at = now(), handoffs = handoffs + 1
+       WHERE request_id = $1 AND status = 'running' AND claimed_by = $2 AND attempt = $3
+       RETURNING request_id`,
+      [id, workerId, attempt],
     );
     return rows.length > 0;
   }
@@ -477,6 +491,13 @@ export class SqlStore implements Store {
     return calls.map((c) => done.has(c.id));
   }
 
+  /** Stamps published_at on each row (an ended row too: harmless, and no status read is needed). */
+  private async markPublishedMany(calls: readonly PublishedCall[]): Promise<void[]> {
+    await this.q(`UPDATE requests SET published_at = now() WHERE request_id = ANY (ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))`,
+      [JSON.stringify(calls.map((c) => c.id))]);
+    return calls.map(() => undefined);
+  }
+
   async listUnfinished(opts: { createdBefore?: Date; limit: number }): Promise<RequestRecord[]> {
     const rows = await this.q(
       `SELECT * FROM requests
@@ -492,6 +513,26 @@ export class SqlStore implements Store {
     const row = await this.one(`SELECT MIN(created_at) AS oldest FROM requests WHERE ${UNFINISHED} AND status = 'queued'`);
     const oldest = row?.oldest;
     return oldest === null || oldest === undefined ? null : new Date(oldest as string | Date);
+  }
+
+  async markPublished(id: string): Promise<void> {
+    return this.publishes.run({ id });
+  }
+
+  async listUnpublished(opts: { createdBefore: Date; limit: number }): Promise<RequestRecord[]> {
+    const rows = await this.q(
+      `SELECT * FROM requests
+       WHERE ${UNFINISHED} AND created_at < $1::timestamptz AND published_at IS NULL
+         AND (status = 'queued' OR claim_expires_at IS NULL OR claim_expires_at <= now())
+       ORDER BY created_at, request_id LIMIT $2::int`,
+      [opts.createdBefore.toISOString(), opts.limit],
+    );
+    return rows.map(toRequest);
+  }
+
+  async countQueued(): Promise<number> {
+    const row = await this.one(`SELECT count(*)::int AS n FROM requests WHERE ${UNFINISHED} AND status = 'queued' AND NOT cancel_requested`);
+    return num(row?.n ?? 0);
   }
 
   /** Newest first: this is the admin's view of recent traffic. */
