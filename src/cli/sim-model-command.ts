@@ -1,5 +1,5 @@
 // `sluice sim-model`: a standalone OpenAI-compatible simulated model server.
-import { flags } from './main.ts';
+import { flags } from './flags.ts';
 import { startSimModelServer } from './sim-model.ts';
 
 export async function simModel(args: string[]): Promise<number> {

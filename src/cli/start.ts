@@ -3,7 +3,7 @@ import { loadConfig } from '../config.ts';
 import { startSluice } from '../app.ts';
 import { redact } from '../adapters/url-scheme.ts';
 import { devKeyFile } from '../core/api-keys.ts';
-import { flags } from './main.ts';
+import { flags } from './flags.ts';
 import { installLastResortHandlers, throwUncaughtForTest } from './last-resort.ts';
 
 export async function start(args: string[]): Promise<number> {
