@@ -7,6 +7,7 @@ import { createLimiter } from './adapters/limiter/factory.ts';
 import { createModel } from './adapters/model/factory.ts';
 import { createQueue } from './adapters/queue/factory.ts';
 import { createStore } from './adapters/store/factory.ts';
+import { redact } from './adapters/url-scheme.ts';
 import { Admission } from './core/admission.ts';
 import { resolveMasterKey } from './core/api-keys.ts';
 import { AttemptRunner } from './core/attempt-runner.ts';
@@ -20,6 +21,7 @@ import { StreamLeases } from './core/stream-leases.ts';
 import { Sweeper } from './core/sweeper.ts';
 import { Worker } from './core/worker.ts';
 import { buildOpsServer, buildServer } from './http/server.ts';
+import { checkAdapterUrls, checkPortFree, listenError } from './preflight.ts';
 import type { Bus } from './ports/bus.ts';
 import type { Limiter } from './ports/limiter.ts';
 import type { ModelBackend } from './ports/model.ts';
@@ -41,27 +43,69 @@ export interface Sluice {
   close(): Promise<void>;
 }
 
-export interface StartOptions { now?: () => number; logger?: Logger }
+export interface StartOptions {
+  now?: () => number;
+  logger?: Logger;
+  /** Start-up progress in plain lines ("store: migrating…"); `sluice start` prints them. */
+  onProgress?: (line: string) => void;
+}
 
 export async function startSluice(config: Config, opts: StartOptions = {}): Promise<Sluice> {
   const now = opts.now ?? Date.now;
+  const progress = opts.onProgress ?? (() => {});
+  // Before anything opens: a wrong scheme or a taken port costs milliseconds, not a store boot.
+  checkAdapterUrls(config);
+  await checkPortFree(config.host, config.port);
   const logger = opts.logger ?? createLogger(config.logLevel, config.role);
   const metrics = createMetrics();
   const { key: masterKey, dev } = resolveMasterKey(config);
   const roles = new Set(config.role === 'all' ? ['gateway', 'worker', 'ledger'] : [config.role]);
 
-  const store = await createStore(config.databaseUrl, {
-    migrate: config.migrateOnStart,
+  // What start-up opened, closed again if a later step fails, so a failed start leaves nothing running.
+  const connectTimeoutMs = config.connectTimeoutMs;
+  const opening = (service: string, url: string) => <T>(it: T): T => { progress(`${service}: ${startedAs(service, url)} (${redact(url)})`); return it; };
+  progress(`store: opening ${redact(config.databaseUrl)}${config.databaseUrl.startsWith('pglite:') ? ' (embedded PGlite: a first start creates the database, a few seconds)' : ''}`);
+  const storeReady = createStore(config.databaseUrl, {
+    migrate: false, connectTimeoutMs,
     onMaintenanceError: (err) => logger.warn({ err }, 'embedded store maintenance (VACUUM/ANALYZE) failed; retrying'),
+  }).then(opening('store', config.databaseUrl)).then(async (store) => {
+    if (!config.migrateOnStart) return store;
+    progress('store: migrating…');
+    try {
+      const applied = await store.migrate();
+      progress(applied.length > 0 ? `store: applied ${applied.join(', ')}` : 'store: schema up to date');
+      return store;
+    } catch (e) { await store.close().catch(() => {}); throw e; }
   });
-  const limiter = await createLimiter(config.limiterUrl, {
-    ...(config.limiterPrefix !== undefined && { prefix: config.limiterPrefix }),
-    failurePolicy: config.limiterFailure,
-    onDegraded: (reason) => { metrics.limiterDegraded.set(1); logger.warn({ reason }, 'limiter degraded: using the per-process fallback'); },
-  });
-  const queue = await createQueue(config.queueUrl, { ...(config.queueName && { name: config.queueName }), retryBaseMs: config.worker.retryBaseMs });
-  const bus = await createBus(config.busUrl, { ttlSeconds: config.eventLog.ttlSeconds, maxLen: config.eventLog.maxLen, memoryMaxEvents: config.eventLog.memoryMaxEvents, ...(config.busPrefix && { prefix: config.busPrefix }) });
-  const model = await createModel(config.modelUrl, { ttftMs: config.sim.ttftMs, itlMs: config.sim.itlMs, models: [...config.models] });
+  const services = [
+    storeReady,
+    createLimiter(config.limiterUrl, {
+      ...(config.limiterPrefix !== undefined && { prefix: config.limiterPrefix }),
+      failurePolicy: config.limiterFailure,
+      onDegraded: (reason) => { metrics.limiterDegraded.set(1); logger.warn({ reason }, 'limiter degraded: using the per-process fallback'); },
+    }).then(opening('limiter', config.limiterUrl)),
+    createQueue(config.queueUrl, { ...(config.queueName && { name: config.queueName }), retryBaseMs: config.worker.retryBaseMs, connectTimeoutMs }).then(opening('queue', config.queueUrl)),
+    createBus(config.busUrl, { ttlSeconds: config.eventLog.ttlSeconds, maxLen: config.eventLog.maxLen, memoryMaxEvents: config.eventLog.memoryMaxEvents, ...(config.busPrefix && { prefix: config.busPrefix }), connectTimeoutMs }).then(opening('bus', config.busUrl)),
+    createModel(config.modelUrl, { ttftMs: config.sim.ttftMs, itlMs: config.sim.itlMs, models: [...config.models] }).then(opening('model', config.modelUrl)),
+  ] as const;
+  // Opened side by side, so an unreachable broker is reported while the embedded store still
+  // boots. The first failure stops the start; whatever else opens is closed as it arrives.
+  let opened: [Store, Limiter, Queue, Bus, ModelBackend];
+  try {
+    opened = await Promise.all(services);
+  } catch (e) {
+    for (const s of services) s.then((it) => it.close(), () => {}).catch(() => {});
+    throw e;
+  }
+  const [store, limiter, queue, bus, model] = opened;
+  // What start-up opened, closed again if a later step fails, so a failed start leaves nothing running.
+  const undo: Array<{ close(): Promise<unknown> }> = [model, bus, queue, limiter, store];
+  const orUndo = async <T>(step: Promise<T>): Promise<T> => {
+    try { return await step; } catch (e) {
+      for (const o of undo) await o.close().catch(() => {});
+      throw e;
+    }
+  };
 
   // Queue depth is sampled, not read per request: admission must not pay a broker round trip.
   let depth = 0;
@@ -69,6 +113,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   await sampleDepth();
   const depthTimer = setInterval(() => void sampleDepth(), 1000);
   depthTimer.unref();
+  undo.unshift({ close: async () => clearInterval(depthTimer) });
 
   const models = new ModelCatalog(model, config.models, now);
   const auth = new Authenticator(store, config, masterKey, now);
@@ -84,12 +129,8 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
   // Embedded: this process owns the store and the in-memory queue, so it recovers what the previous one left.
   if (config.role === 'all' && config.queueUrl.startsWith('memory:')) {
-    await sweeper.recover({ rebuildLimiter: !limiter.durable });
+    await orUndo(sweeper.recover({ rebuildLimiter: !limiter.durable }));
   }
-
-  let worker: Worker | null = null;
-  if (roles.has('worker')) { worker = new Worker({ config, store, queue, runner, ledger, logger, now }); await worker.start(); }
-  if (roles.has('ledger')) sweeper.start();
 
   const readiness = async () => {
     const checks: Record<string, string> = {};
@@ -98,10 +139,18 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     return { ok: Object.values(checks).every((c) => c === 'ok'), checks };
   };
   // Every role listens on PORT: the gateway with the whole API, workers and ledgers with probes and metrics.
-  const server = roles.has('gateway')
-    ? await buildServer({ config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now, readiness })
-    : await buildOpsServer({ logger, metrics, readiness, http: config.http });
-  await server.listen({ host: config.host, port: config.port });
+  // It listens before the worker consumes: a port lost since the preflight check stops the start
+  // before any job is taken.
+  const server = await orUndo(roles.has('gateway')
+    ? buildServer({ config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now, readiness })
+    : buildOpsServer({ logger, metrics, readiness, http: config.http }));
+  undo.unshift(server);
+  await orUndo(server.listen({ host: config.host, port: config.port }).catch((e: unknown) => { throw listenError(e, config.host, config.port); }));
+
+  let worker: Worker | null = null;
+  if (roles.has('worker')) { worker = new Worker({ config, store, queue, runner, ledger, logger, now }); await orUndo(worker.start()); }
+  if (roles.has('ledger')) sweeper.start();
+
   const addr = server.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.port;
   const url = roles.has('gateway') ? `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}` : null;
@@ -115,4 +164,14 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     await store.close();
   };
   return { config, logger, metrics, store, limiter, queue, bus, model, auth, requests, runner, ledger, sweeper, worker, server, url, masterKey, devKey: dev, close };
+}
+
+/** How the banner-to-be says a service came up: in-process, opened on disk, or connected over the network. */
+function startedAs(service: string, url: string): string {
+  if (url.startsWith('memory:')) return 'in-process';
+  if (url.startsWith('pglite:')) return 'open';
+  if (url.startsWith('sim:')) return 'simulated';
+  if (service === 'limiter') return 'using'; // it starts even when Redis does not answer (a warning follows)
+  if (service === 'model') return 'upstream';
+  return 'connected';
 }

@@ -43,5 +43,7 @@ main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (err: u
   }
   if (isSluiceError(err)) console.error(`error: ${err.code}: ${err.message}`);
   else console.error(err instanceof Error ? `error: ${err.message}` : err);
-  process.exitCode = 1;
+  // Exit now: a driver still retrying in the background (a half-open broker connection) must not
+  // keep a failed start alive. stderr is written synchronously to files, pipes and terminals.
+  process.exit(1);
 });

@@ -13,7 +13,9 @@ export async function start(args: string[]): Promise<number> {
   if (values.port) overrides.port = values.port;
   if (values.host) overrides.host = values.host;
   const config = loadConfig(process.env, overrides);
-  const app = await startSluice(config);
+  const say = (line: string) => process.stdout.write(`${line}\n`);
+  say(`Sluice ${config.role} starting (pid ${process.pid})`);
+  const app = await startSluice(config, { onProgress: (line) => say(`  ${line}`) });
   installLastResortHandlers(process, app.logger, app.metrics);
   if (config.crashPoint === 'uncaught-after-start') throwUncaughtForTest();
   const lines = [

@@ -13,6 +13,9 @@ export interface ModelFactoryOptions {
   apiKey?: string;
 }
 
+/** The schemes createModel accepts (checked before start-up opens anything). */
+export const MODEL_SCHEMES = ['sim', 'http', 'https'] as const;
+
 export async function createModel(url: string, opts: ModelFactoryOptions): Promise<ModelBackend> {
   let parsed: URL;
   try { parsed = new URL(url); } catch (e) {
