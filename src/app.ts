@@ -8,6 +8,7 @@ import { createRouter, type ModelRouter } from './adapters/model/router.ts';
 import { createQueue } from './adapters/queue/factory.ts';
 import { createStore } from './adapters/store/factory.ts';
 import { createTracer } from './adapters/tracing/factory.ts';
+import { redact } from './adapters/url-scheme.ts';
 import { Admission } from './core/admission.ts';
 import { resolveMasterKey } from './core/api-keys.ts';
 import { AttemptRunner } from './core/attempt-runner.ts';
@@ -25,6 +26,7 @@ import { StreamLeases } from './core/stream-leases.ts';
 import { Sweeper } from './core/sweeper.ts';
 import { Worker } from './core/worker.ts';
 import { buildOpsServer, buildServer } from './http/server.ts';
+import { checkAdapterUrls, checkPortFree, listenError } from './preflight.ts';
 import type { Bus } from './ports/bus.ts';
 import type { Limiter } from './ports/limiter.ts';
 import type { ModelBackend } from './ports/model.ts';
@@ -60,7 +62,10 @@ export interface Sluice {
 const HANDOFF_MS = 5_000;
 
 export interface StartOptions {
-  now?: () => number; logger?: Logger;
+  now?: () => number;
+  logger?: Logger;
+  /** Start-up progress in plain lines ("store: migrating…"); `sluice start` prints them. */
+  onProgress?: (line: string) => void;
   /** Where deployments' apiKeyEnv variables are read, once at start (default process.env). */
   env?: NodeJS.ProcessEnv;
   /** A model backend to use instead of the one MODEL_URL names (tests: a fake that yields what an upstream would). */
@@ -69,39 +74,78 @@ export interface StartOptions {
 
 export async function startSluice(config: Config, opts: StartOptions = {}): Promise<Sluice> {
   const now = opts.now ?? Date.now;
+  const progress = opts.onProgress ?? (() => {});
+  // Before anything opens: a wrong scheme or a taken port costs milliseconds, not a store boot.
+  checkAdapterUrls(config);
+  await checkPortFree(config.host, config.port);
   const logger = opts.logger ?? createLogger(config.logLevel, config.role);
   const metrics = createMetrics({ spendUsers: config.metricsSpendUsers });
   const { key: masterKey, dev } = resolveMasterKey(config);
   const roles = new Set(config.role === 'all' ? ['gateway', 'worker', 'ledger'] : [config.role]);
 
-  const store = await createStore(config.databaseUrl, {
-    migrate: config.migrateOnStart,
+  // What start-up opened, closed again if a later step fails, so a failed start leaves nothing running.
+  const connectTimeoutMs = config.connectTimeoutMs;
+  const opening = (service: string, url: string) => <T>(it: T): T => { progress(`${service}: ${startedAs(service, url)} (${redact(url)})`); return it; };
+  progress(`store: opening ${redact(config.databaseUrl)}${config.databaseUrl.startsWith('pglite:') ? ' (embedded PGlite: a first start creates the database, a few seconds)' : ''}`);
+  const storeReady = createStore(config.databaseUrl, {
+    migrate: false, connectTimeoutMs,
     onMaintenanceError: (err) => logger.warn({ err }, 'embedded store maintenance (VACUUM/ANALYZE) failed; retrying'),
+  }).then(opening('store', config.databaseUrl)).then(async (store) => {
+    if (!config.migrateOnStart) return store;
+    progress('store: migrating…');
+    try {
+      const applied = await store.migrate();
+      progress(applied.length > 0 ? `store: applied ${applied.join(', ')}` : 'store: schema up to date');
+      return store;
+    } catch (e) { await store.close().catch(() => {}); throw e; }
   });
-  const limiter = await createLimiter(config.limiterUrl, {
-    ...(config.limiterPrefix !== undefined && { prefix: config.limiterPrefix }),
-    failurePolicy: config.limiterFailure,
-    onDegraded: (reason) => {
-      metrics.limiterDegraded.set(1);
-      logger.warn({ reason, policy: config.limiterFailure }, config.limiterFailure === 'fallback'
-        ? 'limiter degraded: using the per-process fallback'
-        : 'limiter degraded: refusing user admissions (503) until it answers');
-    },
-    onRecovered: () => { metrics.limiterDegraded.set(0); logger.info({ policy: config.limiterFailure }, 'limiter recovered: using the durable limiter again'); },
-  });
-  const queue = await createQueue(config.queueUrl, { ...(config.queueName && { name: config.queueName }), retryBaseMs: config.worker.retryBaseMs });
-  const bus = await createBus(config.busUrl, { ttlSeconds: config.eventLog.ttlSeconds, maxLen: config.eventLog.maxLen, memoryMaxEvents: config.eventLog.memoryMaxEvents, ...(config.busPrefix && { prefix: config.busPrefix }) });
   const env = opts.env ?? process.env;
   if (Object.keys(config.catalogue).length > 0 && (config.modelUrl !== 'sim://' || config.models.length > 0)) {
     logger.warn('the model catalogue is set: MODEL_URL, MODEL_API_KEY and MODEL_NAMES are not used');
   }
-  const model = await createRouter({ config, secret: (name) => env[name], logger, metrics, now, ...(opts.model && { backend: opts.model }) });
+  const services = [
+    storeReady,
+    createLimiter(config.limiterUrl, {
+      ...(config.limiterPrefix !== undefined && { prefix: config.limiterPrefix }),
+      failurePolicy: config.limiterFailure,
+      onDegraded: (reason) => {
+        metrics.limiterDegraded.set(1);
+        logger.warn({ reason, policy: config.limiterFailure }, config.limiterFailure === 'fallback'
+          ? 'limiter degraded: using the per-process fallback'
+          : 'limiter degraded: refusing user admissions (503) until it answers');
+      },
+      onRecovered: () => { metrics.limiterDegraded.set(0); logger.info({ policy: config.limiterFailure }, 'limiter recovered: using the durable limiter again'); },
+    }).then(opening('limiter', config.limiterUrl)),
+    createQueue(config.queueUrl, { ...(config.queueName && { name: config.queueName }), retryBaseMs: config.worker.retryBaseMs, connectTimeoutMs }).then(opening('queue', config.queueUrl)),
+    createBus(config.busUrl, { ttlSeconds: config.eventLog.ttlSeconds, maxLen: config.eventLog.maxLen, memoryMaxEvents: config.eventLog.memoryMaxEvents, ...(config.busPrefix && { prefix: config.busPrefix }), connectTimeoutMs }).then(opening('bus', config.busUrl)),
+    createRouter({ config, secret: (name) => env[name], logger, metrics, now, ...(opts.model && { backend: opts.model }) })
+      .then(opening('model', Object.keys(config.catalogue).length > 0 ? `catalogue (${Object.keys(config.catalogue).length} models)` : config.modelUrl)),
+  ] as const;
+  // Opened side by side, so an unreachable broker is reported while the embedded store still
+  // boots. The first failure stops the start; whatever else opens is closed as it arrives.
+  let opened: [Store, Limiter, Queue, Bus, ModelRouter];
+  try {
+    opened = await Promise.all(services);
+  } catch (e) {
+    for (const s of services) s.then((it) => it.close(), () => {}).catch(() => {});
+    throw e;
+  }
+  const [store, limiter, queue, bus, model] = opened;
+  // What start-up opened, closed again if a later step fails, so a failed start leaves nothing running.
+  const undo: Array<{ close(): Promise<unknown> }> = [model, bus, queue, limiter, store];
+  const orUndo = async <T>(step: Promise<T>): Promise<T> => {
+    try { return await step; } catch (e) {
+      for (const o of undo) await o.close().catch(() => {});
+      throw e;
+    }
+  };
 
   // Requests waiting for a worker, from the store, plus this process's admissions since the last
   // sample (core/queue-depth.ts): admission pays no round trip, and a burst cannot overshoot.
   const depth = new QueueDepth(() => store.countQueued(), (n) => metrics.queueDepth.set(n));
-  await depth.sample();
+  await orUndo(depth.sample());
   depth.start(config.queueDepthSampleMs);
+  undo.unshift({ close: async () => depth.stop() });
 
   const tracer = await createTracer({ endpoint: config.tracing.endpoint, serviceName: config.tracing.serviceName, role: config.role });
 
@@ -120,13 +164,8 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
   // Embedded: this process owns the store and the in-memory queue, so it recovers what the previous one left.
   if (config.role === 'all' && config.queueUrl.startsWith('memory:')) {
-    await sweeper.recover({ rebuildLimiter: !limiter.durable });
+    await orUndo(sweeper.recover({ rebuildLimiter: !limiter.durable }));
   }
-
-  let worker: Worker | null = null;
-  if (roles.has('worker')) { worker = new Worker({ config, store, queue, runner, ledger, logger, metrics, now }); await worker.start(); }
-  const backlog = new BacklogGauges({ store, limiter, metrics, logger, now, intervalMs: config.sweepIntervalMs });
-  if (roles.has('ledger')) { sweeper.start(); await backlog.sampleOnce(); backlog.start(); }
 
   // Model health decides readiness only where models are called (workers; gateways in direct
   // mode): a queued-mode gateway keeps accepting work that waits for the backends to come back.
@@ -143,10 +182,19 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     return { ok, checks, deployments: health.deployments };
   };
   // Every role listens on PORT: the gateway with the whole API, workers and ledgers with probes and metrics.
-  const server = roles.has('gateway')
-    ? await buildServer({ config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now, readiness, tracer, drain: drainState })
-    : await buildOpsServer({ logger, metrics, readiness, http: config.http });
-  await server.listen({ host: config.host, port: config.port });
+  // It listens before the worker consumes: a port lost since the preflight check stops the start
+  // before any job is taken.
+  const server = await orUndo(roles.has('gateway')
+    ? buildServer({ config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now, readiness, tracer, drain: drainState })
+    : buildOpsServer({ logger, metrics, readiness, http: config.http }));
+  undo.unshift(server);
+  await orUndo(server.listen({ host: config.host, port: config.port }).catch((e: unknown) => { throw listenError(e, config.host, config.port); }));
+
+  let worker: Worker | null = null;
+  if (roles.has('worker')) { worker = new Worker({ config, store, queue, runner, ledger, logger, metrics, now }); await orUndo(worker.start()); }
+  const backlog = new BacklogGauges({ store, limiter, metrics, logger, now, intervalMs: config.sweepIntervalMs });
+  if (roles.has('ledger')) { sweeper.start(); await backlog.sampleOnce(); backlog.start(); }
+
   const addr = server.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.port;
   const url = roles.has('gateway') ? `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}` : null;
@@ -177,4 +225,14 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     await tracer.close().catch((err: unknown) => logger.warn({ err }, 'tracing: exporting the last spans failed'));
   };
   return { config, logger, metrics, store, limiter, queue, bus, model, auth, requests, runner, ledger, sweeper, worker, queueDepth: depth, server, url, masterKey, devKey: dev, drain, close };
+}
+
+/** How the banner-to-be says a service came up: in-process, opened on disk, or connected over the network. */
+function startedAs(service: string, url: string): string {
+  if (url.startsWith('memory:')) return 'in-process';
+  if (url.startsWith('pglite:')) return 'open';
+  if (url.startsWith('sim:')) return 'simulated';
+  if (service === 'limiter') return 'using'; // it starts even when Redis does not answer (a warning follows)
+  if (service === 'model') return 'upstream';
+  return 'connected';
 }

@@ -100,6 +100,8 @@ export const configSchema = z.object({
   queueUrl: z.string().default('memory://'),
   busUrl: z.string().default('memory://'),
   modelUrl: z.string().default('sim://'),
+  /** How long connecting to PostgreSQL, Redis, RabbitMQ or NATS may take at start before it fails, named. */
+  connectTimeoutMs: int(100).default(5000),
   /** Names that let deployments (or test runs) share one broker/Redis: queue name, bus key/subject prefix, limiter key prefix. */
   queueName: z.string().min(1).optional(),
   busPrefix: z.string().min(1).optional(),
@@ -259,6 +261,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   BUS_URL: (v) => ({ busUrl: v }),
   MODEL_URL: (v) => ({ modelUrl: v }),
   MODEL_API_KEY: (v) => ({ modelApiKey: v }),
+  SLUICE_CONNECT_TIMEOUT_MS: (v) => ({ connectTimeoutMs: v }),
   QUEUE_NAME: (v) => ({ queueName: v }),
   BUS_PREFIX: (v) => ({ busPrefix: v }),
   LIMITER_PREFIX: (v) => ({ limiterPrefix: v }),

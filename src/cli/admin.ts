@@ -1,25 +1,8 @@
 // `sluice users|keys|quotas|usage …`: the admin API from the command line. It talks to a running
 // gateway (the embedded PGlite store belongs to the server process, so the CLI does not open it).
-import { flags } from './main.ts';
+import { flags } from './flags.ts';
 import { cliKey, cliUrl } from './chat.ts';
-
-const HELP = `Admin commands (talk to a running gateway; --url, --key or SLUICE_URL, SLUICE_MASTER_KEY / ./.sluice/dev-key):
-  sluice users create [--id ID] [--name NAME] [--email EMAIL] [--tier TIER]
-  sluice users list
-  sluice users update ID [--tier TIER] [--name NAME] [--email EMAIL]
-  sluice users deactivate ID | activate ID
-  sluice users usage ID
-  sluice keys create --user ID [--name NAME] [--admin] [--models M1,M2]   (prints the key once;
-                         --models: the only models the key may use, within its tier's list)
-  sluice keys list [--user ID]
-  sluice keys revoke KEY_ID
-  sluice quotas get USER
-  sluice quotas set USER [--requests-per-day N] [--tokens-per-day N] [--requests-per-month N]
-                         [--tokens-per-month N] [--max-tokens N] [--concurrent-streams N] [--priority 0-9]
-  sluice quotas clear USER
-  sluice tiers
-  sluice usage export [--from DATE] [--to DATE] [--user ID]   (CSV on stdout)
-`;
+import { ADMIN as HELP } from './usage.ts';
 
 const COMMON = { url: { type: 'string' as const }, key: { type: 'string' as const } };
 const QUOTA_FLAGS = ['requests-per-day', 'tokens-per-day', 'requests-per-month', 'tokens-per-month', 'max-tokens', 'concurrent-streams', 'priority'] as const;

@@ -2,7 +2,7 @@
 // they arrive, then the time to first token and the throughput.
 import { sseData } from '../adapters/model/sse-data.ts';
 import { readDevKey } from '../core/api-keys.ts';
-import { flags } from './main.ts';
+import { flags } from './flags.ts';
 
 /** The key for CLI calls: --key, SLUICE_API_KEY, SLUICE_MASTER_KEY, else the development key file. */
 export function cliKey(explicit: string | undefined, env: NodeJS.ProcessEnv): string | undefined {

@@ -1,6 +1,6 @@
 // `sluice sim-model`: a standalone OpenAI-compatible simulated model server.
 import { SluiceError } from '../core/errors.ts';
-import { flags } from './main.ts';
+import { flags } from './flags.ts';
 import { startSimModelServer } from './sim-model.ts';
 
 /** A numeric flag within [min, max] (integers only when asked), or the default when absent. */

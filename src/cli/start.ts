@@ -3,7 +3,7 @@ import { loadConfig } from '../config.ts';
 import { startSluice } from '../app.ts';
 import { redact } from '../adapters/url-scheme.ts';
 import { devKeyFile } from '../core/api-keys.ts';
-import { flags } from './main.ts';
+import { flags } from './flags.ts';
 import { installLastResortHandlers, throwUncaughtForTest } from './last-resort.ts';
 
 /** MODEL_URL, or the catalogue's model ids and how many deployments serve them. */
@@ -21,7 +21,9 @@ export async function start(args: string[]): Promise<number> {
   if (values.port) overrides.port = values.port;
   if (values.host) overrides.host = values.host;
   const config = loadConfig(process.env, overrides);
-  const app = await startSluice(config);
+  const say = (line: string) => process.stdout.write(`${line}\n`);
+  say(`Sluice ${config.role} starting (pid ${process.pid})`);
+  const app = await startSluice(config, { onProgress: (line) => say(`  ${line}`) });
   installLastResortHandlers(process, app.logger, app.metrics);
   if (config.crashPoint === 'uncaught-after-start') throwUncaughtForTest();
   const lines = [

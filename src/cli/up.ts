@@ -11,7 +11,7 @@ import { createStore } from '../adapters/store/factory.ts';
 import { loadConfig, type Config } from '../config.ts';
 import { resolveMasterKey } from '../core/api-keys.ts';
 import { redact } from '../adapters/url-scheme.ts';
-import { flags } from './main.ts';
+import { flags } from './flags.ts';
 
 const USAGE = 'usage: sluice up [--gateways 2] [--workers 2] [--port 8080] [--no-ledger] [--stop-timeout-ms 10000]';
 const BIN = fileURLToPath(new URL('../../bin/sluice.mjs', import.meta.url));
@@ -47,8 +47,10 @@ export function unshareable(config: Config): string | null {
 
 function launch(name: string, role: Role, port: number): Member {
   const args = [BIN, 'start', '--role', role, '--port', String(port)];
-  // Migrations already ran once, before any child started.
-  const child = spawn(process.execPath, args, { env: { ...process.env, SLUICE_MIGRATE: 'false' }, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  // Migrations already ran once, before any child started. Children run what this process runs:
+  // the sources (under tsx) or the build (bin/sluice.mjs picks dist/ unless SLUICE_DEV=1).
+  const fromSources = import.meta.url.endsWith('.ts');
+  const child = spawn(process.execPath, args, { env: { ...process.env, SLUICE_MIGRATE: 'false', ...(fromSources && { SLUICE_DEV: '1' }) }, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   const member: Member = { name, role, port, child, exit: null, exited: Promise.resolve() };
   member.exited = new Promise((resolve) => child.once('exit', (code, signal) => { member.exit = signal ?? `code ${code}`; resolve(); }));
   for (const [stream, out] of [[child.stdout, process.stdout], [child.stderr, process.stderr]] as const) {

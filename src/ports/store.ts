@@ -140,8 +140,10 @@ export interface ModelSpend {
 }
 
 export interface Store {
-  /** Applies pending SQL migrations (idempotent). */
-  migrate(): Promise<void>;
+  /** Applies pending SQL migrations (idempotent); resolves to the versions it applied. */
+  migrate(): Promise<string[]>;
+  /** The versions of the migrations not yet applied, in order; changes nothing. */
+  pendingMigrations(): Promise<string[]>;
 
   createUser(u: { id: string; name?: string | null; email?: string | null; tier: string }): Promise<UserRecord>;
   getUser(id: string): Promise<UserRecord | null>;

@@ -1,14 +1,92 @@
-// The command line: --help, `sluice sim-model` as a standalone upstream selected with MODEL_URL,
-// and `sluice chat` printing tokens and the time to first token.
+// The command line: --help on every command (without side effects), --version, `migrate
+// --dry-run`, `sluice sim-model` as a standalone upstream selected with MODEL_URL, and `sluice
+// chat` printing tokens and the time to first token.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import OpenAI from 'openai';
 import { MASTER_KEY, api, readSse, startTestSluice, type TestSluice } from '../helpers/app.ts';
 import { freePort, spawnSluice, type SluiceProcess } from '../helpers/process.ts';
+import { createDatabase, dropDatabase, pgClient, serviceSuite, uniqueName } from '../helpers/services.ts';
 
 const run = promisify(execFile);
+
+describe('CLI help and version', () => {
+  let dir: string;
+  before(() => { dir = mkdtempSync(join(tmpdir(), 'sluice-help-')); });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  // Every command with a real configuration behind it: were it run instead of its help, the data
+  // dir would get a store and a key, and the port would be taken.
+  const env = () => ({ ...process.env, SLUICE_DATA_DIR: dir, DATABASE_URL: `pglite://${join(dir, 'db')}`, PORT: '1' });
+  const commands: Array<[string[], RegExp]> = [
+    [['start'], /^Usage: sluice start /], [['up'], /^Usage: sluice up /], [['sim-model'], /^Usage: sluice sim-model /],
+    [['chat'], /^Usage: sluice chat /], [['migrate'], /^Usage: sluice migrate /], [['admin'], /^Admin commands/],
+    [['users'], /^Admin commands/], [['keys', 'create'], /^Admin commands/], [['quotas'], /^Admin commands/],
+    [['tiers'], /^Admin commands/], [['usage', 'export'], /^Admin commands/],
+  ];
+  for (const [command, usage] of commands) {
+    it(`${command.join(' ')} --help prints its usage, exits 0 and does nothing else`, async () => {
+      for (const flag of ['--help', '-h']) {
+        const { stdout, stderr } = await run(process.execPath, ['bin/sluice.mjs', ...command, flag, '--port', '1'], { env: env() });
+        assert.match(stdout, usage);
+        assert.equal(stderr, '');
+      }
+      assert.deepEqual(readdirSync(dir), [], 'no store, no key file');
+    });
+  }
+
+  it('--help, -h, help and help COMMAND', async () => {
+    for (const args of [['--help'], ['-h'], ['help'], []]) {
+      const { stdout } = await run(process.execPath, ['bin/sluice.mjs', ...args]);
+      for (const c of ['start', 'sim-model', 'chat', 'migrate', '--dry-run', '--role', '--version']) assert.ok(stdout.includes(c), `${args.join(' ')}: ${c}`);
+    }
+    assert.match((await run(process.execPath, ['bin/sluice.mjs', 'help', 'migrate'])).stdout, /^Usage: sluice migrate \[--dry-run\]/);
+    await assert.rejects(run(process.execPath, ['bin/sluice.mjs', 'help', 'nope']), (e: { code: number }) => e.code === 2);
+  });
+
+  it('--version prints the package version', async () => {
+    const { version } = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
+    for (const flag of ['--version', '-v']) {
+      assert.equal((await run(process.execPath, ['bin/sluice.mjs', flag])).stdout, `sluice ${version}\n`);
+    }
+  });
+
+  it('an unknown flag exits 2 with the command\'s usage, having done nothing', async () => {
+    await assert.rejects(run(process.execPath, ['bin/sluice.mjs', 'start', '--bogus'], { env: env() }),
+      (e: { code: number; stderr: string }) => e.code === 2 && e.stderr.includes("Unknown option '--bogus'") && e.stderr.includes('Usage: sluice start'));
+    assert.deepEqual(readdirSync(dir), []);
+  });
+});
+
+describe('sluice migrate --dry-run', await serviceSuite('postgres'), () => {
+  const name = uniqueName('sluice_cli_migrate');
+  let url: string;
+  before(async () => { url = await createDatabase(name); });
+  after(() => dropDatabase(name));
+
+  const migrations = readdirSync('src/adapters/store/migrations').filter((f) => f.endsWith('.sql')).map((f) => f.replace(/\.sql$/, '')).sort();
+  const sluice = (...args: string[]) => run(process.execPath, ['bin/sluice.mjs', ...args], { env: { ...process.env, DATABASE_URL: url } });
+  const hasSchema = async () => {
+    const c = await pgClient(url);
+    try { return (await c.query(`SELECT to_regclass('schema_migrations') IS NOT NULL AS present`)).rows[0].present === true; } finally { await c.end(); }
+  };
+
+  it('lists the pending migrations without applying them; migrate applies them; then none is pending', async () => {
+    const dry = await sluice('migrate', '--dry-run');
+    for (const m of migrations) assert.ok(dry.stdout.includes(`  ${m}\n`), dry.stdout);
+    assert.match(dry.stdout, new RegExp(`${migrations.length} pending migration\\(s\\), not applied`));
+    assert.equal(await hasSchema(), false, 'the dry run created nothing');
+    assert.match((await sluice('migrate')).stdout, new RegExp(`migrations applied to .*: ${migrations.join(', ')}`));
+    assert.equal(await hasSchema(), true);
+    assert.match((await sluice('migrate', '--dry-run')).stdout, /up to date, no pending migration/);
+    assert.match((await sluice('migrate')).stdout, /up to date, no migration applied/);
+  });
+});
 
 describe('CLI', () => {
   let simModel: SluiceProcess;
@@ -20,11 +98,6 @@ describe('CLI', () => {
     app = await startTestSluice({ modelUrl: `${simModel.url}/v1` });
   });
   after(async () => { await app.stop(); await simModel.kill(); });
-
-  it('--help lists the commands', async () => {
-    const { stdout } = await run(process.execPath, ['bin/sluice.mjs', '--help']);
-    for (const c of ['start', 'sim-model', 'chat', 'migrate', '--role']) assert.ok(stdout.includes(c), c);
-  });
 
   it('an unknown command exits 2 with the help', async () => {
     await assert.rejects(run(process.execPath, ['bin/sluice.mjs', 'frobnicate']), (e: { code: number; stderr: string }) => e.code === 2 && e.stderr.includes('unknown command'));

@@ -46,9 +46,10 @@ export const START_TIMEOUT_MS = 60_000;
 
 export interface SluiceProcess { child: ChildProcess; url: string; output(): string; kill(signal?: NodeJS.Signals): Promise<void> }
 
-export async function spawnSluice(args: string[], env: Record<string, string>, opts: { port?: number; waitPath?: string | null; timeoutMs?: number } = {}): Promise<SluiceProcess> {
+/** `entry` is the script node runs: bin/sluice.mjs (the sources, under the tests' SLUICE_DEV=1) by default. */
+export async function spawnSluice(args: string[], env: Record<string, string>, opts: { port?: number; waitPath?: string | null; timeoutMs?: number; entry?: string } = {}): Promise<SluiceProcess> {
   const port = opts.port ?? await freePort();
-  const child = spawn(process.execPath, ['bin/sluice.mjs', ...args], {
+  const child = spawn(process.execPath, [opts.entry ?? 'bin/sluice.mjs', ...args], {
     env: { ...process.env, LOG_LEVEL: 'warn', ...env, PORT: String(port), HOST: '127.0.0.1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -9,9 +9,13 @@ export interface BusFactoryOptions {
   /** The in-process bus's bound on events kept over all logs (memory: only). */
   memoryMaxEvents?: number;
   prefix?: string;
+  /** Redis, NATS: how long the first connection may take (default 5 s). */
+  connectTimeoutMs?: number;
 }
 
 const DEFAULT_PREFIX = 'sluice';
+/** The schemes createBus accepts (checked before start-up opens anything). */
+export const BUS_SCHEMES = ['memory', 'redis', 'rediss', 'nats'] as const;
 
 /** memory:, redis:/rediss:, nats: (`nats://host:4222?stream=NAME` overrides the stream name). */
 export async function createBus(url: string, opts: BusFactoryOptions): Promise<Bus> {
@@ -25,11 +29,11 @@ export async function createBus(url: string, opts: BusFactoryOptions): Promise<B
     case 'redis':
     case 'rediss': {
       const { createRedisBus } = await import('./redis.ts');
-      return createRedisBus(url, { ttlSeconds: opts.ttlSeconds, maxLen: opts.maxLen, prefix });
+      return createRedisBus(url, { ttlSeconds: opts.ttlSeconds, maxLen: opts.maxLen, prefix, ...(opts.connectTimeoutMs !== undefined && { connectTimeoutMs: opts.connectTimeoutMs }) });
     }
     case 'nats': {
       const { createNatsBus } = await import('./nats.ts');
-      return createNatsBus(url, { ttlSeconds: opts.ttlSeconds, maxLen: opts.maxLen, prefix });
+      return createNatsBus(url, { ttlSeconds: opts.ttlSeconds, maxLen: opts.maxLen, prefix, ...(opts.connectTimeoutMs !== undefined && { connectTimeoutMs: opts.connectTimeoutMs }) });
     }
     default:
       throw new SluiceError('SLUICE_ERR_CONFIG', `Unsupported bus URL scheme "${scheme || url.slice(0, 16)}" (use memory:, redis:, rediss: or nats:)`, { param: 'busUrl' });

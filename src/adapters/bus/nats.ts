@@ -25,6 +25,7 @@ import type { JetStreamClient, JetStreamManager, StreamConfig } from '@nats-io/j
 import { SluiceError, isSluiceError } from '../../core/errors.ts';
 import { answerAfterEnd, assertBurst, isTerminal, PartialAppendError, type Bus, type ControlSignal, type EventBody, type LogEvent, type Subscription } from '../../ports/bus.ts';
 import { decodingEvents, InterestFanout } from './fanout.ts';
+import { unreachable } from '../endpoint.ts';
 
 export interface NatsBusOptions { ttlSeconds: number; maxLen: number; prefix: string; stream: string }
 
@@ -337,12 +338,17 @@ async function ensureStream(jsm: JetStreamManager, mod: JetStreamModule, opts: N
 }
 
 /** Connects, ensures the stream and returns a Bus over it. `?stream=NAME` in the URL overrides the stream name. */
-export async function createNatsBus(url: string, opts: Omit<NatsBusOptions, 'stream'> & { stream?: string }): Promise<NatsBus> {
+export async function createNatsBus(url: string, opts: Omit<NatsBusOptions, 'stream'> & { stream?: string; connectTimeoutMs?: number }): Promise<NatsBus> {
   const parsed = new URL(url);
   const stream = opts.stream ?? parsed.searchParams.get('stream') ?? `${opts.prefix.toUpperCase()}_EVENTS`.replace(/[^A-Za-z0-9_-]/g, '_');
   const full: NatsBusOptions = { ...opts, stream };
   const [{ connect }, mod] = await Promise.all([import('@nats-io/transport-node'), import('@nats-io/jetstream')]);
-  const nc = await guard(() => connect({ servers: `${parsed.hostname}:${parsed.port || '4222'}`, ...credentials(parsed) }));
+  let nc: Awaited<ReturnType<typeof connect>>;
+  try {
+    nc = await connect({ servers: `${parsed.hostname}:${parsed.port || '4222'}`, timeout: opts.connectTimeoutMs ?? 5000, ...credentials(parsed) });
+  } catch (err) {
+    throw unreachable({ service: 'bus', field: 'BUS_URL', url }, err);
+  }
   try {
     const jsm = await guard(() => mod.jetstreamManager(nc));
     await ensureStream(jsm, mod, full);

@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis';
 import { SluiceError, isSluiceError } from '../../core/errors.ts';
 import { answerAfterEnd, assertBurst, isTerminal, type Bus, type ControlSignal, type EventBody, type LogEvent, type Subscription } from '../../ports/bus.ts';
 import { decodingEvents, InterestFanout } from './fanout.ts';
+import { ConnectTimeout, unreachable, withConnectTimeout } from '../endpoint.ts';
 
 const APPEND_LUA = readFileSync(new URL('./lua/append.lua', import.meta.url), 'utf8');
 
@@ -137,17 +138,29 @@ async function guard<T>(op: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Connects (failing fast if Redis is unreachable) and returns a Bus over it. */
-export async function createRedisBus(url: string, opts: RedisBusOptions): Promise<RedisBus> {
+/**
+ * Connects and returns a Bus over it. A Redis that cannot be reached fails the start at once (one
+ * attempt, within `connectTimeoutMs`, default 5 s), naming the host and the socket error; once
+ * connected, ioredis' own reconnect strategy (50 ms steps up to 2 s) rides out outages.
+ */
+export async function createRedisBus(url: string, opts: RedisBusOptions & { connectTimeoutMs?: number }): Promise<RedisBus> {
   const { Redis } = await import('ioredis');
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 3 });
-  redis.on('error', () => undefined);
+  const connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
+  let connected = false;
+  let lastError: unknown;
+  const redis = new Redis(url, {
+    lazyConnect: true, maxRetriesPerRequest: 3, connectTimeout: connectTimeoutMs,
+    retryStrategy: (times) => (connected ? Math.min(times * 50, 2000) : null),
+  });
+  // connect() itself rejects with a bare "Connection is closed"; the socket error comes here.
+  redis.on('error', (e) => { lastError = e; });
   try {
-    await guard(() => redis.connect());
+    await withConnectTimeout(connectTimeoutMs, redis.connect(), () => redis.disconnect());
+    connected = true;
   } catch (err) {
     // Otherwise ioredis keeps reconnecting in the background and holds the process open.
     redis.disconnect();
-    throw err;
+    throw unreachable({ service: 'bus', field: 'BUS_URL', url }, err instanceof ConnectTimeout ? err : lastError ?? err);
   }
   return new RedisBus(redis, opts);
 }

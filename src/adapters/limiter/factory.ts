@@ -13,6 +13,9 @@ export interface LimiterOptions {
   onRecovered?: () => void;
 }
 
+/** The schemes createLimiter accepts (checked before start-up opens anything). */
+export const LIMITER_SCHEMES = ['memory', 'redis', 'rediss'] as const;
+
 export async function createLimiter(url: string, opts: LimiterOptions = {}): Promise<Limiter> {
   const scheme = urlScheme(url);
   switch (scheme) {

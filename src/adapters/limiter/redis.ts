@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import type { Redis, RedisOptions } from 'ioredis';
 import { SluiceError } from '../../core/errors.ts';
+import { connectCause, hostPort, withConnectTimeout } from '../endpoint.ts';
 import type {
   LeaseResult, Limiter, Reservation, ReserveInput, ReserveResult, SettleResult, WindowLimit, WindowState,
 } from '../../ports/limiter.ts';
@@ -36,12 +37,17 @@ export interface RedisLimiterOptions { prefix?: string }
 export class RedisLimiter implements Limiter {
   readonly durable = true;
   private readonly keys: LimiterKeys;
+  /** The client's last connection error, cleared when it is ready: what an outage message names. */
+  private connectError: unknown;
 
   private constructor(
     private readonly client: Redis,
     private readonly isServerReply: (e: unknown) => boolean,
     opts: RedisLimiterOptions,
+    private readonly where: string,
   ) {
+    client.on('error', (e) => { this.connectError = e; });
+    client.on('ready', () => { this.connectError = undefined; });
     this.keys = limiterKeys(opts.prefix ?? '');
     for (const name of SCRIPTS) {
       const lua = readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
@@ -64,11 +70,11 @@ export class RedisLimiter implements Limiter {
       retryStrategy: (times) => Math.min(times * 200, 2000),
     };
     const client = new RedisClient(url, options);
-    // Connection errors surface on the commands that fail; the event would otherwise be logged raw.
-    client.on('error', () => {});
+    // Connection errors surface on the commands that fail (and name the host there).
     const replyError = ReplyError as new (...args: unknown[]) => Error;
-    const limiter = new RedisLimiter(client, (e) => e instanceof replyError, opts);
-    await client.connect().catch(() => {});
+    const limiter = new RedisLimiter(client, (e) => e instanceof replyError, opts, hostPort(url));
+    // Bounded: a Redis that accepts the socket but never answers must not hold the start.
+    await withConnectTimeout(options.connectTimeout ?? 1000, client.connect(), () => {}).catch(() => {});
     return limiter;
   }
 
@@ -85,7 +91,8 @@ export class RedisLimiter implements Limiter {
       if (e instanceof SluiceError) throw e;
       // A server reply error is a bug on our side; anything else means Redis did not answer.
       if (this.isServerReply(e)) throw new SluiceError('SLUICE_ERR_INTERNAL', 'limiter command failed', undefined, { cause: e });
-      throw new SluiceError('SLUICE_ERR_LIMITER_UNAVAILABLE', undefined, undefined, { cause: e });
+      const why = new Error(`Redis at ${this.where} (LIMITER_URL): ${connectCause(this.connectError ?? e)}`, { cause: e });
+      throw new SluiceError('SLUICE_ERR_LIMITER_UNAVAILABLE', undefined, undefined, { cause: why });
     }
   }
 

@@ -21,6 +21,9 @@ export interface ModelFactoryOptions {
   source?: string;
 }
 
+/** The schemes createModel accepts (checked before start-up opens anything). */
+export const MODEL_SCHEMES = ['sim', 'http', 'https'] as const;
+
 export async function createModel(url: string, opts: ModelFactoryOptions): Promise<ModelBackend> {
   const source = opts.source ?? 'MODEL_URL';
   let parsed: URL;

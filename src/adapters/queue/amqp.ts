@@ -15,7 +15,7 @@
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
 import { exponentialBackoff } from '../../core/backoff.ts';
-import { redact } from '../url-scheme.ts';
+import { unreachable, withConnectTimeout } from '../endpoint.ts';
 import { clampPriority, jobBody, noop, runHandler, unavailable, userIdOf } from './common.ts';
 
 export interface AmqpQueueOptions {
@@ -29,6 +29,8 @@ export interface AmqpQueueOptions {
   reconnectMaxMs?: number;
   /** Shown by the broker (management UI, rabbitmqctl list_connections); default 'sluice'. */
   connectionName?: string;
+  /** How long the first connection (socket, AMQP handshake, declarations) may take; default 5 s. */
+  connectTimeoutMs?: number;
 }
 
 type ConnectFn = (url: string) => Promise<ChannelModel>;
@@ -53,8 +55,15 @@ export class AmqpQueue implements Queue {
   static async connect(url: string, opts: AmqpQueueOptions): Promise<AmqpQueue> {
     const amqp = await import('amqplib');
     const clientProperties = { connection_name: opts.connectionName ?? 'sluice' };
-    const queue = new AmqpQueue(withHeartbeat(url), opts, (u) => amqp.connect(u, { clientProperties }));
-    try { await queue.establish(); } catch (e) { throw unavailable(`cannot connect to ${redact(url)}`, e); }
+    const connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
+    const queue = new AmqpQueue(withHeartbeat(url), opts, (u) => amqp.connect(u, { clientProperties, timeout: connectTimeoutMs }));
+    // A broker that accepts the socket but never finishes the handshake would hold the start
+    // forever: the deadline closes the queue, and establish() drops a connection that arrives late.
+    try {
+      await withConnectTimeout(connectTimeoutMs, queue.establish(), () => void queue.close());
+    } catch (e) {
+      throw unreachable({ service: 'queue', field: 'QUEUE_URL', url }, e);
+    }
     return queue;
   }
 

@@ -13,9 +13,13 @@ export interface QueueFactoryOptions {
   maxRetryDelayMs?: number;
   /** NATS only: how long a delivery may stay unacked (without heartbeat) before redelivery. */
   ackWaitMs?: number;
+  /** Brokers: how long the first connection may take (default 5 s). */
+  connectTimeoutMs?: number;
 }
 
 export const DEFAULT_QUEUE_NAME = 'sluice.requests';
+/** The schemes createQueue accepts (checked before start-up opens anything). */
+export const QUEUE_SCHEMES = ['memory', 'amqp', 'amqps', 'nats'] as const;
 
 export async function createQueue(url: string, opts: QueueFactoryOptions): Promise<Queue> {
   const name = opts.name ?? DEFAULT_QUEUE_NAME;
@@ -28,11 +32,11 @@ export async function createQueue(url: string, opts: QueueFactoryOptions): Promi
     case 'amqp':
     case 'amqps': {
       const { AmqpQueue } = await import('./amqp.ts');
-      return AmqpQueue.connect(url, { name, retryBaseMs: opts.retryBaseMs, maxRetryDelayMs: opts.maxRetryDelayMs });
+      return AmqpQueue.connect(url, { name, retryBaseMs: opts.retryBaseMs, maxRetryDelayMs: opts.maxRetryDelayMs, connectTimeoutMs: opts.connectTimeoutMs });
     }
     case 'nats': {
       const { NatsQueue } = await import('./nats.ts');
-      return NatsQueue.connect(url, { name, retryBaseMs: opts.retryBaseMs, maxRetryDelayMs: opts.maxRetryDelayMs, ackWaitMs: opts.ackWaitMs });
+      return NatsQueue.connect(url, { name, retryBaseMs: opts.retryBaseMs, maxRetryDelayMs: opts.maxRetryDelayMs, ackWaitMs: opts.ackWaitMs, connectTimeoutMs: opts.connectTimeoutMs });
     }
     default:
       throw new SluiceError('SLUICE_ERR_CONFIG', `unsupported queue URL scheme "${scheme}:" (use memory:, amqp:, amqps: or nats:)`);

@@ -28,7 +28,7 @@ import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
 import { exponentialBackoff } from '../../core/backoff.ts';
-import { redact } from '../url-scheme.ts';
+import { unreachable } from '../endpoint.ts';
 import { clampPriority, jobBody, noop, runHandler, unavailable, userIdOf } from './common.ts';
 
 export interface NatsQueueOptions {
@@ -41,6 +41,8 @@ export interface NatsQueueOptions {
   publishTimeoutMs?: number;
   /** Idle consumers look for redeliveries this often; default 1 s. */
   rescanMs?: number;
+  /** How long the first connection may take; default 5 s. */
+  connectTimeoutMs?: number;
 }
 
 type JetStreamModule = typeof import('@nats-io/jetstream');
@@ -84,8 +86,8 @@ export class NatsQueue implements Queue {
     const mod = await import('@nats-io/jetstream');
     let nc: NatsConnection;
     try {
-      nc = await connect({ servers: url, name: 'sluice-queue', maxReconnectAttempts: -1, reconnectTimeWait: 250 });
-    } catch (e) { throw unavailable(`cannot connect to ${redact(url)}`, e); }
+      nc = await connect({ servers: url, name: 'sluice-queue', maxReconnectAttempts: -1, reconnectTimeWait: 250, timeout: opts.connectTimeoutMs ?? 5000 });
+    } catch (e) { throw unreachable({ service: 'queue', field: 'QUEUE_URL', url }, e); }
     try {
       const jsm = await mod.jetstreamManager(nc);
       const queue = new NatsQueue(nc, mod.jetstream(nc), jsm, mod, opts);

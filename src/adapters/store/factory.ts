@@ -12,10 +12,15 @@ import { urlScheme } from '../url-scheme.ts';
 import { SqlStore } from './sql-store.ts';
 import type { SqlClient } from './sql-store.ts';
 
+/** The schemes createStore accepts (checked before start-up opens anything). */
+export const STORE_SCHEMES = ['pglite', 'postgres', 'postgresql'] as const;
+
 /** PGlite's options apply to pglite:// only. */
 export interface StoreOptions extends PgliteOptions {
   /** Apply pending migrations (default true). */
   migrate?: boolean;
+  /** PostgreSQL: how long opening a connection may take (default 5 s). */
+  connectTimeoutMs?: number;
 }
 
 async function openClient(url: string, opts: StoreOptions): Promise<SqlClient> {
@@ -29,7 +34,7 @@ async function openClient(url: string, opts: StoreOptions): Promise<SqlClient> {
     }
     case 'postgres':
     case 'postgresql':
-      return (await import('./postgres.ts')).openPostgres(url);
+      return (await import('./postgres.ts')).openPostgres(url, { ...(opts.connectTimeoutMs !== undefined && { connectTimeoutMs: opts.connectTimeoutMs }) });
     default:
       throw new SluiceError('SLUICE_ERR_CONFIG', `Unsupported database URL scheme: ${scheme || url}`);
   }

@@ -76,6 +76,15 @@ export async function runMigrations(db: SqlClient): Promise<string[]> {
   });
 }
 
+/** The migrations schema_migrations does not list (all of them on an empty database); read only. */
+export async function pendingMigrations(db: SqlExecutor): Promise<string[]> {
+  const [table] = await db.query(`SELECT to_regclass('schema_migrations') IS NOT NULL AS present`);
+  const done = table?.present === true
+    ? new Set((await db.query('SELECT version FROM schema_migrations')).map((r) => String(r.version)))
+    : new Set<string>();
+  return loadMigrations().map((m) => m.version).filter((v) => !done.has(v));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Native failures -> error catalogue, in one place
 
@@ -214,9 +223,17 @@ export class SqlStore implements Store {
     return (await this.q(sql, params))[0] ?? null;
   }
 
-  async migrate(): Promise<void> {
+  async migrate(): Promise<string[]> {
     try {
-      await runMigrations(this.db);
+      return await runMigrations(this.db);
+    } catch (e) {
+      throw toSluiceError(e);
+    }
+  }
+
+  async pendingMigrations(): Promise<string[]> {
+    try {
+      return await pendingMigrations(this.db);
     } catch (e) {
       throw toSluiceError(e);
     }
