@@ -253,11 +253,12 @@ interface Usage { prompt_tokens: number; completion_tokens: number; total_tokens
 interface Generated { usage: Usage; finishReasons: FinishReason[] }
 
 /** Runs the simulator, handing each chunk on; returns usage, or undefined when the client left. */
-type AnswerChunk = Exclude<ModelChunk, { type: 'usage' }>;
+type AnswerChunk = Exclude<ModelChunk, { type: 'usage' | 'served' }>;
 
 async function generate(model: SimModel, req: ModelRequest, signal: AbortSignal, onChunk: (chunk: AnswerChunk) => void): Promise<Generated | undefined> {
   try {
     for await (const chunk of model.stream(req, signal)) {
+      if (chunk.type === 'served') continue;
       if (chunk.type !== 'usage') { onChunk(chunk); continue; }
       return {
         finishReasons: chunk.choices ? chunk.choices.map((c) => c.finishReason) : [chunk.finishReason],

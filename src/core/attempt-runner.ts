@@ -124,7 +124,8 @@ export class AttemptRunner {
       if (n > 0) { last = this.observeDeltas(record, deltas, n, last); deltas += n; }
     };
     /** What a cut stream produced (the model ran): its choices so far, counted locally. */
-    const cut = (finishReason: 'cancelled' | 'error'): RequestOutput => output.build({ finishReason, usageSource: 'counted' });
+    let served: { deployment: string; model: string } | undefined;
+    const cut = (finishReason: 'cancelled' | 'error'): RequestOutput => output.build({ finishReason, usageSource: 'counted', ...(served && { served }) });
     try {
       const append = async (events: EventBody[]) => {
         if (events.length === 0) return;
@@ -159,6 +160,7 @@ export class AttemptRunner {
               usage: usageOf(chunk.promptTokens, chunk.completionTokens), error: null,
             }, hooks);
           }
+          if (chunk.type === 'served') { served = { deployment: chunk.deployment, model: chunk.model }; continue; }
           await append(eventsOf(chunk, record.attempt));
         }
         if (abort.signal.aborted) throw abort.signal.reason;
@@ -352,7 +354,7 @@ export function endingOf(r: RequestRecord): Ending {
  * The log events of one model chunk. A token event carries `choice` only when it is not 0 and
  * `logprobs` only when the model sent them, so the common event stays as small as it was.
  */
-export function eventsOf(chunk: Exclude<ModelChunk, { type: 'usage' }>, attempt: number): EventBody[] {
+export function eventsOf(chunk: Exclude<ModelChunk, { type: 'usage' | 'served' }>, attempt: number): EventBody[] {
   const choice = chunk.choice ?? 0;
   if (chunk.type === 'tool_calls') {
     return chunk.deltas.map((d) => ({

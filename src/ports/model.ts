@@ -56,6 +56,11 @@ export type ModelChunk =
   /** `choice` is the choice index (absent = 0); `logprobs`, when asked for, holds one OpenAI logprobs entry per text. */
   | { type: 'tokens'; texts: string[]; choice?: number; logprobs?: unknown[] }
   | { type: 'tool_calls'; choice?: number; deltas: ToolCallDelta[] }
+  /**
+   * Which deployment is answering (the router, before that deployment's first chunk): a stream cut
+   * before its usage chunk still records who served it.
+   */
+  | { type: 'served'; deployment: string; model: string }
   | {
     type: 'usage'; promptTokens: number; completionTokens: number;
     /** Choice 0's finish reason; with n > 1, `choices` has every choice's. */

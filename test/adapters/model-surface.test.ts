@@ -35,6 +35,7 @@ async function answer(model: ModelBackend, req: ModelRequest): Promise<Answer> {
     for await (const chunk of model.stream(req, new AbortController().signal)) {
       out.chunks.push(chunk);
       if (chunk.type === 'usage') { out.usage = chunk; continue; }
+      if (chunk.type === 'served') continue;
       const c = choice(chunk.choice ?? 0);
       if (chunk.type === 'tokens') {
         assert.ok(chunk.texts.length > 0);

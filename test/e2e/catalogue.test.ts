@@ -167,7 +167,7 @@ describe('model catalogue through the gateway', () => {
     await ups[1]!.kill();
 
     const records = await waitFor(async () => {
-      const all = await Promise.all(ids.map(async (id) => (await (await call(`/v1/requests/${id}`)).json()) as { status: string; usage: { completion_tokens: number } | null }));
+      const all = await Promise.all(ids.map(async (id) => (await (await call(`/v1/requests/${id}`)).json()) as { request_id: string; status: string; usage: { completion_tokens: number } | null; served: { deployment: string; model: string } | null }));
       return all.every((r) => r.status === 'completed' || r.status === 'failed' || r.status === 'cancelled') && all;
     }, 60_000, 50);
     assert.deepEqual(records.map((r) => r.status), ids.map(() => 'completed'), 'every request completed');
@@ -177,6 +177,9 @@ describe('model catalogue through the gateway', () => {
     assert.equal(rows.length, total, 'one ledger row per request');
     assert.equal(new Set(rows.map((r) => r.request_id)).size, total);
     assert.ok(rows.every((r) => r.charged_requests === 1 && r.completion_tokens === 20), 'each charged once, for the answer that completed');
+    const servedBy = new Map(records.map((r) => [r.request_id, r.served?.deployment]));
+    assert.ok(records.every((r) => r.served !== null && ['d0', 'd1', 'd2'].includes(r.served.deployment)), 'every record names the deployment that served it');
+    assert.ok(rows.every((r) => r.deployment === servedBy.get(String(r.request_id))), 'the ledger row names the same deployment');
     const windows = await usageWindows(app.url, key);
     assert.equal(windows.daily_requests!.used, total);
 
@@ -185,5 +188,22 @@ describe('model catalogue through the gateway', () => {
     assert.equal(ok('d0') + ok('d1') + ok('d2'), total, 'each request was served (usage) by exactly one deployment');
     assert.ok(ok('d0') > 0 && ok('d2') > 0);
     assert.match(scrape, /sluice_deployment_state\{deployment="d1",model="m",state="open"\} 1/, 'the killed deployment\'s circuit opened');
+    for (const d of ['d0', 'd1', 'd2']) assert.equal(records.filter((r) => r.served?.deployment === d).length, ok(d), `${d}: records and metrics agree`);
+  });
+
+  it('a stream cut after its first tokens still records the deployment that produced them', async () => {
+    const up = await upstream({ behaviour: { kind: 'cut', after: 3 } });
+    const app = await sluice({ catalogue: { m: { deployments: [{ id: 'only', url: up.url, model: 'up-model' }] } }, worker: { maxAttempts: 1 } });
+    const key = await createUserKey(app.url, { id: 'cut-user' });
+    const res = await api(app.url, key)('/v1/chat/completions', { method: 'POST', headers: { 'x-sluice-mode': 'direct' }, json: { ...chat('m', 10), stream: true } });
+    await res.text();
+    const id = res.headers.get('x-request-id')!;
+    const record = await waitFor(async () => {
+      const r = (await (await api(app.url, key)(`/v1/requests/${id}`)).json()) as { status: string; served: { deployment: string; model: string } | null };
+      return r.status === 'failed' && r;
+    });
+    assert.deepEqual(record.served, { deployment: 'only', model: 'up-model' });
+    const rows = await ledgerRows(app.url, 'cut-user');
+    assert.deepEqual(rows.map((r) => r.deployment), ['only']);
   });
 });

@@ -98,7 +98,7 @@ export async function usageWindows(base: string, key: string): Promise<Record<st
   return Object.fromEntries(j.windows.map((w) => [`${w.window}_${w.metric}`, w]));
 }
 
-export interface LedgerRow { request_id: string; user_id: string; key_id: string; model: string; status: string; prompt_tokens: number; completion_tokens: number; charged_tokens: number; charged_requests: number; created_at: string; settled_at: string }
+export interface LedgerRow { request_id: string; user_id: string; key_id: string; model: string; status: string; prompt_tokens: number; completion_tokens: number; charged_tokens: number; charged_requests: number; created_at: string; settled_at: string; cost_usd: string; deployment: string }
 
 /** The ledger rows of a user, from the billing export (GET /admin/usage.csv); counts as numbers. */
 export async function ledgerRows(base: string, userId: string): Promise<LedgerRow[]> {

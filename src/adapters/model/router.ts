@@ -226,7 +226,7 @@ export class ModelRouter implements ModelBackend {
               yield { ...chunk, served: { deployment: route.id, model: upstreamReq.model } };
               return;
             }
-            yielded = true;
+            if (!yielded) { yielded = true; yield { type: 'served', deployment: route.id, model: upstreamReq.model }; }
             yield chunk;
           }
           if (signal.aborted) return;
