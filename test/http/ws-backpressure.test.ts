@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type { WebSocket } from 'ws';
 import type { Config } from '../../src/config.ts';
+import { Drain } from '../../src/core/drain.ts';
 import { StreamLeases } from '../../src/core/stream-leases.ts';
 import type { GatewayDeps } from '../../src/http/gateway-deps.ts';
 import { WsSession } from '../../src/http/ws-session.ts';
@@ -45,7 +46,7 @@ describe('WebSocket backpressure', () => {
     const deps = {
       config, auth: app.auth, logger: app.logger, metrics: app.metrics, requests: app.requests, store: app.store, bus: app.bus,
       limiter: app.limiter, runner: app.runner, leases: new StreamLeases(app.limiter, config.leaseTtlMs, app.metrics),
-      now: Date.now, readiness: async () => ({ ok: true, checks: {} }),
+      now: Date.now, readiness: async () => ({ ok: true, checks: {} }), drain: new Drain(),
     } as unknown as GatewayDeps;
     const socket = new UnreadSocket();
     new WsSession(socket as unknown as WebSocket, deps).open(MASTER_KEY);
