@@ -102,8 +102,7 @@ function registerDrain(app: FastifyInstance, drain: GatewayDeps['drain']): void 
       return sendError(reply, drainingError());
     }
     if (req.ws) return;
-    const res = reply.raw;
-    drain.track(new Promise((resolve) => { res.once('close', resolve); }));
+    drain.track(reply.raw);
   });
 }
 
