@@ -82,12 +82,13 @@ export async function startFloor(upstream: Proc): Promise<Proc> {
 
 /**
  * One Sluice process (role all unless SLUICE_ROLE is given), embedded PGlite unless DATABASE_URL is.
- * `cwd` runs another checkout's `bin/sluice.mjs` (an earlier version, for a side-by-side baseline).
+ * `cwd` runs another checkout's `bin/sluice.mjs` (an earlier version, for a side-by-side baseline);
+ * `nodeArgs` go before the script (`--cpu-prof`, which NODE_OPTIONS does not accept).
  */
-export async function startSluice(env: Record<string, string>, name = 'sluice', cwd = REPO): Promise<Proc> {
+export async function startSluice(env: Record<string, string>, name = 'sluice', cwd = REPO, nodeArgs: string[] = []): Promise<Proc> {
   const port = await freePort();
   const dir = tmpDir('sluice-bench-');
-  const p = spawnNode(name, ['bin/sluice.mjs', 'start'], {
+  const p = spawnNode(name, [...nodeArgs, 'bin/sluice.mjs', 'start'], {
     // Every bench client connects from 127.0.0.1 (up to ~2,000 listeners): no per-address cap.
     PORT: String(port), HOST: '127.0.0.1', SLUICE_MASTER_KEY: MASTER_KEY, LOG_LEVEL: 'warn', SLUICE_MAX_CONNECTIONS_PER_IP: '0',
     SLUICE_DATA_DIR: dir, DATABASE_URL: `pglite://${dir}/db`, ...env,
@@ -349,4 +350,34 @@ export async function streamTtft(url: string, headers: Record<string, string>, c
   await Promise.all(Array.from({ length: concurrency }, async () => { while (next++ < requests) await one(); }));
   a.destroy();
   return { ok, errors, firstError, rps: ok / ((performance.now() - t0) / 1000), ttft, ttfb };
+}
+
+/** What an agent framework sends: a system prompt, a little history, tools, sampling fields. */
+export function realisticChatBody(stream: boolean, maxTokens: number): string {
+  return JSON.stringify({
+    model: 'sim',
+    messages: [
+      { role: 'system', content: 'You are a careful travel assistant for a European rail company. Answer in the language of the question, '
+        + 'in at most three short paragraphs. When the traveller asks about timetables, prices or the weather, call the matching tool '
+        + 'instead of guessing, and say which data you used. Never invent a connection; if none exists, say so and offer the nearest '
+        + 'alternative. Prices are in euros, times in the local time of the departure station. Keep a friendly, plain tone.' },
+      { role: 'user', content: 'Hello! I am going from Lyon to Milan next Thursday with my two children (8 and 11). Is there a direct train?' },
+      { role: 'assistant', content: 'Yes: there is a direct TGV from Lyon Part-Dieu to Milano Porta Garibaldi in the morning, about five '
+        + 'hours. Children under 12 travel at a reduced fare. Would you like me to check the exact times and prices for Thursday?' },
+      { role: 'user', content: 'Yes please, the earliest one, and tell me what the weather will be in Milan when we arrive.' },
+    ],
+    tools: [
+      { type: 'function', function: { name: 'search_trains', description: 'Timetable and fares between two stations on a date',
+        parameters: { type: 'object', properties: { from: { type: 'string' }, to: { type: 'string' }, date: { type: 'string', description: 'YYYY-MM-DD' },
+          passengers: { type: 'array', items: { type: 'object', properties: { age: { type: 'integer' } }, required: ['age'] } } }, required: ['from', 'to', 'date'] } } },
+      { type: 'function', function: { name: 'get_weather', description: 'Forecast for a city at a time',
+        parameters: { type: 'object', properties: { city: { type: 'string' }, at: { type: 'string', description: 'ISO 8601 time' } }, required: ['city'] } } },
+    ],
+    temperature: 0.7,
+    top_p: 0.95,
+    max_tokens: maxTokens,
+    user: 'traveller-48213',
+    stream,
+    ...(stream && { stream_options: { include_usage: true } }),
+  });
 }

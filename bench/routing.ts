@@ -17,7 +17,7 @@
 //      fresh database on 127.0.0.1:5432 instead of the embedded PGlite default)
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { bearer, createUserKey, freshPostgres, get, log, main, makePoster, median, pct, r2, startFloor, startNodeServer, startSluice, startUpstream, table, type Proc } from './lib.ts';
+import { bearer, createUserKey, realisticChatBody, freshPostgres, get, log, main, makePoster, median, pct, r2, startFloor, startNodeServer, startSluice, startUpstream, table, type Proc } from './lib.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const N_STREAM = Number(process.env.REQUESTS ?? 1000);
@@ -27,36 +27,6 @@ const TOKENS = Number(process.env.TOKENS ?? 64);
 const PORTKEY_DIR = process.env.PORTKEY_DIR;
 const BASELINE_DIR = process.env.BASELINE_DIR;
 const STORE = process.env.STORE ?? 'embedded';
-
-/** What an agent framework sends: a system prompt, a little history, tools, sampling fields. */
-function realisticBody(stream: boolean): string {
-  return JSON.stringify({
-    model: 'sim',
-    messages: [
-      { role: 'system', content: 'You are a careful travel assistant for a European rail company. Answer in the language of the question, '
-        + 'in at most three short paragraphs. When the traveller asks about timetables, prices or the weather, call the matching tool '
-        + 'instead of guessing, and say which data you used. Never invent a connection; if none exists, say so and offer the nearest '
-        + 'alternative. Prices are in euros, times in the local time of the departure station. Keep a friendly, plain tone.' },
-      { role: 'user', content: 'Hello! I am going from Lyon to Milan next Thursday with my two children (8 and 11). Is there a direct train?' },
-      { role: 'assistant', content: 'Yes: there is a direct TGV from Lyon Part-Dieu to Milano Porta Garibaldi in the morning, about five '
-        + 'hours. Children under 12 travel at a reduced fare. Would you like me to check the exact times and prices for Thursday?' },
-      { role: 'user', content: 'Yes please, the earliest one, and tell me what the weather will be in Milan when we arrive.' },
-    ],
-    tools: [
-      { type: 'function', function: { name: 'search_trains', description: 'Timetable and fares between two stations on a date',
-        parameters: { type: 'object', properties: { from: { type: 'string' }, to: { type: 'string' }, date: { type: 'string', description: 'YYYY-MM-DD' },
-          passengers: { type: 'array', items: { type: 'object', properties: { age: { type: 'integer' } }, required: ['age'] } } }, required: ['from', 'to', 'date'] } } },
-      { type: 'function', function: { name: 'get_weather', description: 'Forecast for a city at a time',
-        parameters: { type: 'object', properties: { city: { type: 'string' }, at: { type: 'string', description: 'ISO 8601 time' } }, required: ['city'] } } },
-    ],
-    temperature: 0.7,
-    top_p: 0.95,
-    max_tokens: TOKENS,
-    user: 'traveller-48213',
-    stream,
-    ...(stream && { stream_options: { include_usage: true } }),
-  });
-}
 
 interface LegResult { ok: number; errors: number; firstError: string; rps: number; p50: number; p99: number }
 
@@ -106,7 +76,7 @@ main('routing', 20 * 60_000, async () => {
   for (const [, p] of sluices) keys.set(p, await createUserKey(p));
   log(`upstream ${upstream.url}, floor ${floor.url}, ${sluices.map(([n, p]) => `${n} ${p.url}`).join(', ')}${portkey ? `, portkey ${portkey.url}` : ''}`);
 
-  const streamBody = realisticBody(true), plainBody = realisticBody(false);
+  const streamBody = realisticChatBody(true, TOKENS), plainBody = realisticChatBody(false, TOKENS);
   log(`body: ${Buffer.byteLength(streamBody)} bytes streaming, ${Buffer.byteLength(plainBody)} non-streaming`);
   const chat = (p: Proc) => `${p.url}/v1/chat/completions`;
   const user = (p: Proc, mode: string) => ({ ...bearer(keys.get(p)!), 'x-sluice-mode': mode });

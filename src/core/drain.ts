@@ -6,9 +6,14 @@
 // Last-Event-ID on another instance, and closes WebSockets with 1012 so they resume with `after`.
 import { SluiceError } from './errors.ts';
 
+/** What drain waits for: anything that emits 'close' once when it is done (an HTTP response). */
+export interface Closable { once(event: 'close', listener: () => void): unknown }
+
 export class Drain {
   private readonly handoffs = new AbortController();
-  private readonly live = new Set<Promise<unknown>>();
+  /** Responses being served; counted, not held, so tracking one costs no allocation. */
+  private open = 0;
+  private idleWaiters: (() => void)[] = [];
   private state: 'serving' | 'draining' = 'serving';
 
   /** True from begin() on: nothing new is accepted. */
@@ -17,14 +22,21 @@ export class Drain {
   /** Aborts at the end of the grace period: work still running here is handed to another process. */
   get handoff(): AbortSignal { return this.handoffs.signal; }
 
-  /** Work that drain waits for (a response being served); it leaves the set when it settles. */
-  track(work: Promise<unknown>): void {
-    this.live.add(work);
-    void work.finally(() => this.live.delete(work)).catch(() => {});
+  /** Work that drain waits for (a response being served), until it emits 'close'. */
+  track(work: Closable): void {
+    this.open++;
+    work.once('close', this.closed);
   }
 
+  private readonly closed = (): void => {
+    if (--this.open > 0) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const wake of waiters) wake();
+  };
+
   /** Live work tracked now. */
-  get active(): number { return this.live.size; }
+  get active(): number { return this.open; }
 
   /** Throws SLUICE_ERR_DRAINING once draining: the caller should retry (another instance answers). */
   assertAccepting(): void {
@@ -34,7 +46,14 @@ export class Drain {
   begin(): void { this.state = 'draining'; }
 
   /** Resolves true once no tracked work is left (work tracked meanwhile included), false after `ms`. */
-  idle(ms: number): Promise<boolean> { return settledWithin(this.live, ms); }
+  idle(ms: number): Promise<boolean> {
+    if (this.open === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const wake = () => { clearTimeout(timer); resolve(true); };
+      const timer = setTimeout(() => { this.idleWaiters = this.idleWaiters.filter((w) => w !== wake); resolve(false); }, ms);
+      this.idleWaiters.push(wake);
+    });
+  }
 
   handOff(): void { this.begin(); this.handoffs.abort(); }
 

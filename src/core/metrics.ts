@@ -27,7 +27,10 @@ export function createMetrics(opts: { spendUsers?: number } = {}) {
   collectDefaultMetrics({ register: registry, prefix: PROCESS_PREFIX });
   for (const name of MISNAMED_DEFAULTS) registry.removeSingleMetric(PROCESS_PREFIX + name);
   const registers = [registry];
-  /** Run before each scrape: the model router refreshes its deployments' state gauge (states change with the clock). */
+  /**
+   * Run before each scrape: the model router refreshes its deployments' state gauge (states change
+   * with the clock) and their outstanding calls (counted per call, read only here).
+   */
   const beforeScrape = new Set<() => void>();
   const metrics = {
     beforeScrape,
@@ -50,7 +53,11 @@ export function createMetrics(opts: { spendUsers?: number } = {}) {
       labelNames: ['deployment', 'model', 'state'], registers,
       collect() { for (const refresh of beforeScrape) refresh(); },
     }),
-    deploymentOutstanding: new Gauge({ name: 'sluice_deployment_outstanding_requests', help: 'Model calls this process has open on each deployment (capacity: its maxConcurrency)', labelNames: ['deployment', 'model'], registers }),
+    deploymentOutstanding: new Gauge({
+      name: 'sluice_deployment_outstanding_requests', help: 'Model calls this process has open on each deployment (capacity: its maxConcurrency)',
+      labelNames: ['deployment', 'model'], registers,
+      collect() { for (const refresh of beforeScrape) refresh(); },
+    }),
     deploymentRequests: new Counter({ name: 'sluice_deployment_requests_total', help: 'Model calls per deployment by outcome: ok, transient (failure or timeout: counts towards its circuit), permanent (refused as malformed), aborted (cancelled or cut)', labelNames: ['deployment', 'model', 'outcome'], registers }),
     deploymentFailovers: new Counter({ name: 'sluice_deployment_failovers_total', help: 'Requests that failed on a deployment before their first token and moved on (to another deployment, or a fallback model)', labelNames: ['deployment', 'model'], registers }),
     sweeperActions: new Counter({ name: 'sluice_sweeper_actions_total', help: 'Sweeper repairs by kind', labelNames: ['action'], registers }),

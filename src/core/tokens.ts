@@ -37,8 +37,52 @@ function isSpace(c: number): boolean {
   return c === 32 || (c >= 9 && c <= 13) || c === 0xa0 || c === 0x2028 || c === 0x2029 || c === 0x3000;
 }
 
+/**
+ * Counts of recent long texts. A conversation sends its system prompt, tool definitions and
+ * history again with every turn, and admission counts them each time (BPE is the costliest step of
+ * admitting a chat request); a count depends on the text alone, so a remembered one is exact.
+ * Bounded by the characters it holds, least recently used out first; texts shorter than
+ * `minChars` cost little to count and would only churn it, and one over an eighth of the bound
+ * is counted without it.
+ */
+export class TokenCountCache {
+  private readonly counts = new Map<string, number>();
+  private chars = 0;
+
+  constructor(private readonly count: (text: string) => number, private readonly maxChars: number, private readonly minChars: number) {}
+
+  /** Characters of the texts held (at most maxChars). */
+  get size(): number { return this.chars; }
+
+  get(text: string): number {
+    if (text.length < this.minChars || text.length > this.maxChars / 8) return this.count(text);
+    const known = this.counts.get(text);
+    if (known !== undefined) {
+      this.counts.delete(text); // the most recently used goes last
+      this.counts.set(text, known);
+      return known;
+    }
+    const n = this.count(text);
+    this.counts.set(text, n);
+    this.chars += text.length;
+    for (const oldest of this.counts.keys()) {
+      if (this.chars <= this.maxChars) break;
+      this.counts.delete(oldest);
+      this.chars -= oldest.length;
+    }
+    return n;
+  }
+}
+
+/** At most 4 Mi characters of text (8 MiB at worst) are remembered, each at least 64 long. */
+const cache = new TokenCountCache(countUncached, 4 * 1024 * 1024, 64);
+
 /** Number of tokens in `text`; linear in its length. */
 export function countTextTokens(text: string): number {
+  return cache.get(text);
+}
+
+function countUncached(text: string): number {
   if (text.length <= MAX_RUN_CHARS) return encodeCount(text);
   let total = 0;
   let start = 0;
@@ -121,11 +165,22 @@ export function countToolsTokens(tools: unknown): number {
   return TOKENS_PER_TOOLS_BLOCK + countTextTokens(JSON.stringify(tools));
 }
 
+/** A role's tokens: roles are a handful of fixed words, each counted once. */
+const roleTokens = new Map<string, number>();
+function countRoleTokens(role: string): number {
+  let n = roleTokens.get(role);
+  if (n === undefined) {
+    n = countTextTokens(role);
+    if (roleTokens.size < 16) roleTokens.set(role, n);
+  }
+  return n;
+}
+
 /** Prompt tokens of a chat request, template overhead, media, tool calls and tool definitions included. */
 export function countPromptTokens(messages: readonly ChatMessage[], tools?: unknown): number {
   let total = REPLY_PRIMING_TOKENS + countToolsTokens(tools);
   for (const m of messages) {
-    total += TOKENS_PER_MESSAGE + countTextTokens(m.role) + countTextTokens(messageText(m)) + mediaTokens(m) + toolTokens(m);
+    total += TOKENS_PER_MESSAGE + countRoleTokens(m.role) + countTextTokens(messageText(m)) + mediaTokens(m) + toolTokens(m);
     if (m.name !== undefined && m.name !== '') total += TOKENS_PER_NAME + countTextTokens(m.name);
   }
   return total;

@@ -20,13 +20,18 @@ export function accessLogRate(setting: AccessLogSetting): number {
   return setting === 'on' ? 1 : setting === 'off' ? 0 : setting;
 }
 
-/** What the routes learnt about a response that its headers do not show (a hijacked stream's). */
+/**
+ * What the routes learnt about a response that its headers do not show (a hijacked stream's).
+ * Only a response the access log will write a line for has an entry (its onRequest hook makes
+ * one), so with the log off, or this request not sampled, noting costs one lookup.
+ */
 interface Noted { requestId?: string; usage?: Usage }
 const noted = new WeakMap<ServerResponse, Noted>();
 
 /** Remembers the Sluice request a response is about, and its usage once known, for its access-log line. */
 export function noteResponse(res: ServerResponse, what: Noted): void {
-  noted.set(res, { ...noted.get(res), ...what });
+  const entry = noted.get(res);
+  if (entry) Object.assign(entry, what);
 }
 
 /** Notes the usage carried by a burst's terminal event (a stream's last burst). */
@@ -42,8 +47,12 @@ export function noteTerminal(res: ServerResponse, events: readonly EventBody[]):
 export function registerAccessLog(app: FastifyInstance, setting: AccessLogSetting, logger: Logger, random: () => number = Math.random): void {
   const rate = accessLogRate(setting);
   if (rate <= 0) return;
+  // Sampled as the request starts, so the routes note only what a line will be written for.
+  app.addHook('onRequest', async (_req, reply) => {
+    if (rate >= 1 || random() < rate) noted.set(reply.raw, {});
+  });
   app.addHook('onResponse', async (req, reply) => {
-    if (rate < 1 && random() >= rate) return;
+    if (!noted.has(reply.raw)) return;
     const header = reply.getHeader('x-request-id');
     const { requestId, usage } = noted.get(reply.raw) ?? {};
     logger.info({

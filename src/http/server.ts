@@ -102,8 +102,7 @@ function registerDrain(app: FastifyInstance, drain: GatewayDeps['drain']): void 
       return sendError(reply, drainingError());
     }
     if (req.ws) return;
-    const res = reply.raw;
-    drain.track(new Promise((resolve) => { res.once('close', resolve); }));
+    drain.track(reply.raw);
   });
 }
 
@@ -164,6 +163,8 @@ export async function buildServer(deps: GatewayDeps & { config: Config; auth: Au
   });
   app.setNotFoundHandler((req, reply) => sendError(reply, new SluiceError('SLUICE_ERR_ROUTE_NOT_FOUND', `No route ${req.method} ${req.url.split('?')[0]}`)));
 
+  // Before any hook that may answer (CORS, draining, authentication): every response gets its line.
+  registerAccessLog(app, config.accessLog, logger);
   registerResponseHeaders(app);
   // First, so the span covers authentication too.
   registerTracing(app, deps.tracer ?? NOOP_TRACER);
@@ -177,7 +178,6 @@ export async function buildServer(deps: GatewayDeps & { config: Config; auth: Au
     if (level === 'admin' && !principal.admin) throw new SluiceError('SLUICE_ERR_ADMIN_REQUIRED');
     req.principal = principal;
   });
-  registerAccessLog(app, config.accessLog, logger);
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
     metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) });

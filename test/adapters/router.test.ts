@@ -188,7 +188,9 @@ describe('model router: failover', () => {
     const got: ModelChunk[] = [];
     await assert.rejects(async () => { for await (const c of r.stream(req('m', 5), new AbortController().signal)) got.push(c); },
       (e) => e instanceof ModelError && e.kind === 'transient');
-    assert.ok(got.length > 0 && got.every((c) => c.type === 'tokens'), 'tokens came first');
+    // The first chunk names the deployment (so a cut stream records who served it), then tokens.
+    assert.equal(got[0]?.type, 'served');
+    assert.ok(got.length > 1 && got.slice(1).every((c) => c.type === 'tokens'), 'tokens came first');
     assert.equal(b.seen.length, 0, 'no other deployment was asked');
   });
 

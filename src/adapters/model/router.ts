@@ -152,7 +152,7 @@ export class ModelRouter implements ModelBackend {
   private readonly shorthand: Entry | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
   private probing: Promise<void> | undefined;
-  private readonly refreshGauges = () => this.updateStateGauge();
+  private readonly refreshGauges = () => this.updateGauges();
   private shorthandModels: { ids: string[]; at: number } | undefined;
   /** The start-up probe (tests wait for its warnings). */
   readonly started: Promise<void>;
@@ -161,7 +161,6 @@ export class ModelRouter implements ModelBackend {
     for (const e of entries) this.entries.set(e.id, e);
     this.shorthand = this.entries.get(SHORTHAND);
     this.routes = entries.flatMap((e) => e.routes);
-    for (const r of this.routes) this.gaugeOutstanding(r);
     opts.metrics.beforeScrape.add(this.refreshGauges);
     this.started = this.probeAll(true);
     const every = opts.config.routing.probeIntervalMs;
@@ -379,7 +378,6 @@ export class ModelRouter implements ModelBackend {
   private take(route: Route): Lease {
     const trial = route.circuit.start();
     route.outstanding++;
-    this.gaugeOutstanding(route);
     return { route, trial };
   }
 
@@ -387,7 +385,6 @@ export class ModelRouter implements ModelBackend {
   private release(lease: Lease, verdict: Verdict): void {
     const { route, trial } = lease;
     route.outstanding--;
-    this.gaugeOutstanding(route);
     this.opts.metrics.deploymentRequests.inc({ deployment: route.id, model: route.publicModel, outcome: verdict });
     const before = route.circuit.state();
     if (verdict === 'ok') route.circuit.succeeded(trial);
@@ -461,15 +458,13 @@ export class ModelRouter implements ModelBackend {
     return new ModelError('permanent', this.entries.has(model) ? `model "${model}" does not serve ${kind === 'chat' ? 'chat completions' : 'embeddings'}` : `model "${model}" is not in the catalogue`, 400);
   }
 
-  private gaugeOutstanding(r: Route): void {
-    this.opts.metrics.deploymentOutstanding.set({ deployment: r.id, model: r.publicModel }, r.outstanding);
-  }
-
-  private updateStateGauge(): void {
-    const gauge = this.opts.metrics.deploymentState;
+  /** The gauges a scrape reads: each deployment's state (it changes with the clock) and its outstanding calls (counted per call, set only here). */
+  private updateGauges(): void {
+    const { deploymentState, deploymentOutstanding } = this.opts.metrics;
     for (const r of this.routes) {
       const state = r.circuit.state();
-      for (const s of STATES) gauge.set({ deployment: r.id, model: r.publicModel, state: s }, s === state ? 1 : 0);
+      for (const s of STATES) deploymentState.set({ deployment: r.id, model: r.publicModel, state: s }, s === state ? 1 : 0);
+      deploymentOutstanding.set({ deployment: r.id, model: r.publicModel }, r.outstanding);
     }
   }
 }
