@@ -8,7 +8,9 @@ import { register } from 'tsx/esm/api';
 
 register();
 await import('../../src/adapters/store/pglite-worker.ts');
-parentPort.on('message', (m) => {
-  if (m.sql === "SELECT 'exit'") process.exit(7);
-  if (m.sql === "SELECT 'throw'") setImmediate(() => { throw new Error('thrown in the store thread'); });
+parentPort.on('message', (batch) => {
+  for (const m of batch) {
+    if (m.sql === "SELECT 'exit'") process.exit(7);
+    if (m.sql === "SELECT 'throw'") setImmediate(() => { throw new Error('thrown in the store thread'); });
+  }
 });

@@ -38,6 +38,8 @@ function workerExecArgv(argv: readonly string[]): string[] {
 class PgliteThread {
   private readonly worker: Worker;
   private readonly waiting = new Map<number, Waiter>();
+  /** Requests of this turn, posted together at its end. */
+  private outbox: StoreRequest[] = [];
   private lastId = 0;
   /** Set once the thread can no longer answer: every call fails with it. */
   private down: Error | undefined;
@@ -46,7 +48,7 @@ class PgliteThread {
   constructor(entry: URL, private readonly opts: PgliteOptions) {
     this.worker = new Worker(entry, { execArgv: workerExecArgv(process.execArgv) });
     this.worker.unref();
-    this.worker.on('message', (r: StoreReply) => this.receive(r));
+    this.worker.on('message', (replies: StoreReply[]) => { for (const r of replies) this.receive(r); });
     this.worker.on('error', (err) => this.fail(new SluiceError('SLUICE_ERR_UNAVAILABLE', `The embedded store's worker thread failed: ${err.message}`, undefined, { cause: err })));
     this.worker.on('messageerror', (err) => {
       this.fail(new SluiceError('SLUICE_ERR_UNAVAILABLE', `The embedded store's worker thread sent a message that could not be read: ${err.message}`, undefined, { cause: err }));
@@ -82,24 +84,41 @@ class PgliteThread {
   private post(m: StoreRequest): Promise<Row[] | undefined> {
     if (this.down) return Promise.reject(this.down);
     return new Promise((resolve, reject) => {
-      try {
-        this.worker.postMessage(m);
-      } catch (e) {
-        // A parameter that cannot be cloned (a function, a symbol): this call's error only.
-        reject(e);
-        return;
-      }
       this.waiting.set(m.id, { resolve, reject });
       if (this.waiting.size === 1) this.worker.ref();
+      this.outbox.push(m);
+      if (this.outbox.length === 1) queueMicrotask(() => this.flush());
     });
+  }
+
+  /** Posts the requests made so far as one message: one wake-up of the thread for them all. */
+  private flush(): void {
+    const batch = this.outbox;
+    if (batch.length === 0) return;
+    this.outbox = [];
+    try {
+      this.worker.postMessage(batch);
+    } catch {
+      // A parameter that cannot be cloned (a function, a symbol): that call's error only.
+      for (const m of batch) {
+        try { this.worker.postMessage([m]); } catch (e) { this.settle(m.id)?.reject(e); }
+      }
+    }
+  }
+
+  /** Forgets the waiter of `id` and returns it. */
+  private settle(id: number): Waiter | undefined {
+    const w = this.waiting.get(id);
+    if (!w) return undefined;
+    this.waiting.delete(id);
+    if (this.waiting.size === 0) this.worker.unref();
+    return w;
   }
 
   private receive(r: StoreReply): void {
     if ('kind' in r) { this.opts.onMaintenanceError?.(fromWire(r.error)); return; }
-    const w = this.waiting.get(r.id);
+    const w = this.settle(r.id);
     if (!w) return;
-    this.waiting.delete(r.id);
-    if (this.waiting.size === 0) this.worker.unref();
     if ('error' in r) w.reject(fromWire(r.error));
     else w.resolve(r.rows);
   }
@@ -108,6 +127,7 @@ class PgliteThread {
     this.down ??= e;
     const waiters = [...this.waiting.values()];
     this.waiting.clear();
+    this.outbox = [];
     this.worker.unref();
     for (const w of waiters) w.reject(this.down);
   }
