@@ -1,8 +1,9 @@
-// PGlite in a worker thread, behind the same SqlClient as in-thread PGlite (pglite.ts). PGlite
-// runs every statement synchronously in WebAssembly: on the gateway's thread that was ~40 % of its
-// CPU under load, time during which no token was delivered. Here the gateway's thread only posts
-// a message per statement (one per batch: batch.ts turns a turn's calls into one statement) and
-// receives the rows by structured clone.
+// PGlite in a worker thread (SLUICE_PGLITE_THREAD=worker), behind the same SqlClient as in-thread
+// PGlite (pglite.ts). PGlite runs every statement synchronously in WebAssembly: on the gateway's
+// thread that was ~40-50 % of its CPU under non-streaming load, time during which nothing else ran.
+// Here the gateway's thread posts the statements of one event-loop turn as one message (a batch
+// of batch.ts is one statement) and receives the rows by structured clone. On a 2-core machine the
+// messages cost more CPU than the move frees (docs/benchmarks.md §9), so it is not the default.
 //
 // The worker keeps the process alive only while a call is waiting for it, so an open store does
 // not hold a process that has nothing else to do (as in-thread PGlite did not). If the thread

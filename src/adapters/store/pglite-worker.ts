@@ -38,11 +38,10 @@ class RollbackRequested extends Error {
 class StoreServer {
   private client: SqlClient | undefined;
   private readonly transactions = new Map<number, Inbox>();
-
-  constructor(private readonly port: MessagePort) {}
-
   /** Answers not yet posted: the answers of one turn go as one message (see flush). */
   private outbox: StoreReply[] = [];
+
+  constructor(private readonly port: MessagePort) {}
 
   private send(reply: StoreReply): void {
     this.outbox.push(reply);
@@ -67,6 +66,7 @@ class StoreServer {
       }
     }
   }
+
   private fail(id: number, e: unknown): void { this.send({ id, error: toWire(e) }); }
 
   handle(m: StoreRequest): void {
