@@ -14,7 +14,8 @@
 //
 // env: ROUNDS (3), REQUESTS per streaming leg (1000), REQUESTS_PLAIN per non-streaming leg (2000),
 //      CONCURRENCY (8), TOKENS (64), PORTKEY_DIR, BASELINE_DIR, STORE=postgres (each Sluice on a
-//      fresh database on 127.0.0.1:5432 instead of the embedded PGlite default)
+//      fresh database on 127.0.0.1:5432 instead of the embedded PGlite default), PARTS (a,b: `b`
+//      runs only the non-streaming comparison)
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { bearer, createUserKey, realisticChatBody, freshPostgres, get, log, main, makePoster, median, pct, r2, startFloor, startNodeServer, startSluice, startUpstream, table, type Proc } from './lib.ts';
@@ -27,6 +28,7 @@ const TOKENS = Number(process.env.TOKENS ?? 64);
 const PORTKEY_DIR = process.env.PORTKEY_DIR;
 const BASELINE_DIR = process.env.BASELINE_DIR;
 const STORE = process.env.STORE ?? 'embedded';
+const PARTS = new Set((process.env.PARTS ?? 'a,b').split(',').map((p) => p.trim()));
 
 interface LegResult { ok: number; errors: number; firstError: string; rps: number; p50: number; p99: number }
 
@@ -80,13 +82,16 @@ main('routing', 20 * 60_000, async () => {
   log(`body: ${Buffer.byteLength(streamBody)} bytes streaming, ${Buffer.byteLength(plainBody)} non-streaming`);
   const chat = (p: Proc) => `${p.url}/v1/chat/completions`;
   const user = (p: Proc, mode: string) => ({ ...bearer(keys.get(p)!), 'x-sluice-mode': mode });
-  const legs: Leg[] = [{ part: 'a', name: 'floor', run: (n) => leg(chat(floor), {}, streamBody, n), requests: N_STREAM }];
-  for (const mode of ['direct', 'queued']) {
-    for (const [name, p] of sluices) legs.push({ part: 'a', name: `${name} ${mode}`, run: (n) => leg(chat(p), user(p, mode), streamBody, n), requests: N_STREAM });
+  const legs: Leg[] = [];
+  if (PARTS.has('a')) {
+    legs.push({ part: 'a', name: 'floor', run: (n) => leg(chat(floor), {}, streamBody, n), requests: N_STREAM });
+    for (const mode of ['direct', 'queued']) {
+      for (const [name, p] of sluices) legs.push({ part: 'a', name: `${name} ${mode}`, run: (n) => leg(chat(p), user(p, mode), streamBody, n), requests: N_STREAM });
+    }
   }
-  legs.push({ part: 'b', name: 'floor', run: (n) => leg(chat(floor), {}, plainBody, n), requests: N_PLAIN });
-  for (const [name, p] of sluices) legs.push({ part: 'b', name: `${name} direct`, run: (n) => leg(chat(p), user(p, 'direct'), plainBody, n), requests: N_PLAIN });
-  if (portkey) {
+  if (PARTS.has('b')) legs.push({ part: 'b', name: 'floor', run: (n) => leg(chat(floor), {}, plainBody, n), requests: N_PLAIN });
+  if (PARTS.has('b')) for (const [name, p] of sluices) legs.push({ part: 'b', name: `${name} direct`, run: (n) => leg(chat(p), user(p, 'direct'), plainBody, n), requests: N_PLAIN });
+  if (portkey && PARTS.has('b')) {
     const headers = { authorization: 'Bearer unused', 'x-portkey-provider': 'openai', 'x-portkey-custom-host': `${upstream.url}/v1` };
     legs.push({ part: 'b', name: 'portkey', run: (n) => leg(chat(portkey!), headers, plainBody, n), requests: N_PLAIN });
   }

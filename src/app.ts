@@ -88,7 +88,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const opening = (service: string, url: string) => <T>(it: T): T => { progress(`${service}: ${startedAs(service, url)} (${redact(url)})`); return it; };
   progress(`store: opening ${redact(config.databaseUrl)}${config.databaseUrl.startsWith('pglite:') ? ' (embedded PGlite: a first start creates the database, a few seconds)' : ''}`);
   const storeReady = createStore(config.databaseUrl, {
-    migrate: false, connectTimeoutMs,
+    migrate: false, connectTimeoutMs, pgliteWorker: config.pgliteThread === 'worker',
     onMaintenanceError: (err) => logger.warn({ err }, 'embedded store maintenance (VACUUM/ANALYZE) failed; retrying'),
   }).then(opening('store', config.databaseUrl)).then(async (store) => {
     if (!config.migrateOnStart) return store;

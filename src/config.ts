@@ -129,6 +129,12 @@ export const configSchema = z.object({
     busyRetryAfterS: int(1).default(1),
   }).prefault({}),
   masterKey: z.string().min(16).optional(),
+  /**
+   * Where the embedded store (pglite://) runs: on the process's main thread, or in a worker thread
+   * of its own (off the event loop that serves requests, at the cost of a message per statement;
+   * slower on a 2-core machine, see docs/benchmarks.md). Not used by postgres://.
+   */
+  pgliteThread: z.enum(['main', 'worker']).default('main'),
   /** Apply pending SQL migrations at start-up (under an advisory lock); off when a migrate job does it. */
   migrateOnStart: z.boolean().default(true),
   deliveryMode: z.enum(['queued', 'direct']).default('queued'),
@@ -256,6 +262,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   PORT: (v) => ({ port: v }),
   SLUICE_DATA_DIR: (v) => ({ dataDir: v }),
   DATABASE_URL: (v) => ({ databaseUrl: v }),
+  SLUICE_PGLITE_THREAD: (v) => ({ pgliteThread: v }),
   LIMITER_URL: (v) => ({ limiterUrl: v }),
   QUEUE_URL: (v) => ({ queueUrl: v }),
   BUS_URL: (v) => ({ busUrl: v }),

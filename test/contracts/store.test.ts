@@ -11,6 +11,7 @@ import { createDatabase, dropDatabase, serviceSuite, uniqueName } from '../helpe
 import { storeContract } from './store.contract.ts';
 
 storeContract('pglite://memory', () => createStore('pglite://memory'));
+storeContract('pglite://memory (worker thread)', () => createStore('pglite://memory', { pgliteWorker: true }));
 
 describe('Store factory', () => {
   it('refuses an unknown scheme with SLUICE_ERR_CONFIG', async () => {

@@ -21,6 +21,13 @@ describe('configuration', () => {
     assert.equal(c.deliveryMode, 'queued');
     assert.equal(c.bodyLimitBytes, 1024 * 1024);
     assert.equal(c.migrateOnStart, true);
+    assert.equal(c.pgliteThread, 'main');
+  });
+
+  it('SLUICE_PGLITE_THREAD puts the embedded store on the main thread or in a worker thread; nothing else', () => {
+    assert.equal(loadConfig({ SLUICE_PGLITE_THREAD: 'worker' }).pgliteThread, 'worker');
+    assert.equal(loadConfig({ SLUICE_PGLITE_THREAD: 'main' }).pgliteThread, 'main');
+    assert.throws(() => loadConfig({ SLUICE_PGLITE_THREAD: 'both' }), isConfigError(/pgliteThread/));
   });
 
   it('reads the environment, nested fields included, and freezes the result', () => {

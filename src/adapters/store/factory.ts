@@ -4,6 +4,7 @@
 //   pglite://./relative/dir  PGlite on disk, relative to the working directory
 //   pglite:///absolute/dir   PGlite on disk
 //   postgres://… postgresql://…  PostgreSQL
+// PGlite runs on the calling thread, or in a worker thread (pglite-thread.ts) with `pgliteWorker`.
 import { resolve } from 'node:path';
 import { SluiceError } from '../../core/errors.ts';
 import type { Store } from '../../ports/store.ts';
@@ -17,6 +18,9 @@ export const STORE_SCHEMES = ['pglite', 'postgres', 'postgresql'] as const;
 
 /** PGlite's options apply to pglite:// only. */
 export interface StoreOptions extends PgliteOptions {
+  /** pglite://: run PGlite in a worker thread of its own (pglite-thread.ts) instead of on the
+   *  calling thread (default false: on a 2-core machine the messages cost more than they free). */
+  pgliteWorker?: boolean;
   /** Apply pending migrations (default true). */
   migrate?: boolean;
   /** PostgreSQL: how long opening a connection may take (default 5 s). */
@@ -29,8 +33,9 @@ async function openClient(url: string, opts: StoreOptions): Promise<SqlClient> {
     case 'pglite': {
       const target = url.startsWith('pglite://') ? url.slice('pglite://'.length) : '';
       if (target === '') throw new SluiceError('SLUICE_ERR_CONFIG', `A pglite URL is pglite://DIRECTORY or pglite://memory, not ${url}`);
-      if (target === 'memory') return (await import('./pglite.ts')).openPglite(null, opts);
-      return (await import('./pglite.ts')).openPglite(resolve(target), opts);
+      const dataDir = target === 'memory' ? null : resolve(target);
+      if (opts.pgliteWorker) return (await import('./pglite-thread.ts')).openPgliteThread(dataDir, opts);
+      return (await import('./pglite.ts')).openPglite(dataDir, opts);
     }
     case 'postgres':
     case 'postgresql':
