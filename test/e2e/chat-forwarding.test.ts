@@ -31,16 +31,23 @@ async function recordingProxy(target: string): Promise<{ url: string; bodies: Re
   };
 }
 
+/** `sluice sim-model` behind a recording proxy, and a Sluice configured (from the proxy's URL) to call it. */
+async function forwardingSetup(config: (proxyUrl: string) => Record<string, unknown>) {
+  const sim = await startSimModelServer({ host: '127.0.0.1', port: 0, ttftMs: 0, itlMs: 0 });
+  const proxy = await recordingProxy(sim.url);
+  const app = await startTestSluice(config(proxy.url));
+  return { proxy, app, close: async () => { await app.stop(); await proxy.close(); await sim.close(); } };
+}
+
 describe('the chat body reaches the backend whole', () => {
-  let sim: { url: string; close(): Promise<void> };
+  let setup: Awaited<ReturnType<typeof forwardingSetup>>;
   let proxy: Awaited<ReturnType<typeof recordingProxy>>;
   let app: TestSluice;
   before(async () => {
-    sim = await startSimModelServer({ host: '127.0.0.1', port: 0, ttftMs: 0, itlMs: 0 });
-    proxy = await recordingProxy(sim.url);
-    app = await startTestSluice({ modelUrl: proxy.url, models: ['sim'] });
+    setup = await forwardingSetup((url) => ({ modelUrl: url, models: ['sim'] }));
+    ({ proxy, app } = setup);
   });
-  after(async () => { await app.stop(); await proxy.close(); await sim.close(); });
+  after(() => setup.close());
 
   const chat = (body: object, mode: 'direct' | 'queued') =>
     api(app.url)('/v1/chat/completions', { method: 'POST', headers: { 'x-sluice-mode': mode }, json: { model: 'sim', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }], ...body } });
@@ -77,21 +84,20 @@ describe('the chat body reaches the backend whole', () => {
 });
 
 describe('vendor fields pass through only where the catalogue allows it', () => {
-  let sim: { url: string; close(): Promise<void> };
+  let setup: Awaited<ReturnType<typeof forwardingSetup>>;
   let proxy: Awaited<ReturnType<typeof recordingProxy>>;
   let app: TestSluice;
   before(async () => {
-    sim = await startSimModelServer({ host: '127.0.0.1', port: 0, ttftMs: 0, itlMs: 0 });
-    proxy = await recordingProxy(sim.url);
-    app = await startTestSluice({
+    setup = await forwardingSetup((url) => ({
       routing: { probeIntervalMs: 0 },
       catalogue: {
-        vllm: { deployments: [{ url: proxy.url, model: 'sim', passthrough: true }] },
-        strict: { deployments: [{ url: proxy.url, model: 'sim' }] },
+        vllm: { deployments: [{ url, model: 'sim', passthrough: true }] },
+        strict: { deployments: [{ url, model: 'sim' }] },
       },
-    });
+    }));
+    ({ proxy, app } = setup);
   });
-  after(async () => { await app.stop(); await proxy.close(); await sim.close(); });
+  after(() => setup.close());
 
   const vendor = { top_k: 20, min_p: 0.05, guided_json: { type: 'object' } };
   const chat = (model: string) => api(app.url)('/v1/chat/completions', {
