@@ -158,7 +158,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const runner = new AttemptRunner({ config, store, bus, model, ledger, metrics, logger, now, tracer });
   const admission = new Admission({ config, limiter, models, pressure: depth, metrics, now, tracer, allowsPassthrough: (m) => model.allowsPassthrough(m) });
   const drainState = new Drain();
-  const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, models, tracer, drain: drainState, ...(crash && { crash }) });
+  const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, tracer, drain: drainState, ...(crash && { crash }) });
   const sweeper = new Sweeper({ config, store, queue, limiter, ledger, logger, metrics, now });
   const leases = new StreamLeases(limiter, config.leaseTtlMs, metrics);
 

@@ -57,6 +57,9 @@ export class Admission {
   async admit(principal: Principal, input: ChatInput, requestId: string, opts: { queued?: boolean; traceparent?: string | undefined } = {}): Promise<Admitted> {
     const { config, metrics } = this.deps;
     await this.assertModel(principal, input.model, 'chat');
+    // Direct mode calls the model in this request: when every deployment is full (or unhealthy),
+    // refuse now with Retry-After, before any quota is reserved, instead of holding the client.
+    if (!opts.queued) this.deps.models.assertAvailable(input.model);
     const params = this.forwarded(input);
     const limits = principal.limits;
     if (input.maxTokens !== undefined && input.maxTokens > limits.maxTokens) {

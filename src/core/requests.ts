@@ -17,7 +17,6 @@ import type { EmbeddingInput } from './embedding-request.ts';
 import { SluiceError, catalogue, type ErrorCode } from './errors.ts';
 import { followEventRuns } from './event-follow.ts';
 import type { Logger } from './logger.ts';
-import type { ModelCatalog } from './model-catalog.ts';
 import { inSpan, NOOP_TRACER, type Tracer } from '../ports/tracer.ts';
 import { jitteredBackoff } from './backoff.ts';
 import type { Drain } from './drain.ts';
@@ -41,8 +40,6 @@ export class RequestService {
 
   constructor(private readonly deps: {
     config: Config; store: Store; queue: Queue; bus: Bus; limiter: Limiter; admission: Admission; runner: AttemptRunner; logger: Logger;
-    /** Direct mode asks it whether a deployment can take the request now. */
-    models?: Pick<ModelCatalog, 'assertAvailable'>;
     crash?: (point: string) => void;
     tracer?: Tracer;
     /** Refuses new submissions once this process drains, and hands direct-mode runs off (core/drain.ts). */
@@ -64,9 +61,6 @@ export class RequestService {
     } else {
       id = randomUUID();
     }
-    // Direct mode calls the model in this request: when every deployment is full (or unhealthy),
-    // refuse now with Retry-After, before any quota is reserved, instead of holding the client.
-    if (opts.mode === 'direct') this.deps.models?.assertAvailable(input.model);
     const tracer = this.deps.tracer ?? NOOP_TRACER;
     const admitted = await inSpan(tracer, 'sluice.admission', { parent: opts.traceparent, attributes: { 'sluice.request_id': id, 'sluice.user': principal.userId } },
       (span) => this.deps.admission.admit(principal, input, id, { queued: opts.mode === 'queued', traceparent: span.traceparent || undefined }));
