@@ -15,7 +15,8 @@ import { NOOP_TRACER, type Span, type Tracer } from '../ports/tracer.ts';
 export type LogRepair = 'running' | 'intact' | 'repaired' | 'gone';
 
 export type AttemptResult =
-  | { kind: 'finished' }
+  /** The request ended; `ended` is its record when this attempt ended it (no need to read it back). */
+  | { kind: 'finished'; ended?: RequestRecord }
   /** A transient failure with attempts left: run it again later. */
   | { kind: 'retry'; error: ModelError }
   /** Another worker took the request over (this one's claim expired): do nothing more. */
@@ -258,17 +259,17 @@ export class AttemptRunner {
    * listener (direct mode) gets too.
    */
   async end(record: RequestRecord, ending: Ending, hooks: AttemptHooks & { span?: Span } = {}): Promise<AttemptResult> {
-    await this.settleAndLog(record, ending, hooks);
-    return { kind: 'finished' };
+    const ended = await this.settleAndLog(record, ending, hooks);
+    return ended ? { kind: 'finished', ended } : { kind: 'finished' };
   }
 
-  /** end(), saying whether this call ended the request. */
-  private async settleAndLog(record: RequestRecord, ending: Ending, hooks: AttemptHooks & { span?: Span } = {}): Promise<boolean> {
+  /** end(), returning the ended record when this call ended the request (null: it had ended already). */
+  private async settleAndLog(record: RequestRecord, ending: Ending, hooks: AttemptHooks & { span?: Span } = {}): Promise<RequestRecord | null> {
     const span = this.tracer.start('sluice.settlement', { parent: hooks.span?.traceparent || record.payload.traceparent, attributes: { 'sluice.request_id': record.id, 'sluice.status': ending.status } });
-    let first: boolean;
+    let first: RequestRecord | null;
     try {
       first = await this.deps.ledger.settle(record, ending);
-      span.setAttributes({ 'sluice.settled_here': first, 'sluice.tokens': ending.usage.totalTokens });
+      span.setAttributes({ 'sluice.settled_here': first !== null, 'sluice.tokens': ending.usage.totalTokens });
     } catch (err) { span.fail(err); throw err; } finally { span.end(); }
     if (first) {
       const logged = await this.deps.bus.append(record.id, terminalEvent(ending));

@@ -4,7 +4,7 @@
 // settle is idempotent by request id, so replays and duplicate deliveries change nothing.
 import type { Usage } from '../ports/bus.ts';
 import type { Limiter, SettleResult } from '../ports/limiter.ts';
-import type { Outcome, RequestRecord, Store, TerminalStatus } from '../ports/store.ts';
+import { endedRecord, type Outcome, type RequestRecord, type Store, type TerminalStatus } from '../ports/store.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 import { costOf, type Price } from './pricing.ts';
@@ -36,8 +36,12 @@ export class Ledger {
     crash?: (point: string) => void;
   }) {}
 
-  /** True iff this call ended the request (and so must publish its terminal event). */
-  async settle(record: RequestRecord, ending: Ending): Promise<boolean> {
+  /**
+   * The request as this call ended it, or null when it had ended already (then another call
+   * publishes its terminal event). The ended record is what the store now holds, so its caller
+   * need not read it back.
+   */
+  async settle(record: RequestRecord, ending: Ending): Promise<RequestRecord | null> {
     const charged = chargeFor(ending.status, ending.usage);
     const costUsd = costOf(this.deps.priceOf?.(record.model), ending.usage, charged.requests === 1);
     // A model may produce text the store cannot hold (NUL, a surrogate cut in half): the answer is
@@ -50,7 +54,7 @@ export class Ledger {
       ...(ending.error && { error: { ...ending.error, message: toStorableText(ending.error.message) } }),
     };
     const first = await this.deps.store.finishRequest(record.id, outcome);
-    if (!first) return false;
+    if (!first) return null;
     this.deps.crash?.('after-finish');
     await this.settleQuota(record.id, charged);
     const { metrics } = this.deps;
@@ -58,7 +62,7 @@ export class Ledger {
     metrics.tokens.inc({ model: record.model, kind: 'prompt' }, ending.usage.promptTokens);
     metrics.tokens.inc({ model: record.model, kind: 'completion' }, ending.usage.completionTokens);
     if (costUsd) metrics.spend.inc({ model: record.model, user: metrics.spendUser(record.userId) }, costUsd);
-    return true;
+    return endedRecord(record, outcome, new Date());
   }
 
   /**

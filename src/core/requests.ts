@@ -197,19 +197,21 @@ export class RequestService {
    * `record` was inserted already claimed by this gateway (attempt 1); retries claim again. When
    * this process hands its work off (drain), the request goes to the queue, where a worker
    * continues it: a direct request is accepted like a queued one, and is not lost either.
+   * Returns the request's record as this gateway ended it; undefined when it did not end it here.
    */
-  async runDirect(record: RequestRecord, disconnect: AbortSignal, onEvents?: (events: readonly LogEvent[]) => void | Promise<void>): Promise<void> {
+  async runDirect(record: RequestRecord, disconnect: AbortSignal, onEvents?: (events: readonly LogEvent[]) => void | Promise<void>): Promise<RequestRecord | undefined> {
     const { store, runner, config } = this.deps;
     const handoff = this.deps.drain?.handoff;
     let attempt = record;
     for (;;) {
       const result = await runner.run(attempt, this.gatewayId, { disconnect, ...(handoff && { handoff }), ...(onEvents && { onEvents }) });
-      if (result.kind === 'handoff') return await this.enqueue(attempt, { awaitRecord: true });
-      if (result.kind !== 'retry') return;
-      if (handoff?.aborted) return await this.enqueue(attempt, { awaitRecord: true });
+      if (result.kind === 'handoff') { await this.enqueue(attempt, { awaitRecord: true }); return undefined; }
+      if (result.kind === 'finished') return result.ended;
+      if (result.kind !== 'retry') return undefined;
+      if (handoff?.aborted) { await this.enqueue(attempt, { awaitRecord: true }); return undefined; }
       await new Promise((r) => setTimeout(r, jitteredBackoff(attempt.attempt, config.worker.retryBaseMs)));
       const claim = await store.claimRequest(record.id, this.gatewayId, config.worker.claimMs);
-      if (claim.state !== 'claimed') return;
+      if (claim.state !== 'claimed') return undefined;
       attempt = claim.record;
     }
   }

@@ -82,7 +82,11 @@ export function lastEventId(header: string | string[] | undefined, query: unknow
 export type EventSink = (events: readonly LogEvent[]) => void | Promise<void>;
 
 /** Where a listener's events come from: the request's log, or (direct mode) the attempt this gateway runs. */
-export type EventSource = (signal: AbortSignal, sink: EventSink) => Promise<DeliveryEnd>;
+export interface EventSource {
+  (signal: AbortSignal, sink: EventSink): Promise<DeliveryEnd>;
+  /** Set once the source has run, when it ended the request itself: the record as stored, not read back. */
+  ended?: RequestRecord;
+}
 
 /** Follows the request's log after `afterSeq`: history, then live. */
 export function logSource(deps: GatewayDeps, record: RequestRecord, afterSeq: number): EventSource {
@@ -96,10 +100,10 @@ export function logSource(deps: GatewayDeps, record: RequestRecord, afterSeq: nu
  * (another process took it over, or ended it first), the rest comes from the log.
  */
 export function directSource(deps: GatewayDeps, record: RequestRecord): EventSource {
-  return async (signal, sink) => {
+  const source: EventSource = async (signal, sink) => {
     let last = 0;
     let ended = false;
-    await deps.requests.runDirect(record, signal, async (events) => {
+    source.ended = await deps.requests.runDirect(record, signal, async (events) => {
       if (signal.aborted) return;
       await sink(events);
       last = events[events.length - 1]!.seq;
@@ -111,6 +115,7 @@ export function directSource(deps: GatewayDeps, record: RequestRecord): EventSou
     if (deps.drain.handoff.aborted) return 'handoff';
     return deliverEvents(deps, (await deps.store.getRequest(record.id)) ?? record, last, signal, sink);
   };
+  return source;
 }
 
 /**
@@ -192,8 +197,11 @@ async function sendStored(deps: GatewayDeps, sse: SseStream, id: string): Promis
   await sse.send({ event: r.status === 'completed' ? 'completed' : 'error', data: JSON.stringify(view) });
 }
 
-/** Waits for the request's end (non-streaming responses) and returns the stored record. */
+/**
+ * Waits for the request's end (non-streaming responses) and returns the stored record: as the
+ * direct attempt that ended it here left it, else read from the store.
+ */
 export async function awaitEnd(deps: GatewayDeps, record: RequestRecord, signal: AbortSignal, source: EventSource = logSource(deps, record, 0)): Promise<RequestRecord> {
   await source(signal, () => {});
-  return (await deps.store.getRequest(record.id)) ?? record;
+  return source.ended ?? (await deps.store.getRequest(record.id)) ?? record;
 }

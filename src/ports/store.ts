@@ -113,6 +113,17 @@ export interface Outcome {
   deployment?: string | null;
 }
 
+/**
+ * The record as the store holds it once `o` ended it (finishRequest returned true): what reading it
+ * back would return, but for `completedAt`, which is the caller's clock rather than the database's.
+ */
+export function endedRecord(r: RequestRecord, o: Outcome, completedAt: Date): RequestRecord {
+  return {
+    ...r, status: o.status, result: o.result, output: o.output ?? null, finishReason: o.finishReason,
+    promptTokens: o.usage.promptTokens, completionTokens: o.usage.completionTokens, error: o.error, completedAt,
+  };
+}
+
 export interface InsertClaim { workerId: string; claimMs: number }
 
 export type ClaimResult =

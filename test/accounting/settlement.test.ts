@@ -23,7 +23,7 @@ describe('settlement', () => {
     for (let i = 0; i < 3; i++) await app.queue.publish({ requestId: request_id, priority: 5 });
     const record = (await app.store.getRequest(request_id))!;
     const again = await Promise.all([1, 2, 3].map(() => app.ledger.settle(record, { status: 'completed', attempt: null, result: 'x', finishReason: 'stop', usage: { promptTokens: 1, completionTokens: 1, totalTokens: 2 }, error: null })));
-    assert.deepEqual(again, [false, false, false]);
+    assert.deepEqual(again, [null, null, null]);
     assert.equal(await app.limiter.settle(request_id, { tokens: 0, requests: 0 }), 'already-settled');
     await new Promise((r) => setTimeout(r, 300));
     assert.equal((await ledgerRows(app.url, 'idem-settle')).length, 1);

@@ -51,7 +51,8 @@ describe('AttemptRunner: tool calls, choices and logprobs', () => {
       yield { type: 'usage', promptTokens: 11, completionTokens: 31, finishReason: 'tool_calls', usageSource: 'reported', served: { deployment: 'eu-1', model: 'llama-3.1-8b' } };
     });
     const record = await running();
-    assert.deepEqual(await runnerWith(model).run(record, 'test'), { kind: 'finished' });
+    const result = await runnerWith(model).run(record, 'test');
+    assert.equal(result.kind, 'finished');
 
     assert.deepEqual(await bodies(record.id), [
       { type: 'token', attempt: 1, text: 'Let me' },
@@ -64,6 +65,9 @@ describe('AttemptRunner: tool calls, choices and logprobs', () => {
     ], 'a token keeps its small shape; a one-choice completed event has no choices');
 
     const stored = (await app.store.getRequest(record.id))!;
+    // The attempt hands back the record it ended, so a direct non-streaming answer needs no read back: it must be the stored one.
+    assert.ok(result.kind === 'finished' && result.ended, 'the attempt that ended the request returns its record');
+    assert.deepEqual({ ...result.ended, completedAt: null }, { ...stored, completedAt: null });
     assert.equal(stored.status, 'completed');
     assert.equal(stored.result, 'Let me check');
     assert.equal(stored.finishReason, 'tool_calls');

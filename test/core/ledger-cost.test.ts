@@ -70,8 +70,8 @@ describe('the ledger prices what it settles', () => {
   it('stores the cost of a priced model and the deployment that served it, once', async () => {
     const r = await request('priced');
     const output = { choices: [], usageSource: 'reported' as const, served: { deployment: 'priced#0', model: 'upstream' } };
-    assert.equal(await ledger.settle(r, completed(1_000, 200, { output })), true);
-    assert.equal(await ledger.settle(r, completed(5_000, 5_000)), false, 'settles once');
+    assert.equal((await ledger.settle(r, completed(1_000, 200, { output })))?.status, 'completed');
+    assert.equal(await ledger.settle(r, completed(5_000, 5_000)), null, 'settles once');
     const row = await store.ledgerRow(r.id);
     assert.equal(row?.costUsd, (1_000 * 3 + 200 * 15) / 1e6);
     assert.equal(row?.deployment, 'priced#0');

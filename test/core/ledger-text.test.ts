@@ -26,8 +26,8 @@ describe('the ledger stores what a model produced', () => {
     const ledger = new Ledger({ store, limiter: new MemoryLimiter(), metrics: createMetrics(), logger: createLogger('silent', 'test') });
     const produced = 'a\u0000b\ud83dc\ude00d😀';
     const first = await ledger.settle(record, { status: 'completed', attempt: null, result: produced, finishReason: 'stop', usage: usageOf(2, 6), error: null });
-    assert.equal(first, true);
     const stored = await store.getRequest(record.id);
+    assert.deepEqual({ ...first, completedAt: null }, { ...stored, completedAt: null }, 'the ended record is the stored one, text replaced as stored');
     assert.equal(stored?.status, 'completed');
     assert.equal(stored?.result, 'a\uFFFDb\uFFFDc\uFFFDd😀');
     assert.equal((await store.ledgerRow(record.id))?.completionTokens, 6, 'billed as produced');
