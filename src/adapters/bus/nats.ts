@@ -27,7 +27,21 @@ import { answerAfterEnd, assertBurst, isTerminal, PartialAppendError, type Bus, 
 import { decodingEvents, InterestFanout } from './fanout.ts';
 import { unreachable } from '../endpoint.ts';
 
-export interface NatsBusOptions { ttlSeconds: number; maxLen: number; prefix: string; stream: string }
+export interface NatsBusOptions {
+  ttlSeconds: number; maxLen: number; prefix: string; stream: string;
+  /**
+   * The JetStream domain that holds the stream, when it is not this server's own: an edge connected
+   * to a leaf node reads and appends through the hub's API (`$JS.<domain>.API`), while its live
+   * subscriptions stay core subjects that cross the leaf connection only while someone listens.
+   */
+  domain?: string | undefined;
+  /**
+   * 'own' (default): create the stream or bring it to this configuration. 'use': the stream belongs
+   * to another deployment (an edge uses the origin's): create it only if it is missing, never
+   * reconfigure it, so an edge with other settings cannot fight the origin over its limits.
+   */
+  streamOwnership?: 'own' | 'use' | undefined;
+}
 
 /** The JetStream API error codes this adapter reacts to (nats-server's stable err_code values). */
 const WRONG_LAST_SEQUENCE = 10071;
@@ -320,6 +334,7 @@ async function ensureStream(jsm: JetStreamManager, mod: JetStreamModule, opts: N
   const cfg = streamConfig(opts);
   try {
     await jsm.streams.info(opts.stream);
+    if (opts.streamOwnership === 'use') return;
   } catch (err) {
     if (!(err instanceof mod.JetStreamApiError && err.code === STREAM_NOT_FOUND)) throw toSluiceError(err);
     try {
@@ -337,11 +352,22 @@ async function ensureStream(jsm: JetStreamManager, mod: JetStreamModule, opts: N
   }
 }
 
-/** Connects, ensures the stream and returns a Bus over it. `?stream=NAME` in the URL overrides the stream name. */
+/** A JetStream domain name as nats-server accepts it in `jetstream { domain: … }` (one subject token). */
+const DOMAIN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * Connects, ensures the stream and returns a Bus over it. `?stream=NAME` in the URL overrides the
+ * stream name; `?domain=NAME` (or opts.domain) reaches the stream through that JetStream domain
+ * (an edge behind a leaf node: `nats://leaf:4222?domain=hub`).
+ */
 export async function createNatsBus(url: string, opts: Omit<NatsBusOptions, 'stream'> & { stream?: string; connectTimeoutMs?: number }): Promise<NatsBus> {
   const parsed = new URL(url);
   const stream = opts.stream ?? parsed.searchParams.get('stream') ?? `${opts.prefix.toUpperCase()}_EVENTS`.replace(/[^A-Za-z0-9_-]/g, '_');
-  const full: NatsBusOptions = { ...opts, stream };
+  const domain = parsed.searchParams.get('domain') ?? opts.domain;
+  if (domain !== undefined && domain !== null && !DOMAIN.test(domain)) {
+    throw new SluiceError('SLUICE_ERR_CONFIG', `BUS_URL: the JetStream domain "${domain.slice(0, 70)}" is not a valid name (1-64 of A-Z a-z 0-9 _ -)`, { param: 'busUrl' });
+  }
+  const full: NatsBusOptions = { ...opts, stream, ...(domain ? { domain } : {}) };
   const [{ connect }, mod] = await Promise.all([import('@nats-io/transport-node'), import('@nats-io/jetstream')]);
   let nc: Awaited<ReturnType<typeof connect>>;
   try {
@@ -350,9 +376,10 @@ export async function createNatsBus(url: string, opts: Omit<NatsBusOptions, 'str
     throw unreachable({ service: 'bus', field: 'BUS_URL', url }, err);
   }
   try {
-    const jsm = await guard(() => mod.jetstreamManager(nc));
+    const jsOpts = full.domain ? { domain: full.domain } : {};
+    const jsm = await guard(() => mod.jetstreamManager(nc, jsOpts));
     await ensureStream(jsm, mod, full);
-    return new NatsBus(nc, mod.jetstream(nc), jsm, mod, full);
+    return new NatsBus(nc, mod.jetstream(nc, jsOpts), jsm, mod, full);
   } catch (err) {
     await nc.close();
     throw err;
