@@ -59,6 +59,9 @@ export interface Sluice {
   close(): Promise<void>;
 }
 
+/** An edge's default BUS_IDLE_PROBE_MS: how long a followed request may be silent before its log's tip is read. */
+const EDGE_IDLE_PROBE_MS = 2_000;
+
 /** How long the hand-off itself may take: claims given back, jobs published, streams ended. */
 const HANDOFF_MS = 5_000;
 
@@ -126,6 +129,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       ...(config.busDomain && { natsDomain: config.busDomain }),
       // The origin owns the stream's settings; an edge only makes sure it exists.
       ...(edge && { streamOwnership: 'use' as const }),
+      idleProbeMs: config.busIdleProbeMs ?? (edge ? EDGE_IDLE_PROBE_MS : 0),
     }).then(opening('bus', config.busUrl)),
     createRouter({ config, secret: (name) => env[name], logger, metrics, now, ...(opts.model && { backend: opts.model }) })
       .then(opening('model', Object.keys(config.catalogue).length > 0 ? `catalogue (${Object.keys(config.catalogue).length} models)` : config.modelUrl)),

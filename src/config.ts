@@ -115,6 +115,12 @@ export const configSchema = z.object({
    * server BUS_URL names (an edge behind a leaf node: 'hub'). `?domain=` in BUS_URL wins.
    */
   busDomain: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a JetStream domain is 1-64 of A-Z a-z 0-9 _ -').optional(),
+  /**
+   * NATS bus: a followed request whose live subject has been quiet this long has its log's last
+   * event read, so events lost on the way (a leaf node cut from its hub) are fetched from the log
+   * instead of leaving the stream waiting. Default: 2000 on an edge, 0 (off) elsewhere.
+   */
+  busIdleProbeMs: int(0).optional(),
   limiterPrefix: z.string().optional(),
   /** Model ids accepted when the backend cannot list them; empty = ask the backend. */
   models: z.array(z.string()).default([]),
@@ -282,6 +288,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   QUEUE_NAME: (v) => ({ queueName: v }),
   BUS_PREFIX: (v) => ({ busPrefix: v }),
   BUS_DOMAIN: (v) => ({ busDomain: v }),
+  BUS_IDLE_PROBE_MS: (v) => ({ busIdleProbeMs: v }),
   LIMITER_PREFIX: (v) => ({ limiterPrefix: v }),
   MODEL_NAMES: (v) => ({ models: v.split(',').map((s) => s.trim()).filter(Boolean) }),
   SLUICE_MASTER_KEY: (v) => ({ masterKey: v }),

@@ -15,6 +15,8 @@ export interface BusFactoryOptions {
   natsDomain?: string;
   /** NATS: 'use' when another deployment owns the stream (an edge): created if missing, never reconfigured. */
   streamOwnership?: 'own' | 'use';
+  /** NATS: read the log's last event of a followed request quiet this long (0 = off); see NatsBusOptions. */
+  idleProbeMs?: number;
 }
 
 const DEFAULT_PREFIX = 'sluice';
@@ -42,6 +44,7 @@ export async function createBus(url: string, opts: BusFactoryOptions): Promise<B
         ...(opts.connectTimeoutMs !== undefined && { connectTimeoutMs: opts.connectTimeoutMs }),
         ...(opts.natsDomain !== undefined && { domain: opts.natsDomain }),
         ...(opts.streamOwnership !== undefined && { streamOwnership: opts.streamOwnership }),
+        ...(opts.idleProbeMs !== undefined && { idleProbeMs: opts.idleProbeMs }),
       });
     }
     default:

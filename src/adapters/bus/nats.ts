@@ -41,7 +41,20 @@ export interface NatsBusOptions {
    * reconfigure it, so an edge with other settings cannot fight the origin over its limits.
    */
   streamOwnership?: 'own' | 'use' | undefined;
+  /**
+   * Live subjects quiet for this long have their log's last event read (one direct get) and, if
+   * it is newer than what arrived live, handed to their listeners, whose merge by seq then fills
+   * the gap from the log. Core NATS is at-most-once: a leaf node cut from its hub loses what was
+   * published meanwhile, and a stream that ended during the cut would otherwise never learn it.
+   * 0 = off (the default; an edge turns it on).
+   */
+  idleProbeMs?: number | undefined;
 }
+
+/** A followed request's subject, watched for silence (idleProbeMs). */
+interface Watch { lastSeq: number; lastAt: number; probing: boolean; deliver: (e: LogEvent) => void }
+/** Quiet subjects probed at once per tick, at most. */
+const PROBES_PER_TICK = 64;
 
 /** The JetStream API error codes this adapter reacts to (nats-server's stable err_code values). */
 const WRONG_LAST_SEQUENCE = 10071;
@@ -70,7 +83,9 @@ interface JetStreamModule { JetStreamApiError: new (...args: never[]) => Error &
 
 export class NatsBus implements Bus {
   /** Live events arrive decoded (once per message, however many local listeners). */
-  private readonly events = new InterestFanout<LogEvent>((subject, deliver) => this.listen(subject, decodingEvents(deliver)));
+  private readonly events = new InterestFanout<LogEvent>((subject, deliver) => this.listenEvents(subject, deliver));
+  private readonly watched = new Map<string, Watch>();
+  private probeTimer: NodeJS.Timeout | undefined;
   private readonly control = new InterestFanout<string>((subject, deliver) => this.listen(subject, deliver));
   private readonly tips = new Map<string, Tip>();
   private readonly appending = new Map<string, Promise<unknown>>();
@@ -90,6 +105,44 @@ export class NatsBus implements Bus {
     const sub = this.nc.subscribe(subject, { callback: (err, msg) => { if (!err) receive(this.decoder.decode(msg.data)); } });
     await guard(() => this.nc.flush());
     return async () => { sub.unsubscribe(); };
+  }
+
+  /** Live events of one request's subject; watched for silence when idleProbeMs is set. */
+  private async listenEvents(subject: string, deliver: (e: LogEvent) => void): Promise<() => Promise<void>> {
+    const probeMs = this.opts.idleProbeMs ?? 0;
+    if (probeMs <= 0) return this.listen(subject, decodingEvents(deliver));
+    const watch: Watch = { lastSeq: 0, lastAt: Date.now(), probing: false, deliver };
+    const close = await this.listen(subject, decodingEvents((e) => {
+      if (e.seq > watch.lastSeq) watch.lastSeq = e.seq;
+      watch.lastAt = Date.now();
+      deliver(e);
+    }));
+    this.watched.set(subject, watch);
+    this.probeTimer ??= setInterval(() => this.probeQuiet(probeMs), Math.max(50, Math.floor(probeMs / 2))).unref();
+    return async () => {
+      if (this.watched.get(subject) === watch) this.watched.delete(subject);
+      if (this.watched.size === 0 && this.probeTimer) { clearInterval(this.probeTimer); this.probeTimer = undefined; }
+      await close();
+    };
+  }
+
+  /** Reads the last event of every subject quiet for probeMs; a newer one than arrived live is delivered. */
+  private probeQuiet(probeMs: number): void {
+    const now = Date.now();
+    let started = 0;
+    for (const [subject, watch] of this.watched) {
+      if (started >= PROBES_PER_TICK) break;
+      if (watch.probing || now - watch.lastAt < probeMs) continue;
+      started++;
+      watch.probing = true;
+      this.lastStored(subject).then((tip) => {
+        watch.lastAt = Date.now();
+        if (!tip || tip.event.seq <= watch.lastSeq || this.watched.get(subject) !== watch) return;
+        watch.lastSeq = tip.event.seq;
+        watch.deliver(tip.event);
+      }, () => { /* the hub is out of reach (a cut leaf link): the next tick tries again */ })
+        .finally(() => { watch.probing = false; });
+    }
   }
 
   async append(requestId: string, event: EventBody): Promise<LogEvent> {
@@ -158,7 +211,9 @@ export class NatsBus implements Bus {
   }
 
   async close(): Promise<void> {
+    if (this.probeTimer) { clearInterval(this.probeTimer); this.probeTimer = undefined; }
     await Promise.all([this.events.closeAll(), this.control.closeAll()]);
+    this.watched.clear();
     if (!this.nc.isClosed()) await this.nc.close();
   }
 
