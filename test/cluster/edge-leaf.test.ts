@@ -138,6 +138,24 @@ describe('edge delivery over NATS leaf nodes', skip, () => {
     } finally { ws.close(); }
   });
 
+  it('a cancel at the edge reaches the worker at the origin; the stream ends, billed for what it produced', async () => {
+    const id = await submit(edgeB, 400);
+    const following = follow(edgeB, id);
+    await waitFor(async () => (await result(edgeB, id)).status === 'running', 20_000, 50);
+    await new Promise((r) => setTimeout(r, 300));
+    const res = await client(edgeB.url, key).call(`/v1/requests/${id}`, { method: 'DELETE' });
+    assert.equal(res.status, 200);
+    const frames = await following;
+    const end = frames.at(-1);
+    assert.equal(end?.event, 'error');
+    assert.match(end.data, /SLUICE_ERR_CANCELLED/);
+    const r = await client(edgeB.url, key).get<{ status: string; usage: { completion_tokens: number } }>(`/v1/requests/${id}`);
+    assert.equal(r.status, 'cancelled');
+    const tokens = tokensOf(frames);
+    assert.ok(tokens.length < 400, 'the generation stopped early');
+    assert.equal(tokens.length, r.usage.completion_tokens, 'billed for exactly what was delivered');
+  });
+
   it('cutting leaf A from the hub mid-stream ends in a resumed stream with no gap', async () => {
     const id = await submit(edgeA, 120);
     let cutting: Promise<void> | undefined;
