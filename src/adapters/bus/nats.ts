@@ -55,6 +55,11 @@ export interface NatsBusOptions {
 interface Watch { lastSeq: number; lastAt: number; probing: boolean; deliver: (e: LogEvent) => void }
 /** Quiet subjects probed at once per tick, at most. */
 const PROBES_PER_TICK = 64;
+/**
+ * Through a domain (a leaf node), how long a read keeps retrying while the hub's JetStream API has
+ * no route ("no responders": the leaf's link to the hub is down; it reconnects every second).
+ */
+const DOMAIN_READ_RETRY_MS = 5_000;
 
 /** The JetStream API error codes this adapter reacts to (nats-server's stable err_code values). */
 const WRONG_LAST_SEQUENCE = 10071;
@@ -250,14 +255,30 @@ export class NatsBus implements Bus {
     return { seq: last.event.seq, streamSeq: last.streamSeq, terminal: isTerminal(last.event) ? last.event : undefined };
   }
 
+  /**
+   * A JetStream read. Through a domain, a read that finds no route to the hub (its leaf link is
+   * down) is retried with backoff for up to DOMAIN_READ_RETRY_MS, so a short cut delays a
+   * listener instead of closing its stream; any other failure, or a longer cut, throws.
+   */
+  private async jsRead<T>(op: () => Promise<T>): Promise<T> {
+    if (!this.opts.domain) return guard(op);
+    const deadline = Date.now() + DOMAIN_READ_RETRY_MS;
+    for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
+      try { return await op(); } catch (err) {
+        if (!noResponders(err) || Date.now() + wait > deadline) throw toSluiceError(err);
+      }
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+
   private async lastStored(subject: string): Promise<Stored | undefined> {
-    const m = await guard(() => this.jsm.direct.getMessage(this.opts.stream, { last_by_subj: subject }));
+    const m = await this.jsRead(() => this.jsm.direct.getMessage(this.opts.stream, { last_by_subj: subject }));
     return m ? { event: this.decode(m.data), streamSeq: m.seq } : undefined;
   }
 
   /** The subject's first message at stream sequence `from` or later (one direct get). */
   private async nextStored(subject: string, from: number): Promise<Stored | undefined> {
-    const m = await guard(() => this.jsm.direct.getMessage(this.opts.stream, { seq: from, next_by_subj: subject }));
+    const m = await this.jsRead(() => this.jsm.direct.getMessage(this.opts.stream, { seq: from, next_by_subj: subject }));
     return m ? { event: this.decode(m.data), streamSeq: m.seq } : undefined;
   }
 
@@ -306,7 +327,7 @@ export class NatsBus implements Bus {
    * Each pull asks for exactly the events still wanted, which exist, so it never waits for `expires`.
    */
   private async readBatched(subject: string, from: number, lastStreamSeq: number, want: number): Promise<LogEvent[]> {
-    const info = await guard(() => this.jsm.consumers.add(this.opts.stream, {
+    const info = await this.jsRead(() => this.jsm.consumers.add(this.opts.stream, {
       filter_subject: subject,
       deliver_policy: 'by_start_sequence',
       opt_start_seq: from,
@@ -360,6 +381,14 @@ export class NatsBus implements Bus {
 /** Request ids become one subject token; ids with characters NATS reserves are encoded. */
 function subjectToken(requestId: string): string {
   return /^[A-Za-z0-9_-]+$/.test(requestId) ? requestId : `~${Buffer.from(requestId).toString('base64url')}`;
+}
+
+/** Whether a NATS failure (or one it wraps) is "no responders": nothing serves that subject now. */
+function noResponders(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e.name === 'NoResponders') return true;
+  }
+  return false;
 }
 
 /** The one place NATS failures become catalogue errors. */
