@@ -33,6 +33,15 @@ describe('NATS bus through a leaf node and a JetStream domain', binarySuite(), (
     return b;
   };
 
+  const hubHasInterest = async (subject: string) => {
+    for (let i = 0; i < 100; i++) {
+      const { leafs } = await topo.hub.json<{ leafs: { subscriptions_list?: string[] }[] }>('/leafz?subs=1');
+      if (leafs.some((l) => l.subscriptions_list?.includes(subject))) return;
+      await sleep(20);
+    }
+    throw new Error(`the hub never learnt of the leaf's interest in ${subject}`);
+  };
+
   before(async () => {
     topo = await startLeafTopology(1);
     origin = await createNatsBus(topo.hub.url, { ttlSeconds: 600, maxLen: 1000, prefix: 'dom' });
@@ -47,6 +56,9 @@ describe('NATS bus through a leaf node and a JetStream domain', binarySuite(), (
     const edge = await edgeBus();
     const live: number[] = [];
     const sub = await edge.subscribe('r-live', (e) => live.push(e.seq));
+    // subscribe() resolves once the leaf has the interest; the hub learns it right after (a
+    // follower's history read, sent behind it on the same leaf link, orders the two).
+    await hubHasInterest('dom.events.r-live');
     await origin.appendMany('r-live', [token('a'), token('b'), token('c')]);
     const mine = await edge.append('r-live', token('d'));
     assert.equal(mine.seq, 4, 'the edge appends after the origin\'s events, through the hub\'s API');
@@ -84,6 +96,7 @@ describe('NATS bus through a leaf node and a JetStream domain', binarySuite(), (
     const plain = await edgeBus();
     const seen = { probing: [] as LogEvent[], plain: [] as LogEvent[] };
     const subs = [await probing.subscribe('r-cut', (e) => seen.probing.push(e)), await plain.subscribe('r-cut', (e) => seen.plain.push(e))];
+    await hubHasInterest('dom.events.r-cut');
     await origin.append('r-cut', token('before'));
     await sleep(100);
     await topo.leafs[0]!.link.cut();
