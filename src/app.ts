@@ -1,5 +1,6 @@
 // Wires one Sluice process from its configuration: adapters chosen by URL scheme, the core
-// services, and the roles this process plays (gateway, worker, ledger, or all of them).
+// services, and the roles this process plays (gateway, worker, ledger, or all of them; an edge is
+// a gateway whose events come through a NATS leaf node from the origin's stream).
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config.ts';
 import { createBus } from './adapters/bus/factory.ts';
@@ -58,6 +59,9 @@ export interface Sluice {
   close(): Promise<void>;
 }
 
+/** An edge's default BUS_IDLE_PROBE_MS: how long a followed request may be silent before its log's tip is read. */
+const EDGE_IDLE_PROBE_MS = 2_000;
+
 /** How long the hand-off itself may take: claims given back, jobs published, streams ended. */
 const HANDOFF_MS = 5_000;
 
@@ -81,7 +85,9 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const logger = opts.logger ?? createLogger(config.logLevel, config.role);
   const metrics = createMetrics({ spendUsers: config.metricsSpendUsers });
   const { key: masterKey, dev } = resolveMasterKey(config);
-  const roles = new Set(config.role === 'all' ? ['gateway', 'worker', 'ledger'] : [config.role]);
+  // An edge serves the gateway's API; what differs is its bus (the origin's stream, through a leaf node).
+  const edge = config.role === 'edge';
+  const roles = new Set(config.role === 'all' ? ['gateway', 'worker', 'ledger'] : edge ? ['gateway'] : [config.role]);
 
   // What start-up opened, closed again if a later step fails, so a failed start leaves nothing running.
   const connectTimeoutMs = config.connectTimeoutMs;
@@ -117,7 +123,14 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       onRecovered: () => { metrics.limiterDegraded.set(0); logger.info({ policy: config.limiterFailure }, 'limiter recovered: using the durable limiter again'); },
     }).then(opening('limiter', config.limiterUrl)),
     createQueue(config.queueUrl, { ...(config.queueName && { name: config.queueName }), retryBaseMs: config.worker.retryBaseMs, connectTimeoutMs }).then(opening('queue', config.queueUrl)),
-    createBus(config.busUrl, { ttlSeconds: config.eventLog.ttlSeconds, maxLen: config.eventLog.maxLen, memoryMaxEvents: config.eventLog.memoryMaxEvents, ...(config.busPrefix && { prefix: config.busPrefix }), connectTimeoutMs }).then(opening('bus', config.busUrl)),
+    createBus(config.busUrl, {
+      ttlSeconds: config.eventLog.ttlSeconds, maxLen: config.eventLog.maxLen, memoryMaxEvents: config.eventLog.memoryMaxEvents,
+      ...(config.busPrefix && { prefix: config.busPrefix }), connectTimeoutMs,
+      ...(config.busDomain && { natsDomain: config.busDomain }),
+      // The origin owns the stream's settings; an edge only makes sure it exists.
+      ...(edge && { streamOwnership: 'use' as const }),
+      idleProbeMs: config.busIdleProbeMs ?? (edge ? EDGE_IDLE_PROBE_MS : 0),
+    }).then(opening('bus', config.busUrl)),
     createRouter({ config, secret: (name) => env[name], logger, metrics, now, ...(opts.model && { backend: opts.model }) })
       .then(opening('model', Object.keys(config.catalogue).length > 0 ? `catalogue (${Object.keys(config.catalogue).length} models)` : config.modelUrl)),
   ] as const;

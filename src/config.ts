@@ -89,7 +89,12 @@ export type CatalogueModel = z.infer<typeof catalogueModelSchema>;
 export type Deployment = z.infer<typeof deploymentSchema>;
 
 export const configSchema = z.object({
-  role: z.enum(['all', 'gateway', 'worker', 'ledger']).default('all'),
+  /**
+   * What this process does. 'edge': a gateway near the users (the whole client API) that admits
+   * requests itself against the origin's store, limiter and queue, and reads their events through
+   * a NATS leaf node (BUS_URL nats://leaf:4222?domain=hub); it never calls a model.
+   */
+  role: z.enum(['all', 'gateway', 'worker', 'ledger', 'edge']).default('all'),
   host: z.string().default('127.0.0.1'),
   port: int().max(65535).default(8080),
   /** Where this instance keeps its files: the development key and, by default, the embedded store. */
@@ -105,6 +110,17 @@ export const configSchema = z.object({
   /** Names that let deployments (or test runs) share one broker/Redis: queue name, bus key/subject prefix, limiter key prefix. */
   queueName: z.string().min(1).optional(),
   busPrefix: z.string().min(1).optional(),
+  /**
+   * NATS bus: the JetStream domain of the server that holds the event stream, when it is not the
+   * server BUS_URL names (an edge behind a leaf node: 'hub'). `?domain=` in BUS_URL wins.
+   */
+  busDomain: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a JetStream domain is 1-64 of A-Z a-z 0-9 _ -').optional(),
+  /**
+   * NATS bus: a followed request whose live subject has been quiet this long has its log's last
+   * event read, so events lost on the way (a leaf node cut from its hub) are fetched from the log
+   * instead of leaving the stream waiting. Default: 2000 on an edge, 0 (off) elsewhere.
+   */
+  busIdleProbeMs: int(0).optional(),
   limiterPrefix: z.string().optional(),
   /** Model ids accepted when the backend cannot list them; empty = ask the backend. */
   models: z.array(z.string()).default([]),
@@ -271,6 +287,8 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
   SLUICE_CONNECT_TIMEOUT_MS: (v) => ({ connectTimeoutMs: v }),
   QUEUE_NAME: (v) => ({ queueName: v }),
   BUS_PREFIX: (v) => ({ busPrefix: v }),
+  BUS_DOMAIN: (v) => ({ busDomain: v }),
+  BUS_IDLE_PROBE_MS: (v) => ({ busIdleProbeMs: v }),
   LIMITER_PREFIX: (v) => ({ limiterPrefix: v }),
   MODEL_NAMES: (v) => ({ models: v.split(',').map((s) => s.trim()).filter(Boolean) }),
   SLUICE_MASTER_KEY: (v) => ({ masterKey: v }),
@@ -383,8 +401,29 @@ export function parseConfig(raw: unknown): Config {
   if (cfg.http.headersTimeoutMs > cfg.http.requestTimeoutMs) {
     throw new SluiceError('SLUICE_ERR_CONFIG', `http.headersTimeoutMs (${cfg.http.headersTimeoutMs}) must not exceed http.requestTimeoutMs (${cfg.http.requestTimeoutMs})`);
   }
+  if (cfg.role === 'edge') checkEdge(cfg);
   try { new Intl.DateTimeFormat('en-US', { timeZone: cfg.timeZone }); } catch {
     throw new SluiceError('SLUICE_ERR_CONFIG', `timeZone "${cfg.timeZone}" is not a valid IANA time zone`);
   }
   return deepFreeze(cfg);
+}
+
+/**
+ * An edge shares the origin's state and reads events through a leaf node: its store, limiter and
+ * queue must be the origin's network services (an in-process one would be a separate deployment),
+ * its bus NATS, and it hands every request to the origin's workers (queued delivery).
+ */
+function checkEdge(cfg: { databaseUrl: string; limiterUrl: string; queueUrl: string; busUrl: string; deliveryMode: string }): void {
+  const local = (url: string) => url.startsWith('memory:') || url.startsWith('pglite:');
+  const fields: Array<[string, string]> = [['DATABASE_URL', cfg.databaseUrl], ['LIMITER_URL', cfg.limiterUrl], ['QUEUE_URL', cfg.queueUrl]];
+  const wrong = fields.filter(([, url]) => local(url)).map(([name]) => name);
+  if (wrong.length > 0) {
+    throw new SluiceError('SLUICE_ERR_CONFIG', `role edge: ${wrong.join(', ')} must name the origin's shared service (an in-process or embedded one would make this edge a deployment of its own)`);
+  }
+  if (!cfg.busUrl.startsWith('nats:')) {
+    throw new SluiceError('SLUICE_ERR_CONFIG', 'role edge: BUS_URL must be nats:// (the NATS leaf node the edge reads events from, e.g. nats://leaf:4222?domain=hub)');
+  }
+  if (cfg.deliveryMode !== 'queued') {
+    throw new SluiceError('SLUICE_ERR_CONFIG', 'role edge: SLUICE_DELIVERY_MODE must be queued (an edge never calls a model; the origin\'s workers do)');
+  }
 }

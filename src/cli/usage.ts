@@ -7,7 +7,7 @@ export const HELP = `sluice — an LLM inference gateway
 Usage: sluice <command> [options]
 
 Commands:
-  start [--role all|gateway|worker|ledger] [--port N] [--host H]
+  start [--role all|gateway|worker|ledger|edge] [--port N] [--host H]
                       Start Sluice (default role: all, on the embedded default:
                       PGlite in ./.sluice, in-memory queue, bus and limiter, simulated model)
   up [--gateways 2] [--workers 2] [--port 8080] [--no-ledger]
@@ -31,13 +31,15 @@ Configuration comes from ./sluice.config.json (or SLUICE_CONFIG) and the environ
   SLUICE_DELIVERY_MODE, LOG_LEVEL … (see README.md).
 `;
 
-const START = `Usage: sluice start [--role all|gateway|worker|ledger] [--port N] [--host H]
+const START = `Usage: sluice start [--role all|gateway|worker|ledger|edge] [--port N] [--host H]
 
 Starts one Sluice process in a role and prints where it listens:
   all       every role in one process (default; the embedded default needs no other service)
   gateway   the HTTP API (OpenAI-compatible, asynchronous requests, SSE, WebSocket, admin)
   worker    consumes the queue and calls the model (serves /healthz, /readyz, /metrics on PORT)
   ledger    the sweeper: re-publishes orphaned requests, reclaims expired reservations
+  edge      the gateway's API near the users: admits against the origin's store, limiter and
+            queue, reads events through a NATS leaf node (BUS_URL nats://leaf:4222?domain=hub)
 
 Options (each overrides its environment variable):
   --role ROLE   SLUICE_ROLE (prefer SLUICE_ROLE in containers: the health check reads it)

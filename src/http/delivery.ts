@@ -137,7 +137,15 @@ export async function withSse(deps: GatewayDeps, reply: FastifyReply, headers: R
   const sse = new SseStream(reply.raw, deps.config.sse, { ...inherited, ...headers });
   if (headers['x-request-id']) noteResponse(reply.raw, { requestId: headers['x-request-id'] });
   deps.metrics.activeStreams.inc();
-  try { await fn(sse); } finally { deps.metrics.activeStreams.dec(); }
+  try {
+    await fn(sse);
+  } catch (err) {
+    // The response is already an event stream: a failure part-way (the bus unreachable, e.g. an
+    // edge whose leaf lost its hub) closes it, so the client resumes with Last-Event-ID, rather
+    // than leaving it open with nothing more to come.
+    deps.logger.warn({ err, request_id: headers['x-request-id'] }, 'event stream failed part-way; closed for the client to resume');
+    sse.end();
+  } finally { deps.metrics.activeStreams.dec(); }
 }
 
 /** Native SSE: connected, then token/restart/completed/error events. Handed off, the stream just ends: EventSource reconnects with Last-Event-ID. */

@@ -167,4 +167,17 @@ describe('configuration', () => {
       assert.throws(() => loadConfig({ ...NO_FILE, SLUICE_CIRCUIT_FAILURES: '0' }), isConfigError(/routing\.failureThreshold/));
     });
   });
+  it("role edge: the origin's shared store, limiter and queue, a NATS bus (leaf node, domain), queued delivery", () => {
+    const shared = { ...NO_FILE, SLUICE_ROLE: 'edge', DATABASE_URL: 'postgres://db/sluice', LIMITER_URL: 'redis://redis:6379', QUEUE_URL: 'amqp://mq', BUS_URL: 'nats://leaf:4222?domain=hub' };
+    const c = loadConfig(shared);
+    assert.equal(c.role, 'edge');
+    assert.equal(c.busIdleProbeMs, undefined, 'the edge default (2 s) is applied where the bus is opened');
+    assert.equal(loadConfig({ ...shared, BUS_DOMAIN: 'hub', BUS_IDLE_PROBE_MS: '750' }).busIdleProbeMs, 750);
+    assert.equal(loadConfig({ ...shared, BUS_DOMAIN: 'hub' }).busDomain, 'hub');
+    assert.throws(() => loadConfig({ ...shared, DATABASE_URL: undefined }), isConfigError(/role edge: DATABASE_URL/));
+    assert.throws(() => loadConfig({ ...shared, LIMITER_URL: 'memory://', QUEUE_URL: 'memory://' }), isConfigError(/LIMITER_URL, QUEUE_URL/));
+    assert.throws(() => loadConfig({ ...shared, BUS_URL: 'redis://redis:6379' }), isConfigError(/BUS_URL must be nats/));
+    assert.throws(() => loadConfig({ ...shared, SLUICE_DELIVERY_MODE: 'direct' }), isConfigError(/must be queued/));
+    assert.throws(() => loadConfig({ ...shared, BUS_DOMAIN: 'a.b' }), isConfigError(/busDomain/));
+  });
 });

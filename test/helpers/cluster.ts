@@ -9,7 +9,7 @@ import { MASTER_KEY, api, createUserKey, usageWindows, waitFor } from './app.ts'
 import { spawnSluice, START_TIMEOUT_MS, type SluiceProcess } from './process.ts';
 import { createDatabase, dropDatabase, isolatedNames, pgClient, removeIsolated, SERVICES, uniqueName } from './services.ts';
 
-export type Role = 'gateway' | 'worker' | 'ledger' | 'all';
+export type Role = 'gateway' | 'worker' | 'ledger' | 'all' | 'edge';
 
 export interface ClusterOptions {
   queue: 'amqp' | 'nats';
@@ -60,7 +60,7 @@ export async function createCluster(opts: ClusterOptions): Promise<Cluster> {
   const cluster: Cluster = {
     env, databaseUrl, queueName, procs,
     async start(role, extra = {}) {
-      const gateway = role === 'gateway' || role === 'all';
+      const gateway = role === 'gateway' || role === 'all' || role === 'edge';
       const proc = await spawnSluice(['start', '--role', role], { ...env, ...extra }, gateway ? {} : { waitPath: null });
       procs.push(proc);
       if (gateway) gatewayUrl ??= proc.url;

@@ -27,7 +27,39 @@ import { answerAfterEnd, assertBurst, isTerminal, PartialAppendError, type Bus, 
 import { decodingEvents, InterestFanout } from './fanout.ts';
 import { unreachable } from '../endpoint.ts';
 
-export interface NatsBusOptions { ttlSeconds: number; maxLen: number; prefix: string; stream: string }
+export interface NatsBusOptions {
+  ttlSeconds: number; maxLen: number; prefix: string; stream: string;
+  /**
+   * The JetStream domain that holds the stream, when it is not this server's own: an edge connected
+   * to a leaf node reads and appends through the hub's API (`$JS.<domain>.API`), while its live
+   * subscriptions stay core subjects that cross the leaf connection only while someone listens.
+   */
+  domain?: string | undefined;
+  /**
+   * 'own' (default): create the stream or bring it to this configuration. 'use': the stream belongs
+   * to another deployment (an edge uses the origin's): create it only if it is missing, never
+   * reconfigure it, so an edge with other settings cannot fight the origin over its limits.
+   */
+  streamOwnership?: 'own' | 'use' | undefined;
+  /**
+   * Live subjects quiet for this long have their log's last event read (one direct get) and, if
+   * it is newer than what arrived live, handed to their listeners, whose merge by seq then fills
+   * the gap from the log. Core NATS is at-most-once: a leaf node cut from its hub loses what was
+   * published meanwhile, and a stream that ended during the cut would otherwise never learn it.
+   * 0 = off (the default; an edge turns it on).
+   */
+  idleProbeMs?: number | undefined;
+}
+
+/** A followed request's subject, watched for silence (idleProbeMs). */
+interface Watch { lastSeq: number; lastAt: number; probing: boolean; deliver: (e: LogEvent) => void }
+/** Quiet subjects probed at once per tick, at most. */
+const PROBES_PER_TICK = 64;
+/**
+ * Through a domain (a leaf node), how long a read keeps retrying while the hub's JetStream API has
+ * no route ("no responders": the leaf's link to the hub is down; it reconnects every second).
+ */
+const DOMAIN_READ_RETRY_MS = 5_000;
 
 /** The JetStream API error codes this adapter reacts to (nats-server's stable err_code values). */
 const WRONG_LAST_SEQUENCE = 10071;
@@ -56,7 +88,9 @@ interface JetStreamModule { JetStreamApiError: new (...args: never[]) => Error &
 
 export class NatsBus implements Bus {
   /** Live events arrive decoded (once per message, however many local listeners). */
-  private readonly events = new InterestFanout<LogEvent>((subject, deliver) => this.listen(subject, decodingEvents(deliver)));
+  private readonly events = new InterestFanout<LogEvent>((subject, deliver) => this.listenEvents(subject, deliver));
+  private readonly watched = new Map<string, Watch>();
+  private probeTimer: NodeJS.Timeout | undefined;
   private readonly control = new InterestFanout<string>((subject, deliver) => this.listen(subject, deliver));
   private readonly tips = new Map<string, Tip>();
   private readonly appending = new Map<string, Promise<unknown>>();
@@ -76,6 +110,44 @@ export class NatsBus implements Bus {
     const sub = this.nc.subscribe(subject, { callback: (err, msg) => { if (!err) receive(this.decoder.decode(msg.data)); } });
     await guard(() => this.nc.flush());
     return async () => { sub.unsubscribe(); };
+  }
+
+  /** Live events of one request's subject; watched for silence when idleProbeMs is set. */
+  private async listenEvents(subject: string, deliver: (e: LogEvent) => void): Promise<() => Promise<void>> {
+    const probeMs = this.opts.idleProbeMs ?? 0;
+    if (probeMs <= 0) return this.listen(subject, decodingEvents(deliver));
+    const watch: Watch = { lastSeq: 0, lastAt: Date.now(), probing: false, deliver };
+    const close = await this.listen(subject, decodingEvents((e) => {
+      if (e.seq > watch.lastSeq) watch.lastSeq = e.seq;
+      watch.lastAt = Date.now();
+      deliver(e);
+    }));
+    this.watched.set(subject, watch);
+    this.probeTimer ??= setInterval(() => this.probeQuiet(probeMs), Math.max(50, Math.floor(probeMs / 2))).unref();
+    return async () => {
+      if (this.watched.get(subject) === watch) this.watched.delete(subject);
+      if (this.watched.size === 0 && this.probeTimer) { clearInterval(this.probeTimer); this.probeTimer = undefined; }
+      await close();
+    };
+  }
+
+  /** Reads the last event of every subject quiet for probeMs; a newer one than arrived live is delivered. */
+  private probeQuiet(probeMs: number): void {
+    const now = Date.now();
+    let started = 0;
+    for (const [subject, watch] of this.watched) {
+      if (started >= PROBES_PER_TICK) break;
+      if (watch.probing || now - watch.lastAt < probeMs) continue;
+      started++;
+      watch.probing = true;
+      this.lastStored(subject).then((tip) => {
+        watch.lastAt = Date.now();
+        if (!tip || tip.event.seq <= watch.lastSeq || this.watched.get(subject) !== watch) return;
+        watch.lastSeq = tip.event.seq;
+        watch.deliver(tip.event);
+      }, () => { /* the hub is out of reach (a cut leaf link): the next tick tries again */ })
+        .finally(() => { watch.probing = false; });
+    }
   }
 
   async append(requestId: string, event: EventBody): Promise<LogEvent> {
@@ -144,7 +216,9 @@ export class NatsBus implements Bus {
   }
 
   async close(): Promise<void> {
+    if (this.probeTimer) { clearInterval(this.probeTimer); this.probeTimer = undefined; }
     await Promise.all([this.events.closeAll(), this.control.closeAll()]);
+    this.watched.clear();
     if (!this.nc.isClosed()) await this.nc.close();
   }
 
@@ -181,14 +255,30 @@ export class NatsBus implements Bus {
     return { seq: last.event.seq, streamSeq: last.streamSeq, terminal: isTerminal(last.event) ? last.event : undefined };
   }
 
+  /**
+   * A JetStream read. Through a domain, a read that finds no route to the hub (its leaf link is
+   * down) is retried with backoff for up to DOMAIN_READ_RETRY_MS, so a short cut delays a
+   * listener instead of closing its stream; any other failure, or a longer cut, throws.
+   */
+  private async jsRead<T>(op: () => Promise<T>): Promise<T> {
+    if (!this.opts.domain) return guard(op);
+    const deadline = Date.now() + DOMAIN_READ_RETRY_MS;
+    for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
+      try { return await op(); } catch (err) {
+        if (!noResponders(err) || Date.now() + wait > deadline) throw toSluiceError(err);
+      }
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+
   private async lastStored(subject: string): Promise<Stored | undefined> {
-    const m = await guard(() => this.jsm.direct.getMessage(this.opts.stream, { last_by_subj: subject }));
+    const m = await this.jsRead(() => this.jsm.direct.getMessage(this.opts.stream, { last_by_subj: subject }));
     return m ? { event: this.decode(m.data), streamSeq: m.seq } : undefined;
   }
 
   /** The subject's first message at stream sequence `from` or later (one direct get). */
   private async nextStored(subject: string, from: number): Promise<Stored | undefined> {
-    const m = await guard(() => this.jsm.direct.getMessage(this.opts.stream, { seq: from, next_by_subj: subject }));
+    const m = await this.jsRead(() => this.jsm.direct.getMessage(this.opts.stream, { seq: from, next_by_subj: subject }));
     return m ? { event: this.decode(m.data), streamSeq: m.seq } : undefined;
   }
 
@@ -237,7 +327,7 @@ export class NatsBus implements Bus {
    * Each pull asks for exactly the events still wanted, which exist, so it never waits for `expires`.
    */
   private async readBatched(subject: string, from: number, lastStreamSeq: number, want: number): Promise<LogEvent[]> {
-    const info = await guard(() => this.jsm.consumers.add(this.opts.stream, {
+    const info = await this.jsRead(() => this.jsm.consumers.add(this.opts.stream, {
       filter_subject: subject,
       deliver_policy: 'by_start_sequence',
       opt_start_seq: from,
@@ -293,6 +383,14 @@ function subjectToken(requestId: string): string {
   return /^[A-Za-z0-9_-]+$/.test(requestId) ? requestId : `~${Buffer.from(requestId).toString('base64url')}`;
 }
 
+/** Whether a NATS failure (or one it wraps) is "no responders": nothing serves that subject now. */
+function noResponders(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e.name === 'NoResponders') return true;
+  }
+  return false;
+}
+
 /** The one place NATS failures become catalogue errors. */
 function toSluiceError(err: unknown): SluiceError {
   if (isSluiceError(err)) return err;
@@ -320,6 +418,7 @@ async function ensureStream(jsm: JetStreamManager, mod: JetStreamModule, opts: N
   const cfg = streamConfig(opts);
   try {
     await jsm.streams.info(opts.stream);
+    if (opts.streamOwnership === 'use') return;
   } catch (err) {
     if (!(err instanceof mod.JetStreamApiError && err.code === STREAM_NOT_FOUND)) throw toSluiceError(err);
     try {
@@ -337,11 +436,22 @@ async function ensureStream(jsm: JetStreamManager, mod: JetStreamModule, opts: N
   }
 }
 
-/** Connects, ensures the stream and returns a Bus over it. `?stream=NAME` in the URL overrides the stream name. */
+/** A JetStream domain name as nats-server accepts it in `jetstream { domain: … }` (one subject token). */
+const DOMAIN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * Connects, ensures the stream and returns a Bus over it. `?stream=NAME` in the URL overrides the
+ * stream name; `?domain=NAME` (or opts.domain) reaches the stream through that JetStream domain
+ * (an edge behind a leaf node: `nats://leaf:4222?domain=hub`).
+ */
 export async function createNatsBus(url: string, opts: Omit<NatsBusOptions, 'stream'> & { stream?: string; connectTimeoutMs?: number }): Promise<NatsBus> {
   const parsed = new URL(url);
   const stream = opts.stream ?? parsed.searchParams.get('stream') ?? `${opts.prefix.toUpperCase()}_EVENTS`.replace(/[^A-Za-z0-9_-]/g, '_');
-  const full: NatsBusOptions = { ...opts, stream };
+  const domain = parsed.searchParams.get('domain') ?? opts.domain;
+  if (domain !== undefined && domain !== null && !DOMAIN.test(domain)) {
+    throw new SluiceError('SLUICE_ERR_CONFIG', `BUS_URL: the JetStream domain "${domain.slice(0, 70)}" is not a valid name (1-64 of A-Z a-z 0-9 _ -)`, { param: 'busUrl' });
+  }
+  const full: NatsBusOptions = { ...opts, stream, ...(domain ? { domain } : {}) };
   const [{ connect }, mod] = await Promise.all([import('@nats-io/transport-node'), import('@nats-io/jetstream')]);
   let nc: Awaited<ReturnType<typeof connect>>;
   try {
@@ -350,9 +460,10 @@ export async function createNatsBus(url: string, opts: Omit<NatsBusOptions, 'str
     throw unreachable({ service: 'bus', field: 'BUS_URL', url }, err);
   }
   try {
-    const jsm = await guard(() => mod.jetstreamManager(nc));
+    const jsOpts = full.domain ? { domain: full.domain } : {};
+    const jsm = await guard(() => mod.jetstreamManager(nc, jsOpts));
     await ensureStream(jsm, mod, full);
-    return new NatsBus(nc, mod.jetstream(nc), jsm, mod, full);
+    return new NatsBus(nc, mod.jetstream(nc, jsOpts), jsm, mod, full);
   } catch (err) {
     await nc.close();
     throw err;
