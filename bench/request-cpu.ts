@@ -87,7 +87,8 @@ function selfTimes(profile: Profile, windows: [number, number][], root: string):
     const seen = new Set<string>();
     for (let id: number | undefined = n.id; id !== undefined; id = parent.get(id)) {
       const m = nodes.get(id)!;
-      if (!m.callFrame.url.includes('/src/') || m.callFrame.url.includes('node_modules')) continue;
+      // The checkout's own code: its sources, or the dist/ build that `sluice start` runs.
+      if (!/\/(src|dist)\//.test(m.callFrame.url) || m.callFrame.url.includes('node_modules')) continue;
       const k = name(m);
       if (!m.callFrame.functionName || seen.has(k)) continue;
       seen.add(k);
