@@ -27,6 +27,9 @@ export class StreamRedactor {
   /** Raw characters held back now. */
   get held(): number { return this.buf.length - this.from; }
 
+  /** Releases everything held without inspecting it (async mode, after an inspector failure). */
+  skip(): void { const keep = Math.max(0, this.buf.length - CONTEXT_CHARS); this.buf = this.buf.slice(keep); this.from = this.buf.length; }
+
   /** Adds a piece without inspecting (hybrid: a window gathers before it is inspected). */
   add(text: string): void { this.buf += text; }
 

@@ -45,6 +45,8 @@ export interface RequestPayload {
   embedding?: { input: string[] };
   /** W3C traceparent of the span that accepted the request (tracing on): the worker's spans continue its trace. */
   traceparent?: string;
+  /** Content inspection of the answer, resolved at admission (key, tier, INSPECTION_MODE); absent = disabled. */
+  inspection?: 'inline' | 'async' | 'hybrid';
 }
 
 /** One choice of a finished request, assembled from its event log. */
