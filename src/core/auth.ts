@@ -102,7 +102,7 @@ export class Authenticator {
     if (!user.active) throw new SluiceError('SLUICE_ERR_USER_INACTIVE');
     const limits = await this.limitsFor(user.id, user.tier);
     const tierModels = (tierOf(this.config, user.tier) ?? tierOf(this.config, this.config.defaultTier))?.models;
-    return { userId: user.id, keyId: key.id, admin: key.admin, unlimited: false, tier: user.tier, limits, models: effectiveModels(tierModels, key.models) };
+    return { userId: user.id, keyId: key.id, admin: key.admin, unlimited: false, tier: user.tier, limits, models: effectiveModels(tierModels, key.models), inspection: key.inspectionMode };
   }
 }
 

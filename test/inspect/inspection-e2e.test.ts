@@ -73,6 +73,23 @@ describe('content inspection through the gateway', () => {
     });
   }
 
+  it('a key\'s own mode overrides its tier\'s, both ways (migration 004: api_keys.inspection_mode)', async () => {
+    const admin = api(app.url);
+    const make = async (userId: string, mode: string) => {
+      const res = await admin('/admin/keys', { method: 'POST', json: { user_id: userId, inspection_mode: mode } });
+      assert.equal(res.status, 201);
+      const k = (await res.json()) as { key: string; inspection_mode: string };
+      assert.equal(k.inspection_mode, mode);
+      return k.key;
+    };
+    keys['pro-inline'] = await make('user-pro', 'inline');
+    keys['inl-off'] = await make('user-inl', 'disabled');
+    assert.equal(tokensOf((await run('pro-inline', 'card')).events), REDACTED_CARD);
+    assert.equal(tokensOf((await run('inl-off', 'card')).events), SCRIPTS.card);
+    const bad = await admin('/admin/keys', { method: 'POST', json: { user_id: 'user-pro', inspection_mode: 'sometimes' } });
+    assert.equal(bad.status, 400);
+  });
+
   it('async: tokens flow at once; a finding stops the request with SLUICE_ERR_CONTENT_BLOCKED, and what was produced is billed exactly once', async () => {
     const before = await usageWindows(app.url, keys.asy!);
     const { id, events } = await run('asy', 'late');
