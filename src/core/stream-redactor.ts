@@ -71,7 +71,8 @@ export class StreamRedactor {
     }
     text += buf.slice(at, cut);
     const keep = Math.max(0, cut - CONTEXT_CHARS);
-    this.buf = buf.slice(keep);
+    // Pieces added while the inspector worked (hybrid, async) follow the snapshot: keep them.
+    this.buf = this.buf.slice(keep);
     this.from = cut - keep;
     return { text, findings: released };
   }

@@ -94,7 +94,7 @@ describe('streaming redactor', () => {
     assert.equal(r.held, 0);
   });
 
-  it('gives the same output for any token split (property, 300 random splits)', async () => {
+  it('gives the same output for any token split (property, 200 random splits)', async () => {
     const text = 'Dear jane.doe@example.com, your card 4111 1111 1111 1111 and IBAN GB82 WEST 1234 5698 7654 32 ' +
       'were seen from 192.168.1.20 and 2001:db8::ff00:42:8329; call +1 (415) 555-2671 or use key sk-proj-abcdefghij0123456789XYZ. ' +
       'Not a card: 4111 1111 1111 1112. Version 1.2.3 at 12:30, ghp_' + 'Zz09'.repeat(9) + ' AKIAIOSFODNN7EXAMPLE end';
@@ -104,7 +104,7 @@ describe('streaming redactor', () => {
     }
     assert.ok(whole.includes('4111 1111 1111 1112'), 'a non-Luhn number stays');
     const random = mulberry32(20261203);
-    for (let run = 0; run < 300; run++) {
+    for (let run = 0; run < 200; run++) {
       const out = await redactPieces(randomSplit(text, random, 1 + (run % 9)));
       assert.equal(out.text, whole, `run ${run}`);
     }
