@@ -182,6 +182,7 @@ export class AttemptRunner {
         throw new ModelError('transient', 'model stream ended without usage');
       } catch (err) { modelSpan.fail(err); throw err; } finally { modelSpan.end(); }
     } catch (err) {
+      await inspection?.settle();
       const reason = err instanceof Stop ? err.reason : abort.signal.reason instanceof Stop ? abort.signal.reason.reason : null;
       if (reason === 'lost') { logger.warn(where, 'claim lost; another worker owns this request now'); return { kind: 'lost' }; }
       const stopped = err instanceof InspectionStop ? err : abort.signal.reason instanceof InspectionStop ? abort.signal.reason : null;

@@ -89,6 +89,13 @@ export class AnswerInspection {
   /** Stops any window still scheduled (the attempt ended another way). */
   close(): void { clearTimeout(this.windowTimer); this.windowTimer = undefined; }
 
+  /**
+   * The attempt ends another way (cancel, deadline, failure): no new window, and the one being
+   * inspected is appended or dropped before the attempt settles, so the stored result and the
+   * log agree on what was delivered.
+   */
+  async settle(): Promise<void> { this.close(); await this.lane; }
+
   private rethrow(): void { if (this.failure) throw this.failure; }
 
   private redactor(choice: number): StreamRedactor {

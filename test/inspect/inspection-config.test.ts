@@ -25,7 +25,7 @@ describe('inspection configuration', () => {
   });
 
   it('refuses an unknown mode, a bad endpoint, and inspection with no inspector', () => {
-    for (const vars of [{ INSPECTION_MODE: 'sometimes' }, { INSPECTION_ENDPOINT: 'not a url' }, { INSPECTION_MODE: 'inline', INSPECTION_BUILTIN: 'none' }]) {
+    for (const vars of [{ INSPECTION_MODE: 'sometimes' }, { INSPECTION_ENDPOINT: 'not a url' }, { INSPECTION_MODE: 'inline', INSPECTION_BUILTIN: 'none' }] as Record<string, string>[]) {
       assert.throws(() => loadConfig(env(vars)), (e: unknown) => isSluiceError(e, 'SLUICE_ERR_CONFIG'), JSON.stringify(vars));
     }
   });

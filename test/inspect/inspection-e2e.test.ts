@@ -73,6 +73,17 @@ describe('content inspection through the gateway', () => {
     });
   }
 
+  it('the OpenAI surface (streaming and not) delivers the redacted text too', async () => {
+    const call = api(app.url, keys.inl);
+    const body = { model: 'sim', messages: [{ role: 'user', content: 'script:card' }] };
+    const whole = (await (await call('/v1/chat/completions', { method: 'POST', json: body })).json()) as { choices: { message: { content: string } }[]; usage: { completion_tokens: number } };
+    assert.equal(whole.choices[0]!.message.content, REDACTED_CARD);
+    assert.equal(whole.usage.completion_tokens, pieces(SCRIPTS.card, 3).length);
+    const raw = await readSse(await call('/v1/chat/completions', { method: 'POST', json: { ...body, stream: true } }));
+    const text = raw.filter((f) => f.data.startsWith('{')).map((f) => (JSON.parse(f.data) as { choices: { delta?: { content?: string } }[] }).choices[0]?.delta?.content ?? '').join('');
+    assert.equal(text, REDACTED_CARD);
+  });
+
   it('a key\'s own mode overrides its tier\'s, both ways (migration 004: api_keys.inspection_mode)', async () => {
     const admin = api(app.url);
     const make = async (userId: string, mode: string) => {
