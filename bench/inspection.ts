@@ -5,14 +5,15 @@
 //   ttft    time from sending the request to the first content character;
 //   delay   per character, its arrival time minus the same character's arrival in the disabled
 //           request of the same round, averaged over the answer (the added per-token latency).
+// A 'control' leg (a second disabled request per round) shows the noise floor of the machine.
 // A second process adds an HTTP inspector (a local server answering "no findings") beside the
 // built-in one, for inline and hybrid: the seed's "+10-50 ms/token" assumed a remote inspector.
-// Env: ROUNDS (5), TOKENS (120), SIM_TTFT_MS (20), SIM_ITL_MS (5), BUFFER_MS (150).
+// Env: ROUNDS (7), TOKENS (120), SIM_TTFT_MS (20), SIM_ITL_MS (5), BUFFER_MS (150).
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createUserKey, startTestSluice, type TestSluice } from '../test/helpers/app.ts';
 
-const ROUNDS = Number(process.env.ROUNDS ?? 5);
+const ROUNDS = Number(process.env.ROUNDS ?? 7);
 const TOKENS = Number(process.env.TOKENS ?? 120);
 const TTFT = Number(process.env.SIM_TTFT_MS ?? 20);
 const ITL = Number(process.env.SIM_ITL_MS ?? 5);
@@ -44,8 +45,9 @@ async function stream(url: string, key: string): Promise<Sample> {
     while ((i = buf.indexOf('\n\n')) !== -1) {
       const frame = buf.slice(0, i);
       buf = buf.slice(i + 2);
-      if (!frame.startsWith('data: ') || frame === 'data: [DONE]') continue;
-      const delta = (JSON.parse(frame.slice(6)) as { choices?: { delta?: { content?: string } }[] }).choices?.[0]?.delta?.content ?? '';
+      const data = frame.split('\n').find((l) => l.startsWith('data: '))?.slice(6);
+      if (!data || data === '[DONE]') continue;
+      const delta = (JSON.parse(data) as { choices?: { delta?: { content?: string } }[] }).choices?.[0]?.delta?.content ?? '';
       for (let c = 0; c < delta.length; c++) arrivals.push(at);
       text += delta;
     }
@@ -77,7 +79,7 @@ async function measure(label: string, app: TestSluice, keys: Record<string, stri
     ttft.disabled!.push(base.ttft);
     for (const m of modes) {
       if (m === 'disabled') continue;
-      const s = await stream(app.url, keys[m]!);
+      const s = await stream(app.url, keys[m === 'control' ? 'disabled' : m]!);
       ttft[m]!.push(s.ttft);
       const n = Math.min(s.arrivals.length, base.arrivals.length);
       const d: number[] = [];
@@ -95,19 +97,20 @@ async function measure(label: string, app: TestSluice, keys: Record<string, stri
   const base = median(ttft.disabled!);
   return modes.map((m) => ({
     setup: label, mode: m, ttft_p50_ms: +median(ttft[m]!).toFixed(1), added_ttft_ms: +(median(ttft[m]!) - base).toFixed(1),
-    added_per_token_ms: m === 'disabled' ? 0 : +median(delay[m]!).toFixed(1), inspection_us: m === 'disabled' ? null : inspectUs(m),
+    added_per_token_ms: m === 'disabled' ? 0 : +median(delay[m]!).toFixed(1), inspection_us: m === 'disabled' || m === 'control' ? null : inspectUs(m),
   }));
 }
 
 const rows: Record<string, unknown>[] = [];
 const first = await setUp(undefined);
-try { rows.push(...await measure('pii', first.app, first.keys, MODES)); } finally { await first.app.stop(); }
+// 'control' is a second disabled request per round: its figures are the noise floor of the machine.
+try { rows.push(...await measure('pii', first.app, first.keys, [...MODES, 'control'])); } finally { await first.app.stop(); }
 
 const inspector = createServer((req, res) => { req.resume(); req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{"findings":[]}')); });
 await new Promise<void>((r) => inspector.listen(0, '127.0.0.1', r));
 const endpoint = `http://127.0.0.1:${(inspector.address() as AddressInfo).port}/inspect`;
 const second = await setUp(endpoint);
-try { rows.push(...await measure('pii+http', second.app, second.keys, ['disabled', 'inline', 'hybrid'])); } finally {
+try { rows.push(...await measure('pii+http', second.app, second.keys, ['disabled', 'inline', 'hybrid', 'control'])); } finally {
   await second.app.stop();
   inspector.closeAllConnections();
   inspector.close();
