@@ -113,7 +113,7 @@ export class AttemptRunner {
 
     const output = new OutputBuilder();
     let inspection: AnswerInspection | null = null;
-    /** Completion tokens in the log: what a cut stream is billed. */
+    /** Completion tokens in the log (inline/hybrid inspection: text tokens as the model produced them): what a cut stream is billed. */
     let produced = 0;
     /** Token and tool-call events in the log, for the latency metrics. */
     let deltas = 0;
@@ -134,18 +134,18 @@ export class AttemptRunner {
     let served: { deployment: string; model: string } | undefined;
     const cut = (finishReason: 'cancelled' | 'error' | 'content_filter'): RequestOutput => output.build({ finishReason, usageSource: 'counted', ...(served && { served }) });
     const append = async (events: EventBody[]) => {
-        if (events.length === 0) return;
-        let logged: readonly LogEvent[];
-        try {
-          logged = await bus.appendMany(record.id, events);
-        } catch (err) {
-          if (!(err instanceof PartialAppendError)) throw err;
-          count(err.appended);
-          throw err.cause;
-        }
-        count(logged);
-        await hooks.onEvents?.(logged);
-      };
+      if (events.length === 0) return;
+      let logged: readonly LogEvent[];
+      try {
+        logged = await bus.appendMany(record.id, events);
+      } catch (err) {
+        if (!(err instanceof PartialAppendError)) throw err;
+        count(err.appended);
+        throw err.cause;
+      }
+      count(logged);
+      await hooks.onEvents?.(logged);
+    };
     try {
       inspection = this.inspection(record, abort, append);
       if (record.attempt > 1) await append([{ type: 'restart', attempt: record.attempt, reason: 'retry' }]);
