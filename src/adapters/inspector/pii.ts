@@ -68,7 +68,8 @@ const DETECTORS: readonly Detector[] = [
   { type: 'iban', pattern: /(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])/g, valid: ibanValid },
   { type: 'email', pattern: /(?<![\w.%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}(?![\w-])/g, valid: () => true },
   { type: 'ip', pattern: /(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)(?![\w])/g, valid: ipv4Valid },
-  { type: 'ip', pattern: /(?<![\w:])[0-9A-Fa-f:]*:[0-9A-Fa-f:]*[0-9A-Fa-f](?![\w:])/g, valid: ipv6Valid },
+  // Bounded (an IPv6 address is at most 39 characters): an unbounded run of colons would backtrack quadratically.
+  { type: 'ip', pattern: /(?<![\w:])[0-9A-Fa-f:]{2,39}(?![\w:])/g, valid: ipv6Valid },
   { type: 'phone', pattern: /(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,4}(?![\w])/g, valid: phoneValid },
 ];
 
@@ -82,7 +83,7 @@ const PREFIXES: readonly RegExp[] = [
   /(?<![\w.])\d(?:[ -]?\d){0,18}[ -]?$/,
   /(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){0,30} ?$/,
   /(?<![\w.])\d{1,3}(?:\.\d{0,3}){0,4}$/,
-  /(?<![\w:])[0-9A-Fa-f]*:[0-9A-Fa-f:]*$/,
+  /(?<![\w:])[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:]{0,38}$/,
   /(?<![\w+])(?:\+\d{0,3}[ .-]?)?(?:\(\d{0,4}\)?[ .-]?)?(?:\d[ .-]?){0,15}$/,
 ];
 
