@@ -9,6 +9,8 @@ import { createRouter, type ModelRouter } from './adapters/model/router.ts';
 import { createQueue } from './adapters/queue/factory.ts';
 import { createStore } from './adapters/store/factory.ts';
 import { createTracer } from './adapters/tracing/factory.ts';
+import { createInspector } from './adapters/inspector/factory.ts';
+import { inspectPrompt } from './core/inspection.ts';
 import { redact } from './adapters/url-scheme.ts';
 import { Admission } from './core/admission.ts';
 import { resolveMasterKey } from './core/api-keys.ts';
@@ -168,10 +170,15 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     ? (point: string) => { if (point === config.crashPoint) { logger.fatal({ point }, 'crash point reached (test)'); process.kill(process.pid, 'SIGKILL'); } }
     : undefined;
   const ledger = new Ledger({ store, limiter, metrics, logger, priceOf: (m) => priceOf(config.catalogue, m), ...(crash && { crash }) });
-  const runner = new AttemptRunner({ config, store, bus, model, ledger, metrics, logger, now, tracer });
+  const inspector = createInspector(config);
+  undo.unshift({ close: async () => inspector?.close() });
+  const runner = new AttemptRunner({ config, store, bus, model, ledger, metrics, logger, now, tracer, inspector });
+  const checkPrompt = inspector && config.inspection.prompts !== 'off'
+    ? (messages: Parameters<typeof inspectPrompt>[1], id: string) => inspectPrompt({ config, inspector, metrics, logger }, messages, id)
+    : undefined;
   const admission = new Admission({ config, limiter, models, pressure: depth, metrics, now, tracer, allowsPassthrough: (m) => model.allowsPassthrough(m) });
   const drainState = new Drain();
-  const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, tracer, drain: drainState, ...(crash && { crash }) });
+  const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, tracer, drain: drainState, ...(crash && { crash }), ...(checkPrompt && { checkPrompt }) });
   const sweeper = new Sweeper({ config, store, queue, limiter, ledger, logger, metrics, now });
   const leases = new StreamLeases(limiter, config.leaseTtlMs, metrics);
 

@@ -8,6 +8,11 @@ import { checkCatalogue, parseCatalogueEnv, parseModelsEnv } from './config-cata
 /** A public model id, as clients send it in `model`. */
 const modelId = z.string().min(1).max(256);
 
+/** How a request's answer is inspected (docs/architecture.md, "Content inspection"). */
+export const INSPECTION_MODES = ['disabled', 'inline', 'async', 'hybrid'] as const;
+export type InspectionMode = (typeof INSPECTION_MODES)[number];
+const inspectionMode = z.enum(INSPECTION_MODES);
+
 const tierSchema = z.object({
   requestsPerDay: z.number().int().nonnegative(),
   tokensPerDay: z.number().int().nonnegative(),
@@ -23,6 +28,8 @@ const tierSchema = z.object({
   maxInFlight: z.number().int().positive().optional(),
   /** Model ids this tier may call; absent = every model. A key may narrow it further. */
   models: z.array(modelId).optional(),
+  /** Content inspection of this tier's answers; absent = the global INSPECTION_MODE. A key may override it. */
+  inspection: inspectionMode.optional(),
 });
 export type Tier = Omit<z.infer<typeof tierSchema>, 'maxInFlight'> & { maxInFlight: number };
 
@@ -49,6 +56,7 @@ const DEFAULT_TIERS: Record<string, Tier> = {
 };
 
 const int = (min = 0) => z.coerce.number().int().min(min);
+
 
 
 /**
@@ -224,6 +232,24 @@ export const configSchema = z.object({
     /** A socket opened without a key must send {"type":"auth"} within this long. */
     authTimeoutMs: int(100).default(10_000),
   }).prefault({}),
+  /** Content inspection of answers (and optionally prompts): docs/operations.md, "Content inspection". */
+  inspection: z.object({
+    /** Default mode; a tier's `inspection` and a key's inspection_mode override it. */
+    mode: inspectionMode.default('disabled'),
+    /** Hybrid: how long tokens gather ahead of delivery before their window is inspected. */
+    bufferMs: int(0).default(150),
+    /** The built-in PII detector and redactor: 'pii' (on) or 'none'. */
+    builtin: z.enum(['pii', 'none']).default('pii'),
+    /** An HTTP inspector (POST, JSON schema in docs/operations.md), used beside the built-in one. */
+    endpoint: z.string().url().optional(),
+    /** Longest wait for the HTTP inspector's answer. */
+    timeoutMs: int(10).default(1000),
+    /** Consecutive HTTP inspector failures that open its circuit, and how long it stays open. */
+    circuitFailures: int(1).default(5),
+    circuitCoolDownMs: int(100).default(10_000),
+    /** Prompts: 'off', 'block' (refuse a prompt with a finding, 422) or 'redact' (send it redacted). */
+    prompts: z.enum(['off', 'block', 'redact']).default('off'),
+  }).prefault({}),
   tiers: z.record(tierName, tierSchema).default(DEFAULT_TIERS)
     .transform((tiers) => Object.fromEntries(Object.entries(tiers).map(([name, t]) => [name, withInFlightDefault(name, t)]))),
   defaultTier: z.string().default('free'),
@@ -315,6 +341,9 @@ const NESTED_ENV: Record<string, [string, string]> = {
   SLUICE_REQUEST_TIMEOUT_MS: ['http', 'requestTimeoutMs'], SLUICE_HEADERS_TIMEOUT_MS: ['http', 'headersTimeoutMs'],
   SLUICE_MAX_CONNECTIONS_PER_IP: ['http', 'maxConnectionsPerIp'],
   OTEL_EXPORTER_OTLP_ENDPOINT: ['tracing', 'endpoint'], OTEL_SERVICE_NAME: ['tracing', 'serviceName'],
+  INSPECTION_MODE: ['inspection', 'mode'], INSPECTION_BUFFER_MS: ['inspection', 'bufferMs'], INSPECTION_BUILTIN: ['inspection', 'builtin'],
+  INSPECTION_ENDPOINT: ['inspection', 'endpoint'], INSPECTION_TIMEOUT_MS: ['inspection', 'timeoutMs'], INSPECTION_PROMPTS: ['inspection', 'prompts'],
+  INSPECTION_CIRCUIT_FAILURES: ['inspection', 'circuitFailures'], INSPECTION_CIRCUIT_COOL_DOWN_MS: ['inspection', 'circuitCoolDownMs'],
   SIM_TTFT_MS: ['sim', 'ttftMs'], SIM_ITL_MS: ['sim', 'itlMs'],
   WORKER_CONCURRENCY: ['worker', 'concurrency'], WORKER_CLAIM_MS: ['worker', 'claimMs'],
   WORKER_MAX_ATTEMPTS: ['worker', 'maxAttempts'], WORKER_RETRY_BASE_MS: ['worker', 'retryBaseMs'],
@@ -396,6 +425,10 @@ export function parseConfig(raw: unknown): Config {
   };
   for (const [name, t] of Object.entries(cfg.tiers)) {
     if (t.maxInFlight < t.concurrentStreams) throw new SluiceError('SLUICE_ERR_CONFIG', `tiers.${name}: maxInFlight (${t.maxInFlight}) must be at least concurrentStreams (${t.concurrentStreams}): every live stream is a request in flight`);
+  }
+  const inspects = cfg.inspection.mode !== 'disabled' || cfg.inspection.prompts !== 'off' || Object.values(cfg.tiers).some((t) => t.inspection !== undefined && t.inspection !== 'disabled');
+  if (inspects && cfg.inspection.builtin === 'none' && !cfg.inspection.endpoint) {
+    throw new SluiceError('SLUICE_ERR_CONFIG', 'content inspection is on (INSPECTION_MODE, a tier\'s inspection or INSPECTION_PROMPTS) but has no inspector: set INSPECTION_BUILTIN=pii or INSPECTION_ENDPOINT');
   }
   if (!tierOf(cfg, cfg.defaultTier)) throw new SluiceError('SLUICE_ERR_CONFIG', `defaultTier "${cfg.defaultTier}" is not among the configured tiers`);
   if (cfg.http.headersTimeoutMs > cfg.http.requestTimeoutMs) {

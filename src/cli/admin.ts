@@ -12,7 +12,7 @@ export async function admin(args: string[]): Promise<number> {
   if (!group || group === '--help' || group === 'help' || action === '--help') { process.stdout.write(HELP); return group ? 0 : 2; }
   const { values, positionals } = flags(rest, {
     ...COMMON, id: { type: 'string' }, name: { type: 'string' }, email: { type: 'string' }, tier: { type: 'string' },
-    user: { type: 'string' }, admin: { type: 'boolean' }, models: { type: 'string' }, from: { type: 'string' }, to: { type: 'string' },
+    user: { type: 'string' }, admin: { type: 'boolean' }, models: { type: 'string' }, inspection: { type: 'string' }, from: { type: 'string' }, to: { type: 'string' },
     ...Object.fromEntries(QUOTA_FLAGS.map((f) => [f, { type: 'string' as const }])),
   });
   const base = cliUrl(values.url, process.env);
@@ -45,7 +45,7 @@ export async function admin(args: string[]): Promise<number> {
       if (!values.user) throw new Error('keys create needs --user ID');
       const models = values.models?.split(',').map((m) => m.trim()).filter(Boolean);
       if (values.models !== undefined && !models?.length) throw new Error('--models needs at least one model id (comma-separated)');
-      const k = await call('POST', '/admin/keys', { user_id: values.user, ...(values.name && { name: values.name }), ...(values.admin && { admin: true }), ...(models && { models }) }) as { key: string; id: string };
+      const k = await call('POST', '/admin/keys', { user_id: values.user, ...(values.name && { name: values.name }), ...(values.admin && { admin: true }), ...(models && { models }), ...(values.inspection && { inspection_mode: values.inspection }) }) as { key: string; id: string };
       console.error(`created key ${k.id} for ${values.user}; it is shown once:`);
       process.stdout.write(`${k.key}\n`);
       return 0;

@@ -101,8 +101,9 @@ export const ADMIN = `Admin commands (talk to a running gateway; --url, --key or
   sluice users update ID [--tier TIER] [--name NAME] [--email EMAIL]
   sluice users deactivate ID | activate ID
   sluice users usage ID
-  sluice keys create --user ID [--name NAME] [--admin] [--models M1,M2]   (prints the key once;
-                         --models: the only models the key may use, within its tier's list)
+  sluice keys create --user ID [--name NAME] [--admin] [--models M1,M2] [--inspection MODE]
+                         (prints the key once; --models: the only models the key may use, within
+                         its tier's list; --inspection: disabled|inline|async|hybrid, over its tier's)
   sluice keys list [--user ID]
   sluice keys revoke KEY_ID
   sluice quotas get USER

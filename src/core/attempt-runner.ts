@@ -10,6 +10,8 @@ import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 import { choiceEndings, OutputBuilder } from './request-output.ts';
 import { NOOP_TRACER, type Span, type Tracer } from '../ports/tracer.ts';
+import type { Inspector } from '../ports/inspector.ts';
+import { AnswerInspection, InspectionStop } from './inspection.ts';
 
 /** What repairTerminal found: the request still running, its log ending with its terminal event (already, or now), or no log. */
 export type LogRepair = 'running' | 'intact' | 'repaired' | 'gone';
@@ -50,6 +52,8 @@ export class AttemptRunner {
   constructor(private readonly deps: {
     config: Config; store: Store; bus: Bus; model: ModelBackend; ledger: Ledger; metrics: Metrics; logger: Logger; now: () => number;
     tracer?: Tracer;
+    /** Content inspection (config.inspection); requests whose payload names a mode other than disabled need it. */
+    inspector?: Inspector | null;
   }) {}
 
   private get tracer(): Tracer { return this.deps.tracer ?? NOOP_TRACER; }
@@ -109,7 +113,8 @@ export class AttemptRunner {
     const renew = setInterval(() => void this.renew(record, workerId, stop, hooks), Math.max(50, Math.floor(config.worker.claimMs / 3)));
 
     const output = new OutputBuilder();
-    /** Completion tokens in the log: what a cut stream is billed. */
+    let inspection: AnswerInspection | null = null;
+    /** Completion tokens in the log (inline/hybrid inspection: text tokens as the model produced them): what a cut stream is billed. */
     let produced = 0;
     /** Token and tool-call events in the log, for the latency metrics. */
     let deltas = 0;
@@ -119,30 +124,33 @@ export class AttemptRunner {
       let n = 0;
       for (const e of logged) {
         if (e.type !== 'token' && e.type !== 'tool_call') continue;
-        produced += output.add(e);
+        const tokens = output.add(e);
+        // Inspected text is counted as the model produced it, not by the redacted events logged.
+        if (!(inspection?.gates && e.type === 'token')) produced += tokens;
         n++;
       }
       if (n > 0) { last = this.observeDeltas(record, deltas, n, last); deltas += n; }
     };
     /** What a cut stream produced (the model ran): its choices so far, counted locally. */
     let served: { deployment: string; model: string } | undefined;
-    const cut = (finishReason: 'cancelled' | 'error'): RequestOutput => output.build({ finishReason, usageSource: 'counted', ...(served && { served }) });
+    const cut = (finishReason: 'cancelled' | 'error' | 'content_filter'): RequestOutput => output.build({ finishReason, usageSource: 'counted', ...(served && { served }) });
+    const append = async (events: EventBody[]) => {
+      if (events.length === 0) return;
+      let logged: readonly LogEvent[];
+      try {
+        logged = await bus.appendMany(record.id, events);
+      } catch (err) {
+        if (!(err instanceof PartialAppendError)) throw err;
+        count(err.appended);
+        throw err.cause;
+      }
+      count(logged);
+      await hooks.onEvents?.(logged);
+    };
     try {
-      const append = async (events: EventBody[]) => {
-        if (events.length === 0) return;
-        let logged: readonly LogEvent[];
-        try {
-          logged = await bus.appendMany(record.id, events);
-        } catch (err) {
-          if (!(err instanceof PartialAppendError)) throw err;
-          count(err.appended);
-          throw err.cause;
-        }
-        count(logged);
-        await hooks.onEvents?.(logged);
-      };
+      inspection = this.inspection(record, abort, append);
       if (record.attempt > 1) await append([{ type: 'restart', attempt: record.attempt, reason: 'retry' }]);
-      const { traceparent: _accepted, ...payload } = record.payload;
+      const { traceparent: _accepted, inspection: _inspected, ...payload } = record.payload;
       const started = this.deps.now();
       const modelSpan = this.tracer.start('sluice.model', { parent: hooks.span.traceparent || undefined, kind: 'client', attributes: { 'sluice.model': record.model } });
       const req: ModelRequest = { model: record.model, ...payload, ...(modelSpan.traceparent && { traceparent: modelSpan.traceparent }) };
@@ -155,6 +163,7 @@ export class AttemptRunner {
           }
           if (abort.signal.aborted) break;
           if (chunk.type === 'usage') {
+            await inspection?.finish();
             return await this.end(record, {
               status: 'completed', attempt: record.attempt, result: output.text, finishReason: chunk.finishReason,
               output: output.build({ finishReason: chunk.finishReason, choices: chunk.choices, usageSource: chunk.usageSource ?? 'reported', served: chunk.served }),
@@ -162,14 +171,25 @@ export class AttemptRunner {
             }, hooks);
           }
           if (chunk.type === 'served') { served = { deployment: chunk.deployment, model: chunk.model }; continue; }
+          if (chunk.type === 'tokens' && inspection?.gates) {
+            produced += chunk.texts.length;
+            await inspection.tokens(chunk);
+            continue;
+          }
           await append(eventsOf(chunk, record.attempt));
+          if (chunk.type === 'tokens') await inspection?.tokens(chunk);
         }
         if (abort.signal.aborted) throw abort.signal.reason;
         throw new ModelError('transient', 'model stream ended without usage');
       } catch (err) { modelSpan.fail(err); throw err; } finally { modelSpan.end(); }
     } catch (err) {
+      await inspection?.settle();
       const reason = err instanceof Stop ? err.reason : abort.signal.reason instanceof Stop ? abort.signal.reason.reason : null;
       if (reason === 'lost') { logger.warn(where, 'claim lost; another worker owns this request now'); return { kind: 'lost' }; }
+      const stopped = err instanceof InspectionStop ? err : abort.signal.reason instanceof InspectionStop ? abort.signal.reason : null;
+      // What the model produced is billed, as for a cancel; the log holds what was delivered.
+      if (stopped?.reason === 'blocked') return await this.end(record, this.blocked(record, produced, output.text, stopped.message, cut('content_filter')), hooks);
+      if (stopped) return await this.end(record, this.failed(record, produced, output.text, 'SLUICE_ERR_INSPECTION_FAILED', stopped.message, cut('error')), hooks);
       // Its tokens stay in the log; the next attempt starts with a restart event, as after a crash.
       if (reason === 'handoff') { logger.info(where, 'shutting down: the request is handed to another process'); return { kind: 'handoff' }; }
       // The log already holds the request's terminal event: it was ended elsewhere (and settled first).
@@ -185,12 +205,25 @@ export class AttemptRunner {
       const code = me.kind === 'transient' ? 'SLUICE_ERR_MODEL_TRANSIENT' : 'SLUICE_ERR_MODEL_PERMANENT';
       return await this.end(record, this.failed(record, produced, output.text, code, me.message, cut('error')), hooks);
     } finally {
+      inspection?.close();
       clearTimeout(deadline);
       clearInterval(renew);
       hooks.disconnect?.removeEventListener('abort', onDisconnect);
       hooks.handoff?.removeEventListener('abort', onHandoff);
       await control.close().catch(() => {});
     }
+  }
+
+  /** The attempt's content inspection, when its request was admitted with a mode other than disabled. */
+  private inspection(record: RequestRecord, abort: AbortController, append: (events: EventBody[]) => Promise<void>): AnswerInspection | null {
+    const mode = record.payload.inspection;
+    if (!mode) return null;
+    const { inspector, config, metrics, logger } = this.deps;
+    if (!inspector) throw new ModelError('permanent', `this request needs content inspection (${mode}) and this process has no inspector configured`);
+    return new AnswerInspection({
+      mode, inspector, requestId: record.id, attempt: record.attempt, bufferMs: config.inspection.bufferMs, metrics, logger, append,
+      stop: (err) => { if (!abort.signal.aborted) abort.abort(err); }, signal: abort.signal,
+    });
   }
 
   /** Whether the backend serves embeddings (POST /v1/embeddings answers 501 before admission when not). */
@@ -303,6 +336,11 @@ export class AttemptRunner {
   cancelled(record: RequestRecord, produced: number, text: string, processed: boolean, output?: RequestOutput): Ending {
     const usage = processed ? usageOf(record.promptTokens, produced) : usageOf(0, 0);
     return { status: 'cancelled', attempt: record.attempt, result: text, ...(output && { output }), finishReason: 'cancelled', usage, error: { code: 'SLUICE_ERR_CANCELLED', message: 'Request was cancelled' } };
+  }
+
+  /** Content inspection stopped the answer: billed like a cancel (the model produced it), with its own code. */
+  blocked(record: RequestRecord, produced: number, text: string, message: string, output?: RequestOutput): Ending {
+    return { status: 'cancelled', attempt: record.attempt, result: text, ...(output && { output }), finishReason: 'content_filter', usage: usageOf(record.promptTokens, produced), error: { code: 'SLUICE_ERR_CONTENT_BLOCKED', message } };
   }
 
   failed(record: RequestRecord, produced: number, text: string, code: string, message: string, output?: RequestOutput): Ending {

@@ -3,7 +3,7 @@
 // quota, as LiteLLM's master key does. Other keys live in the store, hashed; lookups are cached
 // for a few seconds because they sit on every request's path (revocation in this process clears
 // the cache at once; other processes see it within the cache TTL).
-import { tierOf, type Config, type Tier } from '../config.ts';
+import { tierOf, type Config, type InspectionMode, type Tier } from '../config.ts';
 import type { QuotaOverride, Store } from '../ports/store.ts';
 import { timingSafeEqual } from 'node:crypto';
 import { hashApiKey } from './api-keys.ts';
@@ -22,6 +22,8 @@ export interface Principal {
   limits: EffectiveLimits;
   /** The models this key may use (its tier's list narrowed by its own); null = every model. */
   models: ModelAllowList;
+  /** The key's own content-inspection mode; absent or null = its tier's (core/inspection.ts). */
+  inspection?: InspectionMode | null;
 }
 
 const CACHE_TTL_MS = 5_000;
@@ -100,7 +102,7 @@ export class Authenticator {
     if (!user.active) throw new SluiceError('SLUICE_ERR_USER_INACTIVE');
     const limits = await this.limitsFor(user.id, user.tier);
     const tierModels = (tierOf(this.config, user.tier) ?? tierOf(this.config, this.config.defaultTier))?.models;
-    return { userId: user.id, keyId: key.id, admin: key.admin, unlimited: false, tier: user.tier, limits, models: effectiveModels(tierModels, key.models) };
+    return { userId: user.id, keyId: key.id, admin: key.admin, unlimited: false, tier: user.tier, limits, models: effectiveModels(tierModels, key.models), inspection: key.inspectionMode };
   }
 }
 

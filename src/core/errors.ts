@@ -63,6 +63,9 @@ export const catalogue = {
   SLUICE_ERR_CANCELLED: { status: 499, type: 'invalid_request_error', message: 'Request was cancelled' },
   SLUICE_ERR_CLIENT_ABORTED: { status: 499, type: 'invalid_request_error', message: 'The client closed the connection before the request was read' },
   SLUICE_ERR_NOT_CANCELLABLE: { status: 409, type: 'invalid_request_error', message: 'Request has already finished' },
+  SLUICE_ERR_CONTENT_BLOCKED: { status: 422, type: 'invalid_request_error', message: 'Content inspection stopped this answer' },
+  SLUICE_ERR_PROMPT_BLOCKED: { status: 422, type: 'invalid_request_error', message: 'Content inspection refused this prompt' },
+  SLUICE_ERR_INSPECTION_FAILED: { status: 503, type: 'service_unavailable', message: 'The content inspector gave no verdict; the answer was withheld' },
   SLUICE_ERR_CONFIG: { status: 500, type: 'server_error', message: 'Invalid configuration' },
   SLUICE_ERR_INTERNAL: { status: 500, type: 'server_error', message: 'Internal error' },
 } as const satisfies Record<string, CatalogueEntry>;

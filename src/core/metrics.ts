@@ -67,6 +67,10 @@ export function createMetrics(opts: { spendUsers?: number } = {}) {
     sweeperFailures: new Counter({ name: 'sluice_sweeper_failures_total', help: 'Sweeper passes that failed (store, queue or limiter unreachable); the next pass tries again', registers }),
     deadLetters: new Counter({ name: 'sluice_dead_letters_total', help: 'Jobs moved to the dead-letter destination after their last attempt (the request failed and was refunded)', registers }),
     queueOldestAge: new Gauge({ name: 'sluice_queue_oldest_age_seconds', help: 'Age of the oldest request still queued in the store (0 when none), sampled by the ledger role', registers }),
+    inspectionLatency: new Histogram({ name: 'sluice_inspection_duration_seconds', help: 'Time one inspection of a window (or a prompt) took, by mode', labelNames: ['mode'], buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers }),
+    inspectionFindings: new Counter({ name: 'sluice_inspection_findings_total', help: 'Findings of content inspection, by type (email, card, …) and where (completion, prompt)', labelNames: ['type', 'kind'], registers }),
+    inspectionStopped: new Counter({ name: 'sluice_inspection_stopped_total', help: 'Requests content inspection stopped or refused, by reason (blocked: a finding in async mode or a blocking finding; failed: no verdict, inline/hybrid fail closed; prompt: refused before admission)', labelNames: ['reason'], registers }),
+    inspectionFailures: new Counter({ name: 'sluice_inspection_failures_total', help: 'Inspections that gave no verdict (timeout, unavailable, bad_response, circuit_open)', labelNames: ['kind'], registers }),
     settlementBacklog: new Gauge({ name: 'sluice_settlement_backlog', help: 'Quota reservations still open past their deadline (their request should have settled by then), sampled by the ledger role, counted up to 500', registers }),
   };
   initialiseLabels(metrics);
@@ -77,7 +81,9 @@ export function createMetrics(opts: { spendUsers?: number } = {}) {
  * Series with a known, small set of label values start at 0, so that `rate()` and `increase()`
  * see the first event (a series born at 1 has no increase) and dashboards show 0, not "no data".
  */
-function initialiseLabels(m: Record<'requestsFinished' | 'attempts' | 'sweeperActions' | 'uncaughtErrors' | 'quotaRejections' | 'wsClosed', Counter<string>>): void {
+function initialiseLabels(m: Record<'requestsFinished' | 'attempts' | 'sweeperActions' | 'uncaughtErrors' | 'quotaRejections' | 'wsClosed' | 'inspectionStopped' | 'inspectionFailures', Counter<string>>): void {
+  for (const reason of ['blocked', 'failed', 'prompt']) m.inspectionStopped.inc({ reason }, 0);
+  for (const kind of ['timeout', 'unavailable', 'bad_response', 'circuit_open']) m.inspectionFailures.inc({ kind }, 0);
   for (const status of ['completed', 'failed', 'cancelled']) m.requestsFinished.inc({ status }, 0);
   for (const outcome of ['transient', 'permanent']) m.attempts.inc({ outcome }, 0);
   for (const action of ['requeue_queued', 'requeue_orphaned', 'settle_ended', 'settle_reservation', 'refund_reservation']) m.sweeperActions.inc({ action }, 0);

@@ -20,6 +20,8 @@ import type { Logger } from './logger.ts';
 import { inSpan, NOOP_TRACER, type Tracer } from '../ports/tracer.ts';
 import { jitteredBackoff } from './backoff.ts';
 import type { Drain } from './drain.ts';
+import type { ChatMessage } from '../ports/model.ts';
+import { inspectionModeFor } from './inspection.ts';
 
 export interface Submitted { record: RequestRecord; created: boolean; admitted: Admitted }
 
@@ -44,6 +46,8 @@ export class RequestService {
     tracer?: Tracer;
     /** Refuses new submissions once this process drains, and hands direct-mode runs off (core/drain.ts). */
     drain?: Drain;
+    /** The request-side content check (INSPECTION_PROMPTS): refuses (throws) or returns the messages to send. */
+    checkPrompt?: (messages: ChatMessage[], requestId: string) => Promise<ChatMessage[]>;
   }) {}
 
   /** `traceparent`: the span of the HTTP request that submits (tracing on); the worker's spans join its trace. */
@@ -61,10 +65,14 @@ export class RequestService {
     } else {
       id = randomUUID();
     }
+    // Before admission: a refused prompt reserves nothing; a redacted one is estimated as sent.
+    if (this.deps.checkPrompt) input = { ...input, messages: await this.deps.checkPrompt(input.messages, id) };
     const tracer = this.deps.tracer ?? NOOP_TRACER;
     const admitted = await inSpan(tracer, 'sluice.admission', { parent: opts.traceparent, attributes: { 'sluice.request_id': id, 'sluice.user': principal.userId } },
       (span) => this.deps.admission.admit(principal, input, id, { queued: opts.mode === 'queued', traceparent: span.traceparent || undefined }));
     if (opts.traceparent && tracer.enabled) admitted.payload = { ...admitted.payload, traceparent: opts.traceparent };
+    const inspection = inspectionModeFor(this.deps.config, principal);
+    if (inspection !== 'disabled') admitted.payload = { ...admitted.payload, inspection };
     let inserted: { record: RequestRecord; created: boolean };
     try {
       inserted = await this.insert(principal, id, input.model, admitted, { ...opts, bodyHash: hash }, input.stream);

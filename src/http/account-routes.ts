@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { generateApiKey } from '../core/api-keys.ts';
-import { tierOf } from '../config.ts';
+import { INSPECTION_MODES, tierOf } from '../config.ts';
 import { fail } from '../core/chat-request.ts';
 import { SluiceError } from '../core/errors.ts';
 import { effectiveModels } from '../core/model-access.ts';
@@ -34,7 +34,11 @@ const userPatch = z.object({ name: z.string().max(100).nullable().optional(), em
 const MAX_KEY_MODELS = 256;
 const keyModels = z.array(z.string().min(1).max(256)).min(1, 'models must name at least one model; omit it (or send null) for the tier\'s list')
   .max(MAX_KEY_MODELS, `models holds at most ${MAX_KEY_MODELS} model ids`).nullable().optional();
-const keyBody = z.object({ user_id: z.string().min(1), name: z.string().max(100).nullable().optional(), admin: z.boolean().optional(), models: keyModels }).strict();
+const keyBody = z.object({
+  user_id: z.string().min(1), name: z.string().max(100).nullable().optional(), admin: z.boolean().optional(), models: keyModels,
+  /** The key's own content-inspection mode; absent or null = its tier's. */
+  inspection_mode: z.enum(INSPECTION_MODES).nullable().optional(),
+}).strict();
 
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
   assertStorableText(body);
@@ -44,7 +48,7 @@ function parse<T>(schema: z.ZodType<T>, body: unknown): T {
 }
 
 const userView = (u: UserRecord) => ({ id: u.id, name: u.name, email: u.email, tier: u.tier, active: u.active, created_at: u.createdAt.toISOString() });
-const keyView = (k: ApiKeyRecord) => ({ id: k.id, user_id: k.userId, prefix: k.prefix, name: k.name, admin: k.admin, models: k.models, created_at: k.createdAt.toISOString(), revoked_at: k.revokedAt?.toISOString() ?? null });
+const keyView = (k: ApiKeyRecord) => ({ id: k.id, user_id: k.userId, prefix: k.prefix, name: k.name, admin: k.admin, models: k.models, inspection_mode: k.inspectionMode, created_at: k.createdAt.toISOString(), revoked_at: k.revokedAt?.toISOString() ?? null });
 /** Sums of many small costs: rounded so that reports do not show 0.30000000000000004. */
 const usd = (v: number | null) => (v === null ? null : Number(v.toFixed(10)));
 /** A cost in plain decimal notation for the CSV (String(1.25e-7) would be exponent notation). */
@@ -166,7 +170,7 @@ export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): 
     const u = await userOrThrow(b.user_id);
     const { key, hash, prefix } = generateApiKey();
     const models = b.models ? [...new Set(b.models)] : null;
-    const k = await store.createApiKey({ id: `key_${randomUUID().replaceAll('-', '').slice(0, 16)}`, userId: u.id, hash, prefix, name: b.name ?? null, admin: b.admin ?? false, models });
+    const k = await store.createApiKey({ id: `key_${randomUUID().replaceAll('-', '').slice(0, 16)}`, userId: u.id, hash, prefix, name: b.name ?? null, admin: b.admin ?? false, models, inspectionMode: b.inspection_mode ?? null });
     // What the key may use today: its own list within its user's tier's (which may change later).
     const effective = effectiveModels(tierOf(config, u.tier)?.models, models);
     return reply.code(201).send({ ...keyView(k), effective_models: effective && [...effective], key, note: 'The key is shown once; only its hash is stored.' });

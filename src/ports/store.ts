@@ -19,6 +19,8 @@ export interface ApiKeyRecord {
   id: string; userId: string; prefix: string; name: string | null; admin: boolean;
   /** The key's own model allow-list; null = its user's tier decides. It can only narrow the tier's list. */
   models: string[] | null;
+  /** The key's own content-inspection mode; null = its tier's (or INSPECTION_MODE). */
+  inspectionMode: 'disabled' | 'inline' | 'async' | 'hybrid' | null;
   createdAt: Date; revokedAt: Date | null;
 }
 /** Per-user limits; a null field inherits the tier's value. */
@@ -45,6 +47,8 @@ export interface RequestPayload {
   embedding?: { input: string[] };
   /** W3C traceparent of the span that accepted the request (tracing on): the worker's spans continue its trace. */
   traceparent?: string;
+  /** Content inspection of the answer, resolved at admission (key, tier, INSPECTION_MODE); absent = disabled. */
+  inspection?: 'inline' | 'async' | 'hybrid';
 }
 
 /** One choice of a finished request, assembled from its event log. */
@@ -162,7 +166,7 @@ export interface Store {
   updateUser(id: string, patch: { tier?: string; active?: boolean; name?: string | null; email?: string | null }): Promise<UserRecord | null>;
 
   /** Stores a key by its hash only; the plaintext never reaches the store. */
-  createApiKey(k: { id: string; userId: string; hash: string; prefix: string; name?: string | null; admin: boolean; models?: readonly string[] | null }): Promise<ApiKeyRecord>;
+  createApiKey(k: { id: string; userId: string; hash: string; prefix: string; name?: string | null; admin: boolean; models?: readonly string[] | null; inspectionMode?: ApiKeyRecord['inspectionMode'] }): Promise<ApiKeyRecord>;
   findApiKey(hash: string): Promise<{ key: ApiKeyRecord; user: UserRecord } | null>;
   listApiKeys(userId?: string): Promise<ApiKeyRecord[]>;
   revokeApiKey(id: string): Promise<ApiKeyRecord | null>;

@@ -148,6 +148,16 @@ describe('CLI', () => {
     assert.deepEqual(listed.data[0]?.models, ['sim', 'other']);
     await assert.rejects(cmd('keys', 'create', '--user', 'cli-models', '--models', ','), (e: { stderr: string }) => e.stderr.includes('--models'));
   });
+
+  it('keys create --inspection gives the key its own content-inspection mode', async () => {
+    const base = ['bin/sluice.mjs', '--url', app.url, '--key', MASTER_KEY];
+    const cmd = (...a: string[]) => run(process.execPath, [base[0]!, ...a, ...base.slice(1)]);
+    await cmd('users', 'create', '--id', 'cli-inspect', '--tier', 'pro');
+    await cmd('keys', 'create', '--user', 'cli-inspect', '--inspection', 'inline');
+    const listed = JSON.parse((await cmd('keys', 'list', '--user', 'cli-inspect')).stdout) as { data: { inspection_mode: string | null }[] };
+    assert.equal(listed.data[0]?.inspection_mode, 'inline');
+    await assert.rejects(cmd('keys', 'create', '--user', 'cli-inspect', '--inspection', 'sometimes'), (e: { stderr: string }) => e.stderr.includes('SLUICE_ERR_VALIDATION'));
+  });
 });
 
 describe('SSE keepalive', () => {

@@ -129,8 +129,14 @@ function toApiKey(r: Row): ApiKeyRecord {
   return {
     id: str(r.key_id), userId: str(r.user_id), prefix: str(r.prefix), name: strOrNull(r.name),
     admin: r.admin === true, models: r.models === null || r.models === undefined ? null : json<string[]>(r.models),
+    inspectionMode: inspectionModeOf(r.inspection_mode),
     createdAt: date(r.created_at), revokedAt: dateOrNull(r.revoked_at),
   };
+}
+
+const INSPECTION_MODES: readonly string[] = ['disabled', 'inline', 'async', 'hybrid'];
+function inspectionModeOf(v: unknown): ApiKeyRecord['inspectionMode'] {
+  return typeof v === 'string' && INSPECTION_MODES.includes(v) ? v as ApiKeyRecord['inspectionMode'] : null;
 }
 
 function toQuota(r: Row): QuotaOverride {
@@ -276,11 +282,11 @@ export class SqlStore implements Store {
 
   // -- api keys ---------------------------------------------------------------------------------
 
-  async createApiKey(k: { id: string; userId: string; hash: string; prefix: string; name?: string | null; admin: boolean; models?: readonly string[] | null }): Promise<ApiKeyRecord> {
+  async createApiKey(k: { id: string; userId: string; hash: string; prefix: string; name?: string | null; admin: boolean; models?: readonly string[] | null; inspectionMode?: ApiKeyRecord['inspectionMode'] }): Promise<ApiKeyRecord> {
     const row = await this.one(
-      `INSERT INTO api_keys (key_id, user_id, key_hash, prefix, name, admin, models)
-       VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) RETURNING *`,
-      [k.id, k.userId, k.hash, k.prefix, k.name ?? null, k.admin, k.models ? JSON.stringify(k.models) : null],
+      `INSERT INTO api_keys (key_id, user_id, key_hash, prefix, name, admin, models, inspection_mode)
+       VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) RETURNING *`,
+      [k.id, k.userId, k.hash, k.prefix, k.name ?? null, k.admin, k.models ? JSON.stringify(k.models) : null, k.inspectionMode ?? null],
     );
     return toApiKey(row as Row);
   }
