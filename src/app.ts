@@ -66,6 +66,8 @@ const EDGE_IDLE_PROBE_MS = 2_000;
 
 /** How long the hand-off itself may take: claims given back, jobs published, streams ended. */
 const HANDOFF_MS = 5_000;
+/** How long close() waits for the publishes of requests already answered 202 (the sweeper has the rest). */
+const SETTLE_PUBLISHES_MS = 5_000;
 
 export interface StartOptions {
   now?: () => number;
@@ -237,6 +239,8 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const close = async () => {
     depth.stop();
     await server.close();
+    // Jobs of requests answered 202 whose publish the queue has not confirmed yet (core/requests.ts).
+    await requests.settlePublishes(SETTLE_PUBLISHES_MS);
     await worker?.stop();
     await sweeper.stop();
     await backlog.stop();

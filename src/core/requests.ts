@@ -1,6 +1,10 @@
 // The request lifecycle seen from the gateway: submit (admit, persist, enqueue), read, cancel,
 // and run in direct mode. A 202 is only answered once the request row is durable; if the queue
 // publish then fails, the sweeper re-enqueues the row, so an accepted request is never lost.
+// So the 202 does not wait for the broker's confirm either: the publish starts before the answer
+// and completes after it (a persistent message's confirm waits for the broker's disk, often the
+// slowest step of an intake). Unconfirmed publishes are bounded (MAX_UNCONFIRMED_PUBLISHES) and
+// waited for on shutdown (settlePublishes).
 import { createHash } from 'node:crypto';
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config.ts';
@@ -25,6 +29,13 @@ import { inspectionModeFor } from './inspection.ts';
 
 export interface Submitted { record: RequestRecord; created: boolean; admitted: Admitted }
 
+/**
+ * Publishes a process lets run past the 202 that started them. Beyond this many, a submission
+ * waits for its own publish before answering: a slow or absent broker slows intake down instead
+ * of growing memory without bound.
+ */
+export const MAX_UNCONFIRMED_PUBLISHES = 1024;
+
 /** Request ids for idempotent submissions are derived from (user, key), so a replay maps to the same id everywhere, including the limiter's reservation. */
 function idempotentId(userId: string, key: string): string {
   const h = createHash('sha256').update(`${userId}\0${key}`).digest('hex');
@@ -39,6 +50,8 @@ function bodyHash(input: ChatInput): string {
 
 export class RequestService {
   readonly gatewayId = `gateway-${process.pid}-${randomUUID().slice(0, 8)}`;
+  /** Publishes of accepted requests still waiting for the queue's confirm (see the header). */
+  private readonly publishing = new Set<Promise<void>>();
 
   constructor(private readonly deps: {
     config: Config; store: Store; queue: Queue; bus: Bus; limiter: Limiter; admission: Admission; runner: AttemptRunner; logger: Logger;
@@ -48,6 +61,8 @@ export class RequestService {
     drain?: Drain;
     /** The request-side content check (INSPECTION_PROMPTS): refuses (throws) or returns the messages to send. */
     checkPrompt?: (messages: ChatMessage[], requestId: string) => Promise<ChatMessage[]>;
+    /** Default MAX_UNCONFIRMED_PUBLISHES. */
+    maxUnconfirmedPublishes?: number;
   }) {}
 
   /** `traceparent`: the span of the HTTP request that submits (tracing on); the worker's spans join its trace. */
@@ -85,8 +100,35 @@ export class RequestService {
     if (!inserted.created) { admitted.slot?.release(); return this.replay(inserted.record, hash, principal); }
     admitted.slot?.stored();
     this.deps.crash?.('after-insert');
-    if (opts.mode === 'queued') await this.enqueue(inserted.record);
+    if (opts.mode === 'queued') await this.publishAfterAnswer(inserted.record);
     return { record: inserted.record, created: true, admitted };
+  }
+
+  /**
+   * Starts the job's publish (a memory queue has it before this returns) and lets it finish after
+   * the answer, unless MAX_UNCONFIRMED_PUBLISHES are already pending: then it waits for it.
+   */
+  private async publishAfterAnswer(record: RequestRecord): Promise<void> {
+    const publish = this.enqueue(record);
+    if (this.publishing.size >= (this.deps.maxUnconfirmedPublishes ?? MAX_UNCONFIRMED_PUBLISHES)) return await publish;
+    this.publishing.add(publish);
+    void publish.finally(() => this.publishing.delete(publish));
+  }
+
+  /** Publishes started by submissions and not yet confirmed (metrics, tests). */
+  get unconfirmedPublishes(): number { return this.publishing.size; }
+
+  /**
+   * Waits, at most `timeoutMs`, for the publishes of requests already answered 202; called on
+   * shutdown before the queue closes. One still unconfirmed after that is the sweeper's: its row
+   * stays without published_at and is published again after requeueAfterMs.
+   */
+  async settlePublishes(timeoutMs: number): Promise<void> {
+    if (this.publishing.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs); });
+    await Promise.race([Promise.allSettled([...this.publishing]), deadline]);
+    clearTimeout(timer);
   }
 
   /**

@@ -77,3 +77,47 @@ test('inFlight batches run at once; the rest wait', async () => {
   assert.equal(batches.length, 2);
   await Promise.all([first, second]);
 });
+
+test('an idle batcher runs a lone call in the turn it was made, with no timer to wait for', async () => {
+  const { batcher, batches } = recorder();
+  const lone = batcher.run({ key: 'a', value: 1 });
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(batches.map((b) => b.map((c) => c.value)), [[1]]);
+  assert.equal(await lone, 'a=1');
+});
+
+test('a batch takes at most maxSize calls however many wait; the rest keep their order', async () => {
+  const { batcher, batches } = recorder();
+  const results = await Promise.all(Array.from({ length: 10 }, (_, v) => batcher.run({ key: `k${v}`, value: v })));
+  assert.deepEqual(results, Array.from({ length: 10 }, (_, v) => `k${v}=${v}`));
+  assert.ok(batches.every((b) => b.length <= 4));
+  assert.deepEqual(batches.flat().map((c) => c.value), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+});
+
+test('close answers every call already made, then refuses new ones without running them', async () => {
+  const { batcher, batches } = recorder();
+  const running = batcher.run({ key: 'a', value: 1 });
+  await new Promise((r) => setImmediate(r));
+  const queued = [2, 3].map((v) => batcher.run({ key: `k${v}`, value: v }));
+  assert.equal(batcher.pending, 3);
+  let closed = false;
+  const closing = batcher.close(() => new Error('store closed')).then(() => { closed = true; });
+  await new Promise((r) => setImmediate(r));
+  assert.equal(closed, false, 'calls are still unanswered');
+  await assert.rejects(batcher.run({ key: 'late', value: 9 }), /store closed/);
+  assert.deepEqual(await Promise.all([running, ...queued]), ['a=1', 'k2=2', 'k3=3']);
+  await closing;
+  assert.equal(batcher.pending, 0);
+  assert.deepEqual(batches.map((b) => b.map((c) => c.value)), [[1], [2, 3]], 'the late call never ran');
+});
+
+test('close of an idle batcher resolves at once; a failing call is still answered with its own error', async () => {
+  const idle = recorder();
+  await idle.batcher.close(() => new Error('closed'));
+  const { batcher } = recorder({ failOn: (c) => c.key === 'bad' });
+  const calls = ['x', 'bad'].map((key, i) => batcher.run({ key, value: i }));
+  await batcher.close(() => new Error('closed'));
+  const settled = await Promise.allSettled(calls);
+  assert.deepEqual(settled.map((s) => s.status), ['fulfilled', 'rejected']);
+  assert.match(String((settled[1] as PromiseRejectedResult).reason), /bad row bad/);
+});

@@ -8,6 +8,9 @@
 // Each row is still its own atomic change: the multi-row statements are written so that every
 // row succeeds or fails on its own conditions. If a whole batch fails (one bad row), every call
 // in it is run again on its own, so only the bad one reports the error.
+//
+// On shutdown (close) the calls already made still run, so a caller waiting for its row gets its
+// own answer; calls made after it fail at once, without reaching the database.
 
 interface Pending<I, O> { item: I; resolve: (o: O) => void; reject: (e: unknown) => void }
 
@@ -30,16 +33,41 @@ export class Batcher<I, O> {
   private running = 0;
   private scheduled = false;
   private readonly maxSize: number;
+  /** Set by close(): what a later call fails with. */
+  private closedWith: (() => unknown) | undefined;
+  private idleWaiters: (() => void)[] = [];
 
   constructor(private readonly opts: BatchOptions<I, O>) {
     this.maxSize = opts.maxSize ?? 256;
   }
 
   run(item: I): Promise<O> {
+    if (this.closedWith) return Promise.reject(this.closedWith());
     return new Promise<O>((resolve, reject) => {
       this.queue.push({ item, resolve, reject });
       this.schedule();
     });
+  }
+
+  /** Calls made and not yet answered (queued or in a running batch). */
+  get pending(): number { return this.queue.length + this.inBatches; }
+  private inBatches = 0;
+
+  /**
+   * Refuses new calls (they fail with `error()`) and resolves once every call already made has
+   * its answer: the queued ones still run, in batches as usual.
+   */
+  close(error: () => unknown): Promise<void> {
+    this.closedWith ??= error;
+    if (this.pending === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => { this.idleWaiters.push(resolve); });
+  }
+
+  private settleIdle(): void {
+    if (this.pending > 0 || this.idleWaiters.length === 0) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const wake of waiters) wake();
   }
 
   /** Runs the queue at the end of this event-loop turn, so that calls made by the other requests
@@ -55,7 +83,8 @@ export class Batcher<I, O> {
     while (this.running < this.opts.inFlight && this.queue.length > 0) {
       const batch = this.take();
       this.running++;
-      void this.execute(batch).finally(() => { this.running--; this.schedule(); });
+      this.inBatches += batch.length;
+      void this.execute(batch).finally(() => { this.running--; this.inBatches -= batch.length; this.schedule(); this.settleIdle(); });
     }
   }
 

@@ -616,7 +616,21 @@ export class SqlStore implements Store {
     return rows.map(toUsageRow);
   }
 
+  /**
+   * Answers the calls already made to the batched statements (an insert a 202 waits for gets its
+   * own result), for at most CLOSE_FLUSH_MS, then closes the engine; later calls fail at once.
+   */
   async close(): Promise<void> {
+    const closed = () => new SluiceError('SLUICE_ERR_UNAVAILABLE', 'store: closed');
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all([this.inserts, this.claims, this.finishes, this.publishes].map((b) => b.close(closed))),
+      new Promise<void>((resolve) => { timer = setTimeout(resolve, CLOSE_FLUSH_MS); }),
+    ]);
+    clearTimeout(timer);
     await this.db.close();
   }
 }
+
+/** How long close() waits for batched statements already asked for before closing the engine. */
+const CLOSE_FLUSH_MS = 5_000;
