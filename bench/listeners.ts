@@ -111,6 +111,7 @@ async function sseCase(): Promise<Record<string, unknown>> {
   const connectMs = Date.now() - t0;
   await sleep(200);
   const rssConnected = rssMiB(sluice.pid);
+  const connectedAtFirstToken = connected();
   log(`${connected()}/${TOTAL} connected after ${connectMs} ms (from the first submit); RSS ${rssConnected.toFixed(1)} MiB`);
   if (connected() < TOTAL) log('WARNING: not all listeners connected before the first token (they still replay history)');
 
@@ -130,7 +131,8 @@ async function sseCase(): Promise<Record<string, unknown>> {
     listeners: TOTAL, connected: connected(), 'complete listeners': complete,
     'tokens received': sums.reduce((a, x) => a + x.tokens, 0), 'tokens expected': sums.reduce((a, x) => a + x.expected, 0),
     'RSS idle MiB': r2(rssIdle), 'RSS before MiB': r2(rssBefore), 'RSS connected MiB': r2(rssConnected), 'RSS peak MiB': r2(peak), 'RSS after MiB': r2(rssAfter),
-    'KiB/listener (connected)': r2(((rssConnected - rssBefore) * 1024) / TOTAL), 'KiB/listener (peak)': r2(((peak - rssBefore) * 1024) / TOTAL),
+    // Per listener connected when RSS was read (all of them unless the connects were too slow).
+    'KiB/listener (connected)': r2(((rssConnected - rssBefore) * 1024) / Math.max(1, connectedAtFirstToken)), 'KiB/listener (peak)': r2(((peak - rssBefore) * 1024) / TOTAL),
     'delivery lag p50 ms': lagPct(lag, 0.5), 'delivery lag p99 ms': lagPct(lag, 0.99), 'delivery lag max ms': lagPct(lag, 1),
   };
 }
