@@ -3,7 +3,7 @@
 // is not the bottleneck it was as one process, and each stays well under its descriptor limit.
 //   {cmd:'sse', base, key, ids, count, rate}: `count` native SSE listeners, round-robin over ids,
 //     opened at `rate`/s; reports {connected} as they connect, then one {done, summary}.
-//   {cmd:'ws', base, key, count, rate}: `count` WebSockets that authenticate and sit idle; reports
+//   {cmd:'ws', base, key, count, rate}: `count` WebSockets that authenticate (auth message) and sit idle; reports
 //     {authenticated}, then waits for {cmd:'close'} and reports {closed}.
 import WebSocket from 'ws';
 import { listen, sleep, type ListenerResult } from './lib.ts';
@@ -57,7 +57,10 @@ async function ws(c: Extract<Command, { cmd: 'ws' }>): Promise<void> {
   const url = `${c.base.replace(/^http/, 'ws')}/v1/ws`;
   const progress = setInterval(() => send({ authenticated, failed }), 500);
   await Promise.all(await paced(c.count, c.rate, () => new Promise<void>((resolve) => {
-    const s = new WebSocket(url, { headers: { authorization: `Bearer ${c.key}` }, perMessageDeflate: false });
+    // The key in a first auth message, which the gateway answers with `authenticated` (a key in the
+    // upgrade's headers is checked without an answer).
+    const s = new WebSocket(url, { perMessageDeflate: false });
+    s.on('open', () => s.send(JSON.stringify({ type: 'auth', api_key: c.key })));
     sockets.push(s);
     let settled = false;
     const settle = (ok: boolean, why = ''): void => {

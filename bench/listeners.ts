@@ -6,7 +6,7 @@
 //    RSS per listener; delivery lag (receive time minus the event's append timestamp, same clock);
 //    and checks that every listener received every token (distinct sequences = completion tokens)
 //    and the end.
-//  ws: LISTENERS WebSockets on GET /v1/ws that authenticate (Authorization header) and sit idle:
+//  ws: LISTENERS WebSockets on GET /v1/ws that authenticate ({"type":"auth"} message) and sit idle:
 //    RSS per connection once all are authenticated, and how long /healthz takes meanwhile.
 // The client side runs in CLIENTS child processes (bench/listeners-client.ts, default one per
 // 5,000 sockets) opening CONNECT_RATE connections/s in all. The gateway holds one descriptor per
