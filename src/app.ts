@@ -210,7 +210,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     ? buildServer({ config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now, readiness, tracer, drain: drainState })
     : buildOpsServer({ logger, metrics, readiness, http: config.http }));
   undo.unshift(server);
-  await orUndo(server.listen({ host: config.host, port: config.port }).catch((e: unknown) => { throw listenError(e, config.host, config.port); }));
+  await orUndo(server.listen({ host: config.host, port: config.port, backlog: config.http.backlog }).catch((e: unknown) => { throw listenError(e, config.host, config.port); }));
 
   let worker: Worker | null = null;
   if (roles.has('worker')) { worker = new Worker({ config, store, queue, runner, ledger, logger, metrics, now }); await orUndo(worker.start()); }

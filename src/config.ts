@@ -176,6 +176,12 @@ export const configSchema = z.object({
     headersTimeoutMs: int(100).default(10_000),
     /** Open connections per client address; 0 = unlimited. Behind a proxy every client has the proxy's address. */
     maxConnectionsPerIp: int(0).default(256),
+    /**
+     * Connections the kernel queues before the gateway accepts them (capped by net.core.somaxconn).
+     * Node's 511 overflowed when thousands of listeners connected at once: SYNs dropped and retried
+     * seconds later, some connections reset.
+     */
+    backlog: int(1).default(4096),
   }).prefault({}),
   /**
    * Users who get their own `user` label on sluice_spend_usd_total in one process; later users
@@ -339,7 +345,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
 };
 const NESTED_ENV: Record<string, [string, string]> = {
   SLUICE_REQUEST_TIMEOUT_MS: ['http', 'requestTimeoutMs'], SLUICE_HEADERS_TIMEOUT_MS: ['http', 'headersTimeoutMs'],
-  SLUICE_MAX_CONNECTIONS_PER_IP: ['http', 'maxConnectionsPerIp'],
+  SLUICE_MAX_CONNECTIONS_PER_IP: ['http', 'maxConnectionsPerIp'], SLUICE_LISTEN_BACKLOG: ['http', 'backlog'],
   OTEL_EXPORTER_OTLP_ENDPOINT: ['tracing', 'endpoint'], OTEL_SERVICE_NAME: ['tracing', 'serviceName'],
   INSPECTION_MODE: ['inspection', 'mode'], INSPECTION_BUFFER_MS: ['inspection', 'bufferMs'], INSPECTION_BUILTIN: ['inspection', 'builtin'],
   INSPECTION_ENDPOINT: ['inspection', 'endpoint'], INSPECTION_TIMEOUT_MS: ['inspection', 'timeoutMs'], INSPECTION_PROMPTS: ['inspection', 'prompts'],

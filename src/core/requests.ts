@@ -49,6 +49,8 @@ function bodyHash(input: ChatInput): string {
 }
 
 export class RequestService {
+  /** Store reads in flight for getToFollow, by request id. */
+  private readonly reads = new Map<string, Promise<RequestRecord | null>>();
   readonly gatewayId = `gateway-${process.pid}-${randomUUID().slice(0, 8)}`;
   /** Publishes of accepted requests still waiting for the queue's confirm (see the header). */
   private readonly publishing = new Set<Promise<void>>();
@@ -222,6 +224,24 @@ export class RequestService {
   /** The caller's request, or 404 — also for another user's request, so its existence is not revealed. */
   async get(principal: Principal, id: string): Promise<RequestRecord> {
     const record = UUID.test(id) ? await this.deps.store.getRequest(id) : null;
+    if (!record || (record.userId !== principal.userId && !principal.admin)) throw new SluiceError('SLUICE_ERR_REQUEST_NOT_FOUND', `No request with id ${id}`, { param: 'request_id' });
+    return record;
+  }
+
+  /**
+   * get() for a listener about to follow the request's log: concurrent reads of one request share
+   * one store read (thousands of listeners reconnecting at once after a gateway restart cost one
+   * query per request, not one per listener). Only for delivery: a record read a moment before the
+   * caller asked is fine there, since the log, not the record, decides what the listener gets.
+   */
+  async getToFollow(principal: Principal, id: string): Promise<RequestRecord> {
+    if (!UUID.test(id)) return this.get(principal, id);
+    let read = this.reads.get(id);
+    if (!read) {
+      read = this.deps.store.getRequest(id).finally(() => this.reads.delete(id));
+      this.reads.set(id, read);
+    }
+    const record = await read;
     if (!record || (record.userId !== principal.userId && !principal.admin)) throw new SluiceError('SLUICE_ERR_REQUEST_NOT_FOUND', `No request with id ${id}`, { param: 'request_id' });
     return record;
   }

@@ -1,12 +1,13 @@
 // Delivers a request's events to one listener: history after the listener's last sequence, then
-// live, each sequence exactly once (followEventRuns). If the log has expired, the stored result is
+// live, each sequence exactly once (the request's shared follower, core/follow-hub.ts). If the log has expired, the stored result is
 // delivered instead. A watchdog repairs a log that lacks its terminal event (a crash between the
 // settle and the append), or ends the listener with the stored result when the request ended
 // without a log, so no listener waits forever.
 import { isTerminal, type LogEvent } from '../ports/bus.ts';
 import { isEnded, type RequestRecord } from '../ports/store.ts';
 import { endingOf, terminalEvent } from '../core/attempt-runner.ts';
-import { followEventRuns, LOG_PAGE, readAll } from '../core/event-follow.ts';
+import { LOG_PAGE, readAll } from '../core/event-follow.ts';
+import { followHubsOf } from '../core/follow-hub.ts';
 import { drainingError } from '../core/drain.ts';
 import { SluiceError } from '../core/errors.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
@@ -21,24 +22,19 @@ export type DeliveryEnd = 'terminal' | 'aborted' | 'stored' | 'handoff';
 export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, afterSeq: number, signal: AbortSignal, sink: EventSink): Promise<DeliveryEnd> {
   const { bus, runner } = deps;
   if (isEnded(record)) return deliverEnded(deps, record, afterSeq, signal, sink);
-  // A running request: follow its log. If it ends without a terminal event in its log (a crash
-  // between the settle and the append), the watchdog repairs the log; with no log at all, the
-  // listener stops following and gets the stored result.
-  const gone = new AbortController();
-  const watchdog = setInterval(() => {
-    void runner.repairTerminal(record.id).then((state) => { if (state === 'gone') gone.abort(); }, () => {});
-  }, Math.max(1000, deps.config.sse.pingMs));
-  watchdog.unref();
-  try {
-    const handoff = deps.drain.handoff;
-    const end = await followEventRuns(bus, record.id, afterSeq, sink, { signal: AbortSignal.any([signal, gone.signal, handoff]) });
-    if (end === 'terminal') return 'terminal';
-    if (signal.aborted) return 'aborted';
-    if (gone.signal.aborted) return 'stored';
-    return handoff.aborted ? 'handoff' : 'aborted';
-  } finally {
-    clearInterval(watchdog);
-  }
+  // A running request: follow its log, through the request's one follower in this process (its
+  // listeners here share one subscription, one history read and one watchdog). If it ends without
+  // a terminal event in its log (a crash between the settle and the append), the watchdog repairs
+  // the log; with no log at all, the listener stops following and gets the stored result.
+  const handoff = deps.drain.handoff;
+  const end = await followHubsOf(bus).follow(record.id, afterSeq, sink, {
+    signals: [signal, handoff],
+    watch: { everyMs: Math.max(1000, deps.config.sse.pingMs), gone: async (id) => (await runner.repairTerminal(id)) === 'gone' },
+  });
+  if (end === 'terminal') return 'terminal';
+  if (signal.aborted) return 'aborted';
+  if (end === 'gone') return 'stored';
+  return handoff.aborted ? 'handoff' : 'aborted';
 }
 
 /**

@@ -31,9 +31,20 @@ function nativeEvent(requestId: string, e: LogEvent): { id: number; event: strin
 /** Native events as SSE text, in order (a burst at once). */
 export function nativeSseText(requestId: string, events: readonly LogEvent[]): string {
   let text = '';
-  for (const e of events) text += sseFrame(nativeEvent(requestId, e));
+  for (const e of events) {
+    let frame = nativeFrames.get(e);
+    if (frame === undefined) { frame = sseFrame(nativeEvent(requestId, e)); nativeFrames.set(e, frame); }
+    text += frame;
+  }
   return text;
 }
+
+/**
+ * Each event's native frame, serialised once: the listeners of a request in this process share
+ * its event objects (core/follow-hub.ts), so a thousand listeners cost one JSON.stringify per
+ * event, not a thousand. An event belongs to one request, so the frame depends on the event alone.
+ */
+const nativeFrames = new WeakMap<LogEvent, string>();
 
 /** Stands for the token text while a chunk's constant part is serialised. */
 const TEXT_SLOT = '\u0000sluice-token\u0000';

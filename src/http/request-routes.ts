@@ -45,7 +45,7 @@ export function registerRequestRoutes(app: FastifyInstance, deps: GatewayDeps): 
     const after = lastEventId(req.headers['last-event-id'], q.last_event_id);
     if (q.format !== undefined && q.format !== 'native' && q.format !== 'openai') throw new SluiceError('SLUICE_ERR_VALIDATION', 'format must be "native" or "openai"', { param: 'format' });
     const principal = principalOf(req);
-    const record = await deps.requests.get(principal, id);
+    const record = await deps.requests.getToFollow(principal, id);
     const lease = await deps.leases.acquire(principal, crypto.randomUUID());
     try {
       await withSse(deps, reply, { 'x-request-id': record.id }, (sse) => (q.format === 'openai'

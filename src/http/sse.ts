@@ -22,9 +22,35 @@ const PREAMBLE_WAIT_MS = 20;
 /** The signal's reason when the stream ends: one shared value, not a DOMException with a stack per response. */
 const STREAM_CLOSED = new Error('SSE stream closed');
 
+/**
+ * One keep-alive timer per ping interval for all open streams, instead of a setInterval per
+ * stream (20,000 listeners were 20,000 timers). A stream's first ping comes within one interval
+ * of its start rather than exactly one interval after it; every later one, one interval apart.
+ */
+const pingGroups = new Map<number, { streams: Set<SseStream>; timer: NodeJS.Timeout }>();
+
+function pingJoin(stream: SseStream, ms: number): void {
+  let group = pingGroups.get(ms);
+  if (!group) {
+    const streams = new Set<SseStream>();
+    const timer = setInterval(() => { for (const s of streams) s.ping(); }, ms);
+    timer.unref();
+    group = { streams, timer };
+    pingGroups.set(ms, group);
+  }
+  group.streams.add(stream);
+}
+
+function pingLeave(stream: SseStream, ms: number): void {
+  const group = pingGroups.get(ms);
+  if (!group?.streams.delete(stream) || group.streams.size > 0) return;
+  clearInterval(group.timer);
+  pingGroups.delete(ms);
+}
+
 export class SseStream {
   private readonly abort = new AbortController();
-  private readonly ping: NodeJS.Timeout;
+  private readonly pingMs: number;
   private readonly maxBuffered: number;
   private readonly stallMs: number;
   private readonly flushAt: number;
@@ -57,8 +83,8 @@ export class SseStream {
     this.pending = `retry: ${opts.retryMs}\n\n`;
     this.preamble = setTimeout(this.flush, PREAMBLE_WAIT_MS);
     this.preamble.unref();
-    this.ping = setInterval(() => this.write(': ping\n\n'), opts.pingMs);
-    this.ping.unref();
+    this.pingMs = opts.pingMs;
+    pingJoin(this, opts.pingMs);
     res.on('close', () => this.finish());
   }
 
@@ -74,6 +100,9 @@ export class SseStream {
   async sendText(text: string): Promise<void> {
     if (!this.write(text)) await this.drained();
   }
+
+  /** A keep-alive comment (the shared ping timer calls this). */
+  ping(): void { this.write(': ping\n\n'); }
 
   end(): void {
     if (this.ended) return;
@@ -128,7 +157,7 @@ export class SseStream {
     if (this.ended) return;
     this.ended = true;
     this.pending = '';
-    clearInterval(this.ping);
+    pingLeave(this, this.pingMs);
     if (this.preamble) clearTimeout(this.preamble);
     this.abort.abort(STREAM_CLOSED);
   }

@@ -7,7 +7,7 @@ import { SluiceError } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
 import { rawErrorResponse } from './raw-response.ts';
 
-type HttpLimits = Config['http'];
+type HttpLimits = Pick<Config['http'], 'requestTimeoutMs' | 'headersTimeoutMs'>;
 
 /**
  * Node enforces both timeouts by sweeping its connection list every connectionsCheckingInterval

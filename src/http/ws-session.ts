@@ -54,6 +54,9 @@ function wsEvent(e: LogEvent, requestId: string): Record<string, unknown> {
   }
 }
 
+/** Each event's message, serialised once for every socket that follows its request (the follower shares event objects). */
+const wsFrames = new WeakMap<LogEvent, string>();
+
 export class WsSession {
   private principal: Principal | null = null;
   private authenticating: Promise<Principal | null> | null = null;
@@ -226,7 +229,11 @@ export class WsSession {
   private async deliver(requestId: string, events: readonly LogEvent[], signal: AbortSignal): Promise<void> {
     await this.roomToSend(signal);
     if (signal.aborted) return;
-    for (const e of events) this.send(wsEvent(e, requestId));
+    for (const e of events) {
+      let text = wsFrames.get(e);
+      if (text === undefined) { text = JSON.stringify(wsEvent(e, requestId)); wsFrames.set(e, text); }
+      this.sendText(text);
+    }
   }
 
   private async sendStored(requestId: string): Promise<void> {
@@ -245,8 +252,12 @@ export class WsSession {
   }
 
   private send(msg: Record<string, unknown>): void {
+    this.sendText(JSON.stringify(msg));
+  }
+
+  private sendText(text: string): void {
     if (this.closed || this.socket.readyState !== this.socket.OPEN) return;
-    this.socket.send(JSON.stringify(msg));
+    this.socket.send(text);
     if (this.socket.bufferedAmount > 4 * this.deps.config.ws.maxBufferedBytes) this.closeFor(CLOSE_SLOW, SLOW_REASON, 'buffer_overflow');
   }
 

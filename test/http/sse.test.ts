@@ -117,3 +117,35 @@ describe('SseStream', () => {
     await closed;
   });
 });
+
+describe('SseStream keep-alive pings', () => {
+  it('one shared timer pings every open stream each interval; an ended stream gets no more', async () => {
+    const streams: SseStream[] = [];
+    const srv = http.createServer((_req, res) => { streams.push(new SseStream(res, { pingMs: 40, retryMs: 1000, maxBufferedBytes: 1 << 20, stallMs: 60_000 })); });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const { port } = srv.address() as AddressInfo;
+    try {
+      const texts = ['', '', ''];
+      const clients = await Promise.all(texts.map((_, i) => new Promise<http.IncomingMessage>((r) => http.get({ port, host: '127.0.0.1', path: '/' }, (c) => {
+        c.setEncoding('utf8');
+        c.on('data', (d: string) => { texts[i] += d; });
+        r(c);
+      }))));
+      const pings = (i: number): number => texts[i]!.split(': ping\n\n').length - 1;
+      const until = async (cond: () => boolean, what: string): Promise<void> => {
+        for (let t = 0; !cond(); t++) { if (t > 200) throw new Error(`timed out: ${what}`); await new Promise((r) => setTimeout(r, 10)); }
+      };
+      await until(() => [0, 1, 2].every((i) => pings(i) >= 2), 'two pings on every stream');
+      streams[1]!.end();
+      await until(() => clients[1]!.complete, 'the ended stream to close');
+      const ended = pings(1);
+      const before = pings(0);
+      await until(() => pings(0) >= before + 2 && pings(2) >= 4, 'more pings on the open streams');
+      assert.equal(pings(1), ended, 'no ping after the end');
+      for (const s of streams) s.end();
+    } finally {
+      srv.closeAllConnections();
+      srv.close();
+    }
+  });
+});

@@ -170,9 +170,9 @@ describe('transport: early answers and error shapes', () => {
 describe('transport config', () => {
   it('has the documented defaults and env names, and refuses a headers timeout above the request timeout', async () => {
     const { loadConfig } = await import('../../src/config.ts');
-    const env = { SLUICE_CONFIG: '', SLUICE_REQUEST_TIMEOUT_MS: '5000', SLUICE_HEADERS_TIMEOUT_MS: '2000', SLUICE_MAX_CONNECTIONS_PER_IP: '0' };
-    assert.deepEqual(parseConfig({}).http, { requestTimeoutMs: 30_000, headersTimeoutMs: 10_000, maxConnectionsPerIp: 256 });
-    assert.deepEqual(loadConfig(env).http, { requestTimeoutMs: 5000, headersTimeoutMs: 2000, maxConnectionsPerIp: 0 });
+    const env = { SLUICE_CONFIG: '', SLUICE_REQUEST_TIMEOUT_MS: '5000', SLUICE_HEADERS_TIMEOUT_MS: '2000', SLUICE_MAX_CONNECTIONS_PER_IP: '0', SLUICE_LISTEN_BACKLOG: '1024' };
+    assert.deepEqual(parseConfig({}).http, { requestTimeoutMs: 30_000, headersTimeoutMs: 10_000, maxConnectionsPerIp: 256, backlog: 4096 });
+    assert.deepEqual(loadConfig(env).http, { requestTimeoutMs: 5000, headersTimeoutMs: 2000, maxConnectionsPerIp: 0, backlog: 1024 });
     assert.throws(() => parseConfig({ http: { requestTimeoutMs: 1000, headersTimeoutMs: 2000 } }), /headersTimeoutMs/);
   });
 });
