@@ -65,6 +65,7 @@ export function createMetrics(opts: { spendUsers?: number } = {}) {
     /** The `user` label for spend (bounded: see config metricsSpendUsers). */
     spendUser: boundedUserLabel(opts.spendUsers ?? 100),
     sweeperFailures: new Counter({ name: 'sluice_sweeper_failures_total', help: 'Sweeper passes that failed (store, queue or limiter unreachable); the next pass tries again', registers }),
+    busyDeferrals: new Counter({ name: 'sluice_worker_busy_deferrals_total', help: 'Jobs a worker deferred unclaimed because every deployment of their model was at its maxConcurrency', registers }),
     deadLetters: new Counter({ name: 'sluice_dead_letters_total', help: 'Jobs moved to the dead-letter destination after their last attempt (the request failed and was refunded)', registers }),
     queueOldestAge: new Gauge({ name: 'sluice_queue_oldest_age_seconds', help: 'Age of the oldest request still queued in the store (0 when none), sampled by the ledger role', registers }),
     settlementBacklog: new Gauge({ name: 'sluice_settlement_backlog', help: 'Quota reservations still open past their deadline (their request should have settled by then), sampled by the ledger role, counted up to 500', registers }),
