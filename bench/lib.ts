@@ -323,10 +323,14 @@ export async function closedLoopPost(url: string, key: string, body: string, con
  * Streaming chat completions at fixed concurrency; time to first token = until the first `data:`
  * frame (Sluice writes its `retry:` preamble and headers before any token, so first byte is not it).
  */
-export async function streamTtft(url: string, headers: Record<string, string>, concurrency: number, requests: number, maxTokens: number): Promise<{ ok: number; errors: number; firstError: string; rps: number; ttft: number[]; ttfb: number[] }> {
+/**
+ * `rampMs` spreads the callers' first requests over that long (a thousand connects in the same
+ * millisecond overflow a listen backlog of 511 and measure SYN retransmits, not the gateway).
+ */
+export async function streamTtft(url: string, headers: Record<string, string>, concurrency: number, requests: number, maxTokens: number, requestBody?: string, rampMs = 0): Promise<{ ok: number; errors: number; firstError: string; rps: number; ttft: number[]; ttfb: number[] }> {
   const u = new URL(url);
   const a = new http.Agent({ keepAlive: true, maxSockets: concurrency });
-  const body = JSON.stringify({ model: 'sim', stream: true, max_tokens: maxTokens, messages: [{ role: 'user', content: 'hello there' }] });
+  const body = requestBody ?? JSON.stringify({ model: 'sim', stream: true, max_tokens: maxTokens, messages: [{ role: 'user', content: 'hello there' }] });
   const ttft: number[] = [], ttfb: number[] = [];
   let ok = 0, errors = 0, firstError = '', next = 0;
   const one = () => new Promise<void>((resolve) => {
@@ -347,7 +351,10 @@ export async function streamTtft(url: string, headers: Record<string, string>, c
     req.end(body);
   });
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, async () => { while (next++ < requests) await one(); }));
+  await Promise.all(Array.from({ length: concurrency }, async (_, i) => {
+    if (rampMs > 0) await sleep((i * rampMs) / concurrency);
+    while (next++ < requests) await one();
+  }));
   a.destroy();
   return { ok, errors, firstError, rps: ok / ((performance.now() - t0) / 1000), ttft, ttfb };
 }
@@ -380,4 +387,36 @@ export function realisticChatBody(stream: boolean, maxTokens: number): string {
     stream,
     ...(stream && { stream_options: { include_usage: true } }),
   });
+}
+
+/** User + system CPU of a process (all its threads), in ms, from /proc/PID/stat (USER_HZ 100). */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10; // fields 14 and 15 of stat(5)
+}
+
+export interface ChatLoopResult { ok: number; errors: number; firstError: string; rps: number; p50: number; p99: number }
+
+/**
+ * A closed loop of `requests` chat POSTs at `concurrency` over keep-alive connections; a request
+ * counts when it is a 200 whose body is whole: a stream ending in `[DONE]`, or a completion with content.
+ */
+export async function chatLoop(url: string, headers: Record<string, string>, body: string, requests: number, concurrency: number): Promise<ChatLoopResult> {
+  const poster = makePoster(url, headers, concurrency);
+  const stream = body.includes('"stream":true');
+  const lat: number[] = [];
+  let errors = 0, firstError = '', next = 0;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next++ < requests) {
+      const r = await poster.post(body);
+      const whole = r.status === 200 && (stream ? r.body.includes('data: [DONE]') : r.body.includes('"content":"tok'));
+      if (whole) lat.push(r.ms);
+      else { errors++; firstError ||= `${r.status} ${r.body.slice(0, 200)}`; }
+    }
+  }));
+  const seconds = (performance.now() - t0) / 1000;
+  poster.close();
+  return { ok: lat.length, errors, firstError, rps: r2(lat.length / seconds), p50: r2(pct(lat, 0.5)), p99: r2(pct(lat, 0.99)) };
 }
