@@ -14,6 +14,8 @@ export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** The shared bench tools live beside the repo (CI layout); SLUICE_SHARED_BENCH overrides. */
 export const SHARED = resolve(process.env.SLUICE_SHARED_BENCH ?? join(REPO, '..', 'shared', 'bench'));
 export const MASTER_KEY = 'bench-master-key-0123456789';
+/** How long a Sluice may take to answer /healthz after it is spawned (a saturated machine starts PGlite slowly): SLUICE_BENCH_START_MS. */
+const START_MS = Number(process.env.SLUICE_BENCH_START_MS ?? 180_000);
 
 if (!existsSync(join(SHARED, 'load.mjs'))) {
   console.error(`shared bench tools not found in ${SHARED}; set SLUICE_SHARED_BENCH`);
@@ -93,8 +95,8 @@ export async function startSluice(env: Record<string, string>, name = 'sluice', 
     PORT: String(port), HOST: '127.0.0.1', SLUICE_MASTER_KEY: MASTER_KEY, LOG_LEVEL: 'warn', SLUICE_MAX_CONNECTIONS_PER_IP: '0',
     SLUICE_DATA_DIR: dir, DATABASE_URL: `pglite://${dir}/db`, ...env,
   }, port, cwd);
-  if (env.SLUICE_ROLE === 'worker' || env.SLUICE_ROLE === 'ledger') await waitOutput(p, /started/, 60_000);
-  else await waitHttp(`${p.url}/healthz`, p, 60_000);
+  if (env.SLUICE_ROLE === 'worker' || env.SLUICE_ROLE === 'ledger') await waitOutput(p, /started/, START_MS);
+  else await waitHttp(`${p.url}/healthz`, p, START_MS);
   return p;
 }
 

@@ -7,7 +7,7 @@
 // cores (req/s per core ≈ 1000 / CPU ms per request, until the upstream or the services bind).
 // The floor proxy runs the same load in the same rounds as the reference. On a 2-core machine the
 // curve is flat by construction: more processes share the same two cores.
-// env: PROCESSES (1,2,4), ROUNDS (2), STREAMS (1000), REQUESTS per leg (2 × STREAMS), ITL_MS (20),
+// env: PROCESSES (1,2,4), ROUNDS (2), STREAMS (1000), REQUESTS per leg (= STREAMS), WARM_REQUESTS (300), ITL_MS (20),
 //      TOKENS (64), RAMP_MS (1000), MODES (direct,queued)
 import { isolatedNames, removeIsolated, SERVICES } from '../test/helpers/services.ts';
 import { bearer, cpuMs, createUserKey, freshPostgres, log, main, median, onCleanup, pct, r2, realisticChatBody, startFloor, startSluice, startUpstream, streamTtft, table, type Proc } from './lib.ts';
@@ -15,7 +15,8 @@ import { bearer, cpuMs, createUserKey, freshPostgres, log, main, median, onClean
 const COUNTS = (process.env.PROCESSES ?? '1,2,4').split(',').map(Number).filter((n) => n > 0);
 const ROUNDS = Number(process.env.ROUNDS ?? 2);
 const STREAMS = Number(process.env.STREAMS ?? 1000);
-const N = Number(process.env.REQUESTS ?? 2 * STREAMS);
+const N = Number(process.env.REQUESTS ?? STREAMS);
+const WARM_N = Number(process.env.WARM_REQUESTS ?? 300);
 const ITL_MS = process.env.ITL_MS ?? '20';
 const TOKENS = Number(process.env.TOKENS ?? 64);
 const RAMP_MS = Number(process.env.RAMP_MS ?? 1000);
@@ -24,12 +25,12 @@ const MODES = (process.env.MODES ?? 'direct,queued').split(',').map((s) => s.tri
 interface Leg { rps: number; p50: number; p99: number; errors: number; firstError: string; cpuPerReq: number }
 
 /** STREAMS concurrent streams split over `targets`, all at once; CPU summed over `cpuOf`. */
-async function leg(targets: Proc[], headers: Record<string, string>, body: string, cpuOf: Proc[]): Promise<Leg> {
+async function leg(targets: Proc[], headers: Record<string, string>, body: string, cpuOf: Proc[], total = N): Promise<Leg> {
   const c0 = cpuOf.reduce((s, p) => s + cpuMs(p.pid), 0);
   const t0 = performance.now();
   const each = await Promise.all(targets.map((p, i) => {
     const share = Math.floor(STREAMS / targets.length) + (i < STREAMS % targets.length ? 1 : 0);
-    const n = Math.floor(N / targets.length) + (i < N % targets.length ? 1 : 0);
+    const n = Math.floor(total / targets.length) + (i < total % targets.length ? 1 : 0);
     return streamTtft(`${p.url}/v1/chat/completions`, headers, share, n, TOKENS, body, RAMP_MS);
   }));
   const seconds = (performance.now() - t0) / 1000;
@@ -59,7 +60,7 @@ main('scaling', 20 * 60_000, async () => {
     const key = await createUserKey(procs[0]!, `bench_scaling_${count}_${process.pid}`);
     log(`${count} process(es): ${procs.map((p) => `${p.url} (pid ${p.pid})`).join(', ')}; store ${db}`);
     for (const mode of MODES) {
-      const w = await leg(procs, { ...bearer(key), 'x-sluice-mode': mode }, body, procs); // warm-up
+      const w = await leg(procs, { ...bearer(key), 'x-sluice-mode': mode }, body, procs, WARM_N); // warm-up
       log(`  warm-up ${mode}: ${w.rps} req/s${w.errors ? `, ${w.errors} errors (${w.firstError})` : ''}`);
     }
     const byMode = new Map<string, Leg[]>(MODES.map((m) => [m, []]));

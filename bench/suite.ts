@@ -13,16 +13,17 @@
 // The one setting that is not a default: SLUICE_MAX_CONNECTIONS_PER_IP=0 (bench/lib.ts
 // startSluice), since every client here is 127.0.0.1 and the default allows 256 per address.
 // Phase 1 and phase 2 use separate upstream/floor/Sluice processes (20 ms vs no pacing); only one
-// Sluice runs at a time. Bounded: a few minutes; hard stop at 10.
+// Sluice runs at a time. Bounded: a few minutes; hard stop at 15.
 //
-// env: ROUNDS (3), STREAMS (1000), SLOW_REQUESTS per leg (2000), FAST_REQUESTS (1000),
+// env: ROUNDS (3), STREAMS (1000), SLOW_REQUESTS per leg (= STREAMS: one wave), WARM_REQUESTS (300), FAST_REQUESTS (1000),
 //      PLAIN_REQUESTS (2000), CONCURRENCY (8), TOKENS (64), ITL_MS (20), RAMP_MS (1000: the 1,000
 //      callers start spread over this long, as a listen backlog of 511 drops a simultaneous burst), PARTS (slow,fast)
 import { bearer, chatLoop, cpuMs, createUserKey, log, main, median, pct, r2, realisticChatBody, startFloor, startSluice, startUpstream, table, streamTtft, type ChatLoopResult, type Proc } from './lib.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const STREAMS = Number(process.env.STREAMS ?? 1000);
-const SLOW_N = Number(process.env.SLOW_REQUESTS ?? 2 * STREAMS);
+const SLOW_N = Number(process.env.SLOW_REQUESTS ?? STREAMS);
+const WARM_N = Number(process.env.WARM_REQUESTS ?? 300);
 const FAST_N = Number(process.env.FAST_REQUESTS ?? 1000);
 const PLAIN_N = Number(process.env.PLAIN_REQUESTS ?? 2000);
 const C = Number(process.env.CONCURRENCY ?? 8);
@@ -65,9 +66,9 @@ async function slowPhase(rows: Row[], json: Record<string, unknown>): Promise<vo
     ['sluice direct', run(chat(sluice), { ...bearer(key), 'x-sluice-mode': 'direct' }, SLOW_N)],
     ['sluice queued', run(chat(sluice), { ...bearer(key), 'x-sluice-mode': 'queued' }, SLOW_N)],
   ];
-  log(`warm-up: ${STREAMS} requests per Sluice leg, not counted`);
+  log(`warm-up: ${WARM_N} requests per Sluice leg, not counted`);
   for (const mode of ['direct', 'queued']) {
-    const w = await run(chat(sluice), { ...bearer(key), 'x-sluice-mode': mode }, STREAMS)();
+    const w = await run(chat(sluice), { ...bearer(key), 'x-sluice-mode': mode }, WARM_N)();
     log(`  sluice ${mode}: ${w.rps} req/s, ttft p50 ${w.ttftP50} ms${w.errors ? `, ${w.errors} errors (${w.firstError})` : ''}`);
   }
   const res = await alternate(legs, ROUNDS, (_, r) => `${r.rps} req/s, ttft p50 ${r.ttftP50} p99 ${r.ttftP99} ms${r.errors ? `, ${r.errors} errors (${r.firstError})` : ''}`);
@@ -123,7 +124,7 @@ async function fastPhase(rows: Row[], json: Record<string, unknown>): Promise<vo
   await sluice.stop(); await floor.stop(); await upstream.stop();
 }
 
-main('bench', 10 * 60_000, async () => {
+main('bench', 15 * 60_000, async () => {
   const t0 = Date.now();
   const rows: Row[] = [];
   const json: Record<string, unknown> = { bench: 'suite', rounds: ROUNDS, streams: STREAMS, tokens: TOKENS, itlMs: ITL_MS, concurrency: C };
