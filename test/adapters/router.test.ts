@@ -132,6 +132,17 @@ describe('model router: capacity from configuration', () => {
     assert.equal(r.health().deployments['m#1']!.outstanding, 0);
   });
 
+  it('availability() only looks: checking before each call (direct mode, the worker) does not shift the round robin', async () => {
+    const a = await upstream();
+    const b = await upstream();
+    const { r } = await router({ m: { deployments: [{ url: a.url }, { url: b.url }] } });
+    for (let i = 0; i < 6; i++) {
+      assert.equal(r.availability('m').ok, true);
+      await collect(r.stream(req('m'), new AbortController().signal));
+    }
+    assert.deepEqual([a.seen.length, b.seen.length], [3, 3]);
+  });
+
   it('a deployment\'s own maxConcurrency wins; capacity() is the sum over every deployment', async () => {
     const { r } = await router({
       a: { deployments: [{ url: 'sim://', maxConcurrency: 2 }, { url: 'sim://' }] },

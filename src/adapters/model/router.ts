@@ -207,7 +207,7 @@ export class ModelRouter implements ModelBackend {
     if (first!.waiters.length > 0) return this.busy();
     let reopens = Number.POSITIVE_INFINITY;
     for (const entry of chain) {
-      const pick = this.pick(entry, new Set());
+      const pick = this.pick(entry, new Set(), true);
       if (pick === 'full') return this.busy();
       if (pick !== 'none') return { ok: true };
       for (const r of entry.routes) { const at = r.circuit.reopensAt(); if (at > 0) reopens = Math.min(reopens, at); }
@@ -332,9 +332,11 @@ export class ModelRouter implements ModelBackend {
 
   /**
    * A free deployment of `entry` not yet tried by this call ('none' when it has none left that
-   * may take calls, 'full' when the ones that may are all at capacity).
+   * may take calls, 'full' when the ones that may are all at capacity). `peek` (availability)
+   * only looks: it must not advance the round robin, or every check before a call would shift
+   * which deployment the call then gets (direct mode and the worker both check first).
    */
-  private pick(entry: Entry, tried: ReadonlySet<Route>): Choice {
+  private pick(entry: Entry, tried: ReadonlySet<Route>, peek = false): Choice {
     let admitting = false;
     let reachableOnly = false;
     let best: Route[] = [];
@@ -350,7 +352,7 @@ export class ModelRouter implements ModelBackend {
       const cmp = head === undefined ? -1 : r.outstanding * head.weight - head.outstanding * r.weight;
       if (cmp < 0) best = [r]; else if (cmp === 0) best.push(r);
     }
-    if (best.length > 0) return best.length === 1 ? best[0]! : this.roundRobin(best);
+    if (best.length > 0) return best.length === 1 || peek ? best[0]! : this.roundRobin(best);
     return admitting ? 'full' : 'none';
   }
 
