@@ -327,9 +327,10 @@ export async function closedLoopPost(url: string, key: string, body: string, con
  */
 /**
  * `rampMs` spreads the callers' first requests over that long (a thousand connects in the same
- * millisecond overflow a listen backlog of 511 and measure SYN retransmits, not the gateway).
+ * millisecond overflow a listen backlog of 511 and measure SYN retransmits, not the gateway);
+ * `timeoutMs` > 0 ends a stream still open after that long as an error.
  */
-export async function streamTtft(url: string, headers: Record<string, string>, concurrency: number, requests: number, maxTokens: number, requestBody?: string, rampMs = 0): Promise<{ ok: number; errors: number; firstError: string; rps: number; ttft: number[]; ttfb: number[] }> {
+export async function streamTtft(url: string, headers: Record<string, string>, concurrency: number, requests: number, maxTokens: number, requestBody?: string, rampMs = 0, timeoutMs = 0): Promise<{ ok: number; errors: number; firstError: string; rps: number; ttft: number[]; ttfb: number[] }> {
   const u = new URL(url);
   const a = new http.Agent({ keepAlive: true, maxSockets: concurrency });
   const body = requestBody ?? JSON.stringify({ model: 'sim', stream: true, max_tokens: maxTokens, messages: [{ role: 'user', content: 'hello there' }] });
@@ -350,6 +351,8 @@ export async function streamTtft(url: string, headers: Record<string, string>, c
       r.on('error', (e) => { errors++; firstError ||= e.message; resolve(); });
     });
     req.on('error', (e) => { errors++; firstError ||= e.message; resolve(); });
+    // A stream that has not ended after timeoutMs counts as an error (its socket is destroyed).
+    if (timeoutMs > 0) { const t = setTimeout(() => req.destroy(new Error(`no end after ${timeoutMs} ms`)), timeoutMs); req.on('close', () => clearTimeout(t)); }
     req.end(body);
   });
   const t0 = performance.now();

@@ -20,6 +20,8 @@ const WARM_N = Number(process.env.WARM_REQUESTS ?? 300);
 const ITL_MS = process.env.ITL_MS ?? '20';
 const TOKENS = Number(process.env.TOKENS ?? 64);
 const RAMP_MS = Number(process.env.RAMP_MS ?? 1000);
+/** A stream still open after this long is counted as an error and dropped, so a leg always ends. */
+const STREAM_TIMEOUT_MS = Number(process.env.STREAM_TIMEOUT_MS ?? 120_000);
 const MODES = (process.env.MODES ?? 'direct,queued').split(',').map((s) => s.trim());
 
 interface Leg { rps: number; p50: number; p99: number; errors: number; firstError: string; cpuPerReq: number }
@@ -31,7 +33,7 @@ async function leg(targets: Proc[], headers: Record<string, string>, body: strin
   const each = await Promise.all(targets.map((p, i) => {
     const share = Math.floor(STREAMS / targets.length) + (i < STREAMS % targets.length ? 1 : 0);
     const n = Math.floor(total / targets.length) + (i < total % targets.length ? 1 : 0);
-    return streamTtft(`${p.url}/v1/chat/completions`, headers, share, n, TOKENS, body, RAMP_MS);
+    return streamTtft(`${p.url}/v1/chat/completions`, headers, share, n, TOKENS, body, RAMP_MS, STREAM_TIMEOUT_MS);
   }));
   const seconds = (performance.now() - t0) / 1000;
   const ok = each.reduce((s, x) => s + x.ok, 0);

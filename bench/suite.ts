@@ -30,6 +30,8 @@ const C = Number(process.env.CONCURRENCY ?? 8);
 const TOKENS = Number(process.env.TOKENS ?? 64);
 const ITL_MS = Number(process.env.ITL_MS ?? 20);
 const RAMP_MS = Number(process.env.RAMP_MS ?? 1000);
+/** A stream still open after this long is counted as an error and dropped, so a leg always ends. */
+const STREAM_TIMEOUT_MS = Number(process.env.STREAM_TIMEOUT_MS ?? 120_000);
 const PARTS = new Set((process.env.PARTS ?? 'slow,fast').split(',').map((s) => s.trim()));
 
 interface SlowResult { rps: number; ttftP50: number; ttftP99: number; errors: number; firstError: string }
@@ -58,7 +60,7 @@ async function slowPhase(rows: Row[], json: Record<string, unknown>): Promise<vo
   const body = realisticChatBody(true, TOKENS);
   const chat = (p: Proc) => `${p.url}/v1/chat/completions`;
   const run = (url: string, headers: Record<string, string>, n: number) => async (): Promise<SlowResult> => {
-    const x = await streamTtft(url, headers, STREAMS, n, TOKENS, body, RAMP_MS);
+    const x = await streamTtft(url, headers, STREAMS, n, TOKENS, body, RAMP_MS, STREAM_TIMEOUT_MS);
     return { rps: r2(x.rps), ttftP50: r2(pct(x.ttft, 0.5)), ttftP99: r2(pct(x.ttft, 0.99)), errors: x.errors, firstError: x.firstError };
   };
   const legs: [string, () => Promise<SlowResult>][] = [
