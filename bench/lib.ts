@@ -14,6 +14,8 @@ export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** The shared bench tools live beside the repo (CI layout); SLUICE_SHARED_BENCH overrides. */
 export const SHARED = resolve(process.env.SLUICE_SHARED_BENCH ?? join(REPO, '..', 'shared', 'bench'));
 export const MASTER_KEY = 'bench-master-key-0123456789';
+/** How long a Sluice may take to answer /healthz after it is spawned (a saturated machine starts PGlite slowly): SLUICE_BENCH_START_MS. */
+const START_MS = Number(process.env.SLUICE_BENCH_START_MS ?? 180_000);
 
 if (!existsSync(join(SHARED, 'load.mjs'))) {
   console.error(`shared bench tools not found in ${SHARED}; set SLUICE_SHARED_BENCH`);
@@ -93,8 +95,8 @@ export async function startSluice(env: Record<string, string>, name = 'sluice', 
     PORT: String(port), HOST: '127.0.0.1', SLUICE_MASTER_KEY: MASTER_KEY, LOG_LEVEL: 'warn', SLUICE_MAX_CONNECTIONS_PER_IP: '0',
     SLUICE_DATA_DIR: dir, DATABASE_URL: `pglite://${dir}/db`, ...env,
   }, port, cwd);
-  if (env.SLUICE_ROLE === 'worker' || env.SLUICE_ROLE === 'ledger') await waitOutput(p, /started/, 60_000);
-  else await waitHttp(`${p.url}/healthz`, p, 60_000);
+  if (env.SLUICE_ROLE === 'worker' || env.SLUICE_ROLE === 'ledger') await waitOutput(p, /started/, START_MS);
+  else await waitHttp(`${p.url}/healthz`, p, START_MS);
   return p;
 }
 
@@ -323,10 +325,15 @@ export async function closedLoopPost(url: string, key: string, body: string, con
  * Streaming chat completions at fixed concurrency; time to first token = until the first `data:`
  * frame (Sluice writes its `retry:` preamble and headers before any token, so first byte is not it).
  */
-export async function streamTtft(url: string, headers: Record<string, string>, concurrency: number, requests: number, maxTokens: number): Promise<{ ok: number; errors: number; firstError: string; rps: number; ttft: number[]; ttfb: number[] }> {
+/**
+ * `rampMs` spreads the callers' first requests over that long (a thousand connects in the same
+ * millisecond overflow a listen backlog of 511 and measure SYN retransmits, not the gateway);
+ * `timeoutMs` > 0 ends a stream still open after that long as an error.
+ */
+export async function streamTtft(url: string, headers: Record<string, string>, concurrency: number, requests: number, maxTokens: number, requestBody?: string, rampMs = 0, timeoutMs = 0): Promise<{ ok: number; errors: number; firstError: string; rps: number; ttft: number[]; ttfb: number[] }> {
   const u = new URL(url);
   const a = new http.Agent({ keepAlive: true, maxSockets: concurrency });
-  const body = JSON.stringify({ model: 'sim', stream: true, max_tokens: maxTokens, messages: [{ role: 'user', content: 'hello there' }] });
+  const body = requestBody ?? JSON.stringify({ model: 'sim', stream: true, max_tokens: maxTokens, messages: [{ role: 'user', content: 'hello there' }] });
   const ttft: number[] = [], ttfb: number[] = [];
   let ok = 0, errors = 0, firstError = '', next = 0;
   const one = () => new Promise<void>((resolve) => {
@@ -344,10 +351,15 @@ export async function streamTtft(url: string, headers: Record<string, string>, c
       r.on('error', (e) => { errors++; firstError ||= e.message; resolve(); });
     });
     req.on('error', (e) => { errors++; firstError ||= e.message; resolve(); });
+    // A stream that has not ended after timeoutMs counts as an error (its socket is destroyed).
+    if (timeoutMs > 0) { const t = setTimeout(() => req.destroy(new Error(`no end after ${timeoutMs} ms`)), timeoutMs); req.on('close', () => clearTimeout(t)); }
     req.end(body);
   });
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, async () => { while (next++ < requests) await one(); }));
+  await Promise.all(Array.from({ length: concurrency }, async (_, i) => {
+    if (rampMs > 0) await sleep((i * rampMs) / concurrency);
+    while (next++ < requests) await one();
+  }));
   a.destroy();
   return { ok, errors, firstError, rps: ok / ((performance.now() - t0) / 1000), ttft, ttfb };
 }
@@ -380,4 +392,36 @@ export function realisticChatBody(stream: boolean, maxTokens: number): string {
     stream,
     ...(stream && { stream_options: { include_usage: true } }),
   });
+}
+
+/** User + system CPU of a process (all its threads), in ms, from /proc/PID/stat (USER_HZ 100). */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10; // fields 14 and 15 of stat(5)
+}
+
+export interface ChatLoopResult { ok: number; errors: number; firstError: string; rps: number; p50: number; p99: number }
+
+/**
+ * A closed loop of `requests` chat POSTs at `concurrency` over keep-alive connections; a request
+ * counts when it is a 200 whose body is whole: a stream ending in `[DONE]`, or a completion with content.
+ */
+export async function chatLoop(url: string, headers: Record<string, string>, body: string, requests: number, concurrency: number): Promise<ChatLoopResult> {
+  const poster = makePoster(url, headers, concurrency);
+  const stream = body.includes('"stream":true');
+  const lat: number[] = [];
+  let errors = 0, firstError = '', next = 0;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next++ < requests) {
+      const r = await poster.post(body);
+      const whole = r.status === 200 && (stream ? r.body.includes('data: [DONE]') : r.body.includes('"content":"tok'));
+      if (whole) lat.push(r.ms);
+      else { errors++; firstError ||= `${r.status} ${r.body.slice(0, 200)}`; }
+    }
+  }));
+  const seconds = (performance.now() - t0) / 1000;
+  poster.close();
+  return { ok: lat.length, errors, firstError, rps: r2(lat.length / seconds), p50: r2(pct(lat, 0.5)), p99: r2(pct(lat, 0.99)) };
 }

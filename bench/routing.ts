@@ -18,7 +18,7 @@
 //      runs only the non-streaming comparison)
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { bearer, createUserKey, realisticChatBody, freshPostgres, get, log, main, makePoster, median, pct, r2, startFloor, startNodeServer, startSluice, startUpstream, table, type Proc } from './lib.ts';
+import { bearer, chatLoop, createUserKey, realisticChatBody, freshPostgres, get, log, main, median, r2, type ChatLoopResult, startFloor, startNodeServer, startSluice, startUpstream, table, type Proc } from './lib.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const N_STREAM = Number(process.env.REQUESTS ?? 1000);
@@ -30,30 +30,9 @@ const BASELINE_DIR = process.env.BASELINE_DIR;
 const STORE = process.env.STORE ?? 'embedded';
 const PARTS = new Set((process.env.PARTS ?? 'a,b').split(',').map((p) => p.trim()));
 
-interface LegResult { ok: number; errors: number; firstError: string; rps: number; p50: number; p99: number }
+type LegResult = ChatLoopResult;
 
-/**
- * A closed loop of `requests` POSTs at concurrency C over keep-alive connections; a request counts
- * when it is a 200 whose body is whole: a stream ending in `[DONE]`, or a completion with content.
- */
-async function leg(url: string, headers: Record<string, string>, body: string, requests: number): Promise<LegResult> {
-  const poster = makePoster(url, headers, C);
-  const stream = body.includes('"stream":true');
-  const lat: number[] = [];
-  let errors = 0, firstError = '', next = 0;
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: C }, async () => {
-    while (next++ < requests) {
-      const r = await poster.post(body);
-      const whole = r.status === 200 && (stream ? r.body.includes('data: [DONE]') : r.body.includes('"content":"tok'));
-      if (whole) lat.push(r.ms);
-      else { errors++; firstError ||= `${r.status} ${r.body.slice(0, 200)}`; }
-    }
-  }));
-  const seconds = (performance.now() - t0) / 1000;
-  poster.close();
-  return { ok: lat.length, errors, firstError, rps: r2(lat.length / seconds), p50: r2(pct(lat, 0.5)), p99: r2(pct(lat, 0.99)) };
-}
+const leg = (url: string, headers: Record<string, string>, body: string, requests: number): Promise<LegResult> => chatLoop(url, headers, body, requests, C);
 
 interface Leg { part: 'a' | 'b'; name: string; run: (n: number) => Promise<LegResult>; requests: number }
 

@@ -213,7 +213,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   await orUndo(server.listen({ host: config.host, port: config.port, backlog: config.http.backlog }).catch((e: unknown) => { throw listenError(e, config.host, config.port); }));
 
   let worker: Worker | null = null;
-  if (roles.has('worker')) { worker = new Worker({ config, store, queue, runner, ledger, logger, metrics, now }); await orUndo(worker.start()); }
+  if (roles.has('worker')) { worker = new Worker({ config, store, queue, runner, ledger, logger, metrics, now, model }); await orUndo(worker.start()); }
   const backlog = new BacklogGauges({ store, limiter, metrics, logger, now, intervalMs: config.sweepIntervalMs });
   if (roles.has('ledger')) { sweeper.start(); await backlog.sampleOnce(); backlog.start(); }
 

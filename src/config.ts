@@ -151,6 +151,13 @@ export const configSchema = z.object({
     probeTimeoutMs: int(100).default(5_000),
     /** Retry-After (seconds) of a direct-mode request refused because every deployment is full. */
     busyRetryAfterS: int(1).default(1),
+    /**
+     * Concurrent calls per process to a deployment without its own maxConcurrency, and to the
+     * MODEL_URL shorthand's backend: its capacity, and the size of its HTTP connection pool. An LLM
+     * call is I/O-bound (a stream holds its connection for seconds), so this is large; set it to
+     * what the backend can take (docs/operations.md, "Capacity").
+     */
+    maxConcurrency: int(1).default(1024),
   }).prefault({}),
   masterKey: z.string().min(16).optional(),
   /**
@@ -201,7 +208,15 @@ export const configSchema = z.object({
   accessLog: z.union([z.enum(['off', 'on']), z.coerce.number().min(0).max(1)]).default('off'),
   sim: z.object({ ttftMs: int().default(20), itlMs: int().default(5), promptTokensOverhead: int().default(0) }).prefault({}),
   worker: z.object({
-    concurrency: int(1).default(16),
+    /**
+     * Jobs this worker holds at once (its queue prefetch). Absent (the default) = the model
+     * catalogue's capacity: the sum of every deployment's maxConcurrency (at most 65,535, AMQP's
+     * prefetch limit). Whether a job runs now is the capacity of its model's deployments; a job
+     * whose model is full is deferred (busyDeferMs), not held. Set it to cap a worker below that.
+     */
+    concurrency: int(1).optional(),
+    /** A job whose model has every deployment at maxConcurrency is deferred this long (doubling on each redelivery, at most 16x), not claimed. */
+    busyDeferMs: int(1).default(100),
     claimMs: int(100).default(15_000),
     maxAttempts: int(1).default(3),
     retryBaseMs: int(1).default(500),
@@ -361,6 +376,7 @@ const NESTED_ENV: Record<string, [string, string]> = {
   WS_SLOW_CLOSE_MS: ['ws', 'slowCloseMs'], WS_AUTH_TIMEOUT_MS: ['ws', 'authTimeoutMs'],
   SLUICE_CIRCUIT_FAILURES: ['routing', 'failureThreshold'], SLUICE_CIRCUIT_COOL_DOWN_MS: ['routing', 'coolDownMs'],
   SLUICE_PROBE_INTERVAL_MS: ['routing', 'probeIntervalMs'], SLUICE_PROBE_TIMEOUT_MS: ['routing', 'probeTimeoutMs'],
+  SLUICE_MAX_CONCURRENCY: ['routing', 'maxConcurrency'], WORKER_BUSY_DEFER_MS: ['worker', 'busyDeferMs'],
 };
 
 /** The catalogue from the environment (SLUICE_MODELS or SLUICE_CATALOGUE); it replaces the file's whole. */

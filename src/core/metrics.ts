@@ -65,6 +65,7 @@ export function createMetrics(opts: { spendUsers?: number } = {}) {
     /** The `user` label for spend (bounded: see config metricsSpendUsers). */
     spendUser: boundedUserLabel(opts.spendUsers ?? 100),
     sweeperFailures: new Counter({ name: 'sluice_sweeper_failures_total', help: 'Sweeper passes that failed (store, queue or limiter unreachable); the next pass tries again', registers }),
+    busyDeferrals: new Counter({ name: 'sluice_worker_busy_deferrals_total', help: 'Jobs a worker deferred unclaimed because every deployment of their model was at its maxConcurrency', registers }),
     deadLetters: new Counter({ name: 'sluice_dead_letters_total', help: 'Jobs moved to the dead-letter destination after their last attempt (the request failed and was refunded)', registers }),
     queueOldestAge: new Gauge({ name: 'sluice_queue_oldest_age_seconds', help: 'Age of the oldest request still queued in the store (0 when none), sampled by the ledger role', registers }),
     inspectionLatency: new Histogram({ name: 'sluice_inspection_duration_seconds', help: 'Time one inspection of a window (or a prompt) took, by mode', labelNames: ['mode'], buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers }),

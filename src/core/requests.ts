@@ -200,7 +200,7 @@ export class RequestService {
    */
   async enqueue(record: RequestRecord, opts: { awaitRecord?: boolean } = {}): Promise<void> {
     try {
-      await this.deps.queue.publish({ requestId: record.id, priority: record.priority, userId: record.userId });
+      await this.deps.queue.publish({ requestId: record.id, priority: record.priority, userId: record.userId, model: record.model });
     } catch (err) {
       this.deps.logger.error({ request_id: record.id, err }, 'queue publish failed; the sweeper will re-enqueue');
       return;

@@ -54,7 +54,7 @@ export class Sweeper {
     let n = 0;
     for (const r of lost) {
       try {
-        await queue.publish({ requestId: r.id, priority: r.priority, userId: r.userId });
+        await queue.publish({ requestId: r.id, priority: r.priority, userId: r.userId, model: r.model });
       } catch (err) {
         // The queue is out: the rest wait for a later sweep; the reservations still get theirs.
         logger.warn({ request_id: r.id, err }, 'could not publish a lost job; retrying on the next sweep');
@@ -136,7 +136,7 @@ export class Sweeper {
     let restoredUsers = 0;
     if (opts.rebuildLimiter) restoredUsers = await this.rebuildLimiter(unfinished);
     for (const r of unfinished) {
-      await queue.publish({ requestId: r.id, priority: r.priority, userId: r.userId });
+      await queue.publish({ requestId: r.id, priority: r.priority, userId: r.userId, model: r.model });
       await store.markPublished(r.id);
     }
     if (unfinished.length) logger.info({ requeued: unfinished.length }, 'recovered unfinished requests');

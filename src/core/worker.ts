@@ -9,11 +9,21 @@
 // The deferred job goes to the back of its priority, so other users' jobs behind it get the slot.
 // A user alone keeps every slot (share = concurrency), and nothing is deferred with an empty queue.
 //
+// Capacity: the limit on concurrent model calls is each deployment's maxConcurrency (the router's
+// count, per process), not the worker's. The worker holds as many jobs as the catalogue's capacity
+// (the sum of every deployment's maxConcurrency; worker.concurrency caps it when set): that is its
+// queue prefetch, bounded, so one worker never pulls a whole backlog. A job whose model has every
+// deployment at its maxConcurrency (router availability 'busy') is deferred before any claim
+// (retry after busyDeferMs, doubling per redelivery up to 16x; no attempt spent) instead of
+// holding a slot while it waits: jobs of other models behind it still run. A job may still wait
+// briefly in the router when another call took the last free slot between the check and the call.
+//
 // Draining (SIGTERM): pause() takes no new job while the running ones go on; idle() waits for
 // them; handOff() stops those still running, each giving its claim back and leaving its delivery
 // unsettled, so stop() returns the jobs to the queue and another worker continues them at once.
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config.ts';
+import type { ModelBackend } from '../ports/model.ts';
 import type { Consumer, Delivery, Queue } from '../ports/queue.ts';
 import type { RequestRecord, Store } from '../ports/store.ts';
 import type { AttemptRunner } from './attempt-runner.ts';
@@ -34,11 +44,20 @@ export class Worker {
   private readonly running = new Set<Promise<void>>();
   private readonly handoff = new AbortController();
 
-  constructor(private readonly deps: { config: Config; store: Store; queue: Queue; runner: AttemptRunner; ledger: Ledger; logger: Logger; metrics?: Metrics; now: () => number }) {}
+  /** Jobs held at once (the queue's prefetch); see the header. */
+  readonly slots: number;
+
+  constructor(private readonly deps: {
+    config: Config; store: Store; queue: Queue; runner: AttemptRunner; ledger: Ledger; logger: Logger; metrics?: Metrics; now: () => number;
+    /** The model router: its capacity sizes the slots, its availability defers jobs of a full model. */
+    model?: Pick<ModelBackend, 'availability' | 'capacity'>;
+  }) {
+    this.slots = workerSlots(deps.config.worker.concurrency, deps.model?.capacity?.());
+  }
 
   async start(): Promise<void> {
-    this.consumer = await this.deps.queue.consume((d) => this.track(this.handle(d)), { concurrency: this.deps.config.worker.concurrency });
-    this.deps.logger.info({ worker: this.id, concurrency: this.deps.config.worker.concurrency }, 'worker consuming');
+    this.consumer = await this.deps.queue.consume((d) => this.track(this.handle(d)), { concurrency: this.slots });
+    this.deps.logger.info({ worker: this.id, concurrency: this.slots }, 'worker consuming');
   }
 
   async stop(): Promise<void> { await this.consumer?.close(); this.consumer = null; }
@@ -61,6 +80,14 @@ export class Worker {
   }
 
   async handle(d: Delivery): Promise<void> {
+    const model = d.job.model;
+    // Busy: every deployment of the model is at capacity. Unavailable (circuits open) runs, so the
+    // attempt fails over or retries with the usual backoff and accounting.
+    const a = model === undefined ? undefined : this.deps.model?.availability?.(model);
+    if (a !== undefined && !a.ok && a.reason === 'busy') {
+      this.deps.metrics?.busyDeferrals.inc();
+      return d.retry(this.deps.config.worker.busyDeferMs * 2 ** Math.min(d.deliveryCount - 1, 4)).catch(() => {});
+    }
     const userId = d.job.userId;
     if (userId === undefined) return this.run(d);
     this.seen(userId);
@@ -95,7 +122,7 @@ export class Worker {
     if (config.worker.fairDeferMs === 0 || queue.fairDequeue) return false;
     const held = this.holding.get(userId) ?? 0;
     if (held === 0) return false;
-    const share = Math.max(1, Math.floor(config.worker.concurrency / Math.max(1, this.lastSeen.size)));
+    const share = Math.max(1, Math.floor(this.slots / Math.max(1, this.lastSeen.size)));
     if (held < share) return false;
     return (await queue.depth().catch(() => 0)) > 0;
   }
@@ -135,4 +162,15 @@ export class Worker {
     await this.deps.runner.repairTerminal(record);
     await this.deps.ledger.settleFromRow(record.id);
   }
+}
+
+/** AMQP's basic.qos prefetch count is 16 bits: the most jobs one consumer can hold. */
+export const MAX_WORKER_SLOTS = 65_535;
+/** Slots when neither worker.concurrency nor the model's capacity is known (a backend without a router). */
+export const FALLBACK_WORKER_SLOTS = 1024;
+
+/** A worker's slots: worker.concurrency when set, else the catalogue's capacity; at most MAX_WORKER_SLOTS. */
+export function workerSlots(configured: number | undefined, capacity: number | undefined): number {
+  const n = configured ?? (capacity !== undefined && Number.isFinite(capacity) && capacity > 0 ? capacity : FALLBACK_WORKER_SLOTS);
+  return Math.max(1, Math.min(MAX_WORKER_SLOTS, Math.floor(n)));
 }

@@ -108,5 +108,7 @@ export interface ModelBackend {
   models(): Promise<string[]>;
   /** Whether a request for `model` could start at once (direct mode refuses rather than wait); absent = always. */
   availability?(model: string): ModelAvailability;
+  /** Model calls this process may have open at once over every deployment (the sum of their maxConcurrency); absent = unknown. */
+  capacity?(): number;
   close(): Promise<void>;
 }

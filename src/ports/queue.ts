@@ -8,6 +8,11 @@ export interface Job {
   priority: number;
   /** Whose request: the unit of fair sharing. Absent on jobs published before it existed. */
   userId?: string;
+  /**
+   * The model the request names: a worker defers a job whose model has no free capacity rather
+   * than hold a slot waiting for it. Absent on jobs published before it existed (they just run).
+   */
+  model?: string;
 }
 
 export interface Delivery {

@@ -117,6 +117,59 @@ describe('model router: balancing and capacity', () => {
   });
 });
 
+describe('model router: capacity from configuration', () => {
+  it('a deployment without maxConcurrency takes routing.maxConcurrency calls at once, each on its own connection (the pool is sized from it, past the old 256)', async () => {
+    const a = await upstream({ behaviour: { kind: 'hold' } });
+    const { r } = await router({ m: { deployments: [{ url: a.url }] } }, { maxConcurrency: 300 });
+    assert.equal(r.health().deployments['m#1']!.maxConcurrency, 300);
+    assert.equal(r.capacity(), 300);
+    const calls = Array.from({ length: 300 }, () => collect(r.stream(req('m'), new AbortController().signal)));
+    // Every call reaches the upstream at once: none waits for a pooled connection.
+    await waitFor(async () => a.open() === 300, 10_000);
+    assert.equal(r.availability('m').ok, false, 'full: a further call would wait (direct mode refuses it)');
+    a.release();
+    await Promise.all(calls);
+    assert.equal(r.health().deployments['m#1']!.outstanding, 0);
+  });
+
+  it('availability() only looks: checking before each call (direct mode, the worker) does not shift the round robin', async () => {
+    const a = await upstream();
+    const b = await upstream();
+    const { r } = await router({ m: { deployments: [{ url: a.url }, { url: b.url }] } });
+    for (let i = 0; i < 6; i++) {
+      assert.equal(r.availability('m').ok, true);
+      await collect(r.stream(req('m'), new AbortController().signal));
+    }
+    assert.deepEqual([a.seen.length, b.seen.length], [3, 3]);
+  });
+
+  it('a deployment\'s own maxConcurrency wins; capacity() is the sum over every deployment', async () => {
+    const { r } = await router({
+      a: { deployments: [{ url: 'sim://', maxConcurrency: 2 }, { url: 'sim://' }] },
+      b: { deployments: [{ url: 'sim://', maxConcurrency: 5 }] },
+    }, { maxConcurrency: 7 });
+    assert.deepEqual(Object.values(r.health().deployments).map((d) => d.maxConcurrency), [2, 7, 5]);
+    assert.equal(r.capacity(), 14);
+  });
+
+  it('the MODEL_URL shorthand is bounded by routing.maxConcurrency too (it was unbounded)', async () => {
+    const a = await upstream({ behaviour: { kind: 'hold' } });
+    const config = parseConfig({ modelUrl: a.url, routing: { probeIntervalMs: 0, maxConcurrency: 4 } });
+    const r = await createRouter({ config, secret: () => undefined, logger: createLogger('silent', 'test'), metrics: createMetrics() });
+    routers.push(r);
+    assert.equal(r.capacity(), 4);
+    const ac = new AbortController();
+    const calls = Array.from({ length: 5 }, () => collect(r.stream(req('any'), ac.signal)).catch(() => []));
+    await waitFor(async () => a.open() === 4);
+    await new Promise((res) => setTimeout(res, 50));
+    assert.equal(a.open(), 4, 'the fifth call waits in the router');
+    assert.deepEqual(r.availability('any'), { ok: false, reason: 'busy', retryAfterS: 1 });
+    a.behaviour = { kind: 'ok' };
+    a.release();
+    await Promise.all(calls);
+  });
+});
+
 describe('model router: health', () => {
   it('consecutive failures open a circuit; the deployment is skipped, then half-opens, and a good trial closes it', async () => {
     const a = await upstream({ behaviour: { kind: 'fail', status: 500 } });

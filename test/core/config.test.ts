@@ -24,6 +24,16 @@ describe('configuration', () => {
     assert.equal(c.pgliteThread, 'main');
   });
 
+  it('model-call capacity: 1024 per deployment by default, the worker sized from it unless WORKER_CONCURRENCY caps it', () => {
+    const c = loadConfig({ ...NO_FILE });
+    assert.equal(c.routing.maxConcurrency, 1024);
+    assert.equal(c.worker.concurrency, undefined, 'no fixed per-worker constant: the catalogue capacity decides');
+    assert.equal(c.worker.busyDeferMs, 100);
+    const set = loadConfig({ ...NO_FILE, SLUICE_MAX_CONCURRENCY: '64', WORKER_CONCURRENCY: '8', WORKER_BUSY_DEFER_MS: '25' });
+    assert.deepEqual([set.routing.maxConcurrency, set.worker.concurrency, set.worker.busyDeferMs], [64, 8, 25]);
+    assert.throws(() => loadConfig({ ...NO_FILE, SLUICE_MAX_CONCURRENCY: '0' }), isConfigError(/routing\.maxConcurrency/));
+  });
+
   it('SLUICE_PGLITE_THREAD puts the embedded store on the main thread or in a worker thread; nothing else', () => {
     assert.equal(loadConfig({ SLUICE_PGLITE_THREAD: 'worker' }).pgliteThread, 'worker');
     assert.equal(loadConfig({ SLUICE_PGLITE_THREAD: 'main' }).pgliteThread, 'main');
@@ -161,7 +171,7 @@ describe('configuration', () => {
     });
 
     it('routing settings: defaults and environment', () => {
-      assert.deepEqual({ ...parseConfig({}).routing }, { failureThreshold: 5, coolDownMs: 10_000, probeIntervalMs: 30_000, probeTimeoutMs: 5_000, busyRetryAfterS: 1 });
+      assert.deepEqual({ ...parseConfig({}).routing }, { failureThreshold: 5, coolDownMs: 10_000, probeIntervalMs: 30_000, probeTimeoutMs: 5_000, busyRetryAfterS: 1, maxConcurrency: 1024 });
       const c = loadConfig({ ...NO_FILE, SLUICE_CIRCUIT_FAILURES: '3', SLUICE_CIRCUIT_COOL_DOWN_MS: '2000', SLUICE_PROBE_INTERVAL_MS: '0', SLUICE_PROBE_TIMEOUT_MS: '1000' });
       assert.deepEqual([c.routing.failureThreshold, c.routing.coolDownMs, c.routing.probeIntervalMs, c.routing.probeTimeoutMs], [3, 2000, 0, 1000]);
       assert.throws(() => loadConfig({ ...NO_FILE, SLUICE_CIRCUIT_FAILURES: '0' }), isConfigError(/routing\.failureThreshold/));

@@ -35,7 +35,8 @@ export interface HttpModelOptions {
   apiKey?: string;
   /**
    * Concurrent upstream connections; each live stream holds one for its whole length. The router
-   * sets it to the deployment's maxConcurrency; default DEFAULT_CONNECTIONS.
+   * sets it to the deployment's maxConcurrency (so an admitted call never waits for a connection);
+   * default DEFAULT_CONNECTIONS.
    */
   connections?: number;
   /** Longest wait to establish a connection (TCP and TLS). */
@@ -46,8 +47,8 @@ export interface HttpModelOptions {
   bodyTimeoutMs?: number;
 }
 
-/** Connections per upstream when no capacity is configured: enough that Sluice is rarely the bottleneck. */
-export const DEFAULT_CONNECTIONS = 256;
+/** Connections per upstream when the caller passes none; the router always passes the deployment's capacity (routing.maxConcurrency by default, the same figure). */
+export const DEFAULT_CONNECTIONS = 1024;
 const MODELS_CACHE_MS = 30_000;
 const MODELS_TIMEOUT_MS = 5_000;
 const MAX_ERROR_BODY_CHARS = 2_000;

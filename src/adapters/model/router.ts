@@ -19,7 +19,11 @@
 //   `coolDownMs`, then one trial call decides (see circuit.ts); http(s) deployments are probed with
 //   GET {url}/models every `probeIntervalMs`, and once at start, where an unreachable one is a
 //   warning naming its URL and the cause.
-// - maxConcurrency and the counts are per process: N workers each allow maxConcurrency.
+// - maxConcurrency and the counts are per process: N workers each allow maxConcurrency. A
+//   deployment without one (and the MODEL_URL shorthand's) gets routing.maxConcurrency (1024);
+//   an http(s) deployment's connection pool is sized to its maxConcurrency, so every admitted call
+//   has a connection and none waits inside the HTTP client. capacity() is their sum: the jobs a
+//   worker takes at once by default.
 import type { Config } from '../../config.ts';
 import { SluiceError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
@@ -102,11 +106,14 @@ export async function createRouter(opts: RouterOptions): Promise<ModelRouter> {
   const built: ModelBackend[] = [];
   try {
     if (Object.keys(config.catalogue).length === 0) {
-      const backend = opts.backend ?? await createModel(config.modelUrl, { ttftMs: config.sim.ttftMs, itlMs: config.sim.itlMs, models: [...config.models], ...(config.modelApiKey && { apiKey: config.modelApiKey }) });
+      const max = config.routing.maxConcurrency;
+      const backend = opts.backend ?? await createModel(config.modelUrl, {
+        ttftMs: config.sim.ttftMs, itlMs: config.sim.itlMs, models: [...config.models], connections: max, ...(config.modelApiKey && { apiKey: config.modelApiKey }),
+      });
       built.push(backend);
       entries.push({
         id: SHORTHAND, fallbacks: [], kinds: ['chat', 'embeddings'], passthrough: false, waiters: [],
-        routes: [newRoute(SHORTHAND_DEPLOYMENT, SHORTHAND, null, config.modelUrl, config.modelApiKey, 1, undefined, backend, circuit())],
+        routes: [newRoute(SHORTHAND_DEPLOYMENT, SHORTHAND, null, config.modelUrl, config.modelApiKey, 1, max, backend, circuit())],
       });
     } else {
       for (const [modelId, model] of Object.entries(config.catalogue)) {
@@ -117,16 +124,17 @@ export async function createRouter(opts: RouterOptions): Promise<ModelRouter> {
           if (d.apiKeyEnv !== undefined && !apiKey) {
             throw new SluiceError('SLUICE_ERR_CONFIG', `deployment "${id}" of model "${modelId}": environment variable ${d.apiKeyEnv} (its apiKeyEnv) is not set`);
           }
+          const max = d.maxConcurrency ?? config.routing.maxConcurrency;
           const backend = await createModel(d.url, {
             ttftMs: config.sim.ttftMs, itlMs: config.sim.itlMs, models: [d.model ?? modelId], source: `deployment "${id}"`,
             ...(apiKey && { apiKey }),
-            ...(d.maxConcurrency !== undefined && { connections: d.maxConcurrency }),
+            connections: max,
             ...(d.connectTimeoutMs !== undefined && { connectTimeoutMs: d.connectTimeoutMs }),
             ...(d.headersTimeoutMs !== undefined && { headersTimeoutMs: d.headersTimeoutMs }),
             ...(d.bodyTimeoutMs !== undefined && { bodyTimeoutMs: d.bodyTimeoutMs }),
           });
           built.push(backend);
-          routes.push(newRoute(id, modelId, d.model ?? modelId, d.url, apiKey, d.weight, d.maxConcurrency, backend, circuit()));
+          routes.push(newRoute(id, modelId, d.model ?? modelId, d.url, apiKey, d.weight, max, backend, circuit()));
         }
         entries.push({
           id: modelId, routes, fallbacks: [...model.fallbacks], kinds: [...model.kinds], waiters: [],
@@ -141,9 +149,9 @@ export async function createRouter(opts: RouterOptions): Promise<ModelRouter> {
   return new ModelRouter(entries, opts, now);
 }
 
-function newRoute(id: string, publicModel: string, backendModel: string | null, url: string, apiKey: string | undefined, weight: number, maxConcurrency: number | undefined, backend: ModelBackend, circuit: Circuit): Route {
+function newRoute(id: string, publicModel: string, backendModel: string | null, url: string, apiKey: string | undefined, weight: number, maxConcurrency: number, backend: ModelBackend, circuit: Circuit): Route {
   const http = url.startsWith('http:') || url.startsWith('https:');
-  return { id, publicModel, backendModel, url, http, apiKey, weight, maxConcurrency: maxConcurrency ?? Number.POSITIVE_INFINITY, backend, circuit, outstanding: 0, credit: 0 };
+  return { id, publicModel, backendModel, url, http, apiKey, weight, maxConcurrency, backend, circuit, outstanding: 0, credit: 0 };
 }
 
 export class ModelRouter implements ModelBackend {
@@ -185,6 +193,13 @@ export class ModelRouter implements ModelBackend {
     return this.shorthand ? null : [...this.entries.keys()];
   }
 
+  /** The model calls this process may have open at once: the sum of every deployment's maxConcurrency. */
+  capacity(): number {
+    let sum = 0;
+    for (const r of this.routes) sum += r.maxConcurrency;
+    return sum;
+  }
+
   availability(model: string): ModelAvailability {
     const chain = this.chain(model, 'chat');
     if (chain.length === 0) return { ok: true }; // unknown: admission says so
@@ -192,7 +207,7 @@ export class ModelRouter implements ModelBackend {
     if (first!.waiters.length > 0) return this.busy();
     let reopens = Number.POSITIVE_INFINITY;
     for (const entry of chain) {
-      const pick = this.pick(entry, new Set());
+      const pick = this.pick(entry, new Set(), true);
       if (pick === 'full') return this.busy();
       if (pick !== 'none') return { ok: true };
       for (const r of entry.routes) { const at = r.circuit.reopensAt(); if (at > 0) reopens = Math.min(reopens, at); }
@@ -317,9 +332,11 @@ export class ModelRouter implements ModelBackend {
 
   /**
    * A free deployment of `entry` not yet tried by this call ('none' when it has none left that
-   * may take calls, 'full' when the ones that may are all at capacity).
+   * may take calls, 'full' when the ones that may are all at capacity). `peek` (availability)
+   * only looks: it must not advance the round robin, or every check before a call would shift
+   * which deployment the call then gets (direct mode and the worker both check first).
    */
-  private pick(entry: Entry, tried: ReadonlySet<Route>): Choice {
+  private pick(entry: Entry, tried: ReadonlySet<Route>, peek = false): Choice {
     let admitting = false;
     let reachableOnly = false;
     let best: Route[] = [];
@@ -335,7 +352,7 @@ export class ModelRouter implements ModelBackend {
       const cmp = head === undefined ? -1 : r.outstanding * head.weight - head.outstanding * r.weight;
       if (cmp < 0) best = [r]; else if (cmp === 0) best.push(r);
     }
-    if (best.length > 0) return best.length === 1 ? best[0]! : this.roundRobin(best);
+    if (best.length > 0) return best.length === 1 || peek ? best[0]! : this.roundRobin(best);
     return admitting ? 'full' : 'none';
   }
 

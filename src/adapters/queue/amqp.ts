@@ -16,7 +16,7 @@ import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } f
 import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
 import { exponentialBackoff } from '../../core/backoff.ts';
 import { unreachable, withConnectTimeout } from '../endpoint.ts';
-import { clampPriority, jobBody, noop, runHandler, unavailable, userIdOf } from './common.ts';
+import { clampPriority, jobBody, noop, runHandler, unavailable, optionalJobFields } from './common.ts';
 
 export interface AmqpQueueOptions {
   name: string;
@@ -324,7 +324,7 @@ function parseJob(content: Buffer): Job | undefined {
     if (typeof v !== 'object' || v === null) return undefined;
     const { requestId, priority } = v as Record<string, unknown>;
     if (typeof requestId !== 'string' || requestId === '') return undefined;
-    return { requestId, priority: clampPriority(typeof priority === 'number' ? priority : 0), ...userIdOf(v as Record<string, unknown>) };
+    return { requestId, priority: clampPriority(typeof priority === 'number' ? priority : 0), ...optionalJobFields(v as Record<string, unknown>) };
   } catch { return undefined; }
 }
 

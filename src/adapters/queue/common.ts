@@ -27,12 +27,17 @@ export async function runHandler<D extends Delivery & { readonly settled: boolea
   }
 }
 
-/** The job as it travels in a broker message: userId only when known, so old and new jobs read alike. */
+/** The job as it travels in a broker message: userId and model only when known, so old and new jobs read alike. */
 export function jobBody(job: Job, priority: number): string {
-  return JSON.stringify({ requestId: job.requestId, priority, ...(job.userId !== undefined && { userId: job.userId }) });
+  return JSON.stringify({
+    requestId: job.requestId, priority, ...(job.userId !== undefined && { userId: job.userId }), ...(job.model !== undefined && { model: job.model }),
+  });
 }
 
-/** A string userId from a parsed message body, or nothing. */
-export function userIdOf(v: Record<string, unknown>): { userId?: string } {
-  return typeof v.userId === 'string' && v.userId !== '' ? { userId: v.userId } : {};
+/** The optional fields of a parsed message body that are non-empty strings (userId, model), or nothing. */
+export function optionalJobFields(v: Record<string, unknown>): { userId?: string; model?: string } {
+  return {
+    ...(typeof v.userId === 'string' && v.userId !== '' && { userId: v.userId }),
+    ...(typeof v.model === 'string' && v.model !== '' && { model: v.model }),
+  };
 }

@@ -153,7 +153,8 @@ export class MemoryQueue implements Queue {
   async publish(job: Job): Promise<void> {
     if (this.closed) throw new SluiceError('SLUICE_ERR_UNAVAILABLE', 'queue is closed');
     const userId = job.userId !== undefined && job.userId !== '' ? { userId: job.userId } : {};
-    this.enqueue({ job: { requestId: job.requestId, priority: clampPriority(job.priority), ...userId }, deliveryCount: 1 });
+    const model = job.model !== undefined && job.model !== '' ? { model: job.model } : {};
+    this.enqueue({ job: { requestId: job.requestId, priority: clampPriority(job.priority), ...userId, ...model }, deliveryCount: 1 });
   }
 
   async consume(handler: Handler, opts: ConsumeOptions): Promise<Consumer> {

@@ -29,7 +29,7 @@ import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { ConsumeOptions, Consumer, Delivery, Job, Queue } from '../../ports/queue.ts';
 import { exponentialBackoff } from '../../core/backoff.ts';
 import { unreachable } from '../endpoint.ts';
-import { clampPriority, jobBody, noop, runHandler, unavailable, userIdOf } from './common.ts';
+import { clampPriority, jobBody, noop, runHandler, unavailable, optionalJobFields } from './common.ts';
 
 export interface NatsQueueOptions {
   name: string;
@@ -372,7 +372,7 @@ class NatsDelivery implements Delivery {
 function parseJob(data: Uint8Array, subjectPriority: number): Job {
   try {
     const v = JSON.parse(new TextDecoder().decode(data)) as Record<string, unknown>;
-    if (typeof v.requestId === 'string') return { requestId: v.requestId, priority: subjectPriority, ...userIdOf(v) };
+    if (typeof v.requestId === 'string') return { requestId: v.requestId, priority: subjectPriority, ...optionalJobFields(v) };
   } catch { /* fall through */ }
   return { requestId: '', priority: subjectPriority };
 }
