@@ -13,7 +13,7 @@
 //      upstream's delay between tokens; 20 with CONCURRENCY=1000 RAMP_MS=1000 profiles the slow-streams case),
 //      RAMP_MS (0: spread the callers' starts over this long), ALLOW_ERRORS (0; 1 logs failed requests
 //      instead of stopping), STREAM (1;
-//      0 for non-streaming), MODE (direct | queued), BASELINE_DIR, PROFILE (0 | 1), PROFILE_INTERVAL_US
+//      0 for non-streaming), TOOLS (1; 0 sends the body without its tools), MODE (direct | queued), BASELINE_DIR, PROFILE (0 | 1), PROFILE_INTERVAL_US
 //      (250: the sampling interval), TOP (25 rows per table)
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -114,7 +114,10 @@ main('request-cpu', 20 * 60_000, async () => {
     const proc = await startSluice({ MODEL_URL: `${upstream.url}/v1` }, `sluice-${name}`, dir, PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-interval=${INTERVAL_US}`] : []);
     sluices.push({ name, dir, proc, key: await createUserKey(proc), profDir, windows: [], cpu: [], rps: [] });
   }
-  const body = realisticChatBody(STREAM, TOKENS);
+  // TOOLS=0: the same body without its tools, which a Sluice from before the whole chat surface
+  // (issue #12) dropped rather than forwarded: both versions then do the same work per request.
+  const full = realisticChatBody(STREAM, TOKENS);
+  const body = process.env.TOOLS === '0' ? JSON.stringify({ ...JSON.parse(full), tools: undefined }) : full;
   log(`${STREAM ? 'streaming' : 'non-streaming'}, ${MODE} mode, concurrency ${C}, ${N} requests per Sluice per round, ${ROUNDS} rounds${PROFILE ? ', under --cpu-prof' : ''}`);
   for (const s of sluices) {
     const w = await load(s, body, 300);
