@@ -1,7 +1,7 @@
 // The console shell: hash routes (#/playground, #/usage, #/requests/<id>, #/admin, #/live), a
 // sign-in gate and the navigation. Every page talks to the gateway through api.ts only.
 import { render } from 'preact';
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { session } from './api.ts';
 import { SignIn } from './pages/sign-in.tsx';
 import { Playground } from './pages/playground.tsx';
@@ -21,8 +21,13 @@ function App() {
     window.addEventListener('hashchange', onHash);
     return () => window.removeEventListener('hashchange', onHash);
   }, []);
-  // Move focus to the new page's heading, so keyboard and screen-reader users land on it.
-  useEffect(() => { document.querySelector<HTMLElement>('main h1')?.focus(); }, [path, signedIn]);
+  // After a navigation (not on first load), move focus to the new page's heading, so keyboard and
+  // screen-reader users land on it.
+  const first = useRef(true);
+  useEffect(() => {
+    if (first.current) { first.current = false; return; }
+    document.querySelector<HTMLElement>('main h1')?.focus();
+  }, [path, signedIn]);
 
   if (!signedIn) {
     return <Shell nav={null}><SignIn onSignedIn={() => { setSignedIn(true); if (!window.location.hash) window.location.hash = '#/playground'; }} /></Shell>;

@@ -60,8 +60,8 @@ export function Live() {
       </div>
       {error && <p role="alert" class="error">Could not read /metrics: {error}</p>}
       <dl class="tiles" aria-live="polite" data-testid="live-tiles">
-        <div><dt>Requests/s</dt><dd>{latest ? latest.rps.toFixed(2) : '—'}</dd></div>
-        <div><dt>Tokens/s</dt><dd>{latest ? latest.tps.toFixed(1) : '—'}</dd></div>
+        <div><dt>Requests/s</dt><dd data-testid="requests-per-second">{latest ? latest.rps.toFixed(2) : '—'}</dd></div>
+        <div><dt>Tokens/s</dt><dd data-testid="tokens-per-second">{latest ? latest.tps.toFixed(1) : '—'}</dd></div>
         <div><dt>Queue depth</dt><dd data-testid="queue-depth">{s ? num(s.queueDepth) : '—'}</dd></div>
         <div><dt>Streams open</dt><dd>{s ? num(s.streams) : '—'}</dd></div>
       </dl>

@@ -34,9 +34,12 @@ export function DailyChart(props: { usage: Usage }) {
     const days = Array.from({ length: Math.max(today, ...byDay.keys()) }, (_, i) => i + 1);
     const d: [number[], number[]] = [days, days.map((x) => byDay.get(x) ?? 0)];
     const o = {
-      scales: { x: { time: false } },
+      scales: { x: { time: false, range: (): [number, number] => [0.5, days.length + 0.5] } },
       legend: { show: false },
-      axes: [{ label: `Day of ${usage.spend.period}` }, { label: 'Tokens', size: 60 }],
+      axes: [
+        { label: `Day of ${usage.spend.period}`, incrs: [1, 2, 5, 7, 10], values: (_u: unknown, ticks: number[]) => ticks.map((t) => (Number.isInteger(t) ? String(t) : '')) },
+        { label: 'Tokens', size: 60 },
+      ],
       series: [{}, { label: 'Tokens', fill: '#3b6fd8', stroke: '#2451b3', paths: barPaths, points: { show: false } }],
     };
     return [d, o];
