@@ -105,6 +105,7 @@ export interface Usage {
   user_id: string; tier: string; time_zone?: string; unlimited?: boolean;
   limits?: { max_tokens: number; concurrent_streams: number; priority: number };
   windows: UsageWindow[];
+  streams_in_use?: number;
   recent: { request_id: string; model: string; status: string; charged_tokens: number; cost_usd: number | null; settled_at: string }[];
   daily: { day: string; requests: number; tokens: number }[];
   spend: { period: string; from: string; to: string; total_usd: number | null };

@@ -129,10 +129,12 @@ export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): 
       if (!settledIn.has(key)) settledIn.set(key, store.usageTotals(userId, new Date(windowStart(w.period, w.window, config.timeZone)), new Date(w.resetAt)));
       return settledIn.get(key)!;
     };
-    const [{ recent, spend, daily }, settled] = await Promise.all([monthOf(userId), Promise.all(windows.map(settledOf))]);
+    const [{ recent, spend, daily }, settled, streamsInUse] = await Promise.all([monthOf(userId), Promise.all(windows.map(settledOf)), limiter.activeLeases(userId)]);
     return {
       object: 'sluice.usage', user_id: userId, tier, time_zone: config.timeZone,
       limits: { max_tokens: limits.maxTokens, concurrent_streams: limits.concurrentStreams, priority: limits.priority },
+      // Stream slots held now (live streams and direct calls, on every gateway sharing the limiter).
+      streams_in_use: streamsInUse,
       windows: windows.map((w, i) => {
         // What requests still running or queued hold: never negative (a settle lands in the ledger
         // a moment before the counter is corrected), never more than the counter.

@@ -112,7 +112,37 @@ describe('request lists and usage for the console', () => {
       assert.equal(w.reserved, 0, `${w.window} ${w.metric}`);
       assert.equal(w.used, w.metric === 'requests' ? 5 : usage.daily[0]!.tokens, `${w.window} ${w.metric}`);
     }
+    assert.equal((usage as unknown as { streams_in_use: number }).streams_in_use, 0);
     const asAdmin = (await (await api(app.url)('/admin/users/list-bob/usage')).json()) as { daily: { requests: number }[] };
     assert.equal(asAdmin.daily[0]!.requests, 1);
+  });
+
+  it('while a request streams, its window share is reserved and its stream slot is in use', async () => {
+    const slow = await startTestSluice({ sim: { ttftMs: 0, itlMs: 50 } });
+    try {
+      const key = await createUserKey(slow.url, { id: 'list-streamer' });
+      const call = api(slow.url, key);
+      const ctl = new AbortController();
+      const res = await call('/v1/chat/completions', { method: 'POST', signal: ctl.signal, json: { model: 'sim', stream: true, messages: [{ role: 'user', content: 'hi' }], max_tokens: 40 } });
+      assert.equal(res.status, 200);
+      const reader = res.body!.getReader();
+      await reader.read();
+      const usage = (await (await call('/v1/usage')).json()) as { streams_in_use: number; windows: { window: string; metric: string; used: number; reserved: number }[] };
+      assert.equal(usage.streams_in_use, 1);
+      const tokens = usage.windows.find((w) => w.window === 'daily' && w.metric === 'tokens')!;
+      assert.ok(tokens.reserved > 0 && tokens.reserved === tokens.used, JSON.stringify(tokens));
+      const requests = usage.windows.find((w) => w.window === 'daily' && w.metric === 'requests')!;
+      assert.deepEqual([requests.used, requests.reserved], [1, 1]);
+      // The listener goes; the request runs on to its end on the worker, then settles.
+      ctl.abort();
+      await reader.cancel().catch(() => {});
+      const after = await waitFor(async () => {
+        const u = (await (await call('/v1/usage')).json()) as { streams_in_use: number; windows: { window: string; metric: string; used: number; reserved: number }[] };
+        return u.streams_in_use === 0 && u.windows.every((w) => w.reserved === 0) && u;
+      }, 30_000);
+      assert.ok(after.windows.find((w) => w.window === 'daily' && w.metric === 'tokens')!.used > 0);
+    } finally {
+      await slow.stop();
+    }
   });
 });

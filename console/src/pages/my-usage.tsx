@@ -118,7 +118,7 @@ export function MyUsage() {
           {usage.unlimited ? <p>This key has no quota windows (master key).</p> : (
             <div class="windows">{usage.windows.map((w) => <WindowBar key={`${w.window}-${w.metric}`} w={w} />)}</div>
           )}
-          {usage.limits && <p>Per request at most {num(usage.limits.max_tokens)} tokens; up to {num(usage.limits.concurrent_streams)} concurrent streams; priority {usage.limits.priority}.</p>}
+          {usage.limits && <p data-testid="limits">Concurrent streams in use: <strong>{num(usage.streams_in_use ?? 0)} of {num(usage.limits.concurrent_streams)}</strong>. Per request at most {num(usage.limits.max_tokens)} tokens; priority {usage.limits.priority}.</p>}
           <p>Spent this month: <strong>{usd(usage.spend.total_usd)}</strong> (priced models only).</p>
           <h2>Tokens per day</h2>
           <DailyChart usage={usage} />
