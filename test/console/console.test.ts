@@ -5,7 +5,7 @@
 // Every page is photographed into test-artifacts/console/ (SLUICE_SCREENSHOT_DIR).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import { consoleDirs } from '../../src/http/console-routes.ts';
@@ -116,6 +116,38 @@ describe('web console in Chromium', { skip }, () => {
     await shot(admin, 'playground-resumed');
   });
 
+  it('plays the other delivery modes: async shows the status changes, direct streams, cancel ends a stream', async () => {
+    await admin.getByLabel('max_tokens').fill('30');
+    await admin.getByRole('radio', { name: /Async/ }).check();
+    await admin.getByRole('button', { name: 'Send' }).click();
+    const log = admin.getByTestId('event-log');
+    await log.getByText(/status: completed/).waitFor({ timeout: 30_000 });
+    assert.match((await log.textContent())!, /accepted \S+: queued/);
+    let record = await stored((await admin.getByTestId('request-id').textContent())!);
+    assert.equal(await admin.getByTestId('reply').textContent(), record.result);
+
+    await admin.getByRole('radio', { name: /Direct stream/ }).check();
+    assert.equal(await admin.getByRole('button', { name: 'Drop connection' }).isDisabled(), true);
+    await admin.getByRole('button', { name: 'Send' }).click();
+    await log.getByText('finish reason: length').waitFor({ timeout: 30_000 });
+    record = await stored((await admin.getByTestId('request-id').textContent())!);
+    assert.equal(record.status, 'completed');
+    assert.equal(await admin.getByTestId('reply').textContent(), record.result);
+    assert.equal(await tokenCount(admin), 30);
+
+    await admin.getByRole('radio', { name: /Stream \(resumable/ }).check();
+    await admin.getByLabel('max_tokens').fill('200');
+    await admin.getByRole('button', { name: 'Send' }).click();
+    await admin.waitForFunction(() => Number(document.querySelector('[data-testid="token-count"]')?.textContent) >= 5);
+    await admin.getByRole('button', { name: 'Cancel' }).click();
+    await admin.getByTestId('resume-report').waitFor({ timeout: 30_000 });
+    assert.match((await admin.getByRole('alert').textContent())!, /SLUICE_ERR_CANCELLED/);
+    record = await stored((await admin.getByTestId('request-id').textContent())!);
+    assert.equal(record.status, 'cancelled');
+    assert.ok((record.usage?.completion_tokens ?? 0) < 200, 'cut short');
+    await shot(admin, 'playground-cancelled');
+  });
+
   it('admin: creates a user and a key, shown once', async () => {
     await admin.getByRole('link', { name: 'Admin' }).click();
     await admin.getByRole('heading', { name: 'Admin', level: 1 }).waitFor();
@@ -216,6 +248,26 @@ describe('web console in Chromium', { skip }, () => {
     assert.match(await user.getByRole('alert').textContent() ?? '', /revoked.*SLUICE_ERR_REVOKED_API_KEY/);
     await shot(user, 'revoked');
     await user.close();
+  });
+
+  it('admin: filters recent requests by user and status, and downloads the usage CSV', async () => {
+    await admin.getByRole('link', { name: 'Admin' }).click();
+    const filter = admin.getByRole('form', { name: 'Filter requests' });
+    await filter.getByLabel('User id').fill('console-user');
+    await filter.getByLabel('Status').selectOption('completed');
+    await filter.getByRole('button', { name: 'Filter' }).click();
+    const table = admin.locator('#admin-requests').getByTestId('requests-table');
+    await admin.waitForFunction(() => {
+      const rows = [...document.querySelectorAll('#admin-requests tbody tr')];
+      return rows.length === 1 && rows[0]!.textContent!.includes('console-user');
+    });
+    assert.match((await table.locator('tbody tr').textContent())!, /console-user.*sim.*completed/);
+    const [download] = await Promise.all([admin.waitForEvent('download'), admin.getByRole('button', { name: 'Download CSV' }).click()]);
+    const path = await download.path();
+    const csv = readFileSync(path, 'utf8').trim().split('\n');
+    assert.match(csv[0]!, /^request_id,user_id,key_id,model,status/);
+    assert.ok(csv.some((line) => line.includes(',console-user,')), csv.join('\n'));
+    await admin.getByRole('status').filter({ hasText: /^Downloaded usage-/ }).waitFor();
   });
 
   it('live: the dashboard reads the gateway\'s metrics', async () => {
