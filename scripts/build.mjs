@@ -1,11 +1,14 @@
 // The production build: compiles src/ to JavaScript with tsc (tsconfig.build.json rewrites the
 // sources' `.ts` import specifiers to `.js`) and copies every other file under src/ (SQL
 // migrations, Lua scripts) beside it, so the compiled modules find them where the sources do.
+// Then builds the web console (console/, Vite) into DIR/console, where the gateway serves it from
+// (the compiled gateway at DIR/http finds ../console; the sources at src/http find ../../dist/console).
 // usage: node scripts/build.mjs [--out-dir DIR]   (default dist; `npm run build`, and `prepare`)
 //
 // Without TypeScript (an install with --omit=dev), there is nothing to compile with: it says so
 // and exits 0, so the install itself does not fail; bin/sluice.mjs then needs a dist/ built earlier.
 import { cpSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import { createRequire } from 'node:module';
 import { dirname, join, relative, resolve } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -48,3 +51,16 @@ const src = join(root, 'src');
 const copied = assets(src);
 for (const file of copied) cpSync(join(src, file), join(outDir, file));
 console.log(`build: compiled src/ to ${relative(root, outDir)}/ and copied ${copied.length} asset files`);
+
+// The web console: a Vite build of console/ (its config names the entry, base path and output).
+let vite;
+try {
+  vite = await import(pathToFileURL(createRequire(join(root, 'package.json')).resolve('vite')).href);
+} catch {
+  console.warn(`build: Vite is not installed (an install without dev dependencies?): the console is not built; ${relative(root, outDir)}/console is left out`);
+  process.exit(0);
+}
+const consoleOut = join(outDir, 'console');
+const started = Date.now();
+await vite.build({ configFile: join(root, 'console', 'vite.config.ts'), logLevel: 'warn', build: { outDir: consoleOut, emptyOutDir: true } });
+console.log(`build: built the web console into ${relative(root, consoleOut)}/ in ${((Date.now() - started) / 1000).toFixed(1)} s`);

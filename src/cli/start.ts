@@ -28,6 +28,7 @@ export async function start(args: string[]): Promise<number> {
   if (config.crashPoint === 'uncaught-after-start') throwUncaughtForTest();
   const lines = [
     `Sluice ${config.role} started (pid ${process.pid})`,
+    ...(app.url ? [`  console    ${app.url}/console/   (sign in with the key below)`] : []),
     app.url ? `  API        ${app.url}/v1   (OpenAI-compatible)` : `  probes     http://${config.host}:${(app.server.server.address() as { port: number }).port}/metrics, /healthz, /readyz`,
     `  store      ${redact(config.databaseUrl)}`,
     `  queue      ${redact(config.queueUrl)}   bus ${redact(config.busUrl)}   limiter ${redact(config.limiterUrl)}`,
@@ -36,6 +37,7 @@ export async function start(args: string[]): Promise<number> {
   if (app.url) {
     lines.push(app.devKey ? `  dev key    ${app.masterKey}   (generated once into ${devKeyFile(config.dataDir)}; set SLUICE_MASTER_KEY in production)` : '  master key from SLUICE_MASTER_KEY');
     lines.push('', `Try: curl -N ${app.url}/chat -H "Authorization: Bearer ${app.devKey ? app.masterKey : '$SLUICE_MASTER_KEY'}" -d '{"message":"Hello"}'`);
+    lines.push(`  or open ${app.url}/console/ in a browser and sign in with the ${app.devKey ? 'dev key above' : 'master key'}`);
   }
   process.stdout.write(`${lines.join('\n')}\n`);
   // Drain (up to SLUICE_DRAIN_MS), then close; a second signal exits at once.

@@ -53,6 +53,7 @@ export const catalogue = {
   SLUICE_ERR_DRAINING: { status: 503, type: 'service_unavailable', message: 'This instance is shutting down; retry, and another instance will answer' },
   SLUICE_ERR_LIMITER_UNAVAILABLE: { status: 503, type: 'service_unavailable', message: 'Quota service unavailable' },
   SLUICE_ERR_UNAVAILABLE: { status: 503, type: 'service_unavailable', message: 'Service unavailable' },
+  SLUICE_ERR_CONSOLE_NOT_BUILT: { status: 503, type: 'service_unavailable', message: 'The web console is not built: run npm run build (npm install runs it too)' },
   SLUICE_ERR_NOT_READY: { status: 503, type: 'service_unavailable', message: 'Not ready' },
   SLUICE_ERR_MODEL_TRANSIENT: { status: 502, type: 'server_error', message: 'Model backend failed (transient)' },
   SLUICE_ERR_MODEL_PERMANENT: { status: 502, type: 'server_error', message: 'Model backend rejected the request' },

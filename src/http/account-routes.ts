@@ -17,6 +17,7 @@ import type { ApiKeyRecord, QuotaOverride, UserRecord } from '../ports/store.ts'
 import type { GatewayDeps } from './gateway-deps.ts';
 import { requestView } from './render.ts';
 import { principalOf } from './server.ts';
+import { pageQuery, requestPage } from './request-routes.ts';
 
 /** The largest value of a PostgreSQL `integer` column (max_tokens, concurrent_streams). */
 const INT4_MAX = 2 ** 31 - 1;
@@ -73,12 +74,7 @@ function parseDate(v: string | undefined, name: string, fallback: Date): Date {
 /** A query's parameters, each at most once (a repeated `?a=1&a=2` arrives as an array). */
 const single = z.string().optional();
 const keysQuery = z.object({ user_id: single });
-const requestsQuery = z.object({
-  user_id: single,
-  status: z.enum(['queued', 'running', 'completed', 'failed', 'cancelled']).optional(),
-  limit: z.string().regex(/^\d{1,4}$/, 'limit must be an integer from 1 to 1000').transform(Number)
-    .pipe(z.number().min(1, 'limit must be an integer from 1 to 1000').max(1000, 'limit must be an integer from 1 to 1000')).optional(),
-});
+const requestsQuery = pageQuery(1000).extend({ user_id: single });
 const usageQuery = z.object({ from: single, to: single, user_id: single });
 
 /** Path and query strings reach store calls: refused like body text when they cannot be stored. */
@@ -104,9 +100,10 @@ export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): 
     const period = periodsAt(t, config.timeZone).monthly.period;
     const from = new Date(windowStart(period, 'monthly', config.timeZone));
     const to = new Date(t + 1);
-    const [recent, byModel] = await Promise.all([
+    const [recent, byModel, daily] = await Promise.all([
       store.usageRows({ from, to, userId, limit: RECENT_ROWS, newestFirst: true }),
       store.spendByModel(userId, from, to),
+      store.usageByDay(userId, from, to, config.timeZone),
     ]);
     // Unpriced models report cost_usd null and add nothing to the total.
     const total = byModel.reduce((sum, m) => sum + (m.costUsd ?? 0), 0);
@@ -115,6 +112,8 @@ export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): 
         request_id: r.requestId, model: r.model, status: r.status, prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens,
         charged_tokens: r.chargedTokens, cost_usd: r.costUsd, deployment: r.deployment, settled_at: r.settledAt.toISOString(),
       })),
+      // Charged tokens and requests per day of the month so far (days with none are absent).
+      daily,
       spend: {
         period, from: from.toISOString(), to: new Date(t).toISOString(), currency: 'USD', total_usd: usd(total),
         models: byModel.map((m) => ({ model: m.model, requests: m.requests, prompt_tokens: m.promptTokens, completion_tokens: m.completionTokens, charged_tokens: m.chargedTokens, cost_usd: usd(m.costUsd) })),
@@ -127,12 +126,26 @@ export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): 
     const t = deps.now();
     const limits = await auth.limitsFor(userId, tier);
     const windows = await limiter.usage(userId, windowLimits(limits, t, config.timeZone));
-    const { recent, spend } = await monthOf(userId);
+    // The counters hold reserved + settled; the ledger knows the settled part of each period.
+    const settledIn = new Map<string, Promise<{ requests: number; tokens: number }>>();
+    const settledOf = (w: (typeof windows)[number]) => {
+      const key = `${w.window}:${w.period}`;
+      if (!settledIn.has(key)) settledIn.set(key, store.usageTotals(userId, new Date(windowStart(w.period, w.window, config.timeZone)), new Date(w.resetAt)));
+      return settledIn.get(key)!;
+    };
+    const [{ recent, spend, daily }, settled, streamsInUse] = await Promise.all([monthOf(userId), Promise.all(windows.map(settledOf)), limiter.activeLeases(userId)]);
     return {
       object: 'sluice.usage', user_id: userId, tier, time_zone: config.timeZone,
       limits: { max_tokens: limits.maxTokens, concurrent_streams: limits.concurrentStreams, priority: limits.priority },
-      windows: windows.map((w) => ({ window: w.window, metric: w.metric, period: w.period, limit: w.limit, used: w.used, remaining: Math.max(0, w.remaining), reset_at: new Date(w.resetAt).toISOString() })),
-      recent, spend,
+      // Stream slots held now (live streams and direct calls, on every gateway sharing the limiter).
+      streams_in_use: streamsInUse,
+      windows: windows.map((w, i) => {
+        // What requests still running or queued hold: never negative (a settle lands in the ledger
+        // a moment before the counter is corrected), never more than the counter.
+        const reserved = Math.min(w.used, Math.max(0, w.used - settled[i]![w.metric]));
+        return { window: w.window, metric: w.metric, period: w.period, limit: w.limit, used: w.used, reserved, remaining: Math.max(0, w.remaining), reset_at: new Date(w.resetAt).toISOString() };
+      }),
+      recent, daily, spend,
     };
   }
 
@@ -211,8 +224,11 @@ export function registerAccountRoutes(app: FastifyInstance, deps: GatewayDeps): 
 
   app.get('/admin/requests', admin, async (req) => {
     const q = parse(requestsQuery, req.query);
-    const rows = await store.listRequests({ ...(q.user_id && { userId: q.user_id }), ...(q.status && { status: q.status }), limit: q.limit ?? 100 });
-    return { object: 'list', data: rows.map((r) => ({ ...requestView(r), user_id: r.userId })) };
+    if (q.before !== undefined && !await store.getRequest(q.before)) throw new SluiceError('SLUICE_ERR_VALIDATION', 'before must be the id of a request (a page\'s next_before)', { param: 'before' });
+    return requestPage(store, {
+      ...(q.user_id && { userId: q.user_id }), ...(q.status && { status: q.status }), ...(q.model && { model: q.model }),
+      ...(q.before && { before: q.before }), limit: q.limit ?? 100,
+    }, (r) => ({ ...requestView(r), user_id: r.userId }));
   });
 
   app.get('/admin/usage.csv', admin, async (req, reply) => {

@@ -2,7 +2,8 @@
 // SSE, resumable with Last-Event-ID), DELETE (cancel). Status reads never spend request quota;
 // they have their own cheap per-user rate limit.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { parseChatBody } from '../core/chat-request.ts';
+import { z } from 'zod';
+import { fail, parseChatBody } from '../core/chat-request.ts';
 import { SluiceError } from '../core/errors.ts';
 import { lastEventId, streamNative, streamOpenAI, withSse } from './delivery.ts';
 import { traceparentOf } from './tracing.ts';
@@ -10,6 +11,38 @@ import type { GatewayDeps } from './gateway-deps.ts';
 import { idempotencyKeyOf, modeOf } from './openai-routes.ts';
 import { requestView } from './render.ts';
 import { principalOf } from './server.ts';
+import { assertStorableText } from '../core/text.ts';
+import type { RequestRecord, Store } from '../ports/store.ts';
+
+/** The longest page GET /v1/requests returns (and its default). */
+export const MAX_PAGE = 100;
+const DEFAULT_PAGE = 20;
+
+/** `limit`, `before` and the filters of a request list: each at most once, bounded, storable. */
+export const pageQuery = (maxLimit: number) => z.object({
+  limit: z.string().regex(/^\d{1,4}$/, `limit must be an integer from 1 to ${maxLimit}`).transform(Number)
+    .pipe(z.number().min(1, `limit must be an integer from 1 to ${maxLimit}`).max(maxLimit, `limit must be an integer from 1 to ${maxLimit}`)).optional(),
+  before: z.string().min(1).max(200).optional(),
+  status: z.enum(['queued', 'running', 'completed', 'failed', 'cancelled']).optional(),
+  model: z.string().min(1).max(256).optional(),
+});
+
+export function parseQuery<T>(schema: z.ZodType<T>, query: unknown): T {
+  assertStorableText(query);
+  const r = schema.safeParse(query ?? {});
+  return r.success ? r.data : fail(r.error);
+}
+
+/**
+ * One page, newest first: `limit` rows and whether more are older (one extra row is read to
+ * know). `next_before` is the cursor of the next page: the last row's id, or null at the end.
+ */
+export async function requestPage(store: Store, q: { userId?: string; status?: RequestRecord['status']; model?: string; before?: string; limit: number }, view: (r: RequestRecord) => Record<string, unknown>) {
+  const rows = await store.listRequests({ ...q, limit: q.limit + 1 });
+  const page = rows.slice(0, q.limit);
+  const hasMore = rows.length > q.limit;
+  return { object: 'list', data: page.map(view), has_more: hasMore, next_before: hasMore ? page.at(-1)!.id : null };
+}
 
 export function registerRequestRoutes(app: FastifyInstance, deps: GatewayDeps): void {
   const user = { config: { auth: 'user' as const } };
@@ -31,6 +64,19 @@ export function registerRequestRoutes(app: FastifyInstance, deps: GatewayDeps): 
     reply.headers({ 'x-request-id': record.id, location: `/v1/requests/${record.id}`, ...admitted.headers, ...(admitted.degraded && { 'x-sluice-degraded': '1' }) });
     if (!created) reply.header('idempotent-replayed', 'true');
     return reply.code(202).send(requestView(record));
+  });
+
+  // The caller's own requests, newest first, in pages: ?limit= (1-100, default 20), ?before= (the
+  // previous page's next_before), ?status=, ?model=. A cursor must be one of the caller's requests.
+  app.get('/v1/requests', user, async (req) => {
+    await pollLimit(req);
+    const q = parseQuery(pageQuery(MAX_PAGE), req.query);
+    const p = principalOf(req);
+    if (q.before !== undefined) {
+      const cursor = await deps.store.getRequest(q.before);
+      if (!cursor || cursor.userId !== p.userId) throw new SluiceError('SLUICE_ERR_VALIDATION', 'before must be the id of one of your requests (a page\'s next_before)', { param: 'before' });
+    }
+    return requestPage(deps.store, { ...q, userId: p.userId, limit: q.limit ?? DEFAULT_PAGE }, requestView);
   });
 
   app.get('/v1/requests/:id', user, async (req) => {

@@ -14,6 +14,7 @@ import { registerEmbeddingRoutes } from './embedding-routes.ts';
 import { registerRequestRoutes } from './request-routes.ts';
 import { registerWebSocketRoutes } from './ws-routes.ts';
 import { registerAccountRoutes } from './account-routes.ts';
+import { registerConsoleRoutes } from './console-routes.ts';
 import { guardConnections } from './connection-guard.ts';
 import { registerCors } from './cors.ts';
 import { EXPECTED_REFUSALS, registerAccessLog } from './access-log.ts';
@@ -193,5 +194,6 @@ export async function buildServer(deps: GatewayDeps & { config: Config; auth: Au
   registerRequestRoutes(app, deps);
   registerWebSocketRoutes(app, deps);
   registerAccountRoutes(app, deps);
+  registerConsoleRoutes(app);
   return app;
 }

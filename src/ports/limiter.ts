@@ -84,6 +84,8 @@ export interface Limiter {
   /** Keeps a lease alive; false if it expired (and was maybe taken by another stream). */
   refreshLease(userId: string, leaseId: string, ttlMs: number): Promise<boolean>;
   releaseLease(userId: string, leaseId: string): Promise<void>;
+  /** How many of the user's stream slots are held now (leases not expired): what usage reports as streams in use. */
+  activeLeases(userId: string): Promise<number>;
 
   /** Fixed-window counter for cheap limits (status polls): ok while hits ≤ limit in windowMs. */
   hit(key: string, limit: number, windowMs: number): Promise<{ ok: boolean; retryAfterMs: number }>;

@@ -154,6 +154,11 @@ export interface ModelSpend {
   model: string; requests: number; promptTokens: number; completionTokens: number; chargedTokens: number; costUsd: number | null;
 }
 
+export interface ListRequestsQuery { userId?: string; status?: RequestStatus; model?: string; before?: string; limit: number }
+
+/** One calendar day of a user's settled usage: `day` is YYYY-MM-DD in the asked time zone. */
+export interface DailyUsage { day: string; requests: number; tokens: number }
+
 export interface Store {
   /** Applies pending SQL migrations (idempotent); resolves to the versions it applied. */
   migrate(): Promise<string[]>;
@@ -217,7 +222,12 @@ export interface Store {
   listUnpublished(opts: { createdBefore: Date; limit: number }): Promise<RequestRecord[]>;
   /** Requests waiting for a worker: queued and no cancel asked for (the true queue depth). */
   countQueued(): Promise<number>;
-  listRequests(opts: { userId?: string; status?: RequestStatus; limit: number }): Promise<RequestRecord[]>;
+  /**
+   * Requests newest first (created_at, then id, descending), optionally of one user, status and
+   * model. `before` is a request id (a page's last row): only requests older than it are listed;
+   * an id that does not exist lists nothing.
+   */
+  listRequests(opts: ListRequestsQuery): Promise<RequestRecord[]>;
 
   /** Sum of charged requests and tokens settled for the user with settledAt in [from, to). */
   usageTotals(userId: string, from: Date, to: Date): Promise<UsageTotals>;
@@ -225,6 +235,11 @@ export interface Store {
   ledgerRow(requestId: string): Promise<UsageRow | null>;
   /** Settled usage per model with settledAt in [from, to) for one user, by model id. */
   spendByModel(userId: string, from: Date, to: Date): Promise<ModelSpend[]>;
+  /**
+   * Charged tokens and requests per calendar day (in `timeZone`, an IANA name) of one user's
+   * ledger rows with settledAt in [from, to), oldest day first; days without a row are absent.
+   */
+  usageByDay(userId: string, from: Date, to: Date, timeZone: string): Promise<DailyUsage[]>;
   /** Ledger rows with settledAt in [from, to), oldest first (newest first if asked), optionally for one user. */
   usageRows(opts: { from: Date; to: Date; userId?: string; limit?: number; newestFirst?: boolean }): Promise<UsageRow[]>;
 

@@ -61,7 +61,8 @@ describe('production build (dist)', () => {
     const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { dependencies: Record<string, string> };
     const runtime = new Set(Object.keys(pkg.dependencies));
     const builtins = new Set(builtinModules);
-    const files = jsFiles(OUT);
+    // The console's bundle runs in the browser with its libraries inside: it imports nothing.
+    const files = jsFiles(OUT).filter((f) => !f.startsWith(join(OUT, 'console')));
     assert.ok(files.some((f) => f.endsWith(join('cli', 'main.js'))));
     const wrong: string[] = [];
     for (const file of files) {
@@ -84,6 +85,21 @@ describe('production build (dist)', () => {
     assert.equal(frames.filter((f) => f.event === 'token').length, 6);
     assert.equal(frames.at(-1)!.event, 'completed');
     assert.match(proc.output(), /Sluice all started/);
+    // The web console, built beside the modules, is served by the compiled gateway, and the banner names it.
+    assert.match(proc.output(), new RegExp(`console    ${proc.url.replace(/[.]/g, '\\.')}/console/`));
+    const page = await fetch(`${proc.url}/console/`);
+    assert.equal(page.status, 200);
+    const html = await page.text();
+    const script = /src="(\/console\/assets\/[^"]+\.js)"/.exec(html)?.[1];
+    assert.ok(script, html);
+    assert.equal((await fetch(proc.url + script)).status, 200);
+  });
+
+  it('builds the web console into <out>/console: an index.html and its hashed assets', () => {
+    const index = readFileSync(join(OUT, 'console', 'index.html'), 'utf8');
+    const assets = readdirSync(join(OUT, 'console', 'assets'));
+    assert.ok(assets.some((a) => /^index-[\w-]{8,}\.js$/.test(a)) && assets.some((a) => /\.css$/.test(a)), assets.join(', '));
+    for (const a of assets) assert.ok(index.includes(`/console/assets/${a}`), `${a} is named by index.html`);
   });
 
   it('the build leaves no output where it was not asked to', () => {

@@ -312,6 +312,23 @@ export function limiterContract(name: string, factory: () => Promise<LimiterPair
       assert.equal((await a.acquireLease(user(), 'l1', 2, 10_000)).ok, true);
     });
 
+    it('leases: activeLeases counts the live slots of one user, seen from every instance', async () => {
+      const u = user();
+      assert.equal(await a.activeLeases(u), 0);
+      await a.acquireLease(u, 'c1', 5, 10_000);
+      await b.acquireLease(u, 'c2', 5, 10_000);
+      await a.acquireLease(u, 'c2', 5, 10_000); // the same lease again holds one slot
+      await a.acquireLease(user(), 'c1', 5, 10_000);
+      assert.equal(await a.activeLeases(u), 2);
+      assert.equal(await b.activeLeases(u), 2);
+      await b.releaseLease(u, 'c1');
+      assert.equal(await a.activeLeases(u), 1);
+      await a.acquireLease(u, 'short', 5, 300);
+      assert.equal(await b.activeLeases(u), 2);
+      await sleep(400);
+      assert.equal(await b.activeLeases(u), 1, 'an expired lease is not counted');
+    });
+
     it('leases: an unrefreshed lease expires after its TTL; a refreshed one keeps its slot', async () => {
       const u = user();
       assert.equal((await a.acquireLease(u, 'stale', 1, 300)).ok, true);

@@ -292,6 +292,31 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
         assert.deepEqual((await store.listRequests({ userId, status: 'running', limit: 10 })).map((r) => r.id), [a.id]);
         assert.deepEqual((await store.listRequests({ userId, status: 'queued', limit: 10 })).map((r) => r.id), [b.id]);
       });
+
+      it('filters requests by model and pages them with a `before` cursor, without gap or repeat', async () => {
+        const userId = id('u');
+        const made: string[] = [];
+        // Some created in the same instant (PGlite's clock has millisecond steps): the id breaks the tie.
+        for (let i = 0; i < 7; i++) {
+          made.push((await queued({ userId, model: i % 2 === 0 ? 'even' : 'odd' })).id);
+          if (i % 3 === 2) await sleep(3);
+        }
+        const all = (await store.listRequests({ userId, limit: 100 })).map((r) => r.id);
+        assert.deepEqual([...all].sort(), [...made].sort());
+        const paged: string[] = [];
+        let before: string | undefined;
+        for (;;) {
+          const page = (await store.listRequests({ userId, limit: 3, ...(before && { before }) })).map((r) => r.id);
+          paged.push(...page);
+          if (page.length < 3) break;
+          before = page.at(-1);
+        }
+        assert.deepEqual(paged, all, 'pages concatenate to the whole list, in order');
+        assert.deepEqual((await store.listRequests({ userId, model: 'odd', limit: 100 })).map((r) => r.id), all.filter((x) => made.indexOf(x) % 2 === 1));
+        assert.deepEqual((await store.listRequests({ userId, model: 'odd', before: all[0]!, limit: 100 })).map((r) => r.id), all.slice(1).filter((x) => made.indexOf(x) % 2 === 1));
+        assert.deepEqual(await store.listRequests({ userId, before: randomUUID(), limit: 100 }), [], 'an unknown cursor lists nothing');
+        assert.deepEqual(await store.listRequests({ userId, before: all.at(-1)!, limit: 100 }), [], 'nothing is older than the oldest');
+      });
     });
 
     describe('published jobs and the queue depth', () => {
@@ -538,6 +563,32 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
           { model: 'priced', requests: 2, promptTokens: 16, completionTokens: 6, chargedTokens: 22, costUsd: 0.75 },
         ]);
         assert.deepEqual(await store.spendByModel(userId, end, new Date(end.getTime() + 1000)), []);
+      });
+
+      it('sums charged usage per calendar day in the asked time zone', async () => {
+        const userId = id('daily');
+        const start = new Date(Date.now() - 60_000);
+        const finish = async (o: Partial<Outcome>) => {
+          const r = await queued({ userId });
+          assert.equal(await store.finishRequest(r.id, outcome(o)), true);
+        };
+        await finish({ chargedTokens: 14 });
+        await finish({ chargedTokens: 8 });
+        // A refund is a row of the day, but neither a charged request nor charged tokens.
+        await finish({ status: 'failed', chargedTokens: 0, chargedRequests: 0 });
+        await store.finishRequest((await queued({ userId: id('other') })).id, outcome({ chargedTokens: 1000 }));
+        const end = new Date(Date.now() + 60_000);
+        // The day as the zone's own calendar names it (en-CA formats as YYYY-MM-DD).
+        const dayIn = (timeZone: string, t: Date) => new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' }).format(t);
+        for (const tz of ['UTC', 'Pacific/Kiritimati', 'Pacific/Pago_Pago']) {
+          const days = await store.usageByDay(userId, start, end, tz);
+          // Near midnight the rows may straddle two days of that zone: the sum is what must hold.
+          assert.ok(days.length >= 1 && days.length <= 2, `${tz}: ${JSON.stringify(days)}`);
+          assert.ok(days.every((d) => d.day === dayIn(tz, start) || d.day === dayIn(tz, end)), `${tz}: ${JSON.stringify(days)}`);
+          assert.deepEqual(days.reduce((a, d) => ({ requests: a.requests + d.requests, tokens: a.tokens + d.tokens }), { requests: 0, tokens: 0 }), { requests: 2, tokens: 22 });
+        }
+        assert.notEqual(dayIn('Pacific/Kiritimati', start), dayIn('Pacific/Pago_Pago', start), 'UTC+14 and UTC-11 are a day apart');
+        assert.deepEqual(await store.usageByDay(userId, end, new Date(end.getTime() + 1000), 'UTC'), []);
       });
 
       it('records an error outcome', async () => {

@@ -120,6 +120,12 @@ export class ResilientLimiter implements Limiter {
     return refreshed || this.local.refreshLease(userId, leaseId, ttlMs);
   }
 
+  /** The shared count plus the slots taken locally during an outage (0 shared while it lasts). */
+  async activeLeases(userId: string): Promise<number> {
+    const shared = await this.via(() => this.primary.activeLeases(userId), async () => 0);
+    return shared + await this.local.activeLeases(userId);
+  }
+
   async releaseLease(userId: string, leaseId: string): Promise<void> {
     await this.local.releaseLease(userId, leaseId);
     await this.via(() => this.primary.releaseLease(userId, leaseId), async () => {});

@@ -180,6 +180,10 @@ export class MemoryLimiter implements Limiter {
     });
   }
 
+  activeLeases(userId: string): Promise<number> {
+    return this.atomically((now) => this.liveLeases(userId, now).size);
+  }
+
   releaseLease(userId: string, leaseId: string): Promise<void> {
     return this.atomically(() => {
       const mine = this.leases.get(userId);

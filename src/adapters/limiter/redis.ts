@@ -14,7 +14,7 @@ import {
   type LimiterKeys,
 } from './keys.ts';
 
-const SCRIPTS = ['reserve', 'settle', 'extend', 'lease-acquire', 'lease-refresh', 'lease-release', 'hit'] as const;
+const SCRIPTS = ['reserve', 'settle', 'extend', 'lease-acquire', 'lease-refresh', 'lease-release', 'lease-count', 'hit'] as const;
 type Script = typeof SCRIPTS[number];
 
 /** The codes the Lua scripts return as their first element (see each file's header). */
@@ -191,6 +191,11 @@ export class RedisLimiter implements Limiter {
 
   async releaseLease(userId: string, leaseId: string): Promise<void> {
     await this.run('lease-release', [this.keys.leases(userId)], [leaseId]);
+  }
+
+  async activeLeases(userId: string): Promise<number> {
+    const { values } = await this.run('lease-count', [this.keys.leases(userId)], []);
+    return values[0] ?? 0;
   }
 
   async hit(key: string, limit: number, windowMs: number): Promise<{ ok: boolean; retryAfterMs: number }> {

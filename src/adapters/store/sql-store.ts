@@ -11,7 +11,7 @@ import type { FinishReason } from '../../ports/model.ts';
 import { isEnded } from '../../ports/store.ts';
 import type {
   ApiKeyRecord, ClaimResult, DeliveryMode, InsertClaim, ModelSpend, NewRequest, Outcome, QuotaOverride, RequestError,
-  RequestOutput, RequestPayload, RequestRecord, RequestStatus, Store, TerminalStatus, UsageRow, UsageTotals, UserRecord,
+  DailyUsage, ListRequestsQuery, RequestOutput, RequestPayload, RequestRecord, RequestStatus, Store, TerminalStatus, UsageRow, UsageTotals, UserRecord,
 } from '../../ports/store.ts';
 
 export type Row = Record<string, unknown>;
@@ -559,12 +559,18 @@ export class SqlStore implements Store {
   }
 
   /** Newest first: this is the admin's view of recent traffic. */
-  async listRequests(opts: { userId?: string; status?: RequestStatus; limit: number }): Promise<RequestRecord[]> {
+  async listRequests(opts: ListRequestsQuery): Promise<RequestRecord[]> {
+    // The cursor is the (created_at, request_id) of the `before` row: a row comparison, so requests
+    // created in the same instant are neither skipped nor repeated across pages. An unknown
+    // cursor makes the subquery empty, the comparison NULL, and the page empty.
+    const before = opts.before === undefined ? ''
+      : 'AND (created_at, request_id) < (SELECT created_at, request_id FROM requests WHERE request_id = $5::text)';
     const rows = await this.q(
       `SELECT * FROM requests
        WHERE ($1::text IS NULL OR user_id = $1::text) AND ($2::text IS NULL OR status = $2::text)
+         AND ($4::text IS NULL OR model = $4::text) ${before}
        ORDER BY created_at DESC, request_id DESC LIMIT $3::int`,
-      [opts.userId ?? null, opts.status ?? null, opts.limit],
+      [opts.userId ?? null, opts.status ?? null, opts.limit, opts.model ?? null, ...(opts.before === undefined ? [] : [opts.before])],
     );
     return rows.map(toRequest);
   }
@@ -596,6 +602,17 @@ export class SqlStore implements Store {
       model: str(r.model), requests: num(r.requests), promptTokens: num(r.prompt_tokens), completionTokens: num(r.completion_tokens),
       chargedTokens: num(r.charged_tokens), costUsd: numOrNull(r.cost_usd),
     }));
+  }
+
+  async usageByDay(userId: string, from: Date, to: Date, timeZone: string): Promise<DailyUsage[]> {
+    const rows = await this.q(
+      `SELECT to_char(settled_at AT TIME ZONE $4::text, 'YYYY-MM-DD') AS day,
+              COALESCE(SUM(charged_requests), 0)::bigint AS requests, COALESCE(SUM(charged_tokens), 0)::bigint AS tokens
+       FROM usage_ledger WHERE user_id = $1 AND settled_at >= $2::timestamptz AND settled_at < $3::timestamptz
+       GROUP BY 1 ORDER BY 1`,
+      [userId, from.toISOString(), to.toISOString(), timeZone],
+    );
+    return rows.map((r) => ({ day: str(r.day), requests: num(r.requests), tokens: num(r.tokens) }));
   }
 
   async ledgerRow(requestId: string): Promise<UsageRow | null> {
