@@ -14,7 +14,7 @@ import { InspectorError, type Finding, type Inspector } from '../ports/inspector
 import type { ChatMessage, ModelChunk } from '../ports/model.ts';
 import { SluiceError } from './errors.ts';
 import type { Logger } from './logger.ts';
-import type { Metrics } from './metrics.ts';
+import { findingLabel, type Metrics } from './metrics.ts';
 import { StreamRedactor } from './stream-redactor.ts';
 
 /** The mode of a request: the key's own, else its tier's, else the global one. */
@@ -51,6 +51,8 @@ export class AnswerInspection {
   /** Inspections run one after another, in order: released text is appended in stream order. */
   private lane: Promise<void> = Promise.resolve();
   private busy = false;
+  /** Passes scheduled on the lane that have not started (a due window waiting for the inspector). */
+  private waiting = 0;
   private windowTimer: NodeJS.Timeout | undefined;
   private windowOpenedAt = 0;
   private failure: Error | undefined;
@@ -74,8 +76,9 @@ export class AnswerInspection {
       this.windowOpenedAt = Date.now();
       this.windowTimer = setTimeout(() => { this.windowTimer = undefined; void this.pass(false); }, this.deps.bufferMs);
     }
-    // Backpressure: a window is due while the inspector still works on the last one.
-    if (this.busy && Date.now() - this.windowOpenedAt >= this.deps.bufferMs) { await this.lane; this.rethrow(); }
+    // Backpressure: the inspector still works on an earlier window while another is due (its timer
+    // not yet run) or already waits for it: the reads stop until it caught up, so windows never pile up.
+    if (this.busy && (this.waiting > 0 || Date.now() - this.windowOpenedAt >= this.deps.bufferMs)) { await this.lane; this.rethrow(); }
   }
 
   /** The end of the answer: everything held is inspected and released (or the request stops). */
@@ -112,7 +115,9 @@ export class AnswerInspection {
 
   /** Inspects every choice's held text on the lane; returns when this pass is done. */
   private pass(final: boolean): Promise<void> {
+    this.waiting++;
     const run = this.lane.then(async () => {
+      this.waiting--;
       this.passQueued = false;
       if (this.failure) return;
       this.busy = true;
@@ -149,7 +154,7 @@ export class AnswerInspection {
       } finally {
         metrics.inspectionLatency.observe({ mode }, (performance.now() - started) / 1000);
       }
-      for (const f of released.findings) metrics.inspectionFindings.inc({ type: f.type, kind: 'completion' });
+      for (const f of released.findings) metrics.inspectionFindings.inc({ type: findingLabel(f.type), kind: 'completion' });
       const stopping = released.findings.find((f) => mode === 'async' || f.action === 'block');
       if (stopping) {
         metrics.inspectionStopped.inc({ reason: 'blocked' });
@@ -205,7 +210,7 @@ export async function inspectPrompt(deps: { config: Pick<Config, 'inspection'>; 
     for (const f of [...verdict.findings].sort((a, b) => a.start - b.start)) {
       if (f.start < at) continue;
       found.add(f.type);
-      metrics.inspectionFindings.inc({ type: f.type, kind: 'prompt' });
+      metrics.inspectionFindings.inc({ type: findingLabel(f.type), kind: 'prompt' });
       redacted += text.slice(at, f.start) + f.replacement;
       at = f.end;
     }

@@ -78,12 +78,19 @@ export function createMetrics(opts: { spendUsers?: number } = {}) {
   return metrics;
 }
 
+/** The `type` label of inspection findings: the built-in detector's kinds, and `other` for any an HTTP inspector names. */
+export const FINDING_TYPES = ['email', 'phone', 'card', 'iban', 'ip', 'secret', 'other'] as const;
+/** A finding's type as a metric label: an HTTP inspector's own names fold into `other`, so it cannot grow the series. */
+export const findingLabel = (type: string): string => ((FINDING_TYPES as readonly string[]).includes(type) ? type : 'other');
+
 /**
  * Series with a known, small set of label values start at 0, so that `rate()` and `increase()`
  * see the first event (a series born at 1 has no increase) and dashboards show 0, not "no data".
  */
-function initialiseLabels(m: Record<'requestsFinished' | 'attempts' | 'sweeperActions' | 'uncaughtErrors' | 'quotaRejections' | 'wsClosed' | 'inspectionStopped' | 'inspectionFailures', Counter<string>>): void {
+function initialiseLabels(m: Record<'requestsFinished' | 'attempts' | 'sweeperActions' | 'uncaughtErrors' | 'quotaRejections' | 'wsClosed' | 'inspectionStopped' | 'inspectionFailures' | 'inspectionFindings', Counter<string>> & { inspectionLatency: Histogram<string> }): void {
   for (const reason of ['blocked', 'failed', 'prompt']) m.inspectionStopped.inc({ reason }, 0);
+  for (const mode of ['inline', 'hybrid', 'async', 'prompt']) m.inspectionLatency.zero({ mode });
+  for (const type of FINDING_TYPES) for (const kind of ['completion', 'prompt']) m.inspectionFindings.inc({ type, kind }, 0);
   for (const kind of ['timeout', 'unavailable', 'bad_response', 'circuit_open']) m.inspectionFailures.inc({ kind }, 0);
   for (const status of ['completed', 'failed', 'cancelled']) m.requestsFinished.inc({ status }, 0);
   for (const outcome of ['transient', 'permanent']) m.attempts.inc({ outcome }, 0);

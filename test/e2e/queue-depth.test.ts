@@ -48,6 +48,8 @@ for (const kind of ['memory', 'amqp', 'nats'] as const) {
         assert.equal(r.headers.get('retry-after'), '5');
       }
       assert.equal(await app.store.countQueued(), MAX);
+      // The 202 does not wait for the broker's confirm: the jobs arrive just after.
+      await app.requests.settlePublishes(5000);
       assert.equal(await app.queue.depth(), MAX, 'one job per accepted request in the broker');
       // Still full after a sample: the sample counts the stored rows instead of the local admissions.
       await app.queueDepth.sample();
@@ -64,6 +66,7 @@ for (const kind of ['memory', 'amqp', 'nats'] as const) {
       const more = await Promise.all(Array.from({ length: 8 }, submit));
       assert.equal(more.filter((r) => r.status === 202).length, 5, 'five places freed, five taken');
       assert.equal(await app.store.countQueued(), MAX);
+      await app.requests.settlePublishes(5000);
       assert.equal(await app.queue.depth(), MAX + 5, 'the cancelled requests\' jobs wait for a worker to drop them');
       assert.equal(Number((await (await fetch(`${app.url}/metrics`)).text()).match(/^sluice_queue_depth (\d+)/m)?.[1]), MAX - 5, 'the gauge shows the last sample');
     });
