@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readSse, waitFor, type SseFrame } from '../helpers/app.ts';
 import { client, createCluster, type Cluster } from '../helpers/cluster.ts';
-import { HUB_DOMAIN, natsServerAvailable, NATS_SERVER, startLeafTopology, type Leaf, type LeafTopology } from '../helpers/nats-leaf.ts';
+import { HUB_DOMAIN, natsServerSuite, startLeafTopology, type Leaf, type LeafTopology } from '../helpers/nats-leaf.ts';
 import type { SluiceProcess } from '../helpers/process.ts';
 import { serviceSuite } from '../helpers/services.ts';
 import { connectWs } from '../helpers/ws-client.ts';
@@ -23,15 +23,7 @@ interface Connz { connections: { subscriptions_list?: string[] }[] }
 
 const tokensOf = (frames: SseFrame[]) => frames.filter((f) => f.event === 'token').map((f) => ({ id: Number(f.id), ...(JSON.parse(f.data) as TokenData) }));
 
-function binarySuite(): { skip?: string } {
-  if (natsServerAvailable()) return {};
-  const reason = `nats-server is not at ${NATS_SERVER} (NATS_SERVER_BIN)`;
-  if (process.env.CI === 'true') throw new Error(`${reason} (CI=true: a missing server fails the run)`);
-  console.warn(`SKIP: ${reason}`);
-  return { skip: reason };
-}
-
-const skip = { ...binarySuite(), ...(await serviceSuite('postgres')), ...(await serviceSuite('redis')), ...(await serviceSuite('rabbitmq')) };
+const skip = { ...natsServerSuite(), ...(await serviceSuite('postgres')), ...(await serviceSuite('redis')), ...(await serviceSuite('rabbitmq')) };
 
 describe('edge delivery over NATS leaf nodes', skip, () => {
   let topo: LeafTopology;

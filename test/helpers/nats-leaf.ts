@@ -35,6 +35,15 @@ export interface LeafTopology { hub: NatsNode; leafs: Leaf[]; dir: string; stop(
 /** Whether the nats-server binary is here (the tests skip with a message, or fail under CI, otherwise). */
 export function natsServerAvailable(): boolean { return existsSync(NATS_SERVER); }
 
+/** Test options for a suite that starts its own nats-servers: skipped with a message without the binary, failed under CI=true. */
+export function natsServerSuite(): { skip?: string } {
+  if (natsServerAvailable()) return {};
+  const reason = `nats-server is not at ${NATS_SERVER} (NATS_SERVER_BIN)`;
+  if (process.env.CI === 'true') throw new Error(`${reason} (CI=true: a missing server fails the run)`);
+  console.warn(`SKIP: ${reason}`);
+  return { skip: reason };
+}
+
 export async function startLeafTopology(leafCount: number, opts: { leafReconnectS?: number } = {}): Promise<LeafTopology> {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-leaf-'));
   const nodes: NatsNode[] = [];

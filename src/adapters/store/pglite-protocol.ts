@@ -24,6 +24,18 @@ export type StoreReply =
   | { id: -1; kind: 'maintenanceError'; error: WireError };
 
 /** An error as it crosses the thread: its message and name, the PostgreSQL fields, or a SluiceError's code. */
+/**
+ * Posts a turn's messages as one batch; when something in it cannot be cloned, posts each alone,
+ * so only the message that does not clone fails (`onFail`). Both ends of the thread use it.
+ */
+export function postBatch<T>(post: (batch: T[]) => void, batch: T[], onFail: (m: T, e: unknown) => void): void {
+  try { post(batch); } catch {
+    for (const m of batch) {
+      try { post([m]); } catch (e) { onFail(m, e); }
+    }
+  }
+}
+
 export interface WireError {
   message: string;
   name: string;

@@ -10,7 +10,7 @@
 // dies, every waiting call and every later one fails with SLUICE_ERR_UNAVAILABLE; none hangs.
 import { Worker } from 'node:worker_threads';
 import { SluiceError } from '../../core/errors.ts';
-import { fromWire } from './pglite-protocol.ts';
+import { fromWire, postBatch } from './pglite-protocol.ts';
 import type { StoreReply, StoreRequest } from './pglite-protocol.ts';
 import type { PgliteOptions } from './pglite.ts';
 import type { Row, SqlClient, SqlExecutor } from './sql-store.ts';
@@ -97,14 +97,8 @@ class PgliteThread {
     const batch = this.outbox;
     if (batch.length === 0) return;
     this.outbox = [];
-    try {
-      this.worker.postMessage(batch);
-    } catch {
-      // A parameter that cannot be cloned (a function, a symbol): that call's error only.
-      for (const m of batch) {
-        try { this.worker.postMessage([m]); } catch (e) { this.settle(m.id)?.reject(e); }
-      }
-    }
+    // A parameter that cannot be cloned (a function, a symbol): that call's error only.
+    postBatch((b) => this.worker.postMessage(b), batch, (m, e) => this.settle(m.id)?.reject(e));
   }
 
   /** Forgets the waiter of `id` and returns it. */

@@ -6,7 +6,7 @@
 import { parentPort } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
 import { openPglite } from './pglite.ts';
-import { toWire } from './pglite-protocol.ts';
+import { postBatch, toWire } from './pglite-protocol.ts';
 import type { StoreReply, StoreRequest } from './pglite-protocol.ts';
 import type { Row, SqlClient, SqlExecutor } from './sql-store.ts';
 
@@ -57,14 +57,8 @@ class StoreServer {
     const replies = this.outbox;
     if (replies.length === 0) return;
     this.outbox = [];
-    try {
-      this.port.postMessage(replies);
-    } catch {
-      // Something in the rows did not clone: post them one by one, so only that answer fails.
-      for (const r of replies) {
-        try { this.port.postMessage([r]); } catch (e) { this.port.postMessage([{ id: r.id, error: toWire(e) }]); }
-      }
-    }
+    // Something in the rows did not clone: only that answer fails.
+    postBatch((b) => this.port.postMessage(b), replies, (r, e) => this.port.postMessage([{ id: r.id, error: toWire(e) }]));
   }
 
   private fail(id: number, e: unknown): void { this.send({ id, error: toWire(e) }); }

@@ -10,20 +10,12 @@ import { createBus } from '../../../src/adapters/bus/factory.ts';
 import { loadConfig } from '../../../src/config.ts';
 import { isSluiceError } from '../../../src/core/errors.ts';
 import type { LogEvent } from '../../../src/ports/bus.ts';
-import { HUB_DOMAIN, natsServerAvailable, NATS_SERVER, startLeafTopology, type LeafTopology } from '../../helpers/nats-leaf.ts';
+import { HUB_DOMAIN, natsServerSuite, startLeafTopology, type LeafTopology } from '../../helpers/nats-leaf.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const token = (text: string) => ({ type: 'token' as const, attempt: 1, text });
 
-function binarySuite(): { skip?: string } {
-  if (natsServerAvailable()) return {};
-  const reason = `nats-server is not at ${NATS_SERVER} (NATS_SERVER_BIN)`;
-  if (process.env.CI === 'true') throw new Error(`${reason} (CI=true: a missing server fails the run)`);
-  console.warn(`SKIP: ${reason}`);
-  return { skip: reason };
-}
-
-describe('NATS bus through a leaf node and a JetStream domain', binarySuite(), () => {
+describe('NATS bus through a leaf node and a JetStream domain', natsServerSuite(), () => {
   let topo: LeafTopology;
   let origin: NatsBus;
   const opened: NatsBus[] = [];
