@@ -23,7 +23,7 @@ import { followEventRuns } from './event-follow.ts';
 import type { Logger } from './logger.ts';
 import { inSpan, NOOP_TRACER, type Tracer } from '../ports/tracer.ts';
 import { jitteredBackoff } from './backoff.ts';
-import type { Drain } from './drain.ts';
+import { settledWithin, type Drain } from './drain.ts';
 import type { ChatMessage } from '../ports/model.ts';
 import { inspectionModeFor } from './inspection.ts';
 
@@ -126,11 +126,7 @@ export class RequestService {
    * stays without published_at and is published again after requeueAfterMs.
    */
   async settlePublishes(timeoutMs: number): Promise<void> {
-    if (this.publishing.size === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs); });
-    await Promise.race([Promise.allSettled([...this.publishing]), deadline]);
-    clearTimeout(timer);
+    await settledWithin(this.publishing, timeoutMs);
   }
 
   /**
