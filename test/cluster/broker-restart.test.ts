@@ -2,11 +2,12 @@
 // (durable queue / file-backed stream), the gateway reconnects, and once workers start every
 // request completes and is settled exactly once.
 //
-// RabbitMQ: `rabbitmqctl stop_app && start_app` restarts the machine's shared broker, so any
-// other test using RabbitMQ at that moment sees its connection drop for a few seconds (the
-// adapter reconnects and publish() waits out the outage). The runner runs two files at once;
-// the test is kept short so the window stays small. NATS: a private nats-server on a free port
-// with its own store directory, so restarting it disturbs no other test.
+// RabbitMQ: `rabbitmqctl stop_app && start_app` restarts the machine's shared broker, so a test
+// that started a process during the outage would find nothing listening on 5672 (a CI run once
+// failed exactly so, in drain.test.ts). The runner therefore runs this file alone, after the
+// others (the marker line below). NATS: a private nats-server on a free port with its own store
+// directory, so restarting it disturbs no other test.
+// sluice-test: exclusive
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, type ChildProcess } from 'node:child_process';
