@@ -170,7 +170,8 @@ export function storedOutput(output: RequestOutput, result: string): unknown {
 export function outputOf(stored: unknown, result: string | null): RequestOutput | null {
   if (stored === null || stored === undefined) return null;
   const output = json<RequestOutput>(stored);
-  for (const c of output.choices) if (c.content === undefined) c.content = result ?? '';
+  const first = output.choices.find((c) => c.index === 0);
+  if (first && first.content === undefined) first.content = result ?? '';
   return output;
 }
 
