@@ -542,6 +542,35 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
         assert.deepEqual((await store.getRequest(served.id))?.output, output);
       });
 
+      it('reads back every choice as finished: choice 0 from its result, a content other than the result as written', async () => {
+        const logprobs = [{ token: 'Hel', logprob: -0.1, bytes: [72, 101, 108], top_logprobs: [] }];
+        const toolCalls = [{ id: 'call_1', type: 'function' as const, function: { name: 'get_weather', arguments: '{"city":"Milan"}' } }];
+        const output = {
+          choices: [
+            { index: 0, content: 'Hello there', toolCalls: [], finishReason: 'stop' as const, logprobs },
+            { index: 1, content: 'Hello there', toolCalls, finishReason: 'tool_calls' as const },
+            { index: 2, content: '', toolCalls: [], finishReason: 'length' as const },
+          ],
+          usageSource: 'counted' as const, served: { deployment: 'gpu-a', model: 'up' },
+        };
+        const same = await queued();
+        assert.equal(await store.finishRequest(same.id, outcome({ output })), true);
+        assert.deepEqual((await store.getRequest(same.id))?.output, output);
+        assert.deepEqual((await store.listRequests({ userId: same.userId, limit: 10 })).find((r) => r.id === same.id)?.output, output);
+
+        // A result the output does not repeat (never written so today, but a row may hold it).
+        const other = await queued();
+        const differs = { ...output, choices: [{ ...output.choices[0]!, content: 'Hi' }] };
+        assert.equal(await store.finishRequest(other.id, outcome({ output: differs })), true);
+        assert.deepEqual((await store.getRequest(other.id))?.output, differs);
+        assert.equal((await store.getRequest(other.id))?.result, 'Hello there');
+
+        const empty = await queued();
+        const nothing = { choices: [{ index: 0, content: '', toolCalls, finishReason: 'tool_calls' as const }], usageSource: 'reported' as const };
+        assert.equal(await store.finishRequest(empty.id, outcome({ result: '', output: nothing })), true);
+        assert.deepEqual((await store.getRequest(empty.id))?.output, nothing);
+      });
+
       it('sums spend per model for one user in [from, to): charged tokens, and cost null for a model never priced', async () => {
         const userId = id('u');
         const start = new Date(Date.now() - 60_000);

@@ -6,6 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { createStore } from '../../src/adapters/store/factory.ts';
+import { openPglite } from '../../src/adapters/store/pglite.ts';
+import { SqlStore } from '../../src/adapters/store/sql-store.ts';
 import { isSluiceError } from '../../src/core/errors.ts';
 import { createDatabase, dropDatabase, serviceSuite, uniqueName } from '../helpers/services.ts';
 import { storeContract } from './store.contract.ts';
@@ -25,6 +27,35 @@ describe('Store factory', () => {
       createStore('postgres://postgres@127.0.0.1:1/none'),
       (e) => isSluiceError(e, 'SLUICE_ERR_UNAVAILABLE'),
     );
+  });
+});
+
+describe('Stored output (PGlite)', () => {
+  it('holds choice 0\'s text once, in result, and reads a row of the earlier format (text in both) the same', async () => {
+    const db = await openPglite(null);
+    const store = new SqlStore(db);
+    try {
+      await store.migrate();
+      const output = { choices: [{ index: 0, content: 'Bonjour', toolCalls: [], finishReason: 'stop' as const }], usageSource: 'reported' as const };
+      const ids = ['req-new', 'req-old'];
+      for (const id of ids) {
+        await store.insertRequest({
+          id, userId: 'u', keyId: null, model: 'm', mode: 'direct', payload: { messages: [{ role: 'user', content: 'hi' }], maxTokens: 4 },
+          priority: 0, idempotencyKey: null, bodyHash: '', estimatedTokens: 6, promptTokens: 2,
+        });
+        assert.equal(await store.finishRequest(id, {
+          status: 'completed', attempt: null, result: 'Bonjour', output, finishReason: 'stop',
+          usage: { promptTokens: 2, completionTokens: 1, totalTokens: 3 }, error: null, chargedTokens: 3, chargedRequests: 1,
+        }), true);
+      }
+      const [stored] = await db.query(`SELECT output::text AS output FROM requests WHERE request_id = 'req-new'`);
+      assert.ok(!String(stored?.output).includes('Bonjour'), `the text is stored once: ${String(stored?.output)}`);
+      // A row finished by a version before the lean output: choice 0's content written out.
+      await db.query(`UPDATE requests SET output = $1::jsonb WHERE request_id = 'req-old'`, [JSON.stringify(output)]);
+      for (const id of ids) assert.deepEqual((await store.getRequest(id))?.output, output, id);
+    } finally {
+      await store.close();
+    }
   });
 });
 

@@ -148,6 +148,33 @@ function toQuota(r: Row): QuotaOverride {
   };
 }
 
+/**
+ * The output as stored: choice 0's content is left out when it is the request's `result`, which
+ * the row holds already. The finish statement parses and writes every byte it is given (a 64-token
+ * answer twice made the row cross PostgreSQL's 2 kB TOAST threshold, so each finish also tried to
+ * compress it); `outputOf` puts the text back on read. A content that differs from `result` is
+ * kept as it is.
+ */
+export function storedOutput(output: RequestOutput, result: string): unknown {
+  return {
+    ...output,
+    choices: output.choices.map((c) => {
+      if (c.index !== 0 || c.content !== result) return c;
+      const { content: _inResult, ...rest } = c;
+      return rest;
+    }),
+  };
+}
+
+/** A stored output as the record holds it: choice 0 without content gets `result` (see storedOutput). */
+export function outputOf(stored: unknown, result: string | null): RequestOutput | null {
+  if (stored === null || stored === undefined) return null;
+  const output = json<RequestOutput>(stored);
+  const first = output.choices.find((c) => c.index === 0);
+  if (first && first.content === undefined) first.content = result ?? '';
+  return output;
+}
+
 function toRequest(r: Row): RequestRecord {
   return {
     id: str(r.request_id), userId: str(r.user_id), keyId: strOrNull(r.key_id), model: str(r.model),
@@ -155,7 +182,7 @@ function toRequest(r: Row): RequestRecord {
     idempotencyKey: strOrNull(r.idempotency_key), bodyHash: str(r.body_hash),
     estimatedTokens: num(r.estimated_tokens), promptTokens: num(r.prompt_tokens),
     status: str(r.status) as RequestStatus, attempt: num(r.attempt), result: strOrNull(r.result),
-    output: r.output === null || r.output === undefined ? null : json<RequestOutput>(r.output),
+    output: outputOf(r.output, strOrNull(r.result)),
     finishReason: strOrNull(r.finish_reason) as FinishReason | null, completionTokens: numOrNull(r.completion_tokens),
     error: r.error === null || r.error === undefined ? null : json<RequestError>(r.error),
     cancelRequested: r.cancel_requested === true, claimExpiresAt: dateOrNull(r.claim_expires_at),
@@ -504,7 +531,7 @@ export class SqlStore implements Store {
        FROM done d JOIN x ON x.request_id = d.request_id
        RETURNING request_id`,
       [JSON.stringify(calls.map(({ id, o }) => ({
-        request_id: id, status: o.status, result: o.result, output: o.output ?? null, finish_reason: o.finishReason,
+        request_id: id, status: o.status, result: o.result, output: o.output ? storedOutput(o.output, o.result) : null, finish_reason: o.finishReason,
         completion_tokens: o.usage.completionTokens, prompt_tokens: o.usage.promptTokens, error: o.error,
         attempt: o.attempt, charged_tokens: o.chargedTokens, charged_requests: o.chargedRequests,
         cost_usd: o.costUsd ?? null, deployment: o.deployment ?? o.output?.served?.deployment ?? null,
