@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { createStore } from '../../src/adapters/store/factory.ts';
 import { openPglite } from '../../src/adapters/store/pglite.ts';
-import { SqlStore } from '../../src/adapters/store/sql-store.ts';
+import { SqlStore, storedOutput } from '../../src/adapters/store/sql-store.ts';
 import { isSluiceError } from '../../src/core/errors.ts';
 import { createDatabase, dropDatabase, serviceSuite, uniqueName } from '../helpers/services.ts';
 import { storeContract } from './store.contract.ts';
@@ -31,7 +31,7 @@ describe('Store factory', () => {
 });
 
 describe('Stored output (PGlite)', () => {
-  it('holds choice 0\'s text once, in result, and reads a row of the earlier format (text in both) the same', async () => {
+  it('reads a row whose output holds choice 0\'s text only in result (the compact form) as one that holds it in both', async () => {
     const db = await openPglite(null);
     const store = new SqlStore(db);
     try {
@@ -48,10 +48,13 @@ describe('Stored output (PGlite)', () => {
           usage: { promptTokens: 2, completionTokens: 1, totalTokens: 3 }, error: null, chargedTokens: 3, chargedRequests: 1,
         }), true);
       }
-      const [stored] = await db.query(`SELECT output::text AS output FROM requests WHERE request_id = 'req-new'`);
-      assert.ok(!String(stored?.output).includes('Bonjour'), `the text is stored once: ${String(stored?.output)}`);
-      // A row finished by a version before the lean output: choice 0's content written out.
-      await db.query(`UPDATE requests SET output = $1::jsonb WHERE request_id = 'req-old'`, [JSON.stringify(output)]);
+      // This version still writes choice 0's text in both (an earlier reader needs it there)...
+      const [stored] = await db.query(`SELECT output::text AS output FROM requests WHERE request_id = 'req-old'`);
+      assert.ok(String(stored?.output).includes('Bonjour'), `written whole: ${String(stored?.output)}`);
+      // ...and reads the compact form that a later one writes.
+      const compact = storedOutput(output, 'Bonjour');
+      assert.ok(!JSON.stringify(compact).includes('Bonjour'));
+      await db.query(`UPDATE requests SET output = $1::jsonb WHERE request_id = 'req-new'`, [JSON.stringify(compact)]);
       for (const id of ids) assert.deepEqual((await store.getRequest(id))?.output, output, id);
     } finally {
       await store.close();
