@@ -10,8 +10,9 @@
 //    RSS per connection once all are authenticated, and how long /healthz takes meanwhile.
 // The client side runs in CLIENTS child processes (bench/listeners-client.ts, default one per
 // 5,000 sockets) opening CONNECT_RATE connections/s in all. The gateway holds one descriptor per
-// socket: LISTENERS defaults to 20,000 or the descriptor limit less 100, whichever is lower (this
-// machine's hard limit is 20,000, so 19,900 here); raise `ulimit -n` to go higher.
+// socket and admits connections up to its descriptor limit less a reserve (SLUICE_MAX_CONNECTIONS
+// =auto; beyond it, 503): LISTENERS defaults to 20,000 or that cap less 100, whichever is lower
+// (this machine's hard limit is 20,000, so 19,644 here); raise `ulimit -n` to go higher.
 // The store defaults to a fresh PostgreSQL database: embedded PGlite alone holds hundreds of MiB of
 // RSS that it trims at unpredictable moments, which would swamp a per-listener figure.
 // env: CASES (sse,ws), LISTENERS, REQUESTS (20), TOKENS (50), ITL_MS (100), TTFT_MS (long enough to
@@ -20,16 +21,19 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { automaticCap } from '../src/http/connection-guard.ts';
 import { freshPostgres, get, log, main, MASTER_KEY, onCleanup, r2, REPO, rssMiB, sleep, startSluice, submit, table, type Proc } from './lib.ts';
 
 function fdLimit(): number {
   const m = /Max open files\s+(\d+)/.exec(readFileSync('/proc/self/limits', 'utf8'));
   return m ? Number(m[1]) : 1024;
 }
+/** Connections the gateway admits on its defaults (SLUICE_MAX_CONNECTIONS=auto; it inherits this process's limit). */
+const gatewayCap = (): number => automaticCap(readFileSync('/proc/self/limits', 'utf8')) || fdLimit();
 
 const CASES = (process.env.CASES ?? 'sse,ws').split(',').map((c) => c.trim());
 const REQUESTS = Number(process.env.REQUESTS ?? 20);
-const WANTED = Number(process.env.LISTENERS ?? Math.min(20_000, fdLimit() - 100));
+const WANTED = Number(process.env.LISTENERS ?? Math.min(20_000, gatewayCap() - 100));
 const PER = Math.floor(WANTED / REQUESTS);
 const TOTAL = REQUESTS * PER;
 const TOKENS = Number(process.env.TOKENS ?? 50);
@@ -39,7 +43,7 @@ const TTFT = Number(process.env.TTFT_MS ?? Math.max(10_000, Math.ceil((TOTAL / R
 const CLIENTS = Math.max(1, Number(process.env.CLIENTS ?? Math.ceil(TOTAL / 5000)));
 
 interface ClientMsg { connected?: number; authenticated?: number; failed?: number; firstError?: string; settled?: boolean; done?: boolean; closed?: boolean; fatal?: string;
-  summary?: { listeners: number; complete: number; tokens: number; expected: number; firstBad: string; lag: [number, number][] } }
+  summary?: { listeners: number; complete: number; tokens: number; expected: number; firstBad: string; statuses: Record<string, number>; lag: [number, number][] } }
 
 /** CLIENTS client processes; `last[i]` is the latest message of client i. */
 function startClients(): { children: ChildProcess[]; last: ClientMsg[]; until(pred: (m: ClientMsg) => boolean, ms: number): Promise<boolean> } {
@@ -125,10 +129,11 @@ async function sseCase(): Promise<Record<string, unknown>> {
   const complete = sums.reduce((a, x) => a + x.complete, 0);
   const firstBad = sums.find((x) => x.firstBad)?.firstBad;
   if (complete < TOTAL) log(`incomplete listeners: ${TOTAL - complete}; first: ${firstBad ?? '(a client failed)'}`);
+  const statuses = sums.reduce<Record<string, number>>((a, x) => { for (const [k, n] of Object.entries(x.statuses)) a[k] = (a[k] ?? 0) + n; return a; }, {});
   for (const c of clients.children) c.kill();
   await sluice.stop();
   return {
-    listeners: TOTAL, connected: connected(), 'complete listeners': complete,
+    listeners: TOTAL, connected: connected(), 'complete listeners': complete, 'answers by status': JSON.stringify(statuses),
     'tokens received': sums.reduce((a, x) => a + x.tokens, 0), 'tokens expected': sums.reduce((a, x) => a + x.expected, 0),
     'RSS idle MiB': r2(rssIdle), 'RSS before MiB': r2(rssBefore), 'RSS connected MiB': r2(rssConnected), 'RSS peak MiB': r2(peak), 'RSS after MiB': r2(rssAfter),
     // Per listener connected when RSS was read (all of them unless the connects were too slow).
