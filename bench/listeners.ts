@@ -17,9 +17,11 @@
 // RSS that it trims at unpredictable moments, which would swamp a per-listener figure.
 // env: CASES (sse,ws), LISTENERS, REQUESTS (20), TOKENS (50), ITL_MS (100), TTFT_MS (long enough to
 //      connect everyone), CLIENTS, CONNECT_RATE (2000), BUS_URL/LIMITER_URL/QUEUE_URL, STORE=postgres|pglite,
-//      PROF_DIR (the gateway runs under --cpu-prof, its profile written there)
+//      PROF_DIR (the gateway runs under --cpu-prof, its profile written there), HEAP_DIR (heap
+//      snapshots of the gateway there: before the listeners, and with them connected), GATEWAY_DIR
+//      (the checkout whose built gateway runs, e.g. a baseline; this one by default)
 import { fork, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { automaticCap } from '../src/http/connection-guard.ts';
 import { freshPostgres, get, log, main, MASTER_KEY, onCleanup, r2, REPO, rssMiB, sleep, startSluice, submit, table, type Proc } from './lib.ts';
@@ -87,11 +89,33 @@ async function sluiceFor(name: string): Promise<{ sluice: Proc; store: string }>
     SSE_PING_MS: '60000',
   };
   for (const k of ['BUS_URL', 'LIMITER_URL', 'QUEUE_URL'] as const) if (process.env[k]) env[k] = process.env[k]!;
+  // HEAP_DIR=/some/dir: heap snapshots of the gateway there, before the listeners and with them all connected.
+  if (process.env.HEAP_DIR) env.NODE_OPTIONS = `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${process.env.HEAP_DIR}`;
   if (process.env.STORE !== 'pglite') env.DATABASE_URL = await freshPostgres(`sluice_bench_${name}_${process.pid}`);
   // PROF_DIR=/some/dir: the gateway runs under --cpu-prof and writes its profile there when stopped.
   const prof = process.env.PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROF_DIR}`] : [];
-  const sluice = await startSluice(env, `sluice-${name}`, REPO, prof);
+  const sluice = await startSluice(env, `sluice-${name}`, process.env.GATEWAY_DIR ?? REPO, prof);
   return { sluice, store: env.DATABASE_URL ? 'postgres' : 'pglite' };
+}
+
+/** With HEAP_DIR set: one heap snapshot of the gateway (SIGUSR2), waiting until it is written. */
+async function heapSnapshot(sluice: Proc): Promise<void> {
+  const dir = process.env.HEAP_DIR;
+  if (!dir) return;
+  const count = (): number => readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot')).length;
+  const before = count();
+  process.kill(sluice.pid, 'SIGUSR2');
+  for (let i = 0; i < 600 && count() === before; i++) await sleep(100);
+  // Written once its size stops growing.
+  let size = -1;
+  for (;;) {
+    const f = readdirSync(dir).filter((n) => n.endsWith('.heapsnapshot')).map((n) => statSync(join(dir, n)).mtimeMs).sort().at(-1) ?? 0;
+    const total = readdirSync(dir).reduce((s, n) => s + statSync(join(dir, n)).size, 0);
+    if (total === size && Date.now() - f > 1000) break;
+    size = total;
+    await sleep(500);
+  }
+  log(`heap snapshot written to ${dir}`);
 }
 
 async function sseCase(): Promise<Record<string, unknown>> {
@@ -104,6 +128,7 @@ async function sseCase(): Promise<Record<string, unknown>> {
   for (let i = 0; i < REQUESTS; i++) ids.push(await submit(sluice, MASTER_KEY, TOKENS));
   await sleep(300);
   const rssBefore = rssMiB(sluice.pid);
+  await heapSnapshot(sluice);
   log(`submitted ${REQUESTS} requests; RSS idle ${rssIdle.toFixed(1)} MiB, with requests running ${rssBefore.toFixed(1)} MiB`);
 
   const clients = startClients();
@@ -116,6 +141,7 @@ async function sseCase(): Promise<Record<string, unknown>> {
   await sleep(200);
   const rssConnected = rssMiB(sluice.pid);
   const connectedAtFirstToken = connected();
+  await heapSnapshot(sluice);
   log(`${connected()}/${TOTAL} connected after ${connectMs} ms (from the first submit); RSS ${rssConnected.toFixed(1)} MiB`);
   if (connected() < TOTAL) log('WARNING: not all listeners connected before the first token (they still replay history)');
 
