@@ -98,6 +98,16 @@ async function sluiceFor(name: string): Promise<{ sluice: Proc; store: string }>
   return { sluice, store: env.DATABASE_URL ? 'postgres' : 'pglite' };
 }
 
+/** The gateway's V8 heap used / allocated and external memory (its /metrics), as "used/total/external" MiB. */
+async function heapMiB(sluice: Proc): Promise<string> {
+  const body = (await get(`${sluice.url}/metrics`)).body;
+  const value = (name: string): string => {
+    const m = new RegExp(`^sluice_process_${name} (\\S+)$`, 'm').exec(body);
+    return m ? (Number(m[1]) / 1048576).toFixed(0) : '?';
+  };
+  return `${value('nodejs_heap_size_used_bytes')}/${value('nodejs_heap_size_total_bytes')}/${value('nodejs_external_memory_bytes')}`;
+}
+
 /** With HEAP_DIR set: one heap snapshot of the gateway (SIGUSR2), waiting until it is written. */
 async function heapSnapshot(sluice: Proc): Promise<void> {
   const dir = process.env.HEAP_DIR;
@@ -129,6 +139,7 @@ async function sseCase(): Promise<Record<string, unknown>> {
   await sleep(300);
   const rssBefore = rssMiB(sluice.pid);
   await heapSnapshot(sluice);
+  const heapBefore = await heapMiB(sluice);
   log(`submitted ${REQUESTS} requests; RSS idle ${rssIdle.toFixed(1)} MiB, with requests running ${rssBefore.toFixed(1)} MiB`);
 
   const clients = startClients();
@@ -141,6 +152,7 @@ async function sseCase(): Promise<Record<string, unknown>> {
   await sleep(200);
   const rssConnected = rssMiB(sluice.pid);
   const connectedAtFirstToken = connected();
+  const heapConnected = await heapMiB(sluice);
   await heapSnapshot(sluice);
   log(`${connected()}/${TOTAL} connected after ${connectMs} ms (from the first submit); RSS ${rssConnected.toFixed(1)} MiB`);
   if (connected() < TOTAL) log('WARNING: not all listeners connected before the first token (they still replay history)');
@@ -150,6 +162,7 @@ async function sseCase(): Promise<Record<string, unknown>> {
   await clients.until((m) => m.done === true || m.fatal !== undefined, 4 * 60_000);
   clearInterval(sampler);
   const rssAfter = rssMiB(sluice.pid);
+  const heapAfter = await heapMiB(sluice);
   const sums = clients.last.map((m) => m.summary).filter((x) => x !== undefined);
   const lag = sums.flatMap((x) => x.lag);
   const complete = sums.reduce((a, x) => a + x.complete, 0);
@@ -164,6 +177,8 @@ async function sseCase(): Promise<Record<string, unknown>> {
     'RSS idle MiB': r2(rssIdle), 'RSS before MiB': r2(rssBefore), 'RSS connected MiB': r2(rssConnected), 'RSS peak MiB': r2(peak), 'RSS after MiB': r2(rssAfter),
     // Per listener connected when RSS was read (all of them unless the connects were too slow).
     'KiB/listener (connected)': r2(((rssConnected - rssBefore) * 1024) / Math.max(1, connectedAtFirstToken)), 'KiB/listener (peak)': r2(((peak - rssBefore) * 1024) / TOTAL),
+    // Where RSS goes: V8 heap used / allocated and memory outside it (Buffers), before, connected, after streaming.
+    'heap used/total/external MiB': [heapBefore, heapConnected, heapAfter].join(' → '),
     'delivery lag p50 ms': lagPct(lag, 0.5), 'delivery lag p99 ms': lagPct(lag, 0.99), 'delivery lag max ms': lagPct(lag, 1),
   };
 }
