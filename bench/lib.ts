@@ -269,6 +269,8 @@ export function listen(base: string, id: string, key: string, opts: { lag?: bool
         const now = Date.now();
         buf += chunk;
         let i: number;
+        // An answer that is not a stream (an error): its body, for the report.
+        if (res.status !== 200) { res.error = buf.slice(0, 200); return; }
         while ((i = buf.indexOf('\n\n')) !== -1) {
           const frame = buf.slice(0, i);
           buf = buf.slice(i + 2);

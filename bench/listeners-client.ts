@@ -39,7 +39,9 @@ async function sse(c: Extract<Command, { cmd: 'sse' }>): Promise<void> {
   const lag = new Uint32Array(LAG_BUCKETS);
   const ok = (r: ListenerResult): boolean => r.status === 200 && r.completed && r.completionTokens !== null && r.seqs.size === r.completionTokens && r.tokens === r.completionTokens;
   let complete = 0, tokens = 0, expected = 0, firstBad = '';
+  const statuses: Record<string, number> = {};
   for (const r of results) {
+    statuses[r.status] = (statuses[r.status] ?? 0) + 1;
     if (ok(r)) complete++;
     else firstBad ||= `status ${r.status}, tokens ${r.tokens}, completed ${r.completed}, error ${r.error}`;
     tokens += r.tokens;
@@ -49,7 +51,7 @@ async function sse(c: Extract<Command, { cmd: 'sse' }>): Promise<void> {
   // Sparse: [ms, count] pairs.
   const lagPairs: [number, number][] = [];
   lag.forEach((n, ms) => { if (n) lagPairs.push([ms, n]); });
-  send({ done: true, summary: { listeners: results.length, complete, tokens, expected, firstBad, lag: lagPairs } });
+  send({ done: true, summary: { listeners: results.length, complete, tokens, expected, firstBad, statuses, lag: lagPairs } });
 }
 
 async function ws(c: Extract<Command, { cmd: 'ws' }>): Promise<void> {

@@ -10,26 +10,32 @@
 //    RSS per connection once all are authenticated, and how long /healthz takes meanwhile.
 // The client side runs in CLIENTS child processes (bench/listeners-client.ts, default one per
 // 5,000 sockets) opening CONNECT_RATE connections/s in all. The gateway holds one descriptor per
-// socket: LISTENERS defaults to 20,000 or the descriptor limit less 100, whichever is lower (this
-// machine's hard limit is 20,000, so 19,900 here); raise `ulimit -n` to go higher.
+// socket and admits connections up to its descriptor limit less a reserve (SLUICE_MAX_CONNECTIONS
+// =auto; beyond it, 503): LISTENERS defaults to 20,000 or that cap less 100, whichever is lower
+// (this machine's hard limit is 20,000, so 19,644 here); raise `ulimit -n` to go higher.
 // The store defaults to a fresh PostgreSQL database: embedded PGlite alone holds hundreds of MiB of
 // RSS that it trims at unpredictable moments, which would swamp a per-listener figure.
 // env: CASES (sse,ws), LISTENERS, REQUESTS (20), TOKENS (50), ITL_MS (100), TTFT_MS (long enough to
 //      connect everyone), CLIENTS, CONNECT_RATE (2000), BUS_URL/LIMITER_URL/QUEUE_URL, STORE=postgres|pglite,
-//      PROF_DIR (the gateway runs under --cpu-prof, its profile written there)
+//      PROF_DIR (the gateway runs under --cpu-prof, its profile written there), HEAP_DIR (heap
+//      snapshots of the gateway there: before the listeners, and with them connected), GATEWAY_DIR
+//      (the checkout whose built gateway runs, e.g. a baseline; this one by default)
 import { fork, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { automaticCap } from '../src/http/connection-guard.ts';
 import { freshPostgres, get, log, main, MASTER_KEY, onCleanup, r2, REPO, rssMiB, sleep, startSluice, submit, table, type Proc } from './lib.ts';
 
 function fdLimit(): number {
   const m = /Max open files\s+(\d+)/.exec(readFileSync('/proc/self/limits', 'utf8'));
   return m ? Number(m[1]) : 1024;
 }
+/** Connections the gateway admits on its defaults (SLUICE_MAX_CONNECTIONS=auto; it inherits this process's limit). */
+const gatewayCap = (): number => automaticCap(readFileSync('/proc/self/limits', 'utf8')) || fdLimit();
 
 const CASES = (process.env.CASES ?? 'sse,ws').split(',').map((c) => c.trim());
 const REQUESTS = Number(process.env.REQUESTS ?? 20);
-const WANTED = Number(process.env.LISTENERS ?? Math.min(20_000, fdLimit() - 100));
+const WANTED = Number(process.env.LISTENERS ?? Math.min(20_000, gatewayCap() - 100));
 const PER = Math.floor(WANTED / REQUESTS);
 const TOTAL = REQUESTS * PER;
 const TOKENS = Number(process.env.TOKENS ?? 50);
@@ -39,7 +45,7 @@ const TTFT = Number(process.env.TTFT_MS ?? Math.max(10_000, Math.ceil((TOTAL / R
 const CLIENTS = Math.max(1, Number(process.env.CLIENTS ?? Math.ceil(TOTAL / 5000)));
 
 interface ClientMsg { connected?: number; authenticated?: number; failed?: number; firstError?: string; settled?: boolean; done?: boolean; closed?: boolean; fatal?: string;
-  summary?: { listeners: number; complete: number; tokens: number; expected: number; firstBad: string; lag: [number, number][] } }
+  summary?: { listeners: number; complete: number; tokens: number; expected: number; firstBad: string; statuses: Record<string, number>; lag: [number, number][] } }
 
 /** CLIENTS client processes; `last[i]` is the latest message of client i. */
 function startClients(): { children: ChildProcess[]; last: ClientMsg[]; until(pred: (m: ClientMsg) => boolean, ms: number): Promise<boolean> } {
@@ -83,11 +89,43 @@ async function sluiceFor(name: string): Promise<{ sluice: Proc; store: string }>
     SSE_PING_MS: '60000',
   };
   for (const k of ['BUS_URL', 'LIMITER_URL', 'QUEUE_URL'] as const) if (process.env[k]) env[k] = process.env[k]!;
+  // HEAP_DIR=/some/dir: heap snapshots of the gateway there, before the listeners and with them all connected.
+  if (process.env.HEAP_DIR) env.NODE_OPTIONS = `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${process.env.HEAP_DIR}`;
   if (process.env.STORE !== 'pglite') env.DATABASE_URL = await freshPostgres(`sluice_bench_${name}_${process.pid}`);
   // PROF_DIR=/some/dir: the gateway runs under --cpu-prof and writes its profile there when stopped.
   const prof = process.env.PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROF_DIR}`] : [];
-  const sluice = await startSluice(env, `sluice-${name}`, REPO, prof);
+  const sluice = await startSluice(env, `sluice-${name}`, process.env.GATEWAY_DIR ?? REPO, prof);
   return { sluice, store: env.DATABASE_URL ? 'postgres' : 'pglite' };
+}
+
+/** The gateway's V8 heap used / allocated and external memory (its /metrics), as "used/total/external" MiB. */
+async function heapMiB(sluice: Proc): Promise<string> {
+  const body = (await get(`${sluice.url}/metrics`)).body;
+  const value = (name: string): string => {
+    const m = new RegExp(`^sluice_process_${name} (\\S+)$`, 'm').exec(body);
+    return m ? (Number(m[1]) / 1048576).toFixed(0) : '?';
+  };
+  return `${value('nodejs_heap_size_used_bytes')}/${value('nodejs_heap_size_total_bytes')}/${value('nodejs_external_memory_bytes')}`;
+}
+
+/** With HEAP_DIR set: one heap snapshot of the gateway (SIGUSR2), waiting until it is written. */
+async function heapSnapshot(sluice: Proc): Promise<void> {
+  const dir = process.env.HEAP_DIR;
+  if (!dir) return;
+  const count = (): number => readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot')).length;
+  const before = count();
+  process.kill(sluice.pid, 'SIGUSR2');
+  for (let i = 0; i < 600 && count() === before; i++) await sleep(100);
+  // Written once its size stops growing.
+  let size = -1;
+  for (;;) {
+    const f = readdirSync(dir).filter((n) => n.endsWith('.heapsnapshot')).map((n) => statSync(join(dir, n)).mtimeMs).sort().at(-1) ?? 0;
+    const total = readdirSync(dir).reduce((s, n) => s + statSync(join(dir, n)).size, 0);
+    if (total === size && Date.now() - f > 1000) break;
+    size = total;
+    await sleep(500);
+  }
+  log(`heap snapshot written to ${dir}`);
 }
 
 async function sseCase(): Promise<Record<string, unknown>> {
@@ -100,6 +138,8 @@ async function sseCase(): Promise<Record<string, unknown>> {
   for (let i = 0; i < REQUESTS; i++) ids.push(await submit(sluice, MASTER_KEY, TOKENS));
   await sleep(300);
   const rssBefore = rssMiB(sluice.pid);
+  await heapSnapshot(sluice);
+  const heapBefore = await heapMiB(sluice);
   log(`submitted ${REQUESTS} requests; RSS idle ${rssIdle.toFixed(1)} MiB, with requests running ${rssBefore.toFixed(1)} MiB`);
 
   const clients = startClients();
@@ -112,6 +152,8 @@ async function sseCase(): Promise<Record<string, unknown>> {
   await sleep(200);
   const rssConnected = rssMiB(sluice.pid);
   const connectedAtFirstToken = connected();
+  const heapConnected = await heapMiB(sluice);
+  await heapSnapshot(sluice);
   log(`${connected()}/${TOTAL} connected after ${connectMs} ms (from the first submit); RSS ${rssConnected.toFixed(1)} MiB`);
   if (connected() < TOTAL) log('WARNING: not all listeners connected before the first token (they still replay history)');
 
@@ -120,19 +162,23 @@ async function sseCase(): Promise<Record<string, unknown>> {
   await clients.until((m) => m.done === true || m.fatal !== undefined, 4 * 60_000);
   clearInterval(sampler);
   const rssAfter = rssMiB(sluice.pid);
+  const heapAfter = await heapMiB(sluice);
   const sums = clients.last.map((m) => m.summary).filter((x) => x !== undefined);
   const lag = sums.flatMap((x) => x.lag);
   const complete = sums.reduce((a, x) => a + x.complete, 0);
   const firstBad = sums.find((x) => x.firstBad)?.firstBad;
   if (complete < TOTAL) log(`incomplete listeners: ${TOTAL - complete}; first: ${firstBad ?? '(a client failed)'}`);
+  const statuses = sums.reduce<Record<string, number>>((a, x) => { for (const [k, n] of Object.entries(x.statuses)) a[k] = (a[k] ?? 0) + n; return a; }, {});
   for (const c of clients.children) c.kill();
   await sluice.stop();
   return {
-    listeners: TOTAL, connected: connected(), 'complete listeners': complete,
+    listeners: TOTAL, connected: connected(), 'complete listeners': complete, 'answers by status': JSON.stringify(statuses),
     'tokens received': sums.reduce((a, x) => a + x.tokens, 0), 'tokens expected': sums.reduce((a, x) => a + x.expected, 0),
     'RSS idle MiB': r2(rssIdle), 'RSS before MiB': r2(rssBefore), 'RSS connected MiB': r2(rssConnected), 'RSS peak MiB': r2(peak), 'RSS after MiB': r2(rssAfter),
     // Per listener connected when RSS was read (all of them unless the connects were too slow).
     'KiB/listener (connected)': r2(((rssConnected - rssBefore) * 1024) / Math.max(1, connectedAtFirstToken)), 'KiB/listener (peak)': r2(((peak - rssBefore) * 1024) / TOTAL),
+    // Where RSS goes: V8 heap used / allocated and memory outside it (Buffers), before, connected, after streaming.
+    'heap used/total/external MiB': [heapBefore, heapConnected, heapAfter].join(' → '),
     'delivery lag p50 ms': lagPct(lag, 0.5), 'delivery lag p99 ms': lagPct(lag, 0.99), 'delivery lag max ms': lagPct(lag, 1),
   };
 }

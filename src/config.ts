@@ -184,6 +184,12 @@ export const configSchema = z.object({
     /** Open connections per client address; 0 = unlimited. Behind a proxy every client has the proxy's address. */
     maxConnectionsPerIp: int(0).default(256),
     /**
+     * Open connections of the process; 0 = unlimited. 'auto': the descriptor limit (ulimit -n)
+     * less a reserve for the process's own connections and files, so that client sockets cannot
+     * take the descriptors the store, bus and queue need (they failed with EMFILE: answers 500).
+     */
+    maxConnections: z.union([z.literal('auto'), int(0)]).default('auto'),
+    /**
      * Connections the kernel queues before the gateway accepts them (capped by net.core.somaxconn).
      * Node's 511 overflowed when thousands of listeners connected at once: SYNs dropped and retried
      * seconds later, some connections reset.
@@ -360,7 +366,7 @@ const ENV: Record<string, (v: string) => Record<string, unknown>> = {
 };
 const NESTED_ENV: Record<string, [string, string]> = {
   SLUICE_REQUEST_TIMEOUT_MS: ['http', 'requestTimeoutMs'], SLUICE_HEADERS_TIMEOUT_MS: ['http', 'headersTimeoutMs'],
-  SLUICE_MAX_CONNECTIONS_PER_IP: ['http', 'maxConnectionsPerIp'], SLUICE_LISTEN_BACKLOG: ['http', 'backlog'],
+  SLUICE_MAX_CONNECTIONS_PER_IP: ['http', 'maxConnectionsPerIp'], SLUICE_MAX_CONNECTIONS: ['http', 'maxConnections'], SLUICE_LISTEN_BACKLOG: ['http', 'backlog'],
   OTEL_EXPORTER_OTLP_ENDPOINT: ['tracing', 'endpoint'], OTEL_SERVICE_NAME: ['tracing', 'serviceName'],
   INSPECTION_MODE: ['inspection', 'mode'], INSPECTION_BUFFER_MS: ['inspection', 'bufferMs'], INSPECTION_BUILTIN: ['inspection', 'builtin'],
   INSPECTION_ENDPOINT: ['inspection', 'endpoint'], INSPECTION_TIMEOUT_MS: ['inspection', 'timeoutMs'], INSPECTION_PROMPTS: ['inspection', 'prompts'],

@@ -49,6 +49,7 @@ export const catalogue = {
   SLUICE_ERR_IN_FLIGHT_LIMIT: { status: 429, type: 'rate_limit_error', message: 'Too many requests queued or running' },
   SLUICE_ERR_RATE_LIMITED: { status: 429, type: 'rate_limit_error', message: 'Too many status requests' },
   SLUICE_ERR_TOO_MANY_CONNECTIONS: { status: 503, type: 'service_unavailable', message: 'Too many open connections from this client address' },
+  SLUICE_ERR_CONNECTION_LIMIT: { status: 503, type: 'service_unavailable', message: 'This instance holds as many connections as its file descriptors allow; retry shortly' },
   SLUICE_ERR_QUEUE_FULL: { status: 503, type: 'service_unavailable', message: 'Queue is full, retry later' },
   SLUICE_ERR_DRAINING: { status: 503, type: 'service_unavailable', message: 'This instance is shutting down; retry, and another instance will answer' },
   SLUICE_ERR_LIMITER_UNAVAILABLE: { status: 503, type: 'service_unavailable', message: 'Quota service unavailable' },

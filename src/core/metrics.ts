@@ -47,6 +47,7 @@ export function createMetrics(opts: { spendUsers?: number } = {}) {
     attempts: new Counter({ name: 'sluice_worker_attempts_total', help: 'Model call attempts by outcome', labelNames: ['outcome'], registers }),
     limiterDegraded: new Gauge({ name: 'sluice_limiter_degraded', help: '1 while the durable limiter (Redis) is unreachable: per-process fallback or refusing admissions, by SLUICE_LIMITER_FAILURE', registers }),
     uncaughtErrors: new Counter({ name: 'sluice_uncaught_errors_total', help: 'Exceptions and rejections nothing handled, caught by the last-resort handlers (the process kept serving)', labelNames: ['kind'], registers }),
+    connectionsRefused: new Counter({ name: 'sluice_connections_refused_total', help: 'Client connections refused with a 503 before any request was read: reason address (SLUICE_MAX_CONNECTIONS_PER_IP) or process (SLUICE_MAX_CONNECTIONS, below the descriptor limit)', labelNames: ['reason'], registers }),
     wsClosed: new Counter({ name: 'sluice_ws_policy_closes_total', help: 'WebSockets the gateway closed to protect itself, by reason', labelNames: ['reason'], registers }),
     deploymentState: new Gauge({
       name: 'sluice_deployment_state', help: 'Health of each model deployment: 1 for its current state (healthy, open, half-open, unreachable), 0 for the others',
@@ -87,7 +88,7 @@ export const findingLabel = (type: string): string => ((FINDING_TYPES as readonl
  * Series with a known, small set of label values start at 0, so that `rate()` and `increase()`
  * see the first event (a series born at 1 has no increase) and dashboards show 0, not "no data".
  */
-function initialiseLabels(m: Record<'requestsFinished' | 'attempts' | 'sweeperActions' | 'uncaughtErrors' | 'quotaRejections' | 'wsClosed' | 'inspectionStopped' | 'inspectionFailures' | 'inspectionFindings', Counter<string>> & { inspectionLatency: Histogram<string> }): void {
+function initialiseLabels(m: Record<'requestsFinished' | 'attempts' | 'sweeperActions' | 'uncaughtErrors' | 'quotaRejections' | 'wsClosed' | 'connectionsRefused' | 'inspectionStopped' | 'inspectionFailures' | 'inspectionFindings', Counter<string>> & { inspectionLatency: Histogram<string> }): void {
   for (const reason of ['blocked', 'failed', 'prompt']) m.inspectionStopped.inc({ reason }, 0);
   for (const mode of ['inline', 'hybrid', 'async', 'prompt']) m.inspectionLatency.zero({ mode });
   for (const type of FINDING_TYPES) for (const kind of ['completion', 'prompt']) m.inspectionFindings.inc({ type, kind }, 0);
@@ -96,6 +97,7 @@ function initialiseLabels(m: Record<'requestsFinished' | 'attempts' | 'sweeperAc
   for (const outcome of ['transient', 'permanent']) m.attempts.inc({ outcome }, 0);
   for (const action of ['requeue_queued', 'requeue_orphaned', 'settle_ended', 'settle_reservation', 'refund_reservation']) m.sweeperActions.inc({ action }, 0);
   for (const kind of ['exception', 'rejection']) m.uncaughtErrors.inc({ kind }, 0);
+  for (const reason of ['address', 'process']) m.connectionsRefused.inc({ reason }, 0);
   for (const reason of ['queue_full', 'in_flight', 'concurrent_streams']) m.quotaRejections.inc({ reason }, 0);
   for (const reason of ['auth_timeout', 'flood', 'unauthorized', 'auth_unavailable', 'slow_consumer', 'buffer_overflow']) m.wsClosed.inc({ reason }, 0);
 }

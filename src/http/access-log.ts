@@ -9,7 +9,7 @@ import type { Logger } from '../core/logger.ts';
 
 /** Refusals by design (back-pressure, a policy): worth counting, not worth a stack trace. */
 export const EXPECTED_REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  'SLUICE_ERR_QUEUE_FULL', 'SLUICE_ERR_LIMITER_UNAVAILABLE', 'SLUICE_ERR_TOO_MANY_CONNECTIONS', 'SLUICE_ERR_NOT_READY',
+  'SLUICE_ERR_QUEUE_FULL', 'SLUICE_ERR_LIMITER_UNAVAILABLE', 'SLUICE_ERR_TOO_MANY_CONNECTIONS', 'SLUICE_ERR_CONNECTION_LIMIT', 'SLUICE_ERR_NOT_READY',
 ]);
 
 /** 'off', 'on', or the share of requests logged (0..1). */

@@ -19,7 +19,20 @@ import { noteResponse, noteTerminal } from './access-log.ts';
 /** 'handoff': this process is shutting down and stopped delivering; the listener resumes elsewhere. */
 export type DeliveryEnd = 'terminal' | 'aborted' | 'stored' | 'handoff';
 
-export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, afterSeq: number, signal: AbortSignal, sink: EventSink): Promise<DeliveryEnd> {
+/**
+ * What a listener keeps of its request for the whole stream: id, model and status (its
+ * `connected` event, OpenAI chunks). A stream can last minutes and a process holds thousands, so
+ * a running request's listener does not keep the whole record (body, dates, usage: ~1 KiB each);
+ * an ended request's listener keeps it for its short replay, which may repair the log from it.
+ */
+export type FollowedRequest = Pick<RequestRecord, 'id' | 'model' | 'status'> | RequestRecord;
+
+/** The part of `record` a listener keeps (see FollowedRequest). */
+export function followed(record: RequestRecord): FollowedRequest {
+  return isEnded(record) ? record : { id: record.id, model: record.model, status: record.status };
+}
+
+export async function deliverEvents(deps: GatewayDeps, record: FollowedRequest, afterSeq: number, signal: AbortSignal, sink: EventSink): Promise<DeliveryEnd> {
   const { bus, runner } = deps;
   if (isEnded(record)) return deliverEnded(deps, record, afterSeq, signal, sink);
   // A running request: follow its log, through the request's one follower in this process (its
@@ -43,12 +56,12 @@ export async function deliverEvents(deps: GatewayDeps, record: RequestRecord, af
  * stored outcome; the bus keeps one terminal event, so a racing append by the attempt is answered
  * with the same one. A listener at or past the terminal event gets it again. No log: 'stored'.
  */
-async function deliverEnded(deps: GatewayDeps, record: RequestRecord, afterSeq: number, signal: AbortSignal, sink: EventSink): Promise<DeliveryEnd> {
+async function deliverEnded(deps: GatewayDeps, record: FollowedRequest, afterSeq: number, signal: AbortSignal, sink: EventSink): Promise<DeliveryEnd> {
   const { bus, runner } = deps;
   let events = await readAll(bus, record.id, afterSeq);
   if (!endsLog(events)) {
     // Nothing is delivered yet and a log only grows: what follows the events at hand completes them.
-    if (await runner.repairTerminal(record) === 'gone') return 'stored';
+    if (await runner.repairTerminal('userId' in record ? record : record.id) === 'gone') return 'stored';
     events = events.concat(await readAll(bus, record.id, events.at(-1)?.seq ?? afterSeq));
     if (!endsLog(events)) {
       const terminal = events.length === 0 ? await bus.terminal(record.id) : undefined;
@@ -85,7 +98,7 @@ export interface EventSource {
 }
 
 /** Follows the request's log after `afterSeq`: history, then live. */
-export function logSource(deps: GatewayDeps, record: RequestRecord, afterSeq: number): EventSource {
+export function logSource(deps: GatewayDeps, record: FollowedRequest, afterSeq: number): EventSource {
   return (signal, sink) => deliverEvents(deps, record, afterSeq, signal, sink);
 }
 
@@ -145,7 +158,7 @@ export async function withSse(deps: GatewayDeps, reply: FastifyReply, headers: R
 }
 
 /** Native SSE: connected, then token/restart/completed/error events. Handed off, the stream just ends: EventSource reconnects with Last-Event-ID. */
-export async function streamNative(deps: GatewayDeps, sse: SseStream, record: RequestRecord, afterSeq: number, source: EventSource = logSource(deps, record, afterSeq)): Promise<void> {
+export async function streamNative(deps: GatewayDeps, sse: SseStream, record: FollowedRequest, afterSeq: number, source: EventSource = logSource(deps, record, afterSeq)): Promise<void> {
   await sse.send({ event: 'connected', data: JSON.stringify({ request_id: record.id, model: record.model, status: record.status, resumed_after: afterSeq }) });
   const end = await source(sse.signal, (events) => { noteTerminal(sse.response, events); return sse.sendText(nativeSseText(record.id, events)); });
   if (end === 'stored') await sendStored(deps, sse, record.id);
@@ -153,7 +166,7 @@ export async function streamNative(deps: GatewayDeps, sse: SseStream, record: Re
 }
 
 /** OpenAI chat.completion.chunk SSE, ending with data: [DONE]. */
-export async function streamOpenAI(deps: GatewayDeps, sse: SseStream, record: RequestRecord, afterSeq: number, opts: { includeUsage: boolean; object?: 'chat.completion.chunk' | 'text_completion'; source?: EventSource }): Promise<void> {
+export async function streamOpenAI(deps: GatewayDeps, sse: SseStream, record: FollowedRequest, afterSeq: number, opts: { includeUsage: boolean; object?: 'chat.completion.chunk' | 'text_completion'; source?: EventSource }): Promise<void> {
   const chunks = new OpenAIChunks(record.id, record.model, opts.includeUsage, opts.object);
   const source = opts.source ?? logSource(deps, record, afterSeq);
   let last = afterSeq;

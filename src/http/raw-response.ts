@@ -12,6 +12,7 @@ export function rawErrorResponse(err: SluiceError): string {
     'content-length': Buffer.byteLength(body),
     connection: 'close',
     ...SECURITY_HEADERS,
+    ...err.details?.headers,
   };
   const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}`);
   return `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\n${lines.join('\r\n')}\r\n\r\n${body}`;

@@ -5,7 +5,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { fail, parseChatBody } from '../core/chat-request.ts';
 import { SluiceError } from '../core/errors.ts';
-import { lastEventId, streamNative, streamOpenAI, withSse } from './delivery.ts';
+import { followed, lastEventId, streamNative, streamOpenAI, withSse } from './delivery.ts';
 import { traceparentOf } from './tracing.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
 import { idempotencyKeyOf, modeOf } from './openai-routes.ts';
@@ -91,7 +91,8 @@ export function registerRequestRoutes(app: FastifyInstance, deps: GatewayDeps): 
     const after = lastEventId(req.headers['last-event-id'], q.last_event_id);
     if (q.format !== undefined && q.format !== 'native' && q.format !== 'openai') throw new SluiceError('SLUICE_ERR_VALIDATION', 'format must be "native" or "openai"', { param: 'format' });
     const principal = principalOf(req);
-    const record = await deps.requests.getToFollow(principal, id);
+    // Only what the stream needs is kept for its length, not the record read (see FollowedRequest).
+    const record = followed(await deps.requests.getToFollow(principal, id));
     const lease = await deps.leases.acquire(principal, crypto.randomUUID());
     try {
       await withSse(deps, reply, { 'x-request-id': record.id }, (sse) => (q.format === 'openai'

@@ -15,7 +15,7 @@ import { registerRequestRoutes } from './request-routes.ts';
 import { registerWebSocketRoutes } from './ws-routes.ts';
 import { registerAccountRoutes } from './account-routes.ts';
 import { registerConsoleRoutes } from './console-routes.ts';
-import { guardConnections } from './connection-guard.ts';
+import { guardConnections, processCap } from './connection-guard.ts';
 import { registerCors } from './cors.ts';
 import { EXPECTED_REFUSALS, registerAccessLog } from './access-log.ts';
 import { registerTracing } from './tracing.ts';
@@ -144,7 +144,11 @@ export async function buildServer(deps: GatewayDeps & { config: Config; auth: Au
     clientErrorHandler: clientErrorHandler(logger),
     frameworkErrors: frameworkError,
   });
-  guardConnections(app.server, config.http.maxConnectionsPerIp);
+  guardConnections(app.server, {
+    maxPerAddress: config.http.maxConnectionsPerIp,
+    maxTotal: processCap(config.http.maxConnections),
+    onRefused: (reason) => metrics.connectionsRefused.inc({ reason }),
+  });
   app.decorateRequest('principal', null);
 
   // Any content type is read as JSON (curl -d sends form encoding by default); the body limit applies.

@@ -48,6 +48,18 @@ function pingLeave(stream: SseStream, ms: number): void {
   pingGroups.delete(ms);
 }
 
+/**
+ * Node keeps a response's header block (`_header`) for the response's whole life, built as a tree
+ * of some forty concatenated pieces: 1.2 KiB per open stream in heap snapshots, where the flat
+ * text is ~0.4 KiB. A regular expression run over it makes V8 flatten it in place (the tree becomes
+ * garbage; a regex call, unlike a pure conversion, is never optimised away); the text and what
+ * Node does with it are unchanged.
+ */
+function flatten(text: unknown): void {
+  if (typeof text === 'string') HEADER_END.test(text);
+}
+const HEADER_END = /\r\n$/;
+
 export class SseStream {
   private readonly abort = new AbortController();
   private readonly pingMs: number;
@@ -73,6 +85,7 @@ export class SseStream {
       'x-accel-buffering': 'no',
       ...headers,
     });
+    flatten((res as unknown as { _header?: unknown })._header);
     res.socket?.setNoDelay(true);
     this.maxBuffered = opts.maxBufferedBytes;
     this.stallMs = opts.stallMs;

@@ -35,6 +35,8 @@ export interface GatewayOptions {
   /** Configuration written to a JSON file (SLUICE_CONFIG); the environment still wins. */
   config?: Record<string, unknown>;
   env?: Record<string, string>;
+  /** A command that execs the gateway in its own process, e.g. `prlimit --nofile=300`. */
+  wrap?: string[];
 }
 
 /** Starts `sluice start` (role all, PGlite in memory, sim model) and waits until /healthz answers. */
@@ -47,7 +49,7 @@ export async function startGatewayProcess(opts: GatewayOptions = {}): Promise<Ga
     proc = await spawnSluice(['start'], {
       SLUICE_CONFIG: configFile, SLUICE_DATA_DIR: dir, DATABASE_URL: 'pglite://memory', SLUICE_MASTER_KEY: MASTER_KEY,
       SIM_TTFT_MS: '0', SIM_ITL_MS: '0', ...opts.env,
-    }, { timeoutMs: 60_000 });
+    }, { timeoutMs: 60_000, ...(opts.wrap && { wrap: opts.wrap }) });
   } catch (err) {
     rmSync(dir, { recursive: true, force: true });
     throw err;

@@ -46,10 +46,14 @@ export const START_TIMEOUT_MS = 60_000;
 
 export interface SluiceProcess { child: ChildProcess; url: string; output(): string; kill(signal?: NodeJS.Signals): Promise<void> }
 
-/** `entry` is the script node runs: bin/sluice.mjs (the sources, under the tests' SLUICE_DEV=1) by default. */
-export async function spawnSluice(args: string[], env: Record<string, string>, opts: { port?: number; waitPath?: string | null; timeoutMs?: number; entry?: string } = {}): Promise<SluiceProcess> {
+/**
+ * `entry` is the script node runs: bin/sluice.mjs (the sources, under the tests' SLUICE_DEV=1) by
+ * default. `wrap`: a command that execs node in the same process (`prlimit --nofile=300`).
+ */
+export async function spawnSluice(args: string[], env: Record<string, string>, opts: { port?: number; waitPath?: string | null; timeoutMs?: number; entry?: string; wrap?: string[] } = {}): Promise<SluiceProcess> {
   const port = opts.port ?? await freePort();
-  const child = spawn(process.execPath, [opts.entry ?? 'bin/sluice.mjs', ...args], {
+  const [command, ...before] = [...(opts.wrap ?? []), process.execPath];
+  const child = spawn(command!, [...before, opts.entry ?? 'bin/sluice.mjs', ...args], {
     env: { ...process.env, LOG_LEVEL: 'warn', ...env, PORT: String(port), HOST: '127.0.0.1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

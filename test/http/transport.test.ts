@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfig } from '../../src/config.ts';
 import { connectionsCheckingIntervalMs } from '../../src/http/transport.ts';
+import { automaticCap, FD_RESERVE } from '../../src/http/connection-guard.ts';
 import { MASTER_KEY, startTestSluice, type TestSluice } from '../helpers/app.ts';
 import { closedWithin, RawConnection, type RawResponse } from '../helpers/raw-http.ts';
 
@@ -98,6 +99,43 @@ describe('transport: connection cap', () => {
   });
 });
 
+describe('transport: process-wide connection cap', () => {
+  let app: TestSluice;
+  before(async () => { app = await startTestSluice({ http: { maxConnectionsPerIp: 0, maxConnections: 3 } }); });
+  after(() => app.stop());
+
+  it('caps the process at 3 connections whatever their address: the 4th gets 503 SLUICE_ERR_CONNECTION_LIMIT with Retry-After, counted; closing frees a slot', async () => {
+    const held: RawConnection[] = [];
+    try {
+      for (let i = 0; i < 3; i++) held.push(await waitServed(app.url));
+      const fourth = await RawConnection.open(app.url);
+      fourth.write('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n');
+      const res = await fourth.response();
+      assertCatalogue(res, 503, 'SLUICE_ERR_CONNECTION_LIMIT');
+      assert.equal(res.headers['retry-after'], '1');
+      await closedWithin(fourth, SLACK_MS);
+
+      // The metric is read over one of the held connections: a new one would be refused too.
+      held[0]!.write('GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n');
+      const metrics = (await held[0]!.response()).body;
+      assert.match(metrics, /^sluice_connections_refused_total\{reason="process"\} 1$/m);
+      assert.match(metrics, /^sluice_connections_refused_total\{reason="address"\} 0$/m);
+
+      held.shift()!.destroy();
+      held.push(await waitServed(app.url));
+    } finally { for (const c of held) c.destroy(); }
+  });
+
+  it("'auto' is the descriptor limit less a reserve for the process's own connections", () => {
+    const limits = (soft: string) => `Limit                     Soft Limit           Hard Limit           Units\nMax open files            ${soft}                20000                files\n`;
+    assert.equal(automaticCap(limits('20000')), 20_000 - FD_RESERVE);
+    // A low limit keeps a quarter of it, not the whole reserve.
+    assert.equal(automaticCap(limits('400')), 300);
+    assert.equal(automaticCap(limits('unlimited')), 0);
+    assert.equal(automaticCap(''), 0);
+  });
+});
+
 describe('transport: early answers and error shapes', () => {
   let app: TestSluice;
   before(async () => { app = await startTestSluice({ http: { requestTimeoutMs: 60_000, headersTimeoutMs: 30_000 } }); });
@@ -170,9 +208,11 @@ describe('transport: early answers and error shapes', () => {
 describe('transport config', () => {
   it('has the documented defaults and env names, and refuses a headers timeout above the request timeout', async () => {
     const { loadConfig } = await import('../../src/config.ts');
-    const env = { SLUICE_CONFIG: '', SLUICE_REQUEST_TIMEOUT_MS: '5000', SLUICE_HEADERS_TIMEOUT_MS: '2000', SLUICE_MAX_CONNECTIONS_PER_IP: '0', SLUICE_LISTEN_BACKLOG: '1024' };
-    assert.deepEqual(parseConfig({}).http, { requestTimeoutMs: 30_000, headersTimeoutMs: 10_000, maxConnectionsPerIp: 256, backlog: 4096 });
-    assert.deepEqual(loadConfig(env).http, { requestTimeoutMs: 5000, headersTimeoutMs: 2000, maxConnectionsPerIp: 0, backlog: 1024 });
+    const env = { SLUICE_CONFIG: '', SLUICE_REQUEST_TIMEOUT_MS: '5000', SLUICE_HEADERS_TIMEOUT_MS: '2000', SLUICE_MAX_CONNECTIONS_PER_IP: '0', SLUICE_MAX_CONNECTIONS: '9000', SLUICE_LISTEN_BACKLOG: '1024' };
+    assert.deepEqual(parseConfig({}).http, { requestTimeoutMs: 30_000, headersTimeoutMs: 10_000, maxConnectionsPerIp: 256, maxConnections: 'auto', backlog: 4096 });
+    assert.deepEqual(loadConfig(env).http, { requestTimeoutMs: 5000, headersTimeoutMs: 2000, maxConnectionsPerIp: 0, maxConnections: 9000, backlog: 1024 });
+    assert.equal(loadConfig({ ...env, SLUICE_MAX_CONNECTIONS: 'auto' }).http.maxConnections, 'auto');
+    assert.throws(() => loadConfig({ ...env, SLUICE_MAX_CONNECTIONS: 'lots' }), /maxConnections/);
     assert.throws(() => parseConfig({ http: { requestTimeoutMs: 1000, headersTimeoutMs: 2000 } }), /headersTimeoutMs/);
   });
 });

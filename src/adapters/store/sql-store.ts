@@ -91,7 +91,9 @@ export async function pendingMigrations(db: SqlExecutor): Promise<string[]> {
 /** SQLSTATE classes and socket errors that mean the database cannot be reached right now. */
 function isUnavailable(code: string): boolean {
   return code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03'
-    || code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT' || code === 'ENOTFOUND';
+    || code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT' || code === 'ENOTFOUND'
+    // Out of file descriptors: no new connection can open now; it can once sockets close.
+    || code === 'EMFILE' || code === 'ENFILE';
 }
 
 function toSluiceError(e: unknown): SluiceError {
