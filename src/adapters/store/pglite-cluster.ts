@@ -65,7 +65,7 @@ export async function ensureCluster(dataDir: string, child: ChildCommand = initd
   // PGlite's own test for an existing cluster.
   if (existsSync(join(dataDir, 'PG_VERSION'))) return;
   if (existsSync(dataDir)) return createIn(dataDir, child);
-  // A leftover of a creation cut short keeps this name; it is never read, only in the way of nothing.
+  // A creation cut short (this process killed) leaves this directory behind, which nothing reads.
   const staging = await mkdtemp(join(dirname(dataDir), `.${basename(dataDir)}.new-`));
   try {
     await createIn(staging, child);
@@ -98,7 +98,8 @@ function createIn(dir: string, command: ChildCommand): Promise<void> {
     child.on('message', (m: CreationReport) => { report = m; });
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => { stderr = (stderr + chunk).slice(-2000); });
     child.on('error', reject);
-    child.on('exit', (code, signal) => {
+    // 'close', not 'exit': the last of stderr and the report may arrive after the exit.
+    child.on('close', (code, signal) => {
       if (report?.ok) return resolve();
       if (report) return reject(new ClusterCreationError(`Creating the PGlite cluster in ${dir} failed: ${report.message}`, report.fsCode));
       const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
