@@ -18,8 +18,14 @@ async function create(dir: string): Promise<CreationReport> {
   }
 }
 
+// The gateway gone (killed during its first start), nobody will rename or open the cluster: stop
+// at the next turn of the event loop (initdb's WebAssembly runs for seconds without one) rather
+// than go on as an orphan. The staging directory stays behind, unread.
+process.on('disconnect', () => process.exit(1));
+
 const dir = process.argv[2];
 const report: CreationReport = dir ? await create(dir) : { ok: false, message: 'usage: pglite-initdb DIR' };
-// Exit once the report is on its way: PGlite may leave nothing to wait for, or something.
+// Exit once the report is sent: the closed PGlite instance may still hold handles that would keep
+// the process alive.
 process.send?.(report, () => process.exit(report.ok ? 0 : 1));
 if (!process.send) process.exit(2);
