@@ -2,9 +2,9 @@
 // memory settings every PGlite instance of Sluice runs with.
 //
 // Why a child: on a new data directory PGlite runs initdb, which holds three WebAssembly heaps at
-// once (initdb's, a second PGlite's, and the instance being opened). WebAssembly memory never
-// shrinks, so in the gateway that was a ~900 MiB peak and ~850 MiB resident for the life of the
-// process (docs/benchmarks.md §5). The child creates the cluster and exits, taking those heaps with
+// once (initdb's, a second PGlite's, and the instance being opened). In the gateway that was a
+// ~900 MiB peak, still ~850 MiB resident after ready, until V8 collected the dead instances (a
+// minute at idle; docs/benchmarks.md §5). The child creates the cluster and exits, taking those heaps with
 // it; the gateway then opens a cluster that exists, which costs one heap.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -31,7 +31,8 @@ export function startParams(defaults: readonly string[]): string[] {
 /** What the child process reports to its parent (one message, then it exits). */
 export type CreationReport = { ok: true } | { ok: false; fsCode?: string; message: string };
 
-/** The child's creation failed on a file system error (fsCode: 'ENOSPC', 'EACCES', 'errno 99'). */
+/** The child reported that creating the cluster failed; fsCode names a file system error ('ENOSPC',
+ *  'EACCES', 'errno 99') when it was one. */
 export class ClusterCreationError extends Error {
   override readonly name = 'ClusterCreationError';
   constructor(message: string, readonly fsCode?: string) { super(message); }
