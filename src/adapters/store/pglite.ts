@@ -5,6 +5,7 @@
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { SluiceError } from '../../core/errors.ts';
+import { ensureCluster, fsErrorCode, startParams } from './pglite-cluster.ts';
 import type { Row, SqlClient } from './sql-store.ts';
 
 interface PgliteExecutor {
@@ -20,7 +21,9 @@ export interface PgliteOptions {
 /** Opens PGlite on `dataDir`, or in memory when dataDir is null. */
 export async function openPglite(dataDir: string | null, opts: PgliteOptions = {}): Promise<SqlClient> {
   const { PGlite } = await import('@electric-sql/pglite');
-  const db = dataDir === null ? await PGlite.create() : await openOnDisk(PGlite, dataDir);
+  const db = dataDir === null
+    ? await PGlite.create({ startParams: startParams(PGlite.defaultStartParams) })
+    : await openOnDisk(PGlite, dataDir);
   // Literals below rely on it: a quote is the only character that needs escaping.
   await db.exec('SET standard_conforming_strings = on');
   // ANALYZE samples 300 rows per unit of target: 3,000 rows keep it short (see Maintenance).
@@ -42,33 +45,28 @@ export async function openPglite(dataDir: string | null, opts: PgliteOptions = {
   };
 }
 
-/** WASI errno values of PGlite's file system errors, named for the common ones. */
-const ERRNO: Record<number, string> = { 2: 'EACCES', 20: 'EEXIST', 28: 'EINVAL', 31: 'EISDIR', 44: 'ENOENT', 51: 'ENOSPC', 54: 'ENOTDIR', 55: 'ENOTEMPTY', 63: 'EPERM', 69: 'EROFS' };
 /** File system errors that say the path is wrong for a store; others (ENOSPC, EIO) are disk faults. */
 const PATH_ERRORS = new Set(['EACCES', 'EEXIST', 'EISDIR', 'ENOENT', 'ENOTDIR', 'ENOTEMPTY', 'EPERM', 'EROFS']);
 
-/** Opens the cluster in `dataDir`, creating it (and its parent directories) if new. */
+/** Opens the cluster in `dataDir`, creating it (in a child process) and its parent directories if new. */
 async function openOnDisk(PGlite: typeof import('@electric-sql/pglite').PGlite, dataDir: string) {
   try {
     await mkdir(dirname(dataDir), { recursive: true });
-    return await PGlite.create(dataDir);
+    await ensureCluster(dataDir);
+    return await PGlite.create(dataDir, { startParams: startParams(PGlite.defaultStartParams) });
   } catch (e) {
-    const code = fsErrorCode(e);
-    if (code === undefined) throw e;
-    const message = `Cannot open the PGlite store in ${dataDir}: file system error ${code}`;
-    if (PATH_ERRORS.has(code)) throw new SluiceError('SLUICE_ERR_CONFIG', message, undefined, { cause: e });
-    throw new Error(message, { cause: e });
+    throw storeOpenError(dataDir, e);
   }
 }
 
-/** The code of a file system error: Node's (`code: 'EACCES'`), or PGlite's, a bare object carrying a WASI errno. */
-function fsErrorCode(e: unknown): string | undefined {
-  if (e instanceof Error) {
-    const { code } = e as NodeJS.ErrnoException;
-    return typeof code === 'string' && /^E[A-Z]+$/.test(code) ? code : undefined;
-  }
-  const errno = (e as { errno?: unknown } | null)?.errno;
-  return typeof errno === 'number' ? ERRNO[errno] ?? `errno ${errno}` : undefined;
+/** What opening (or creating) the store in `dataDir` failed with, as it is reported: a file system
+ *  error names the path and the reason, and is a configuration error when the path is wrong. */
+export function storeOpenError(dataDir: string, e: unknown): unknown {
+  const code = fsErrorCode(e);
+  if (code === undefined) return e;
+  const message = `Cannot open the PGlite store in ${dataDir}: file system error ${code}`;
+  if (PATH_ERRORS.has(code)) return new SluiceError('SLUICE_ERR_CONFIG', message, undefined, { cause: e });
+  return new Error(message, { cause: e });
 }
 
 /** How often the tables' change counters are looked at. */
