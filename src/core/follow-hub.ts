@@ -121,7 +121,7 @@ class Hub {
   }
 }
 
-/** The hubs of one bus in this process, by request id. */
+/** The hubs of one bus in this process, by request id: one per app instance (app.ts makes it and hands it to the routes). */
 export class FollowHubs {
   private readonly hubs = new Map<string, Hub>();
 
@@ -184,8 +184,6 @@ export class FollowHubs {
   }
 }
 
-const byBus = new WeakMap<Bus, FollowHubs>();
-
 /** Signals shared by many listeners (the process's drain handoff) carry one waker per listener: no leak warning for them. */
 const shared = new WeakSet<AbortSignal>();
 function unbounded(signal: AbortSignal): void {
@@ -194,9 +192,3 @@ function unbounded(signal: AbortSignal): void {
   setMaxListeners(0, signal);
 }
 
-/** The process's hubs for `bus` (one registry per bus instance). */
-export function followHubsOf(bus: Bus): FollowHubs {
-  let hubs = byBus.get(bus);
-  if (!hubs) { hubs = new FollowHubs(bus); byBus.set(bus, hubs); }
-  return hubs;
-}
