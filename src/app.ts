@@ -26,6 +26,7 @@ import { priceOf } from './core/pricing.ts';
 import { QueueDepth } from './core/queue-depth.ts';
 import { RequestService } from './core/requests.ts';
 import { StreamLeases } from './core/stream-leases.ts';
+import { FollowHubs } from './core/follow-hub.ts';
 import { Sweeper } from './core/sweeper.ts';
 import { Worker } from './core/worker.ts';
 import { buildOpsServer, buildServer } from './http/server.ts';
@@ -43,6 +44,8 @@ export interface Sluice {
   model: ModelRouter;
   auth: Authenticator; requests: RequestService; runner: AttemptRunner; ledger: Ledger; sweeper: Sweeper;
   worker: Worker | null;
+  /** The followers of the requests this process delivers from the log (core/follow-hub.ts): one per request, shared by its listeners. */
+  hubs: FollowHubs;
   /** Requests waiting for a worker, as admission sees them. */
   queueDepth: QueueDepth;
   /** The HTTP server: the whole API on a gateway, probes and metrics on other roles. */
@@ -183,6 +186,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const requests = new RequestService({ config, store, queue, bus, limiter, admission, runner, logger, tracer, drain: drainState, ...(crash && { crash }), ...(checkPrompt && { checkPrompt }) });
   const sweeper = new Sweeper({ config, store, queue, limiter, ledger, logger, metrics, now });
   const leases = new StreamLeases(limiter, config.leaseTtlMs, metrics);
+  const hubs = new FollowHubs(bus);
 
   // Embedded: this process owns the store and the in-memory queue, so it recovers what the previous one left.
   if (config.role === 'all' && config.queueUrl.startsWith('memory:')) {
@@ -207,7 +211,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   // It listens before the worker consumes: a port lost since the preflight check stops the start
   // before any job is taken.
   const server = await orUndo(roles.has('gateway')
-    ? buildServer({ config, auth, logger, metrics, requests, store, bus, limiter, runner, leases, models, now, readiness, tracer, drain: drainState })
+    ? buildServer({ config, auth, logger, metrics, requests, store, bus, hubs, limiter, runner, leases, models, now, readiness, tracer, drain: drainState })
     : buildOpsServer({ logger, metrics, readiness, http: config.http }));
   undo.unshift(server);
   await orUndo(server.listen({ host: config.host, port: config.port, backlog: config.http.backlog }).catch((e: unknown) => { throw listenError(e, config.host, config.port); }));
@@ -248,7 +252,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     await store.close();
     await tracer.close().catch((err: unknown) => logger.warn({ err }, 'tracing: exporting the last spans failed'));
   };
-  return { config, logger, metrics, store, limiter, queue, bus, model, auth, requests, runner, ledger, sweeper, worker, queueDepth: depth, server, url, masterKey, devKey: dev, drain, close };
+  return { config, logger, metrics, store, limiter, queue, bus, model, auth, requests, runner, ledger, sweeper, worker, hubs, queueDepth: depth, server, url, masterKey, devKey: dev, drain, close };
 }
 
 /** How the banner-to-be says a service came up: in-process, opened on disk, or connected over the network. */

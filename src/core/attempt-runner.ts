@@ -92,6 +92,9 @@ export class AttemptRunner {
     const { config, bus, logger } = this.deps;
     const where = { request_id: record.id, attempt: record.attempt };
     if (record.cancelRequested) return this.end(record, this.cancelled(record, 0, '', false), hooks);
+    // The only listener (direct mode) left before the attempt began, while its request was being
+    // stored: the model never sees the prompt, so nothing is billed, as for an early cancel.
+    if (hooks.disconnect?.aborted) return this.end(record, this.cancelled(record, 0, '', false), hooks);
     // An embeddings request reaches a worker only when the gateway running it stopped (its claim
     // expired, or a restart recovered it). Its vectors were for that gateway's caller, who is
     // gone, and are never stored: running it again would bill work nobody can read. Refunded.

@@ -45,6 +45,9 @@ class Hub {
   readonly wakers = new Set<() => void>();
   private readonly stop = new AbortController();
   private readonly watchdog: NodeJS.Timeout | undefined;
+  /** Whether the follower handed over events since the watchdog's last tick; a quiet hub probes the log. */
+  private heard = false;
+  private probing = false;
 
   constructor(bus: Bus, readonly requestId: string, startAfter: number, private readonly tailSize: number, watch: HubFollowOptions['watch'], onFailed: (hub: Hub) => void) {
     this.coveredAfter = startAfter;
@@ -56,13 +59,34 @@ class Hub {
     if (watch) {
       this.watchdog = setInterval(() => {
         if (this.terminal) return;
+        if (!this.heard) this.probe(bus);
+        this.heard = false;
         watch.gone(requestId).then((gone) => { if (gone && !this.terminal) { this.gone = true; this.wakeAll(); } }, () => {});
       }, watch.everyMs);
       this.watchdog.unref();
     }
   }
 
+  /**
+   * Reads the log after the last event delivered, and hands on what follows it. The live channel
+   * may lose events (core NATS is at-most-once: a reconnect, a slow-consumer cut or a leaf cut from
+   * its hub drops what was published meanwhile); the follower notices a gap only when a later
+   * event arrives, so losing a log's last events, its terminal event above all, would leave every
+   * listener waiting for good (the watch finds the request ended and its log intact, and does
+   * nothing). One read per quiet request per tick, whatever the bus.
+   */
+  private probe(bus: Bus): void {
+    if (this.probing) return;
+    this.probing = true;
+    bus.read(this.requestId, this.last, LOG_PAGE).then((page) => {
+      const run: LogEvent[] = [];
+      for (const e of page) if (e.seq === (run.at(-1)?.seq ?? this.last) + 1) run.push(e);
+      if (run.length > 0 && !this.terminal) this.push(run);
+    }, () => { /* the bus is out of reach: the next tick tries again */ }).finally(() => { this.probing = false; });
+  }
+
   private push(run: readonly LogEvent[]): void {
+    this.heard = true;
     for (const e of run) {
       if (e.seq > this.last) {
         this.tail.push(e);
@@ -97,7 +121,7 @@ class Hub {
   }
 }
 
-/** The hubs of one bus in this process, by request id. */
+/** The hubs of one bus in this process, by request id: one per app instance (app.ts makes it and hands it to the routes). */
 export class FollowHubs {
   private readonly hubs = new Map<string, Hub>();
 
@@ -160,8 +184,6 @@ export class FollowHubs {
   }
 }
 
-const byBus = new WeakMap<Bus, FollowHubs>();
-
 /** Signals shared by many listeners (the process's drain handoff) carry one waker per listener: no leak warning for them. */
 const shared = new WeakSet<AbortSignal>();
 function unbounded(signal: AbortSignal): void {
@@ -170,9 +192,3 @@ function unbounded(signal: AbortSignal): void {
   setMaxListeners(0, signal);
 }
 
-/** The process's hubs for `bus` (one registry per bus instance). */
-export function followHubsOf(bus: Bus): FollowHubs {
-  let hubs = byBus.get(bus);
-  if (!hubs) { hubs = new FollowHubs(bus); byBus.set(bus, hubs); }
-  return hubs;
-}

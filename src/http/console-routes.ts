@@ -8,7 +8,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, extname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify';
 import { SluiceError } from '../core/errors.ts';
 
 export const CONSOLE_CSP = [
@@ -54,8 +54,12 @@ function listFiles(dir: string): Map<string, string> {
 /** How often a miss may list the directory again (a rebuild while the gateway runs is then seen). */
 const RESCAN_MS = 2000;
 
-export function registerConsoleRoutes(app: FastifyInstance, opts: { dirs?: string[] } = {}): void {
+/** `log`: where the missing build's directories are named (default: the app's logger). */
+export function registerConsoleRoutes(app: FastifyInstance, opts: { dirs?: string[]; log?: Pick<FastifyBaseLogger, 'warn'> } = {}): void {
   const dirs = opts.dirs ?? consoleDirs();
+  const log = opts.log ?? app.log;
+  /** Whether the missing build was logged since the console was last found: once per outage, not per request. */
+  let reported = false;
   let listing: Listing | null = null;
   const scan = (): Listing | null => {
     const dir = dirs.find((d) => existsSync(join(d, 'index.html')) && statSync(join(d, 'index.html')).isFile());
@@ -66,7 +70,12 @@ export function registerConsoleRoutes(app: FastifyInstance, opts: { dirs?: strin
     let l = listing ?? scan();
     let file = l?.files.get(path);
     if (!file && (!l || Date.now() - l.at > RESCAN_MS)) { l = scan(); file = l?.files.get(path); }
-    if (!l) throw new SluiceError('SLUICE_ERR_CONSOLE_NOT_BUILT', `The web console is not built (looked in ${dirs.join(' and ')}): run npm run build`);
+    if (!l) {
+      // The directories are the server's own file layout: the operator's log names them, a client's answer does not.
+      if (!reported) { reported = true; log.warn({ dirs }, 'the web console is not built: run npm run build'); }
+      throw new SluiceError('SLUICE_ERR_CONSOLE_NOT_BUILT');
+    }
+    reported = false;
     return file;
   };
 

@@ -7,7 +7,6 @@ import { isTerminal, type LogEvent } from '../ports/bus.ts';
 import { isEnded, type RequestRecord } from '../ports/store.ts';
 import { endingOf, terminalEvent } from '../core/attempt-runner.ts';
 import { LOG_PAGE, readAll } from '../core/event-follow.ts';
-import { followHubsOf } from '../core/follow-hub.ts';
 import { drainingError } from '../core/drain.ts';
 import { SluiceError } from '../core/errors.ts';
 import type { GatewayDeps } from './gateway-deps.ts';
@@ -33,14 +32,14 @@ export function followed(record: RequestRecord): FollowedRequest {
 }
 
 export async function deliverEvents(deps: GatewayDeps, record: FollowedRequest, afterSeq: number, signal: AbortSignal, sink: EventSink): Promise<DeliveryEnd> {
-  const { bus, runner } = deps;
+  const { runner } = deps;
   if (isEnded(record)) return deliverEnded(deps, record, afterSeq, signal, sink);
   // A running request: follow its log, through the request's one follower in this process (its
   // listeners here share one subscription, one history read and one watchdog). If it ends without
   // a terminal event in its log (a crash between the settle and the append), the watchdog repairs
   // the log; with no log at all, the listener stops following and gets the stored result.
   const handoff = deps.drain.handoff;
-  const end = await followHubsOf(bus).follow(record.id, afterSeq, sink, {
+  const end = await deps.hubs.follow(record.id, afterSeq, sink, {
     signals: [signal, handoff],
     watch: { everyMs: Math.max(1000, deps.config.sse.pingMs), gone: async (id) => (await runner.repairTerminal(id)) === 'gone' },
   });

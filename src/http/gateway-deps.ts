@@ -2,6 +2,7 @@
 import type { Config } from '../config.ts';
 import type { AttemptRunner } from '../core/attempt-runner.ts';
 import type { Drain } from '../core/drain.ts';
+import type { FollowHubs } from '../core/follow-hub.ts';
 import type { Authenticator } from '../core/auth.ts';
 import type { Logger } from '../core/logger.ts';
 import type { Metrics } from '../core/metrics.ts';
@@ -20,6 +21,8 @@ export interface GatewayDeps {
   requests: RequestService;
   store: Store;
   bus: Bus;
+  /** The followers of the requests this process delivers from the log: one per request, shared by its listeners. */
+  hubs: FollowHubs;
   limiter: Limiter;
   runner: AttemptRunner;
   leases: StreamLeases;

@@ -99,6 +99,10 @@ export class SseStream {
     this.pingMs = opts.pingMs;
     pingJoin(this, opts.pingMs);
     res.on('close', () => this.finish());
+    // A client that left before the stream began (while its request was admitted and stored) closed
+    // the response already, and 'close' will not come again: without this, a direct attempt would
+    // run the whole model call for nobody.
+    if (res.destroyed) this.finish();
   }
 
   /** Aborts when the client disconnected (or the stream was ended). */

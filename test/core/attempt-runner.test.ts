@@ -9,7 +9,8 @@ import { SluiceError } from '../../src/core/errors.ts';
 import { createMetrics } from '../../src/core/metrics.ts';
 import { PartialAppendError, type EventBody } from '../../src/ports/bus.ts';
 import type { ModelBackend, ModelChunk } from '../../src/ports/model.ts';
-import { api, startTestSluice, waitFor, type TestSluice } from '../helpers/app.ts';
+import { api, MASTER_KEY, startTestSluice, waitFor, type TestSluice } from '../helpers/app.ts';
+import { parseChatBody } from '../../src/core/chat-request.ts';
 
 describe('AttemptRunner', () => {
   let app: TestSluice;
@@ -75,6 +76,25 @@ describe('AttemptRunner', () => {
     assert.equal(count, 2, 'one observation per read after the first');
     assert.ok(Math.abs(sum - (0.040 / 4 + 0.010 / 2)) < 1e-9, `sum ${sum}`);
     assert.equal((await app.store.getRequest(record.id))?.result, 'abcdefg');
+  });
+
+  it('a direct request whose client left before the attempt began is cancelled unbilled, without calling the model', async () => {
+    const principal = await app.auth.authenticate(MASTER_KEY);
+    const input = parseChatBody({ model: 'sim', max_tokens: 20, stream: true, messages: [{ role: 'user', content: 'gone already' }] });
+    const { record } = await app.requests.submit(principal, input, { mode: 'direct' });
+    const stream = app.model.stream.bind(app.model);
+    let calls = 0;
+    app.model.stream = (req, signal) => { calls++; return stream(req, signal); };
+    try {
+      const gone = new AbortController();
+      gone.abort();
+      const ended = await app.requests.runDirect(record, gone.signal);
+      assert.equal(ended?.status, 'cancelled');
+      assert.equal(calls, 0, 'the model was not called');
+      assert.equal(ended?.promptTokens, 0, 'a prompt the model never saw is not billed');
+    } finally {
+      app.model.stream = stream;
+    }
   });
 });
 

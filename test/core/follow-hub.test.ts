@@ -151,6 +151,27 @@ function hubSuite(name: string, makeHarness: () => Promise<BusHarness>, suite: {
       assert.deepEqual(late.seen.seqs, [8, 9, 10]);
     });
 
+    it('a live channel that loses the last events of a log (its terminal event too): the watchdog reads the log and every listener ends', async () => {
+      // What a NATS reconnect or slow-consumer cut does to a stream that ends meanwhile: nothing
+      // later arrives to reveal the gap, and the watch finds the request ended with its log intact.
+      const bus = countingBus(raw, (seq) => seq >= 9);
+      const hubs = new FollowHubs(bus);
+      const id = newRequestId();
+      const ac = new AbortController();
+      const watch = { everyMs: 20, gone: async () => false };
+      const seen: number[][] = [[], []];
+      const done = seen.map((s) => hubs.follow(id, 0, (run) => { for (const e of run) s.push(e.seq); }, { signals: [ac.signal], watch }));
+      await sleep(10);
+      await produce(bus, id, 10);
+      // The watchdog's timer does not hold the process open (a server does): this test must.
+      const keepAlive = setInterval(() => {}, 1000);
+      let outcomes: HubOutcome[] | undefined;
+      void Promise.all(done).then((o) => { outcomes = o; });
+      try { await waitFor(() => outcomes !== undefined, 'every listener to end'); } finally { clearInterval(keepAlive); ac.abort(); }
+      assert.deepEqual(outcomes, ['terminal', 'terminal']);
+      for (const s of seen) assert.deepEqual(s, range(1, 11));
+    });
+
     it("the request's watch runs once per request, not per listener, and ends its listeners with 'gone'", async () => {
       const hubs = new FollowHubs(raw);
       const id = newRequestId();

@@ -28,10 +28,10 @@ function rawGet(base: string, path: string): Promise<{ status: number; headers: 
   });
 }
 
-async function serve(dirs: string[]): Promise<{ app: FastifyInstance; url: string }> {
+async function serve(dirs: string[], log?: { warn(...args: unknown[]): void }): Promise<{ app: FastifyInstance; url: string }> {
   const app = Fastify();
   app.setErrorHandler((err, _req, reply) => sendError(reply, isSluiceError(err) ? err : new SluiceError('SLUICE_ERR_INTERNAL', String(err))));
-  registerConsoleRoutes(app, { dirs });
+  registerConsoleRoutes(app, { dirs, ...(log && { log }) });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   return { app, url };
 }
@@ -123,16 +123,22 @@ describe('console static files', () => {
     assert.equal((await rawGet(server.url, '/console/assets/index-AbCdEf12.js')).status, 200);
   });
 
-  it('without a build, answers 503 SLUICE_ERR_CONSOLE_NOT_BUILT telling to run npm run build', async () => {
-    const empty = await serve([join(root, 'nothing-here'), join(root, 'nor-here')]);
+  it('without a build, answers 503 SLUICE_ERR_CONSOLE_NOT_BUILT telling to run npm run build; the directories looked in go to the log only', async () => {
+    const dirs = [join(root, 'nothing-here'), join(root, 'nor-here')];
+    const logged: unknown[][] = [];
+    const empty = await serve(dirs, { warn: (...args) => { logged.push(args); } });
     try {
       for (const path of ['/console/', '/console/assets/index-AbCdEf12.js']) {
         const res = await fetch(`${empty.url}${path}`);
         assert.equal(res.status, 503);
-        const body = (await res.json()) as { error: { code: string; message: string } };
+        const text = await res.text();
+        const body = JSON.parse(text) as { error: { code: string; message: string } };
         assert.equal(body.error.code, 'SLUICE_ERR_CONSOLE_NOT_BUILT');
         assert.match(body.error.message, /npm run build/);
+        assert.ok(!text.includes(root), `the answer names no server path: ${text}`);
       }
+      assert.equal(logged.length, 1, 'logged once, not per request');
+      assert.deepEqual(logged[0]![0], { dirs });
     } finally {
       await empty.app.close();
     }

@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Bus, Subscription } from '../../src/ports/bus.ts';
 import type { RequestRecord } from '../../src/ports/store.ts';
-import { api, createUserKey, MASTER_KEY, readSse, startTestSluice, type TestSluice } from '../helpers/app.ts';
+import { api, createUserKey, MASTER_KEY, readSse, startTestSluice, waitFor, type TestSluice } from '../helpers/app.ts';
 
 const body = (maxTokens: number) => ({ model: 'sim', max_tokens: maxTokens, messages: [{ role: 'user', content: 'hi' }] });
 
@@ -35,6 +35,15 @@ describe('many listeners of one request in one process', () => {
     } finally {
       bus.subscribe = subscribe;
     }
+  });
+
+  it("listeners follow through the app's own hubs: one for the request while they listen, none after", async () => {
+    const call = api(app.url);
+    const { request_id: id } = (await (await call('/v1/requests', { method: 'POST', json: body(100) })).json()) as { request_id: string };
+    const streams = Array.from({ length: 3 }, () => call(`/v1/requests/${id}/events`).then((r) => readSse(r)));
+    await waitFor(async () => app.hubs.size === 1); // the request followed by one hub of this app
+    for (const frames of await Promise.all(streams)) assert.ok(frames.some((f) => f.event === 'completed'));
+    await waitFor(async () => app.hubs.size === 0); // the hub closes after its last listener
   });
 
   it('listeners connecting together share one store read; another user still gets 404', async () => {

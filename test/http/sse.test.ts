@@ -41,6 +41,25 @@ async function readAll(client: http.IncomingMessage): Promise<string> {
 }
 
 describe('SseStream', () => {
+  it('on a response whose client already went away (while the request was being stored), its signal is aborted at once', async () => {
+    let opened!: (sse: SseStream) => void;
+    const made = new Promise<SseStream>((r) => { opened = r; });
+    server = http.createServer((_req, res) => {
+      // The handler reaches the stream only after the client left, as a direct request does
+      // whose client disconnects during its admission and insert.
+      res.once('close', () => opened(new SseStream(res, { pingMs: 60_000, retryMs: 1000, maxBufferedBytes: 1 << 20, stallMs: 60_000 })));
+    });
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as AddressInfo;
+    const req = http.request({ port, host: '127.0.0.1', path: '/', method: 'POST', headers: { 'content-length': '2' } });
+    req.on('error', () => {});
+    req.end('{}');
+    await new Promise((r) => setTimeout(r, 50));
+    req.destroy();
+    const sse = await made;
+    assert.equal(sse.signal.aborted, true, 'the producer (a direct attempt) learns the client is gone');
+  });
+
   it('writes the frames of one turn as one chunk, in order', async () => {
     const { sse, writes, client } = await open();
     await new Promise((r) => setTimeout(r, 60));

@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events';
 import type { WebSocket } from 'ws';
 import type { Config } from '../../src/config.ts';
 import { Drain } from '../../src/core/drain.ts';
+import { FollowHubs } from '../../src/core/follow-hub.ts';
 import { StreamLeases } from '../../src/core/stream-leases.ts';
 import type { GatewayDeps } from '../../src/http/gateway-deps.ts';
 import { WsSession } from '../../src/http/ws-session.ts';
@@ -45,7 +46,7 @@ describe('WebSocket backpressure', () => {
     const config = { ...app.config, ws: { ...app.config.ws, ...ws } } as Config;
     const deps = {
       config, auth: app.auth, logger: app.logger, metrics: app.metrics, requests: app.requests, store: app.store, bus: app.bus,
-      limiter: app.limiter, runner: app.runner, leases: new StreamLeases(app.limiter, config.leaseTtlMs, app.metrics),
+      limiter: app.limiter, runner: app.runner, leases: new StreamLeases(app.limiter, config.leaseTtlMs, app.metrics), hubs: new FollowHubs(app.bus),
       now: Date.now, readiness: async () => ({ ok: true, checks: {} }), drain: new Drain(),
     } as unknown as GatewayDeps;
     const socket = new UnreadSocket();

@@ -3,6 +3,7 @@
 import { SluiceError } from '../../core/errors.ts';
 import { ConnectTimeout, hostPort, unreachable, type Endpoint } from '../endpoint.ts';
 import { redact } from '../url-scheme.ts';
+import type { PoolClient } from 'pg';
 import type { Row, SqlClient, SqlExecutor } from './sql-store.ts';
 
 /** Connections per process: enough for a worker's concurrent claims and finishes, small enough
@@ -71,11 +72,39 @@ export async function openPostgres(url: string, opts: PostgresOptions = {}): Pro
     exec: async (sql) => { await c.query({ text: sql }); },
   });
 
+  // A statement takes its connection here rather than through pool.query, so that not getting one
+  // is told apart from the statement failing: the pool stayed full for connectTimeoutMs (every
+  // connection busy under load) or the server cannot be reached. pg reports the first with a bare
+  // message and no code, which became SLUICE_ERR_INTERNAL; then a failed batch (store/batch.ts)
+  // was run again call by call, each call waiting connectTimeoutMs for a connection in turn: 256
+  // calls, 21 minutes. No statement ran, so it is SLUICE_ERR_UNAVAILABLE, and a batch fails at once.
+  const acquire = async (): Promise<PoolClient> => {
+    try {
+      return await pool.connect();
+    } catch (e) {
+      throw new SluiceError('SLUICE_ERR_UNAVAILABLE', `store: no PostgreSQL connection within ${connectTimeoutMs} ms (all ${POOL_SIZE} pooled connections busy, or ${hostPort(url)} unreachable)`, undefined, { cause: e });
+    }
+  };
+  /** One statement on a connection of its own, given back after it (dropped if the statement failed, as pool.query does). */
+  const onePooled = async <T>(run: (ex: SqlExecutor) => Promise<T>): Promise<T> => {
+    const conn = await acquire();
+    let failure: Error | undefined;
+    try {
+      return await run(over(conn));
+    } catch (e) {
+      failure = e instanceof Error ? e : new Error(String(e));
+      throw e;
+    } finally {
+      conn.release(failure);
+    }
+  };
+
   return {
     parallelism: BATCHES_IN_FLIGHT,
-    ...over(pool),
+    query: (sql, params) => onePooled((ex) => ex.query(sql, params)),
+    exec: (sql) => onePooled((ex) => ex.exec(sql)),
     async transaction(fn) {
-      const conn = await pool.connect();
+      const conn = await acquire();
       let broken: Error | undefined;
       try {
         await conn.query('BEGIN');
