@@ -30,10 +30,11 @@ function runNodeTest(list, concurrency) {
   });
 }
 
-let failed = 0;
-if (shared.length > 0) failed ||= await runNodeTest(shared, 2);
+// Both phases always run (a failure in the first still reports the second), and either fails the run.
+const codes = [];
+if (shared.length > 0) codes.push(await runNodeTest(shared, 2));
 if (alone.length > 0) {
   console.log(`\nrunning ${alone.length} file(s) alone, as they restart a shared service: ${alone.join(', ')}`);
-  failed ||= await runNodeTest(alone, 1);
+  codes.push(await runNodeTest(alone, 1));
 }
-process.exit(failed);
+process.exit(codes.find((c) => c !== 0) ?? 0);

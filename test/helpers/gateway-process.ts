@@ -37,9 +37,13 @@ export interface GatewayOptions {
   env?: Record<string, string>;
   /** A command that execs the gateway in its own process, e.g. `prlimit --nofile=300`. */
   wrap?: string[];
+  /** 'disk': PGlite on disk in the gateway's temporary directory, whose cluster a child process
+   *  creates, so the gateway's RSS at start is its own steady state (in memory, initdb's dead heaps
+   *  are collected at some later moment, which would hide memory growth measured meanwhile). */
+  store?: 'memory' | 'disk';
 }
 
-/** Starts `sluice start` (role all, PGlite in memory, sim model) and waits until /healthz answers. */
+/** Starts `sluice start` (role all, PGlite in memory unless `store: 'disk'`, sim model) and waits until /healthz answers. */
 export async function startGatewayProcess(opts: GatewayOptions = {}): Promise<GatewayProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-gw-'));
   const configFile = join(dir, 'sluice.config.json');
@@ -47,7 +51,7 @@ export async function startGatewayProcess(opts: GatewayOptions = {}): Promise<Ga
   let proc: SluiceProcess;
   try {
     proc = await spawnSluice(['start'], {
-      SLUICE_CONFIG: configFile, SLUICE_DATA_DIR: dir, DATABASE_URL: 'pglite://memory', SLUICE_MASTER_KEY: MASTER_KEY,
+      SLUICE_CONFIG: configFile, SLUICE_DATA_DIR: dir, DATABASE_URL: opts.store === 'disk' ? `pglite://${join(dir, 'db')}` : 'pglite://memory', SLUICE_MASTER_KEY: MASTER_KEY,
       SIM_TTFT_MS: '0', SIM_ITL_MS: '0', ...opts.env,
     }, { timeoutMs: 60_000, ...(opts.wrap && { wrap: opts.wrap }) });
   } catch (err) {
