@@ -52,6 +52,19 @@ const copied = assets(src);
 for (const file of copied) cpSync(join(src, file), join(outDir, file));
 console.log(`build: compiled src/ to ${relative(root, outDir)}/ and copied ${copied.length} asset files`);
 
+// A dump of a new, empty PGlite cluster: a first start of the embedded store loads it instead of
+// running initdb (docs/operations.md, "embedded store"). Named by PGlite's version, so a start with
+// another version installed ignores it. Without it a first start runs initdb, as before: a failure
+// here is a warning, not a failed build.
+{
+  const started = Date.now();
+  const { clusterTemplateName } = await import(pathToFileURL(join(outDir, 'adapters', 'store', 'pglite-cluster.js')).href);
+  const template = join(outDir, clusterTemplateName());
+  const made = spawnSync(process.execPath, [join(outDir, 'adapters', 'store', 'pglite-initdb.js'), '--template', template], { stdio: 'inherit' });
+  if (made.status === 0) console.log(`build: made ${relative(root, template)} (a new store's cluster) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  else console.warn(`build: could not make the PGlite cluster dump (exit ${made.status ?? made.signal}); a first start will run initdb`);
+}
+
 // The web console: a Vite build of console/ (its config names the entry, base path and output).
 let vite;
 try {

@@ -5,10 +5,11 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { PGlite } from '@electric-sql/pglite';
 import { ClusterCreationError, ensureCluster } from '../../src/adapters/store/pglite-cluster.ts';
 import { openPglite, storeOpenError } from '../../src/adapters/store/pglite.ts';
 import { isSluiceError } from '../../src/core/errors.ts';
@@ -37,6 +38,36 @@ describe('PGlite cluster creation in a child process', { timeout: 300_000 }, () 
     } finally {
       await again.close();
     }
+  });
+
+  it('loads the build\'s dump of a new cluster when there is one, and runs initdb when it does not load', async () => {
+    // A dump with a marker table, so the store shows which way it was made.
+    const source = join(base, 'template-source');
+    const made = await PGlite.create(source);
+    await made.exec('CREATE TABLE made_from_template (v int)');
+    const template = join(base, 'cluster.tar.gz');
+    await writeFile(template, Buffer.from(await (await made.dumpDataDir('gzip')).arrayBuffer()));
+    await made.close();
+    const damaged = join(base, 'damaged.tar.gz');
+    await writeFile(damaged, 'not a tar file');
+
+    const marker = async (dataDir: string) => {
+      const db = await openPglite(dataDir);
+      try {
+        return (await db.query(`SELECT to_regclass('made_from_template') IS NOT NULL AS present`))[0]?.present;
+      } finally {
+        await db.close();
+      }
+    };
+    await mkdir(join(base, 'from-template'));
+    await ensureCluster(join(base, 'from-template', 'db'), undefined, template);
+    assert.equal(await marker(join(base, 'from-template', 'db')), true, 'loaded from the dump');
+    assert.deepEqual(await readdir(join(base, 'from-template')), ['db']);
+
+    await mkdir(join(base, 'from-damaged'));
+    await ensureCluster(join(base, 'from-damaged', 'db'), undefined, damaged);
+    assert.equal(await marker(join(base, 'from-damaged', 'db')), false, 'created by initdb');
+    assert.deepEqual(await readdir(join(base, 'from-damaged')), ['db'], 'the failed load left no staging directory');
   });
 
   it('gives two processes starting on the same new directory at once one cluster', async () => {

@@ -7,7 +7,7 @@
 // minute at idle; docs/benchmarks.md §5). The child creates the cluster and exits, taking those heaps with
 // it; the gateway then opens a cluster that exists, which costs one heap.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -62,14 +62,25 @@ export function fsErrorCode(e: unknown): string | undefined {
  * directory that exists without a cluster (empty, or not a store at all) is handed to PGlite as it
  * is, as before: PGlite creates the cluster in it, or fails with the reason.
  */
-export async function ensureCluster(dataDir: string, child: ChildCommand = initdbChild): Promise<void> {
+export async function ensureCluster(dataDir: string, child: ChildCommand = initdbChild, template: string | undefined = clusterTemplate()): Promise<void> {
   // PGlite's own test for an existing cluster.
   if (existsSync(join(dataDir, 'PG_VERSION'))) return;
-  if (existsSync(dataDir)) return createIn(dataDir, child);
+  if (existsSync(dataDir)) return createIn(dataDir, child, undefined);
+  try {
+    await createBeside(dataDir, child, template);
+  } catch (e) {
+    // A template that does not load (damaged, or not PGlite's): initdb, as without one.
+    if (template === undefined || e instanceof ClusterCreationError && e.fsCode !== undefined) throw e;
+    await createBeside(dataDir, child, undefined);
+  }
+}
+
+/** Creates the cluster in a new directory beside dataDir, then renames it into place. */
+async function createBeside(dataDir: string, child: ChildCommand, template: string | undefined): Promise<void> {
   // A creation cut short (this process killed) leaves this directory behind, which nothing reads.
   const staging = await mkdtemp(join(dirname(dataDir), `.${basename(dataDir)}.new-`));
   try {
-    await createIn(staging, child);
+    await createIn(staging, child, template);
     await rename(staging, dataDir);
   } catch (e) {
     await rm(staging, { recursive: true, force: true });
@@ -80,20 +91,46 @@ export async function ensureCluster(dataDir: string, child: ChildCommand = initd
   }
 }
 
-/** The arguments of `node` that run a creating child on `dir` (the tests substitute failing ones). */
-export type ChildCommand = (dir: string) => string[];
+/** The arguments of `node` that run a creating child on `dir`, from `template` when given (the tests substitute failing ones). */
+export type ChildCommand = (dir: string, template?: string) => string[];
 
 /** pglite-initdb: compiled JavaScript in a build; the TypeScript sources through tsx in development. */
-function initdbChild(dir: string): string[] {
+function initdbChild(dir: string, template?: string): string[] {
   const here = import.meta.url;
-  if (here.endsWith('.ts')) return ['--import', import.meta.resolve('tsx'), fileURLToPath(new URL('./pglite-initdb.ts', here)), dir];
-  return [fileURLToPath(new URL('./pglite-initdb.js', here)), dir];
+  const args = template === undefined ? [dir] : [dir, template];
+  if (here.endsWith('.ts')) return ['--import', import.meta.resolve('tsx'), fileURLToPath(new URL('./pglite-initdb.ts', here)), ...args];
+  return [fileURLToPath(new URL('./pglite-initdb.js', here)), ...args];
+}
+
+/**
+ * The file name of the dump of a new cluster that the build makes for the installed PGlite
+ * (scripts/build.mjs, `pglite-initdb --template`): named by PGlite's version, so that a dump made
+ * by another version (node_modules upgraded without a build) is never loaded.
+ */
+export function clusterTemplateName(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.resolve('@electric-sql/pglite')), 'utf8')) as { version: string };
+  return `pglite-cluster-${pkg.version}.tar.gz`;
+}
+
+/**
+ * The build's dump of a new cluster, if there is one: a first start loads it instead of running
+ * initdb (the child then peaks at a third of the memory, and is done sooner). In dist/ beside the
+ * compiled code; the sources (development, tests) use dist/'s when a build made one.
+ */
+function clusterTemplate(): string | undefined {
+  try {
+    const here = import.meta.url;
+    const file = fileURLToPath(new URL(here.endsWith('.ts') ? `../../../dist/${clusterTemplateName()}` : `../../${clusterTemplateName()}`, here));
+    return existsSync(file) ? file : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Runs the child on `dir` and waits for it: resolves when it reports the cluster created. */
-function createIn(dir: string, command: ChildCommand): Promise<void> {
+function createIn(dir: string, command: ChildCommand, template: string | undefined): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, command(dir), { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    const child = spawn(process.execPath, command(dir, template), { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
     let report: CreationReport | undefined;
     let stderr = '';
     child.on('message', (m: CreationReport) => { report = m; });
