@@ -9,6 +9,7 @@ import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { clusterTemplateName } from '../../src/adapters/store/pglite-cluster.ts';
 import { MASTER_KEY, api, readSse } from '../helpers/app.ts';
 import { spawnSluice, type SluiceProcess } from '../helpers/process.ts';
 
@@ -55,6 +56,15 @@ describe('production build (dist)', () => {
       assert.ok(want.length > 0, dir);
       assert.deepEqual(readdirSync(join(OUT, dir)).sort(), want, dir);
     }
+  });
+
+  it('makes a dump of a new PGlite cluster for the installed version, which a first start loads instead of running initdb', () => {
+    const dump = join(OUT, clusterTemplateName());
+    assert.ok(existsSync(dump), `${dump} is missing`);
+    // A gzip tar of a whole cluster (a few MB), not an empty or partial file.
+    const bytes = readFileSync(dump);
+    assert.deepEqual([...bytes.subarray(0, 2)], [0x1f, 0x8b], 'gzip');
+    assert.ok(bytes.length > 1_000_000, `${bytes.length} bytes`);
   });
 
   it('imports only runtime dependencies and Node built-ins, and no .ts file', () => {
