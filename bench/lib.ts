@@ -83,6 +83,21 @@ export async function startFloor(upstream: Proc): Promise<Proc> {
 }
 
 /**
+ * Portkey's gateway (the peer) from PORTKEY_DIR (the @portkey-ai/gateway package directory; not a
+ * dependency), on its defaults, with the headers that point a request at `upstream`; undefined, with
+ * a message, when PORTKEY_DIR is not set or holds no build.
+ */
+export async function startPortkey(upstream: Proc): Promise<{ proc: Proc; headers: Record<string, string> } | undefined> {
+  const dir = process.env.PORTKEY_DIR;
+  if (!dir || !existsSync(join(dir, 'build', 'start-server.js'))) {
+    log(`PORTKEY_DIR ${dir ? `(${dir}) has no build/start-server.js` : 'not set'}: the Portkey (peer) legs are skipped`);
+    return undefined;
+  }
+  const proc = await startNodeServer('portkey', dir, 'build/start-server.js', (port) => [`--port=${port}`, '--headless'], '/');
+  return { proc, headers: { authorization: 'Bearer unused', 'x-portkey-provider': 'openai', 'x-portkey-custom-host': `${upstream.url}/v1` } };
+}
+
+/**
  * One Sluice process (role all unless SLUICE_ROLE is given), embedded PGlite unless DATABASE_URL is.
  * `cwd` runs another checkout's `bin/sluice.mjs` (an earlier version, for a side-by-side baseline);
  * `nodeArgs` go before the script (`--cpu-prof`, which NODE_OPTIONS does not accept).

@@ -18,14 +18,13 @@
 //      runs only the non-streaming comparison)
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { bearer, chatLoop, createUserKey, realisticChatBody, freshPostgres, get, log, main, median, r2, type ChatLoopResult, startFloor, startNodeServer, startSluice, startUpstream, table, type Proc } from './lib.ts';
+import { bearer, chatLoop, createUserKey, realisticChatBody, freshPostgres, get, log, main, median, r2, type ChatLoopResult, startFloor, startPortkey, startSluice, startUpstream, table, type Proc } from './lib.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const N_STREAM = Number(process.env.REQUESTS ?? 1000);
 const N_PLAIN = Number(process.env.REQUESTS_PLAIN ?? 2000);
 const C = Number(process.env.CONCURRENCY ?? 8);
 const TOKENS = Number(process.env.TOKENS ?? 64);
-const PORTKEY_DIR = process.env.PORTKEY_DIR;
 const BASELINE_DIR = process.env.BASELINE_DIR;
 const STORE = process.env.STORE ?? 'embedded';
 const PARTS = new Set((process.env.PARTS ?? 'a,b').split(',').map((p) => p.trim()));
@@ -49,10 +48,8 @@ main('routing', 20 * 60_000, async () => {
     sluices.push(['baseline', await startSluice({ ...common, ...(await store('baseline')), MODEL_URL: `${upstream.url}/v1` }, 'sluice-baseline', BASELINE_DIR)]);
   } else log('BASELINE_DIR not set: no earlier Sluice beside this one');
   log(`store: ${STORE === 'postgres' ? 'PostgreSQL (a fresh database per Sluice)' : 'embedded PGlite (the default)'}`);
-  let portkey: Proc | undefined;
-  if (PORTKEY_DIR && existsSync(join(PORTKEY_DIR, 'build', 'start-server.js'))) {
-    portkey = await startNodeServer('portkey', PORTKEY_DIR, 'build/start-server.js', (port) => [`--port=${port}`, '--headless'], '/');
-  } else log(`PORTKEY_DIR ${PORTKEY_DIR ? `(${PORTKEY_DIR}) has no build/start-server.js` : 'not set'}: the Portkey column is skipped`);
+  const peer = await startPortkey(upstream);
+  const portkey = peer?.proc;
   const keys = new Map<Proc, string>();
   for (const [, p] of sluices) keys.set(p, await createUserKey(p));
   log(`upstream ${upstream.url}, floor ${floor.url}, ${sluices.map(([n, p]) => `${n} ${p.url}`).join(', ')}${portkey ? `, portkey ${portkey.url}` : ''}`);
@@ -71,8 +68,7 @@ main('routing', 20 * 60_000, async () => {
   if (PARTS.has('b')) legs.push({ part: 'b', name: 'floor', run: (n) => leg(chat(floor), {}, plainBody, n), requests: N_PLAIN });
   if (PARTS.has('b')) for (const [name, p] of sluices) legs.push({ part: 'b', name: `${name} direct`, run: (n) => leg(chat(p), user(p, 'direct'), plainBody, n), requests: N_PLAIN });
   if (portkey && PARTS.has('b')) {
-    const headers = { authorization: 'Bearer unused', 'x-portkey-provider': 'openai', 'x-portkey-custom-host': `${upstream.url}/v1` };
-    legs.push({ part: 'b', name: 'portkey', run: (n) => leg(chat(portkey!), headers, plainBody, n), requests: N_PLAIN });
+    legs.push({ part: 'b', name: 'portkey', run: (n) => leg(chat(portkey!), peer!.headers, plainBody, n), requests: N_PLAIN });
   }
 
   log('warm-up (300 requests per gateway leg, not counted)');

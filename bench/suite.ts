@@ -15,10 +15,13 @@
 // Phase 1 and phase 2 use separate upstream/floor/Sluice processes (20 ms vs no pacing); only one
 // Sluice runs at a time. Bounded: a few minutes; hard stop at 15.
 //
-// env: ROUNDS (3), STREAMS (1000), SLOW_REQUESTS per leg (= STREAMS: one wave), WARM_REQUESTS (300), FAST_REQUESTS (1000),
+// With PORTKEY_DIR (the @portkey-ai/gateway package directory, not a dependency) Portkey's gateway
+// runs the same legs as the peer: its figures are rows of their own, beside the floor's.
+//
+// env: PORTKEY_DIR, ROUNDS (3), STREAMS (1000), SLOW_REQUESTS per leg (= STREAMS: one wave), WARM_REQUESTS (300), FAST_REQUESTS (1000),
 //      PLAIN_REQUESTS (2000), CONCURRENCY (8), TOKENS (64), ITL_MS (20), RAMP_MS (1000: the 1,000
 //      callers start spread over this long, as a listen backlog of 511 drops a simultaneous burst), PARTS (slow,fast)
-import { bearer, chatLoop, cpuMs, createUserKey, log, main, median, pct, r2, realisticChatBody, startFloor, startSluice, startUpstream, table, streamTtft, type ChatLoopResult, type Proc } from './lib.ts';
+import { bearer, chatLoop, cpuMs, createUserKey, log, main, median, pct, r2, realisticChatBody, startFloor, startPortkey, startSluice, startUpstream, table, streamTtft, type ChatLoopResult, type Proc } from './lib.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const STREAMS = Number(process.env.STREAMS ?? 1000);
@@ -68,6 +71,8 @@ async function slowPhase(rows: Row[], json: Record<string, unknown>): Promise<vo
     ['sluice direct', run(chat(sluice), { ...bearer(key), 'x-sluice-mode': 'direct' }, SLOW_N)],
     ['sluice queued', run(chat(sluice), { ...bearer(key), 'x-sluice-mode': 'queued' }, SLOW_N)],
   ];
+  const peer = await startPortkey(upstream);
+  if (peer) legs.push(['portkey', run(chat(peer.proc), peer.headers, SLOW_N)]);
   log(`warm-up: ${WARM_N} requests per Sluice leg, not counted`);
   for (const mode of ['direct', 'queued']) {
     const w = await run(chat(sluice), { ...bearer(key), 'x-sluice-mode': mode }, WARM_N)();
@@ -87,8 +92,13 @@ async function slowPhase(rows: Row[], json: Record<string, unknown>): Promise<vo
     rows.push({ case: `${STREAMS} slow streams, ${mode}: first token p50 / p99 ms`, floor: `${r2(fT50)} / ${r2(fT99)}`, sluice: `${r2(t50)} / ${r2(t99)}`, ratio: String(r2(tRatio)), target: 'p50 <= 2x', met: tRatio <= 2 ? 'yes' : 'no' });
     rows.push({ case: `${STREAMS} slow streams, ${mode}: errors`, floor: String(f.reduce((n, x) => n + x.errors, 0)), sluice: String(errors), ratio: '', target: '0', met: errors === 0 ? 'yes' : 'no' });
   }
+  const p = res.get('portkey');
+  if (p) {
+    const ratio = median(p.map((x, i) => x.rps / f[i]!.rps));
+    rows.push({ case: `${STREAMS} slow streams, Portkey (peer): req/s; first token p50 / p99 ms; errors`, floor: `${r2(fRps)}; ${r2(fT50)} / ${r2(fT99)}`, sluice: `Portkey ${r2(median(p.map((x) => x.rps)))}; ${r2(median(p.map((x) => x.ttftP50)))} / ${r2(median(p.map((x) => x.ttftP99)))}; ${p.reduce((n, x) => n + x.errors, 0)}`, ratio: `${r2(ratio)} (rounds ${p.map((x, i) => r2(x.rps / f[i]!.rps)).join(' ')})`, target: 'peer', met: '' });
+  }
   json.slow = Object.fromEntries(res);
-  await sluice.stop(); await floor.stop(); await upstream.stop();
+  await peer?.proc.stop(); await sluice.stop(); await floor.stop(); await upstream.stop();
 }
 
 async function fastPhase(rows: Row[], json: Record<string, unknown>): Promise<void> {
@@ -101,10 +111,11 @@ async function fastPhase(rows: Row[], json: Record<string, unknown>): Promise<vo
   const chat = (p: Proc) => `${p.url}/v1/chat/completions`;
   const user = { ...bearer(key), 'x-sluice-mode': 'direct' };
   type Measured = ChatLoopResult & { cpuPerReq: number };
-  const measured = (p: Proc, headers: Record<string, string>, body: string, n: number) => async (): Promise<Measured> => {
+  /** A leg; Sluice's and the floor's stop the run on an error, the peer's are counted (a row says so). */
+  const measured = (p: Proc, headers: Record<string, string>, body: string, n: number, tolerate = false) => async (): Promise<Measured> => {
     const c0 = cpuMs(p.pid);
     const x = await chatLoop(chat(p), headers, body, n, C);
-    if (x.errors) throw new Error(`${x.errors} errors (${x.firstError})`);
+    if (x.errors && !tolerate) throw new Error(`${x.errors} errors (${x.firstError})`);
     return { ...x, cpuPerReq: r2((cpuMs(p.pid) - c0) / Math.max(1, x.ok)) };
   };
   log('warm-up: 300 requests per Sluice leg, not counted');
@@ -116,6 +127,8 @@ async function fastPhase(rows: Row[], json: Record<string, unknown>): Promise<vo
     ['floor plain', measured(floor, {}, plainBody, PLAIN_N)],
     ['sluice plain', measured(sluice, user, plainBody, PLAIN_N)],
   ];
+  const peer = await startPortkey(upstream);
+  if (peer) legs.push(['portkey stream', measured(peer.proc, peer.headers, streamBody, FAST_N, true)], ['portkey plain', measured(peer.proc, peer.headers, plainBody, PLAIN_N, true)]);
   const res = await alternate(legs, ROUNDS, (_, r) => `${r.rps} req/s, latency p50 ${r.p50} p99 ${r.p99} ms, CPU ${r.cpuPerReq} ms/request`);
   const m = (name: string, k: 'rps' | 'cpuPerReq') => median(res.get(name)!.map((x) => x[k]));
   const perRound = (a: string, b: string) => res.get(a)!.map((x, i) => r2(x.rps / res.get(b)![i]!.rps)).join(' ');
@@ -126,8 +139,15 @@ async function fastPhase(rows: Row[], json: Record<string, unknown>): Promise<vo
   rows.push({ case: `non-streaming c=${C}, direct: req/s`, floor: String(r2(fPlain)), sluice: String(r2(sPlain)), ratio: `${r2(ratio('sluice plain', 'floor plain'))} (rounds ${perRound('sluice plain', 'floor plain')})`, target: '>= 0.5', met: ratio('sluice plain', 'floor plain') >= 0.5 ? 'yes' : 'no' });
   const sCpu = m('sluice stream', 'cpuPerReq'), fCpu = m('floor stream', 'cpuPerReq');
   rows.push({ case: 'CPU per streamed request, ms (gateway process)', floor: String(fCpu), sluice: String(sCpu), ratio: String(r2(ratio('sluice stream', 'floor stream', 'cpuPerReq'))), target: '<= 2x', met: ratio('sluice stream', 'floor stream', 'cpuPerReq') <= 2 ? 'yes' : 'no' });
+  if (peer) {
+    for (const [kind, floorLeg] of [['stream', 'floor stream'], ['plain', 'floor plain']] as const) {
+      const legs = res.get(`portkey ${kind}`)!;
+      const errors = legs.reduce((n, x) => n + x.errors, 0);
+      rows.push({ case: `${kind === 'stream' ? 'streaming' : 'non-streaming'} c=${C}, Portkey (peer): req/s; CPU ms/request; errors`, floor: `${r2(m(floorLeg, 'rps'))}; ${m(floorLeg, 'cpuPerReq')}`, sluice: `Portkey ${r2(m(`portkey ${kind}`, 'rps'))}; ${m(`portkey ${kind}`, 'cpuPerReq')}; ${errors}${errors ? ` (${legs.find((x) => x.errors)!.firstError.slice(0, 80)})` : ''}`, ratio: `${r2(ratio(`portkey ${kind}`, floorLeg))} (rounds ${perRound(`portkey ${kind}`, floorLeg)})`, target: 'peer', met: '' });
+    }
+  }
   json.fast = Object.fromEntries(res);
-  await sluice.stop(); await floor.stop(); await upstream.stop();
+  await peer?.proc.stop(); await sluice.stop(); await floor.stop(); await upstream.stop();
 }
 
 main('bench', 15 * 60_000, async () => {
