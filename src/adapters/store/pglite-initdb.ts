@@ -29,7 +29,7 @@ async function create(dir: string, template: string | undefined): Promise<Creati
 async function makeTemplate(out: string): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'sluice-pglite-template-'));
   try {
-    await (await PGlite.create(join(dir, 'db'))).close();
+    // The instance that ran initdb dumps its own data directory: no second open.
     const db = await PGlite.create(join(dir, 'db'));
     const dump = await db.dumpDataDir('gzip');
     await db.close();
