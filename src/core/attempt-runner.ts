@@ -12,6 +12,7 @@ import { choiceEndings, OutputBuilder } from './request-output.ts';
 import { NOOP_TRACER, type Span, type Tracer } from '../ports/tracer.ts';
 import type { Inspector } from '../ports/inspector.ts';
 import { AnswerInspection, InspectionStop } from './inspection.ts';
+import { ClaimKeeper } from './claim-keeper.ts';
 
 /** What repairTerminal found: the request still running, its log ending with its terminal event (already, or now), or no log. */
 export type LogRepair = 'running' | 'intact' | 'repaired' | 'gone';
@@ -49,12 +50,18 @@ export interface AttemptHooks {
 }
 
 export class AttemptRunner {
+  /** Every running attempt's claim, renewed together every third of the claim's time. */
+  private readonly claims: ClaimKeeper;
+
   constructor(private readonly deps: {
     config: Config; store: Store; bus: Bus; model: ModelBackend; ledger: Ledger; metrics: Metrics; logger: Logger; now: () => number;
     tracer?: Tracer;
     /** Content inspection (config.inspection); requests whose payload names a mode other than disabled need it. */
     inspector?: Inspector | null;
-  }) {}
+  }) {
+    const { claimMs } = deps.config.worker;
+    this.claims = new ClaimKeeper({ store: deps.store, logger: deps.logger, claimMs, intervalMs: Math.max(50, Math.floor(claimMs / 3)) });
+  }
 
   private get tracer(): Tracer { return this.deps.tracer ?? NOOP_TRACER; }
 
@@ -113,7 +120,7 @@ export class AttemptRunner {
     hooks.handoff?.addEventListener('abort', onHandoff, { once: true });
     if (hooks.handoff?.aborted) stop('handoff');
     const deadline = setTimeout(() => stop('timeout'), config.worker.requestTimeoutMs);
-    const renew = setInterval(() => void this.renew(record, workerId, stop, hooks), Math.max(50, Math.floor(config.worker.claimMs / 3)));
+    const claim = this.claims.hold(record, workerId, { lost: () => stop('lost'), cancel: () => stop('cancel'), ...(hooks.onRenew && { renewed: hooks.onRenew }) });
 
     const output = new OutputBuilder();
     let inspection: AnswerInspection | null = null;
@@ -210,7 +217,7 @@ export class AttemptRunner {
     } finally {
       inspection?.close();
       clearTimeout(deadline);
-      clearInterval(renew);
+      claim.release();
       hooks.disconnect?.removeEventListener('abort', onDisconnect);
       hooks.handoff?.removeEventListener('abort', onHandoff);
       await control.close().catch(() => {});
@@ -254,7 +261,7 @@ export class AttemptRunner {
     disconnect.addEventListener('abort', onDisconnect, { once: true });
     if (disconnect.aborted) stop('disconnect');
     const deadline = setTimeout(() => stop('timeout'), config.worker.requestTimeoutMs);
-    const renew = setInterval(() => void this.renew(record, workerId, stop, {}), Math.max(50, Math.floor(config.worker.claimMs / 3)));
+    const claim = this.claims.hold(record, workerId, { lost: () => stop('lost'), cancel: () => stop('cancel') });
     try {
       if (!model.embed) throw new ModelError('permanent', 'the model backend does not serve embeddings');
       const { payload } = record;
@@ -282,7 +289,7 @@ export class AttemptRunner {
       return await this.end(record, this.failed(record, 0, '', code, me.message));
     } finally {
       clearTimeout(deadline);
-      clearInterval(renew);
+      claim.release();
       disconnect.removeEventListener('abort', onDisconnect);
       await control.close().catch(() => {});
     }
@@ -348,18 +355,6 @@ export class AttemptRunner {
 
   failed(record: RequestRecord, produced: number, text: string, code: string, message: string, output?: RequestOutput): Ending {
     return { status: 'failed', attempt: record.attempt, result: text, ...(output && { output }), finishReason: 'error', usage: usageOf(record.promptTokens, produced), error: { code, message } };
-  }
-
-  private async renew(record: RequestRecord, workerId: string, stop: (r: StopReason) => void, hooks: AttemptHooks): Promise<void> {
-    try {
-      const held = await this.deps.store.renewClaim(record.id, workerId, record.attempt, this.deps.config.worker.claimMs);
-      if (!held) return stop('lost');
-      const fresh = await this.deps.store.getRequest(record.id);
-      if (fresh?.cancelRequested) stop('cancel');
-      await hooks.onRenew?.();
-    } catch (err) {
-      this.deps.logger.warn({ request_id: record.id, err }, 'claim renewal failed');
-    }
   }
 
   /**

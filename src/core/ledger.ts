@@ -4,7 +4,7 @@
 // settle is idempotent by request id, so replays and duplicate deliveries change nothing.
 import type { Usage } from '../ports/bus.ts';
 import type { Limiter, SettleResult } from '../ports/limiter.ts';
-import { endedRecord, type Outcome, type RequestRecord, type Store, type TerminalStatus } from '../ports/store.ts';
+import { endedRecord, type Outcome, type RequestRecord, type Store, type TerminalStatus, type UsageRow } from '../ports/store.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 import { costOf, type Price } from './pricing.ts';
@@ -87,6 +87,11 @@ export class Ledger {
   async settleFromRow(requestId: string): Promise<SettleResult | 'failed' | 'no-row'> {
     const row = await this.deps.store.ledgerRow(requestId);
     if (!row) return 'no-row';
-    return this.settleQuota(requestId, { tokens: row.chargedTokens, requests: row.chargedRequests > 0 ? 1 : 0 });
+    return this.settleWithRow(row);
+  }
+
+  /** settleFromRow with the row already read. */
+  settleWithRow(row: UsageRow): Promise<SettleResult | 'failed'> {
+    return this.settleQuota(row.requestId, { tokens: row.chargedTokens, requests: row.chargedRequests > 0 ? 1 : 0 });
   }
 }

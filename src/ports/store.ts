@@ -137,6 +137,12 @@ export type ClaimResult =
   | { state: 'terminal'; record: RequestRecord }
   | { state: 'missing' };
 
+/**
+ * What a claim renewal found: `held` (extended), `cancel` (extended, and a cancel was asked for:
+ * stop with it), `lost` (this worker/attempt no longer holds the claim: stop working).
+ */
+export type ClaimRenewal = 'held' | 'cancel' | 'lost';
+
 export interface UsageRow {
   requestId: string; userId: string; keyId: string | null; model: string; status: TerminalStatus;
   promptTokens: number; completionTokens: number; chargedTokens: number; chargedRequests: number;
@@ -192,8 +198,11 @@ export interface Store {
    * (its worker died). Increments `attempt`, sets `running`, holds the claim for `claimMs`.
    */
   claimRequest(id: string, workerId: string, claimMs: number): Promise<ClaimResult>;
-  /** Extends the claim; false if this worker/attempt no longer holds it (stop working). */
-  renewClaim(id: string, workerId: string, attempt: number, claimMs: number): Promise<boolean>;
+  /**
+   * Extends the claim by `claimMs` (0 gives it back at once), and says whether a cancel was asked
+   * for meanwhile: one statement, batched with the other attempts' renewals.
+   */
+  renewClaim(id: string, workerId: string, attempt: number, claimMs: number): Promise<ClaimRenewal>;
   /**
    * Gives the claim back at once without spending the attempt (a draining process stops it): the
    * request stays running for the next claim, and `handoffs` counts it. False if not held.
@@ -233,6 +242,8 @@ export interface Store {
   usageTotals(userId: string, from: Date, to: Date): Promise<UsageTotals>;
   /** The ledger row of one request (what it was charged), or null while it has not ended. */
   ledgerRow(requestId: string): Promise<UsageRow | null>;
+  /** The ledger rows of those requests that have one, in one statement (the sweeper's check of every open reservation). */
+  ledgerRowsOf(requestIds: readonly string[]): Promise<UsageRow[]>;
   /** Settled usage per model with settledAt in [from, to) for one user, by model id. */
   spendByModel(userId: string, from: Date, to: Date): Promise<ModelSpend[]>;
   /**

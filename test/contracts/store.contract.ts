@@ -404,7 +404,7 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
         const expires = record.claimExpiresAt?.getTime() ?? 0;
         assert.ok(expires > before + 50_000 && expires < before + 70_000, `claim expires at ${expires}`);
         assert.deepEqual(await store.getRequest(input.id), record);
-        assert.equal(await store.renewClaim(input.id, 'gateway-a', 1, 60_000), true);
+        assert.equal(await store.renewClaim(input.id, 'gateway-a', 1, 60_000), 'held');
         const other = await store.claimRequest(input.id, 'worker-b', 60_000);
         assert.equal(other.state, 'busy');
       });
@@ -429,8 +429,8 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
         assert.equal(second.state, 'claimed');
         assert.ok(second.state === 'claimed');
         assert.equal(second.record.attempt, 2);
-        assert.equal(await store.renewClaim(r.id, 'worker-a', 1, 60_000), false);
-        assert.equal(await store.renewClaim(r.id, 'worker-b', 2, 60_000), true);
+        assert.equal(await store.renewClaim(r.id, 'worker-a', 1, 60_000), 'lost');
+        assert.equal(await store.renewClaim(r.id, 'worker-b', 2, 60_000), 'held');
       });
 
       it('reports terminal for a finished request and missing for an unknown one', async () => {
@@ -457,17 +457,38 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
 
       it('renews only for the current worker and attempt of a running request', async () => {
         const r = await queued();
-        assert.equal(await store.renewClaim(r.id, 'worker-a', 0, 60_000), false, 'queued: nothing to renew');
+        assert.equal(await store.renewClaim(r.id, 'worker-a', 0, 60_000), 'lost', 'queued: nothing to renew');
         const res = await store.claimRequest(r.id, 'worker-a', 1_000);
         assert.ok(res.state === 'claimed');
         const oldExpiry = res.record.claimExpiresAt?.getTime() ?? 0;
-        assert.equal(await store.renewClaim(r.id, 'worker-a', 1, 60_000), true);
+        assert.equal(await store.renewClaim(r.id, 'worker-a', 1, 60_000), 'held');
         assert.ok(((await store.getRequest(r.id))?.claimExpiresAt?.getTime() ?? 0) > oldExpiry + 30_000);
-        assert.equal(await store.renewClaim(r.id, 'worker-b', 1, 60_000), false, 'other worker');
-        assert.equal(await store.renewClaim(r.id, 'worker-a', 2, 60_000), false, 'other attempt');
-        assert.equal(await store.renewClaim(randomUUID(), 'worker-a', 1, 60_000), false, 'unknown request');
+        assert.equal(await store.renewClaim(r.id, 'worker-b', 1, 60_000), 'lost', 'other worker');
+        assert.equal(await store.renewClaim(r.id, 'worker-a', 2, 60_000), 'lost', 'other attempt');
+        assert.equal(await store.renewClaim(randomUUID(), 'worker-a', 1, 60_000), 'lost', 'unknown request');
         await store.finishRequest(r.id, outcome());
-        assert.equal(await store.renewClaim(r.id, 'worker-a', 1, 60_000), false, 'finished');
+        assert.equal(await store.renewClaim(r.id, 'worker-a', 1, 60_000), 'lost', 'finished');
+      });
+
+      it('a renewal reports a cancel asked for meanwhile, and still extends the claim', async () => {
+        const r = await queued();
+        const res = await store.claimRequest(r.id, 'worker-a', 1_000);
+        assert.ok(res.state === 'claimed');
+        assert.equal(await store.renewClaim(r.id, 'worker-a', 1, 60_000), 'held');
+        await store.requestCancel(r.id);
+        assert.equal(await store.renewClaim(r.id, 'worker-a', 1, 60_000), 'cancel');
+        assert.ok(((await store.getRequest(r.id))?.claimExpiresAt?.getTime() ?? 0) > Date.now() + 30_000);
+        assert.equal(await store.renewClaim(r.id, 'worker-b', 1, 60_000), 'lost', 'a cancel is news only to the holder');
+      });
+
+      it('renews many attempts at once, each on its own conditions', async () => {
+        const rows = await Promise.all(Array.from({ length: 12 }, () => queued()));
+        for (const r of rows) assert.ok((await store.claimRequest(r.id, 'worker-a', 1_000)).state === 'claimed');
+        await store.requestCancel(rows[1]!.id);
+        await store.finishRequest(rows[2]!.id, outcome());
+        // Made in one turn, so they share statements (batch.ts); each row answers for itself.
+        const got = await Promise.all(rows.map((r, i) => store.renewClaim(r.id, i === 3 ? 'worker-b' : 'worker-a', 1, 60_000)));
+        assert.deepEqual(got, rows.map((_, i) => (i === 1 ? 'cancel' : i === 2 || i === 3 ? 'lost' : 'held')));
       });
 
       it('releaseAllClaims expires every running claim so it can be claimed again', async () => {
@@ -734,7 +755,12 @@ export function storeContract(name: string, factory: () => Promise<Store>): void
         const refunded = await store.ledgerRow(ids[2]!);
         assert.deepEqual([refunded?.requestId, refunded?.chargedTokens, refunded?.chargedRequests], [ids[2], 0, 0]);
         assert.equal((await store.ledgerRow(ids[1]!))?.chargedTokens, 20);
-        assert.equal(await store.ledgerRow((await queued({ userId })).id), null);
+        const unended = (await queued({ userId })).id;
+        assert.equal(await store.ledgerRow(unended), null);
+        // Many requests' rows in one call: those that have one, whatever the order asked.
+        const many = await store.ledgerRowsOf([unended, ids[2]!, randomUUID(), ids[0]!]);
+        assert.deepEqual(many.map((r) => [r.requestId, r.chargedTokens]).sort(), [[ids[0], 10], [ids[2], 0]].sort());
+        assert.deepEqual(await store.ledgerRowsOf([]), []);
         // Newest first with a limit: the last rows, in reverse.
         assert.deepEqual((await store.usageRows({ from: start, to: end, userId, limit: 3, newestFirst: true })).map((r) => r.requestId), ids.slice(1).reverse());
         // `from` is inclusive.
