@@ -8,6 +8,8 @@
 // /connz?subs=1) and the interest each leaf gives the hub (hub /leafz?subs=1) hold only the
 // subjects of requests followed at that edge, and a leaf whose edge follows nothing receives no
 // message while another edge's request streams.
+// An edge admits with its own INSPECTION_* settings: a prompt it refuses never reaches the origin, and
+// the mode it resolves is the one the origin's worker inspects the answer with.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readSse, waitFor, type SseFrame } from '../helpers/app.ts';
@@ -32,6 +34,7 @@ describe('edge delivery over NATS leaf nodes', skip, () => {
   let leafB: Leaf;
   let edgeA: SluiceProcess;
   let edgeB: SluiceProcess;
+  let worker: SluiceProcess;
   let key: string;
   let prefix: string;
   const edgeEnv = (leaf: Leaf) => ({ BUS_URL: `${leaf.url}?domain=${HUB_DOMAIN}`, BUS_IDLE_PROBE_MS: '500' });
@@ -42,7 +45,7 @@ describe('edge delivery over NATS leaf nodes', skip, () => {
     cluster = await createCluster({ queue: 'amqp', bus: 'nats', natsUrl: topo.hub.url, env: { SIM_ITL_MS: '25' } });
     prefix = cluster.env.BUS_PREFIX!;
     // The worker (origin) first: it creates the stream on the hub with its settings.
-    await cluster.start('worker');
+    worker = await cluster.start('worker');
     [edgeA, edgeB] = await Promise.all([cluster.start('edge', edgeEnv(leafA)), cluster.start('edge', edgeEnv(leafB))]);
     ({ key } = await cluster.user({ tier: 'pro' }));
   });
@@ -207,5 +210,30 @@ describe('edge delivery over NATS leaf nodes', skip, () => {
     assert.equal(connected.resumed_after, 12);
     assert.equal(rest.at(-1)?.event, 'completed');
     await assertExactlyOnce(edgeB, id, [...tokensOf(head), ...tokensOf(rest)]);
+  });
+
+  it('content inspection of a request admitted at an edge: the edge refuses a prompt before admission and resolves the mode, the origin\'s worker inspects the answer', async () => {
+    const edgeC = await cluster.start('edge', { ...edgeEnv(leafB), INSPECTION_MODE: 'inline', INSPECTION_PROMPTS: 'block' });
+    const refused = await client(edgeC.url, key).post('/v1/requests', { model: 'sim', max_tokens: 10, messages: [{ role: 'user', content: 'my card is 4111 1111 1111 1111' }] });
+    assert.equal(refused.status, 422);
+    const body = (await refused.json()) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, 'SLUICE_ERR_PROMPT_BLOCKED');
+    assert.equal(body.error.message.includes('4111'), false);
+    assert.match(await (await fetch(`${edgeC.url}/metrics`)).text(), /sluice_inspection_stopped_total\{reason="prompt"\} 1/);
+    // The worker's inspection count: the request's mode (inline) was fixed by the edge's admission.
+    const inlineCount = async () => Number(/sluice_inspection_duration_seconds_count\{mode="inline"\} (\d+)/.exec(await (await fetch(`${worker.url}/metrics`)).text())?.[1] ?? 0);
+    const before = await inlineCount();
+    const id = await submit(edgeC, 40);
+    const frames = await follow(edgeC, id);
+    assert.equal(frames.at(-1)?.event, 'completed');
+    // Inline releases what the inspector passed, a word or more per event: not one event per model
+    // token (usage stays the model's count), but still every event once, in order, and the whole answer.
+    const tokens = tokensOf(frames);
+    const r = await result(edgeC, id);
+    assert.equal(r.status, 'completed');
+    assert.equal(r.usage.completion_tokens, 40);
+    assert.deepEqual(tokens.map((t) => t.id), tokens.map((_, i) => i + 1), 'in order, no gap, no duplicate');
+    assert.equal(tokens.map((t) => t.token).join(''), r.result);
+    assert.ok((await inlineCount()) > before, 'the origin\'s worker inspected the answer inline');
   });
 });
