@@ -1,8 +1,9 @@
 // Edge delivery over NATS leaf nodes, with real servers the test starts itself: a hub nats-server
 // with JetStream in domain `hub` (the origin's event stream; a worker appends there), and two leaf
 // nats-servers, each with an edge process (`--role edge`, BUS_URL nats://leaf?domain=hub). Each
-// leaf reaches the hub through a TCP proxy the test cuts. The shared nats on 4222 is not used; the
-// edges admit against the cluster's own PostgreSQL database, Redis prefix and RabbitMQ queue.
+// leaf reaches the hub through a TCP proxy the test cuts. No shared service is touched: the
+// test also starts its own PostgreSQL and Redis (test/helpers/private-services.ts), the origin's
+// queue is the hub's JetStream, and the edges admit against those.
 //
 // Asserted from the servers' own monitoring endpoints: a leaf's client subscriptions (leaf
 // /connz?subs=1) and the interest each leaf gives the hub (hub /leafz?subs=1) hold only the
@@ -15,8 +16,8 @@ import assert from 'node:assert/strict';
 import { readSse, waitFor, type SseFrame } from '../helpers/app.ts';
 import { client, createCluster, type Cluster } from '../helpers/cluster.ts';
 import { HUB_DOMAIN, natsServerSuite, startLeafTopology, type Leaf, type LeafTopology } from '../helpers/nats-leaf.ts';
+import { privateServicesSuite, startPrivatePostgres, startPrivateRedis, type PrivateServer } from '../helpers/private-services.ts';
 import type { SluiceProcess } from '../helpers/process.ts';
-import { serviceSuite } from '../helpers/services.ts';
 import { connectWs } from '../helpers/ws-client.ts';
 
 interface TokenData { token: string; sequence: number; attempt: number }
@@ -25,10 +26,12 @@ interface Connz { connections: { subscriptions_list?: string[] }[] }
 
 const tokensOf = (frames: SseFrame[]) => frames.filter((f) => f.event === 'token').map((f) => ({ id: Number(f.id), ...(JSON.parse(f.data) as TokenData) }));
 
-const skip = { ...natsServerSuite(), ...(await serviceSuite('postgres')), ...(await serviceSuite('redis')), ...(await serviceSuite('rabbitmq')) };
+const skip = { ...natsServerSuite(), ...privateServicesSuite() };
 
 describe('edge delivery over NATS leaf nodes', skip, () => {
   let topo: LeafTopology;
+  let pg: PrivateServer;
+  let redis: PrivateServer;
   let cluster: Cluster;
   let leafA: Leaf;
   let leafB: Leaf;
@@ -40,9 +43,9 @@ describe('edge delivery over NATS leaf nodes', skip, () => {
   const edgeEnv = (leaf: Leaf) => ({ BUS_URL: `${leaf.url}?domain=${HUB_DOMAIN}`, BUS_IDLE_PROBE_MS: '500' });
 
   before(async () => {
-    topo = await startLeafTopology(2);
+    [topo, pg, redis] = await Promise.all([startLeafTopology(2), startPrivatePostgres(), startPrivateRedis()]);
     [leafA, leafB] = topo.leafs as [Leaf, Leaf];
-    cluster = await createCluster({ queue: 'amqp', bus: 'nats', natsUrl: topo.hub.url, env: { SIM_ITL_MS: '25' } });
+    cluster = await createCluster({ queue: 'nats', bus: 'nats', natsUrl: topo.hub.url, privateServices: { postgres: pg.url, redis: redis.url }, env: { SIM_ITL_MS: '25' } });
     prefix = cluster.env.BUS_PREFIX!;
     // The worker (origin) first: it creates the stream on the hub with its settings.
     worker = await cluster.start('worker');
@@ -51,7 +54,7 @@ describe('edge delivery over NATS leaf nodes', skip, () => {
   });
   after(async () => {
     await cluster?.cleanup();
-    await topo?.stop();
+    await Promise.all([topo?.stop(), pg?.stop(), redis?.stop()]);
   });
 
   const submit = async (edge: SluiceProcess, maxTokens: number) => {
