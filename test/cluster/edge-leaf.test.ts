@@ -172,14 +172,18 @@ describe('edge delivery over NATS leaf nodes', skip, () => {
   it('cutting leaf A from the hub mid-stream ends in a resumed stream with no gap', async () => {
     const id = await submit(edgeA, 120);
     let cutting: Promise<void> | undefined;
+    let statusAtCut: string | undefined;
     const frames = await followToEnd(edgeA, id, 0, (f) => {
       if (f.event === 'token' && f.id === '10') cutting ??= (async () => {
         await leafA.link.cut();
+        // Read from the store (not through the leaf): the worker was still generating when the link went.
+        statusAtCut = (await result(edgeA, id)).status;
         await new Promise((r) => setTimeout(r, 2_500));
         await leafA.link.restore();
       })();
     });
     await cutting;
+    assert.equal(statusAtCut, 'running', 'the link was cut mid-stream');
     assert.equal(frames.at(-1)?.event, 'completed');
     await assertExactlyOnce(edgeA, id, tokensOf(frames));
   });
