@@ -118,6 +118,16 @@ describe('answer inspection', () => {
     assert.match(await metrics.registry.metrics(), /sluice_inspection_failures_total\{kind="timeout"\} 1/);
   });
 
+  it('hybrid fails closed too: a window without a verdict stops the attempt through stop(), nothing appended', async () => {
+    const { inspection, appended, stops } = setUp('hybrid', new FailingInspector(), 20);
+    await inspection.tokens(chunk('Hello there '));
+    await waitUntil(() => stops.length > 0);
+    assert.equal(stops.length, 1, 'the window inspected off the read loop ends the model call');
+    assert.ok(stops[0] instanceof InspectionStop && stops[0].reason === 'uninspected');
+    await assert.rejects(inspection.finish(), (e: unknown) => e instanceof InspectionStop && e.reason === 'uninspected');
+    assert.equal(appended.length, 0);
+  });
+
   it('async fails open: an inspector failure is counted and the answer goes on', async () => {
     const { inspection, stops, metrics } = setUp('async', new FailingInspector());
     await inspection.tokens(chunk('Hello '));
