@@ -1,20 +1,23 @@
 // Edge delivery over NATS leaf nodes, with real servers the test starts itself: a hub nats-server
 // with JetStream in domain `hub` (the origin's event stream; a worker appends there), and two leaf
 // nats-servers, each with an edge process (`--role edge`, BUS_URL nats://leaf?domain=hub). Each
-// leaf reaches the hub through a TCP proxy the test cuts. The shared nats on 4222 is not used; the
-// edges admit against the cluster's own PostgreSQL database, Redis prefix and RabbitMQ queue.
+// leaf reaches the hub through a TCP proxy the test cuts. No shared service is touched: the
+// test also starts its own PostgreSQL and Redis (test/helpers/private-services.ts), the origin's
+// queue is the hub's JetStream, and the edges admit against those.
 //
 // Asserted from the servers' own monitoring endpoints: a leaf's client subscriptions (leaf
 // /connz?subs=1) and the interest each leaf gives the hub (hub /leafz?subs=1) hold only the
 // subjects of requests followed at that edge, and a leaf whose edge follows nothing receives no
 // message while another edge's request streams.
+// An edge admits with its own INSPECTION_* settings: a prompt it refuses never reaches the origin, and
+// the mode it resolves is the one the origin's worker inspects the answer with.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readSse, waitFor, type SseFrame } from '../helpers/app.ts';
 import { client, createCluster, type Cluster } from '../helpers/cluster.ts';
 import { HUB_DOMAIN, natsServerSuite, startLeafTopology, type Leaf, type LeafTopology } from '../helpers/nats-leaf.ts';
+import { privateServicesSuite, startPrivatePostgres, startPrivateRedis, type PrivateServer } from '../helpers/private-services.ts';
 import type { SluiceProcess } from '../helpers/process.ts';
-import { serviceSuite } from '../helpers/services.ts';
 import { connectWs } from '../helpers/ws-client.ts';
 
 interface TokenData { token: string; sequence: number; attempt: number }
@@ -23,32 +26,35 @@ interface Connz { connections: { subscriptions_list?: string[] }[] }
 
 const tokensOf = (frames: SseFrame[]) => frames.filter((f) => f.event === 'token').map((f) => ({ id: Number(f.id), ...(JSON.parse(f.data) as TokenData) }));
 
-const skip = { ...natsServerSuite(), ...(await serviceSuite('postgres')), ...(await serviceSuite('redis')), ...(await serviceSuite('rabbitmq')) };
+const skip = { ...natsServerSuite(), ...privateServicesSuite() };
 
 describe('edge delivery over NATS leaf nodes', skip, () => {
   let topo: LeafTopology;
+  let pg: PrivateServer;
+  let redis: PrivateServer;
   let cluster: Cluster;
   let leafA: Leaf;
   let leafB: Leaf;
   let edgeA: SluiceProcess;
   let edgeB: SluiceProcess;
+  let worker: SluiceProcess;
   let key: string;
   let prefix: string;
   const edgeEnv = (leaf: Leaf) => ({ BUS_URL: `${leaf.url}?domain=${HUB_DOMAIN}`, BUS_IDLE_PROBE_MS: '500' });
 
   before(async () => {
-    topo = await startLeafTopology(2);
+    [topo, pg, redis] = await Promise.all([startLeafTopology(2), startPrivatePostgres(), startPrivateRedis()]);
     [leafA, leafB] = topo.leafs as [Leaf, Leaf];
-    cluster = await createCluster({ queue: 'amqp', bus: 'nats', natsUrl: topo.hub.url, env: { SIM_ITL_MS: '25' } });
+    cluster = await createCluster({ queue: 'nats', bus: 'nats', natsUrl: topo.hub.url, privateServices: { postgres: pg.url, redis: redis.url }, env: { SIM_ITL_MS: '25' } });
     prefix = cluster.env.BUS_PREFIX!;
     // The worker (origin) first: it creates the stream on the hub with its settings.
-    await cluster.start('worker');
+    worker = await cluster.start('worker');
     [edgeA, edgeB] = await Promise.all([cluster.start('edge', edgeEnv(leafA)), cluster.start('edge', edgeEnv(leafB))]);
     ({ key } = await cluster.user({ tier: 'pro' }));
   });
   after(async () => {
     await cluster?.cleanup();
-    await topo?.stop();
+    await Promise.all([topo?.stop(), pg?.stop(), redis?.stop()]);
   });
 
   const submit = async (edge: SluiceProcess, maxTokens: number) => {
@@ -166,14 +172,18 @@ describe('edge delivery over NATS leaf nodes', skip, () => {
   it('cutting leaf A from the hub mid-stream ends in a resumed stream with no gap', async () => {
     const id = await submit(edgeA, 120);
     let cutting: Promise<void> | undefined;
+    let statusAtCut: string | undefined;
     const frames = await followToEnd(edgeA, id, 0, (f) => {
       if (f.event === 'token' && f.id === '10') cutting ??= (async () => {
         await leafA.link.cut();
+        // Read from the store (not through the leaf): the worker was still generating when the link went.
+        statusAtCut = (await result(edgeA, id)).status;
         await new Promise((r) => setTimeout(r, 2_500));
         await leafA.link.restore();
       })();
     });
     await cutting;
+    assert.equal(statusAtCut, 'running', 'the link was cut mid-stream');
     assert.equal(frames.at(-1)?.event, 'completed');
     await assertExactlyOnce(edgeA, id, tokensOf(frames));
   });
@@ -207,5 +217,30 @@ describe('edge delivery over NATS leaf nodes', skip, () => {
     assert.equal(connected.resumed_after, 12);
     assert.equal(rest.at(-1)?.event, 'completed');
     await assertExactlyOnce(edgeB, id, [...tokensOf(head), ...tokensOf(rest)]);
+  });
+
+  it('content inspection of a request admitted at an edge: the edge refuses a prompt before admission and resolves the mode, the origin\'s worker inspects the answer', async () => {
+    const edgeC = await cluster.start('edge', { ...edgeEnv(leafB), INSPECTION_MODE: 'inline', INSPECTION_PROMPTS: 'block' });
+    const refused = await client(edgeC.url, key).post('/v1/requests', { model: 'sim', max_tokens: 10, messages: [{ role: 'user', content: 'my card is 4111 1111 1111 1111' }] });
+    assert.equal(refused.status, 422);
+    const body = (await refused.json()) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, 'SLUICE_ERR_PROMPT_BLOCKED');
+    assert.equal(body.error.message.includes('4111'), false);
+    assert.match(await (await fetch(`${edgeC.url}/metrics`)).text(), /sluice_inspection_stopped_total\{reason="prompt"\} 1/);
+    // The worker's inspection count: the request's mode (inline) was fixed by the edge's admission.
+    const inlineCount = async () => Number(/sluice_inspection_duration_seconds_count\{mode="inline"\} (\d+)/.exec(await (await fetch(`${worker.url}/metrics`)).text())?.[1] ?? 0);
+    const before = await inlineCount();
+    const id = await submit(edgeC, 40);
+    const frames = await follow(edgeC, id);
+    assert.equal(frames.at(-1)?.event, 'completed');
+    // Inline releases what the inspector passed, a word or more per event: not one event per model
+    // token (usage stays the model's count), but still every event once, in order, and the whole answer.
+    const tokens = tokensOf(frames);
+    const r = await result(edgeC, id);
+    assert.equal(r.status, 'completed');
+    assert.equal(r.usage.completion_tokens, 40);
+    assert.deepEqual(tokens.map((t) => t.id), tokens.map((_, i) => i + 1), 'in order, no gap, no duplicate');
+    assert.equal(tokens.map((t) => t.token).join(''), r.result);
+    assert.ok((await inlineCount()) > before, 'the origin\'s worker inspected the answer inline');
   });
 });

@@ -132,6 +132,8 @@ describe('deploy/k8s/edge', () => {
     assert.equal(c.role, 'edge');
     assert.equal(c.busIdleProbeMs, 2000);
     assert.equal(c.migrateOnStart, false);
+    // The edge admits: its inspection settings are explicit, to be kept equal to the origin's.
+    assert.deepEqual([data.INSPECTION_MODE, data.INSPECTION_PROMPTS], [c.inspection.mode, c.inspection.prompts]);
   });
 
   it("the leaf Deployment mounts its ConfigMap's leaf.conf, which nats-server accepts", async (t) => {

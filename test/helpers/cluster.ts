@@ -16,6 +16,12 @@ export interface ClusterOptions {
   bus: 'redis' | 'nats';
   /** Overrides of the service URLs (a private nats-server). */
   natsUrl?: string;
+  /**
+   * A private PostgreSQL (its admin URL: the cluster's database is created there) and Redis
+   * (limiter, and bus when bus is 'redis') instead of the machine's shared ones; needs queue
+   * 'nats' and a private natsUrl. Cleanup leaves them alone: their owner stops them whole.
+   */
+  privateServices?: { postgres: string; redis: string };
   env?: Record<string, string>;
 }
 
@@ -35,7 +41,10 @@ export interface Cluster {
 
 export async function createCluster(opts: ClusterOptions): Promise<Cluster> {
   const base = uniqueName('sc').toLowerCase();
-  const databaseUrl = await createDatabase(base);
+  const own = opts.privateServices;
+  // Cleanup removes nothing from shared services then: everything must be private.
+  if (own && (opts.queue !== 'nats' || !opts.natsUrl)) throw new Error('privateServices: queue on NATS with a private natsUrl too');
+  const databaseUrl = await createDatabase(base, own?.postgres);
   // Migrate once here, so the processes started next do not all race to do it.
   await (await createStore(databaseUrl, { migrate: true })).close();
 
@@ -45,9 +54,9 @@ export async function createCluster(opts: ClusterOptions): Promise<Cluster> {
   const queueName = names.QUEUE_NAME;
   const env: Record<string, string> = {
     DATABASE_URL: databaseUrl,
-    LIMITER_URL: SERVICES.redis,
+    LIMITER_URL: own?.redis ?? SERVICES.redis,
     QUEUE_URL: opts.queue === 'amqp' ? SERVICES.rabbitmq : nats,
-    BUS_URL: opts.bus === 'redis' ? SERVICES.redis : nats,
+    BUS_URL: opts.bus === 'redis' ? own?.redis ?? SERVICES.redis : nats,
     ...names,
     SLUICE_MASTER_KEY: MASTER_KEY, SLUICE_DATA_DIR: dir, LOG_LEVEL: 'warn',
     WORKER_CLAIM_MS: '1500', WORKER_RETRY_BASE_MS: '50', SIM_TTFT_MS: '0', SIM_ITL_MS: '2',
@@ -84,6 +93,7 @@ export async function createCluster(opts: ClusterOptions): Promise<Cluster> {
     async cleanup() {
       await Promise.all(procs.map((p) => p.kill('SIGKILL')));
       rmSync(dir, { recursive: true, force: true });
+      if (own) return;
       const [dropped, removed] = await Promise.allSettled([dropDatabase(base), removeIsolated(names, { queue: opts.queue, bus: opts.bus, natsUrl: nats })]);
       const failures = [...(dropped.status === 'rejected' ? [dropped.reason] : []), ...(removed.status === 'fulfilled' ? removed.value : [removed.reason])];
       for (const f of failures) console.warn(`cluster cleanup: ${String(f)}`);

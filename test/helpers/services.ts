@@ -61,14 +61,15 @@ function withDatabase(url: string, db: string): string {
 export const streamBase = (name: string) => name.replace(/[^A-Za-z0-9_-]/g, '_').toUpperCase();
 
 /** Creates a database on the test server; returns its URL. */
-export async function createDatabase(name: string): Promise<string> {
-  const c = await pgClient(SERVICES.postgres);
+/** Creates a database on the shared PostgreSQL, or on the server `adminUrl` names (a private one). */
+export async function createDatabase(name: string, adminUrl: string = SERVICES.postgres): Promise<string> {
+  const c = await pgClient(adminUrl);
   try { await c.query(`CREATE DATABASE ${name}`); } finally { await c.end(); }
-  return withDatabase(SERVICES.postgres, name);
+  return withDatabase(adminUrl, name);
 }
 
-export async function dropDatabase(name: string): Promise<void> {
-  const c = await pgClient(SERVICES.postgres);
+export async function dropDatabase(name: string, adminUrl: string = SERVICES.postgres): Promise<void> {
+  const c = await pgClient(adminUrl);
   try { await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`); } finally { await c.end(); }
 }
 

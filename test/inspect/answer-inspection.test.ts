@@ -31,14 +31,17 @@ class FailingInspector implements Inspector {
 function setUp(mode: AnswerInspectionDeps['mode'], inspector: Inspector, bufferMs = 50) {
   const appended: { at: number; text: string }[] = [];
   const stops: Error[] = [];
+  /** The log lines written, parsed (pino writes one JSON object per line). */
+  const logged: Record<string, unknown>[] = [];
   const started = Date.now();
   const metrics = createMetrics();
+  const logger = createLogger('info', 'test', { write: (line: string) => { logged.push(JSON.parse(line) as Record<string, unknown>); } });
   const inspection = new AnswerInspection({
-    mode, inspector, requestId: 'r', attempt: 1, bufferMs, metrics, logger: createLogger('silent', 'test'),
+    mode, inspector, requestId: 'r', attempt: 1, bufferMs, metrics, logger,
     append: async (events: EventBody[]) => { for (const e of events) if (e.type === 'token') appended.push({ at: Date.now() - started, text: e.text }); },
     stop: (err) => stops.push(err), signal: new AbortController().signal,
   });
-  return { inspection, appended, stops, metrics, text: () => appended.map((a) => a.text).join('') };
+  return { inspection, appended, stops, metrics, logged, text: () => appended.map((a) => a.text).join('') };
 }
 const chunk = (text: string) => ({ type: 'tokens' as const, texts: [text] });
 
@@ -84,8 +87,8 @@ describe('answer inspection', () => {
     assert.equal(text(), Array.from({ length: 40 }, (_, i) => `w${i} `).join(''));
   });
 
-  it('async: appends nothing itself; a finding stops the attempt through stop() and then from tokens()/finish()', async () => {
-    const { inspection, appended, stops, metrics } = setUp('async', new PiiInspector());
+  it('async: appends nothing itself; a finding stops the attempt through stop() and then from tokens()/finish(), with an alert metric and a log line', async () => {
+    const { inspection, appended, stops, metrics, logged } = setUp('async', new PiiInspector());
     await inspection.tokens(chunk('write to jane@example.org '));
     await sleep(20);
     assert.equal(appended.length, 0);
@@ -93,7 +96,13 @@ describe('answer inspection', () => {
     assert.ok(stops[0] instanceof InspectionStop && stops[0].reason === 'blocked' && stops[0].finding?.type === 'email');
     await assert.rejects(inspection.tokens(chunk('more')), (e: unknown) => e instanceof InspectionStop);
     await assert.rejects(inspection.finish(), (e: unknown) => e instanceof InspectionStop);
-    assert.match(await metrics.registry.metrics(), /sluice_inspection_findings_total\{type="email",kind="completion"\} 1/);
+    const text = await metrics.registry.metrics();
+    assert.match(text, /sluice_inspection_findings_total\{type="email",kind="completion"\} 1/);
+    assert.match(text, /sluice_inspection_stopped_total\{reason="blocked"\} 1/, 'the metric SluiceContentBlocked alerts on');
+    const lines = logged.filter((l) => l.msg === 'content inspection stopped the request');
+    assert.equal(lines.length, 1, 'one log line for the stop');
+    assert.deepEqual({ level: lines[0]!.level, request_id: lines[0]!.request_id, attempt: lines[0]!.attempt, finding: lines[0]!.finding, mode: lines[0]!.mode }, { level: 40, request_id: 'r', attempt: 1, finding: 'email', mode: 'async' });
+    assert.equal(JSON.stringify(logged).includes('jane@'), false, 'the log line names the finding\'s type, never its text');
   });
 
   it('async: a finding in the last tokens still stops the answer at finish()', async () => {
@@ -107,6 +116,16 @@ describe('answer inspection', () => {
     await assert.rejects(inspection.tokens(chunk('Hello')), (e: unknown) => e instanceof InspectionStop && e.reason === 'uninspected');
     assert.equal(appended.length, 0);
     assert.match(await metrics.registry.metrics(), /sluice_inspection_failures_total\{kind="timeout"\} 1/);
+  });
+
+  it('hybrid fails closed too: a window without a verdict stops the attempt through stop(), nothing appended', async () => {
+    const { inspection, appended, stops } = setUp('hybrid', new FailingInspector(), 20);
+    await inspection.tokens(chunk('Hello there '));
+    await waitUntil(() => stops.length > 0);
+    assert.equal(stops.length, 1, 'the window inspected off the read loop ends the model call');
+    assert.ok(stops[0] instanceof InspectionStop && stops[0].reason === 'uninspected');
+    await assert.rejects(inspection.finish(), (e: unknown) => e instanceof InspectionStop && e.reason === 'uninspected');
+    assert.equal(appended.length, 0);
   });
 
   it('async fails open: an inspector failure is counted and the answer goes on', async () => {
