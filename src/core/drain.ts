@@ -4,6 +4,7 @@
 // the rest off: the `handoff` signal stops direct-mode attempts (their requests go to the queue,
 // where a worker continues them under a new attempt), ends SSE listeners so they resume with
 // Last-Event-ID on another instance, and closes WebSockets with 1012 so they resume with `after`.
+import { setMaxListeners } from 'node:events';
 import { SluiceError } from './errors.ts';
 
 /** What drain waits for: anything that emits 'close' once when it is done (an HTTP response). */
@@ -11,6 +12,8 @@ export interface Closable { once(event: 'close', listener: () => void): unknown 
 
 export class Drain {
   private readonly handoffs = new AbortController();
+  /** Every running direct attempt and listener waits on `handoff`: a thousand, not a leak. */
+  constructor() { setMaxListeners(0, this.handoffs.signal); }
   /** Responses being served; counted, not held, so tracking one costs no allocation. */
   private open = 0;
   private idleWaiters: (() => void)[] = [];

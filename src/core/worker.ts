@@ -22,6 +22,7 @@
 // them; handOff() stops those still running, each giving its claim back and leaving its delivery
 // unsettled, so stop() returns the jobs to the queue and another worker continues them at once.
 import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import type { Config } from '../config.ts';
 import type { ModelBackend } from '../ports/model.ts';
 import type { Consumer, Delivery, Queue } from '../ports/queue.ts';
@@ -53,6 +54,7 @@ export class Worker {
     model?: Pick<ModelBackend, 'availability' | 'capacity'>;
   }) {
     this.slots = workerSlots(deps.config.worker.concurrency, deps.model?.capacity?.());
+    setMaxListeners(0, this.handoff.signal); // every running attempt waits on it
   }
 
   async start(): Promise<void> {

@@ -42,3 +42,23 @@ describe('drain: tracked responses', () => {
     assert.equal(await again, true);
   });
 });
+
+describe('drain: the hand-off signal', () => {
+  it('takes a listener per running attempt without a MaxListenersExceededWarning, and aborts them all', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => { if (w.name === 'MaxListenersExceededWarning') warnings.push(w); };
+    process.on('warning', onWarning);
+    try {
+      const drain = new Drain();
+      let aborted = 0;
+      for (let i = 0; i < 50; i++) drain.handoff.addEventListener('abort', () => { aborted++; }, { once: true });
+      drain.begin();
+      drain.handOff();
+      await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+      assert.equal(aborted, 50);
+      assert.deepEqual(warnings.map((w) => w.message), []);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+});
