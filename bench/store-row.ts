@@ -2,8 +2,8 @@
 // payload (bench/routing.ts, tools included) and the finish that adds a 64-token answer, one row
 // per statement, in variants interleaved operation by operation (the order flips every step) so
 // that a shared, loaded machine slows every variant alike. Prints the median µs per statement.
-//   full: the output as written today, choice 0's text in `output` and `result`
-//   lean: the compact form (storedOutput in sql-store.ts: read today, written once every running version reads it), the text in `result` only
+//   full: the output as earlier versions wrote it, choice 0's text in `output` and `result`
+//   lean: the compact form that the store writes now (storedOutput in sql-store.ts), the text in `result` only
 //   +toast8k: the same on a copy of the table with toast_tuple_target = 8160, where a row under
 //             8 kB is never compressed; also prints both tables' sizes
 // The statements are the shape of the store's (PREPAREd, run as EXECUTE over the simple protocol,

@@ -48,13 +48,12 @@ describe('Stored output (PGlite)', () => {
           usage: { promptTokens: 2, completionTokens: 1, totalTokens: 3 }, error: null, chargedTokens: 3, chargedRequests: 1,
         }), true);
       }
-      // This version still writes choice 0's text in both (an earlier reader needs it there)...
-      const [stored] = await db.query(`SELECT output::text AS output FROM requests WHERE request_id = 'req-old'`);
-      assert.ok(String(stored?.output).includes('Bonjour'), `written whole: ${String(stored?.output)}`);
-      // ...and reads the compact form that a later one writes.
-      const compact = storedOutput(output, 'Bonjour');
-      assert.ok(!JSON.stringify(compact).includes('Bonjour'));
-      await db.query(`UPDATE requests SET output = $1::jsonb WHERE request_id = 'req-new'`, [JSON.stringify(compact)]);
+      // This version writes choice 0's text once, in `result` (the compact form)...
+      const [stored] = await db.query(`SELECT output::text AS output FROM requests WHERE request_id = 'req-new'`);
+      assert.ok(!String(stored?.output).includes('Bonjour'), `written compact: ${String(stored?.output)}`);
+      assert.deepEqual(JSON.parse(String(stored?.output)), storedOutput(output, 'Bonjour'));
+      // ...and reads as well a row that an earlier version wrote whole.
+      await db.query(`UPDATE requests SET output = $1::jsonb WHERE request_id = 'req-old'`, [JSON.stringify(output)]);
       for (const id of ids) assert.deepEqual((await store.getRequest(id))?.output, output, id);
     } finally {
       await store.close();

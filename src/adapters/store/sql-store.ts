@@ -157,10 +157,9 @@ function toQuota(r: Row): QuotaOverride {
  * finish also tries to compress it): this form makes a finish ~19 % cheaper on PGlite
  * (bench/store-row.ts). A content that differs from `result` is kept as it is.
  *
- * This version reads the compact form (`outputOf`) but does not write it yet: a process of an
- * earlier version, which does not read it, would answer choice 0 without its text (a queued
- * non-streaming call finished by an upgraded worker) while a fleet runs both. The finish writes
- * it once every running version reads it (expand, then contract: docs/operations.md §3).
+ * The previous version (`efa0f66`) shipped the reader (`outputOf`) alone, so that no process of a
+ * fleet mid-upgrade answers choice 0 without its text; this one writes the compact form (expand,
+ * then contract: docs/operations.md §3). Rows written whole by earlier versions read as they are.
  */
 export function storedOutput(output: RequestOutput, result: string): unknown {
   return {
@@ -538,7 +537,7 @@ export class SqlStore implements Store {
        FROM done d JOIN x ON x.request_id = d.request_id
        RETURNING request_id`,
       [JSON.stringify(calls.map(({ id, o }) => ({
-        request_id: id, status: o.status, result: o.result, output: o.output ?? null, finish_reason: o.finishReason,
+        request_id: id, status: o.status, result: o.result, output: o.output ? storedOutput(o.output, o.result ?? '') : null, finish_reason: o.finishReason,
         completion_tokens: o.usage.completionTokens, prompt_tokens: o.usage.promptTokens, error: o.error,
         attempt: o.attempt, charged_tokens: o.chargedTokens, charged_requests: o.chargedRequests,
         cost_usd: o.costUsd ?? null, deployment: o.deployment ?? o.output?.served?.deployment ?? null,
